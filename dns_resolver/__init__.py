@@ -1,0 +1,1 @@
+"""The filtering DNS resolver: listeners, the fast path and the resolver chain."""

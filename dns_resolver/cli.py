@@ -1,0 +1,133 @@
+"""The `filterdns serve` subcommand: `register(subparsers)` adds it, `run(args)` runs it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+from dns_resolver.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    default_config,
+    load_config,
+    require_upstreams,
+)
+
+log = logging.getLogger("filterdns")
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `serve` to an argparse subparsers object; returns its parser."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the filtering DNS resolver",
+        description=(
+            "Run the filtering DNS resolver. Without --config it runs the embedded default: "
+            "bundled lists, upstreams from /etc/resolv.conf, 127.0.0.1:5353, metrics on "
+            "127.0.0.1:9153. Flags override the config file. Port 53 needs root or "
+            "CAP_NET_BIND_SERVICE (e.g. `setcap cap_net_bind_service=+ep` on the Python "
+            "binary, or a systemd unit with AmbientCapabilities=CAP_NET_BIND_SERVICE and "
+            "User=filterdns), so the resolver never has to run as root."
+        ),
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML config file")
+    parser.add_argument(
+        "--check-config", metavar="FILE", help="validate a config file and exit (status 0 if valid)"
+    )
+    parser.add_argument(
+        "--listen", metavar="ADDR:PORT", action="append", default=[],
+        help="listen address, UDP and TCP (repeatable; [v6]:PORT for IPv6)",
+    )
+    parser.add_argument(
+        "--upstream", metavar="ADDR:PORT", action="append", default=[],
+        help="upstream server (repeatable, tried in order)",
+    )
+    parser.add_argument(
+        "--list", metavar="PATH[:CATEGORY]", action="append", default=[], dest="lists",
+        help="a list to load (repeatable; replaces the config's lists)",
+    )
+    parser.add_argument(
+        "--block-mode", choices=("nxdomain", "nodata", "null", "ip"),
+        help="how blocked names are answered",
+    )
+    parser.add_argument(
+        "--metrics-listen", metavar="ADDR:PORT", help='Prometheus endpoint ("" disables)'
+    )
+    parser.add_argument("--log-format", choices=("text", "json"), help="log line format")
+    parser.set_defaults(func=run)
+    return parser
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    """Log to stderr as text or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The effective config: the file (or the embedded default) with the flags applied."""
+    config = load_config(args.config) if args.config else default_config()
+    config = apply_overrides(
+        config,
+        listen=args.listen,
+        upstream=args.upstream,
+        lists=args.lists,
+        block_mode=args.block_mode,
+        metrics_listen=args.metrics_listen,
+    )
+    require_upstreams(config)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `filterdns serve`; returns the exit status."""
+    if args.check_config:
+        try:
+            config = load_config(args.check_config)
+        except (ConfigError, OSError) as exc:
+            print(f"filterdns: invalid config: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"{args.check_config}: OK ({len(config.lists)} lists, "
+            f"{len(config.server.listen)} listen addresses, "
+            f"{len(config.upstream.servers)} upstreams)"
+        )
+        return 0
+    try:
+        config = load(args)
+    except (ConfigError, OSError) as exc:
+        print(f"filterdns: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.logging.level, args.log_format or config.logging.format)
+    from dns_resolver.app import App
+
+    app = App(config)
+    try:
+        return asyncio.run(app.run())
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1

@@ -1,0 +1,232 @@
+"""The optional query log: one JSON object per answered query, written off the query path.
+
+Never on by default (`[querylog] enabled = true` turns it on). `QueryLog.log()` only appends
+a tuple to a bounded in-memory queue; a writer thread anonymises, formats and writes the
+queued entries in batches every `flush_interval` seconds, so the serving code never waits
+on the disk. When the queue is full (the disk cannot keep up) entries are dropped and
+counted rather than slowing the resolver down.
+
+Client addresses are anonymised by default: truncated to their /24 (IPv4) or /48 (IPv6)
+network, or replaced by a keyed hash whose key is random per start (so the same client
+can be followed within one run, but not across restarts or by anyone without the key), or
+left as they are with `anonymize = "none"`.
+
+The file is rotated when it would grow past `max_bytes`: the current file becomes
+`PATH.1` (replacing an older one), so the log never takes more than about twice
+`max_bytes` on disk.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dnslib import QTYPE, RCODE
+
+from dns_resolver.config import ANONYMIZE_MODES, QueryLogConfig
+from filtercore.verdict import Verdict
+
+__all__ = ["QueryLog", "anonymize_client"]
+
+log = logging.getLogger(__name__)
+
+_Entry = tuple[float, str, str, int, str, str, "str | None", "str | None", "int | None", float]
+
+
+def anonymize_client(address: str, mode: str, key: bytes = b"") -> str | None:
+    """The client address as the log shows it under `mode` (see the module docstring).
+
+    Returns None for an address that is not an IP literal in "truncate" mode.
+    """
+    if mode == "none":
+        return address
+    if mode == "hash":
+        digest = hashlib.blake2b(address.encode(), key=key, digest_size=8).hexdigest()
+        return digest
+    if mode != "truncate":
+        raise ValueError(f"unknown anonymize mode {mode!r}; one of {ANONYMIZE_MODES}")
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:a.b.c.d is an IPv4 client on a dual-stack socket
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
+def _type_name(table: object, code: int) -> str:
+    name = table.get(code)  # type: ignore[attr-defined]
+    return name if isinstance(name, str) else str(code)
+
+
+class QueryLog:
+    """A JSON-lines query log with anonymised clients and size-bounded rotation.
+
+    Each line has: `timestamp` (ISO 8601 UTC, ms), `client`, `qname`, `qtype` (mnemonic),
+    `protocol`, `result`, `category`, `list`, `rcode` (mnemonic), `duration_ms`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        anonymize: str = "truncate",
+        max_bytes: int = 100 * 1024 * 1024,
+        flush_interval: float = 0.5,
+        queue_limit: int = 100_000,
+    ) -> None:
+        if anonymize not in ANONYMIZE_MODES:
+            raise ValueError(f"unknown anonymize mode {anonymize!r}; one of {ANONYMIZE_MODES}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.anonymize = anonymize
+        self.max_bytes = max_bytes
+        self.flush_interval = flush_interval
+        self.queue_limit = queue_limit
+        self.dropped = 0
+        self.written = 0
+        # A fresh random key each start: hashes link queries within one run only.
+        self._key = secrets.token_bytes(16)
+        # deque.append/popleft are atomic, so producers and the writer need no lock.
+        self._queue: collections.deque[_Entry] = collections.deque()
+        self._wake = threading.Event()
+        self._flush_lock = threading.Lock()  # one drain at a time: flush() vs the writer
+        self._closed = False
+        self._file = self.path.open("ab")
+        self._size = self._file.tell()
+        self._write_error_reported = False
+        self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_config(cls, config: QueryLogConfig) -> QueryLog | None:
+        """The log `config` asks for, or None when it is disabled."""
+        if not config.enabled:
+            return None
+        return cls(config.path, anonymize=config.anonymize, max_bytes=config.max_bytes)
+
+    def log(
+        self,
+        client: str,
+        qname: str,
+        qtype: int,
+        protocol: str,
+        result: str,
+        duration: float,
+        *,
+        verdict: Verdict | None = None,
+        rcode: int | None = None,
+        category: str | None = None,
+        list_name: str | None = None,
+        timestamp: float | None = None,
+    ) -> None:
+        """Queue one entry (cheap; nothing is formatted or written here).
+
+        `qtype` and `rcode` are numeric codes; `duration` is in seconds; `timestamp`
+        defaults to now. A `verdict` supplies `category` and `list` unless they are given.
+        """
+        if self._closed:
+            return
+        if len(self._queue) >= self.queue_limit:
+            self.dropped += 1
+            return
+        if verdict is not None:
+            category = category or verdict.category
+            list_name = list_name or verdict.list
+        self._queue.append(
+            (
+                time.time() if timestamp is None else timestamp,
+                client,
+                qname,
+                qtype,
+                protocol,
+                result,
+                category,
+                list_name,
+                rcode,
+                duration,
+            )
+        )
+
+    def flush(self) -> None:
+        """Write everything queued so far (from any thread); returns when it is on disk."""
+        with self._flush_lock:
+            self._drain()
+
+    def close(self) -> None:
+        """Flush and stop the writer. Idempotent; later `log()` calls are ignored."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._thread.join()
+        self._drain()
+        self._file.close()
+
+    # -- writer thread --
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.flush_interval)
+            with self._flush_lock:
+                self._drain()
+
+    def _format(self, entry: _Entry) -> bytes:
+        ts, client, qname, qtype, protocol, result, category, list_name, rcode, duration = entry
+        stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+        record = {
+            "timestamp": stamp.replace("+00:00", "Z"),
+            "client": anonymize_client(client, self.anonymize, self._key),
+            "qname": qname,
+            "qtype": _type_name(QTYPE, qtype),
+            "protocol": protocol,
+            "result": result,
+            "category": category,
+            "list": list_name,
+            "rcode": _type_name(RCODE, rcode) if rcode is not None else None,
+            "duration_ms": round(duration * 1000, 3),
+        }
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+    def _drain(self) -> None:
+        queue = self._queue
+        lines: list[bytes] = []
+        while queue:
+            lines.append(self._format(queue.popleft()))
+        if not lines or self._file.closed:
+            return
+        try:
+            batch_start = 0
+            size = 0
+            for i, line in enumerate(lines):
+                if self._size + size + len(line) > self.max_bytes and (self._size + size) > 0:
+                    self._file.write(b"".join(lines[batch_start:i]))
+                    self._rotate()
+                    batch_start, size = i, 0
+                size += len(line)
+            self._file.write(b"".join(lines[batch_start:]))
+            self._size += size
+            self._file.flush()
+            self.written += len(lines)
+        except OSError as e:
+            # A full or read-only disk must not take the resolver down; say so once.
+            self.dropped += len(lines)
+            if not self._write_error_reported:
+                self._write_error_reported = True
+                log.warning("query log %s: cannot write (%s); dropping entries", self.path, e)
+
+    def _rotate(self) -> None:
+        self._file.close()
+        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        self._file = self.path.open("ab")
+        self._size = 0

@@ -1,0 +1,171 @@
+"""UDP and TCP listeners (asyncio) on every configured address, IPv4 and IPv6.
+
+UDP datagrams go through `Resolver.handle` inside the datagram callback: cache hits,
+blocks and errors are answered without creating a task; only upstream queries become
+tasks. TCP uses 2-byte length framing (RFC 1035 4.2.2) and serves many queries per
+connection (answered in order) until the client closes or stays idle for
+`tcp_idle_timeout` seconds (RFC 7766).
+
+Nothing a client sends can crash the server: an exception while handling a query is
+logged and answered with SERVFAIL, and the loop carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+from collections.abc import Sequence
+
+from dns_resolver.resolver import Pending, Resolver
+
+log = logging.getLogger(__name__)
+
+RCVBUF = 4 * 1024 * 1024  # the 208 KB default overflows with a few hundred queries in flight
+TCP_BACKLOG = 128
+
+
+def _bind(host: str, port: int, kind: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        if family == socket.AF_INET6:
+            # Let "::" and "0.0.0.0" be configured side by side.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        else:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+        resolver = self.server.resolver
+        try:
+            out = resolver.handle(data, addr[0], False)
+        except Exception:
+            log.exception("error handling a UDP query from %s", addr[0])
+            out = resolver.servfail_for(data)
+        if out is None or self.transport is None:
+            return
+        if isinstance(out, Pending):
+            self.server.spawn(self._answer_later(out, data, addr))
+        else:
+            self.transport.sendto(out, addr)
+
+    async def _answer_later(self, pending: Pending, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+        try:
+            out: bytes | None = await self.server.resolver.resolve(pending)
+        except Exception:
+            log.exception("error resolving %s for %s", pending.query.qname, addr[0])
+            out = self.server.resolver.servfail_for(data)
+        if out is not None and self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(out, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier answers (the client went away): nothing to do.
+        log.debug("UDP error: %s", exc)
+
+
+class DnsServer:
+    """Listens on `listen` (host, port) pairs over UDP and TCP and answers with `resolver`."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        listen: Sequence[tuple[str, int]],
+        *,
+        tcp_idle_timeout: float = 10.0,
+    ) -> None:
+        self.resolver = resolver
+        self.listen = list(listen)
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.addresses: list[tuple[str, int]] = []
+
+    def spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def start(self) -> None:
+        """Bind every address (UDP and TCP on the same port). Raises OSError naming it."""
+        loop = asyncio.get_running_loop()
+        for host, port in self.listen:
+            try:
+                tcp_sock = _bind(host, port, socket.SOCK_STREAM)
+                # Port 0 (tests): UDP takes the port the kernel gave TCP.
+                port = tcp_sock.getsockname()[1]
+                udp_sock = _bind(host, port, socket.SOCK_DGRAM)
+            except OSError as exc:
+                await self.stop()
+                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), sock=udp_sock
+            )
+            self._udp.append(transport)  # type: ignore[arg-type]
+            tcp_sock.listen(TCP_BACKLOG)
+            self._tcp.append(await asyncio.start_server(self._tcp_client, sock=tcp_sock))
+            self.addresses.append((host, port))
+            log.info("listening on %s port %d (UDP and TCP)", host, port)
+
+    async def stop(self) -> None:
+        """Close the listeners and cancel queries in flight."""
+        for transport in self._udp:
+            transport.close()
+        for server in self._tcp:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for server in self._tcp:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._udp.clear()
+        self._tcp.clear()
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        client = peer[0] if peer else ""
+        resolver = self.resolver
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.tcp_idle_timeout):
+                        length = struct.unpack("!H", await reader.readexactly(2))[0]
+                        data = await reader.readexactly(length)
+                except (TimeoutError, asyncio.IncompleteReadError):
+                    return
+                try:
+                    out = resolver.handle(data, client, True)
+                    if isinstance(out, Pending):
+                        out = await resolver.resolve(out)
+                except Exception:
+                    log.exception("error handling a TCP query from %s", client)
+                    out = resolver.servfail_for(data)
+                if out is None:
+                    # Garbage on a stream: the framing can no longer be trusted.
+                    return
+                writer.write(struct.pack("!H", len(out)) + out)
+                await writer.drain()
+        except (ConnectionError, OSError) as exc:
+            log.debug("TCP client %s: %s", client, exc)
+        finally:
+            writer.close()

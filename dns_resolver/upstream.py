@@ -1,0 +1,268 @@
+"""Forwarding to upstream servers: UDP with TCP fallback, failover or parallel, health.
+
+Anti-spoofing (RFC 5452): every upstream query gets a random ID and a fresh socket, so a
+random source port from the kernel; an answer whose source, ID or question does not match
+is discarded and we keep waiting until the timeout. The socket is connected, so the
+kernel already drops datagrams from other addresses and reports a closed port at once
+(ECONNREFUSED), which makes failover past a dead upstream fast; the source is checked
+again anyway.
+
+SERVFAIL, REFUSED, FORMERR and NOTIMP from an upstream count as failures: the next
+upstream is asked. An upstream failing `max_failures` times in a row is skipped for
+`retry_dead_after` seconds, then tried again; when all are dead, all are tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from dns_resolver import edns, wire
+
+log = logging.getLogger(__name__)
+
+_BAD_RCODES = frozenset({wire.SERVFAIL, wire.REFUSED, wire.FORMERR, wire.NOTIMP})
+_RECV_SIZE = 65535
+
+
+class UpstreamObserver(Protocol):
+    """The events the forwarder reports (`dns_resolver.metrics.Metrics` has these)."""
+
+    def upstream_query(self, upstream: str, seconds: float | None = None) -> None: ...
+
+    def upstream_error(self, upstream: str, kind: str) -> None: ...
+
+    def upstream_healthy(self, upstream: str, healthy: bool) -> None: ...
+
+
+class UpstreamError(Exception):
+    """One attempt failed. `kind` is a metrics label: timeout, refused, servfail, network."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Upstream:
+    """One upstream server and its health."""
+
+    def __init__(self, host: str, port: int = 53) -> None:
+        self.host = host
+        self.port = port
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.failures = 0
+        self.dead_until = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"[{self.host}]:{self.port}" if self.family == socket.AF_INET6 else (
+            f"{self.host}:{self.port}"
+        )
+
+    def alive(self, now: float) -> bool:
+        return now >= self.dead_until
+
+    def __repr__(self) -> str:
+        return f"Upstream({self.name}, failures={self.failures})"
+
+
+def build_query(query: wire.Query, qid: int, udp_size: int) -> bytes:
+    """Our query to an upstream for a client's query.
+
+    The client's question (letter case kept), RD and CD bits; our own OPT with the client's
+    DO bit. Client EDNS options are hop-by-hop and not forwarded.
+    """
+    flags = query.flags & (wire.RD | wire.CD)
+    return (
+        wire.header(qid, flags, 1, 0, 0, 1)
+        + query.question
+        + edns.build_opt(udp_size, do=query.do)
+    )
+
+
+def matches(response: bytes, qid: int, question: bytes) -> bool:
+    """True when `response` answers our query: QR set, same ID, same question (any case)."""
+    if len(response) < 12 + len(question):
+        return False
+    rid, flags, qdcount = struct.unpack_from("!HHH", response, 0)
+    if rid != qid or not flags & wire.QR or qdcount != 1:
+        return False
+    return response[12 : 12 + len(question)].lower() == question.lower()
+
+
+def _parses(data: bytes) -> bool:
+    """True when `data` looks like a DNS response (to tell spoofing from garbage)."""
+    if len(data) < 12 or not data[2] & 0x80:
+        return False
+    try:
+        wire.parse_question(data)
+    except wire.WireError:
+        return False
+    return True
+
+
+class Forwarder:
+    """Sends queries upstream with a strategy and health tracking."""
+
+    def __init__(
+        self,
+        servers: Sequence[tuple[str, int]],
+        *,
+        strategy: str = "failover",
+        timeout: float = 2.0,
+        max_failures: int = 3,
+        retry_dead_after: float = 30.0,
+        udp_size: int = edns.DEFAULT_UDP_PAYLOAD,
+        observer: UpstreamObserver | None = None,
+    ) -> None:
+        if strategy not in ("failover", "parallel"):
+            raise ValueError(f"unknown upstream strategy {strategy!r}")
+        self.upstreams = [Upstream(host, port) for host, port in servers]
+        self.strategy = strategy
+        self.timeout = timeout
+        self.max_failures = max_failures
+        self.retry_dead_after = retry_dead_after
+        self.udp_size = udp_size
+        self.observer = observer
+
+    def candidates(self) -> list[Upstream]:
+        """Upstreams to try, in order: the live ones, or all when none is live."""
+        now = time.monotonic()
+        live = [u for u in self.upstreams if u.alive(now)]
+        return live or list(self.upstreams)
+
+    async def resolve(self, query: wire.Query) -> bytes | None:
+        """A good answer (NOERROR/NXDOMAIN, any TC resolved over TCP) or None."""
+        candidates = self.candidates()
+        if not candidates:
+            return None
+        if self.strategy == "parallel" and len(candidates) > 1:
+            return await self._parallel(query, candidates)
+        for upstream in candidates:
+            answer = await self._attempt(upstream, query)
+            if answer is not None:
+                return answer
+        return None
+
+    async def _parallel(self, query: wire.Query, candidates: list[Upstream]) -> bytes | None:
+        tasks = [asyncio.ensure_future(self._attempt(u, query)) for u in candidates]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                answer = await next_done
+                if answer is not None:
+                    return answer
+            return None
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _attempt(self, upstream: Upstream, query: wire.Query) -> bytes | None:
+        """One try against one upstream; records health and the observer event."""
+        started = time.monotonic()
+        observer = self.observer
+        try:
+            answer = await self.exchange(upstream, query)
+        except (UpstreamError, OSError) as exc:
+            if isinstance(exc, UpstreamError):
+                kind, error = exc.kind, str(exc)
+            else:
+                kind, error = "network", f"{type(exc).__name__}: {exc.strerror or exc}"
+            upstream.failures += 1
+            if observer is not None:
+                observer.upstream_query(upstream.name)
+                observer.upstream_error(upstream.name, kind)
+            if upstream.failures >= self.max_failures:
+                if upstream.alive(time.monotonic()) and observer is not None:
+                    observer.upstream_healthy(upstream.name, False)
+                upstream.dead_until = time.monotonic() + self.retry_dead_after
+                log.warning(
+                    "upstream %s marked dead for %.0fs after %d failures (%s)",
+                    upstream.name, self.retry_dead_after, upstream.failures, error,
+                )
+            else:
+                log.info("upstream %s failed: %s", upstream.name, error)
+            return None
+        if observer is not None:
+            observer.upstream_query(upstream.name, time.monotonic() - started)
+            if upstream.failures >= self.max_failures:
+                observer.upstream_healthy(upstream.name, True)
+        upstream.failures = 0
+        upstream.dead_until = 0.0
+        return answer
+
+    async def exchange(self, upstream: Upstream, query: wire.Query) -> bytes:
+        """Ask one upstream over UDP, then TCP when the answer is truncated."""
+        qid = secrets.randbelow(0x10000)
+        message = build_query(query, qid, self.udp_size)
+        response = await self._udp(upstream, message, qid, query.question)
+        if response[2] & (wire.TC >> 8):
+            response = await self._tcp(upstream, message, qid, query.question)
+        rcode = wire.rcode_of(response)
+        if rcode in _BAD_RCODES:
+            kind = "refused" if rcode == wire.REFUSED else "servfail"
+            raise UpstreamError(kind, f"answered with rcode {rcode}")
+        return response
+
+    async def _udp(self, upstream: Upstream, message: bytes, qid: int, question: bytes) -> bytes:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        # A fresh socket per query: a new random source port each time (RFC 5452 9.2).
+        sock = socket.socket(upstream.family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect((upstream.host, upstream.port))
+            await loop.sock_sendall(sock, message)
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise UpstreamError("timeout", "timeout")
+                try:
+                    data, source = await asyncio.wait_for(
+                        loop.sock_recvfrom(sock, _RECV_SIZE), remaining
+                    )
+                except TimeoutError:
+                    raise UpstreamError("timeout", "timeout") from None
+                if source[0] != sock.getpeername()[0] or source[1] != upstream.port:
+                    self._discarded(upstream, "spoofed", f"from unexpected source {source}")
+                    continue
+                if not matches(data, qid, question):
+                    if _parses(data):
+                        self._discarded(upstream, "spoofed", "ID or question differs")
+                    else:
+                        self._discarded(upstream, "garbage", "not a DNS response")
+                    continue
+                return data
+        finally:
+            sock.close()
+
+    async def _tcp(self, upstream: Upstream, message: bytes, qid: int, question: bytes) -> bytes:
+        try:
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
+                try:
+                    writer.write(struct.pack("!H", len(message)) + message)
+                    await writer.drain()
+                    while True:
+                        length = struct.unpack("!H", await reader.readexactly(2))[0]
+                        data = await reader.readexactly(length)
+                        if matches(data, qid, question):
+                            return data
+                        self._discarded(upstream, "spoofed", "TCP answer does not match")
+                finally:
+                    writer.close()
+        except TimeoutError:
+            raise UpstreamError("timeout", "TCP timeout") from None
+        except asyncio.IncompleteReadError:
+            raise UpstreamError("network", "TCP connection closed mid-answer") from None
+
+    def _discarded(self, upstream: Upstream, kind: str, why: str) -> None:
+        """An answer we do not trust: log and count it, and keep waiting for the real one."""
+        log.warning("discarded an answer from %s: %s", upstream.name, why)
+        if self.observer is not None:
+            self.observer.upstream_error(upstream.name, kind)

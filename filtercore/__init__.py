@@ -1,0 +1,39 @@
+"""filtercore: normalise names and URLs, match them against lists, explain the verdict.
+
+>>> from filtercore import Matcher, ListSpec
+>>> m = Matcher.from_lists([ListSpec("blocklist.txt", category="gambling")])  # doctest: +SKIP
+>>> m.check("www.casino.example").action  # doctest: +SKIP
+<Action.BLOCK: 'block'>
+"""
+
+from filtercore.errors import (
+    FilterError,
+    InvalidNameError,
+    InvalidURLError,
+    ListFormatError,
+)
+from filtercore.listspec import ListSpec
+from filtercore.verdict import NO_MATCH, Action, RuleKind, Verdict
+
+__all__ = [
+    "Action",
+    "FilterError",
+    "InvalidNameError",
+    "InvalidURLError",
+    "ListFormatError",
+    "ListSpec",
+    "Matcher",
+    "NO_MATCH",
+    "RuleKind",
+    "Verdict",
+]
+
+
+def __getattr__(name: str) -> object:
+    # The matcher needs the compiled extension; import it on first use so that the
+    # pure-Python parts (formats, normalisation) stay importable without a build.
+    if name == "Matcher":
+        from filtercore.matcher import Matcher
+
+        return Matcher
+    raise AttributeError(f"module 'filtercore' has no attribute {name!r}")

@@ -1,0 +1,50 @@
+# cython: language_level=3
+"""SHA-256 from the self-contained C implementation in `_sha256.h`, for Python callers.
+
+The domain table calls the C functions directly; this module exposes the same code to
+Python so that tests can check it against `hashlib` and tools can compute the 64-bit keys
+the table stores for hashed entries.
+"""
+
+from libc.stdint cimport uint64_t
+
+
+cdef extern from "_sha256.h" nogil:
+    void fc_sha256(const unsigned char *data, size_t length, unsigned char *out)
+    uint64_t fc_sha256_prefix64(const unsigned char *data, size_t length)
+    int fc_sha256_set_accel(int enable)
+
+# Probe the CPU once at import, so the first digest does not pay for CPUID.
+cdef bint _accelerated = fc_sha256_set_accel(1)
+
+
+def sha256(bytes data not None) -> bytes:
+    """Return the 32-byte SHA-256 digest of `data`."""
+    cdef unsigned char out[32]
+    cdef const unsigned char *p = data
+    cdef size_t n = len(data)
+    with nogil:
+        fc_sha256(p, n, out)
+    return out[:32]
+
+
+def sha256_prefix64(bytes data not None) -> int:
+    """Return the first 8 bytes of SHA-256(`data`) as a big-endian unsigned integer."""
+    cdef const unsigned char *p = data
+    return fc_sha256_prefix64(p, len(data))
+
+
+def accelerated() -> bool:
+    """True if this module's digests use the x86 SHA extensions (SHA-NI)."""
+    return _accelerated
+
+
+def set_acceleration(bint enabled) -> bool:
+    """Allow or forbid the SHA-NI code path in this module; return whether it is in use.
+
+    For tests and measurements: both paths must give the same digests. It only affects
+    this module (each extension that includes `_sha256.h` has its own copy of the flag).
+    """
+    global _accelerated
+    _accelerated = fc_sha256_set_accel(enabled)
+    return _accelerated

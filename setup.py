@@ -1,0 +1,25 @@
+"""Builds the Cython extensions; everything else is declared in pyproject.toml."""
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+extensions = [
+    Extension(
+        "filtercore._table",
+        ["filtercore/_table.pyx"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
+        "filtercore._digest",
+        ["filtercore/_digest.pyx"],
+        extra_compile_args=["-O3"],
+    ),
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+    )
+)
