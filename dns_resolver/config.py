@@ -641,12 +641,11 @@ def _logging(file: str, table: Any) -> LoggingConfig:
     return cfg
 
 
-def _known_formats() -> frozenset[str] | None:
-    """The list formats filtercore can read, or None before its registry exists."""
-    import filtercore.formats as formats
+def _known_formats() -> frozenset[str]:
+    """The list format names a config may use: filtercore's formats and "auto"."""
+    from filtercore.formats import FORMATS
 
-    names = getattr(formats, "FORMATS", None)
-    return frozenset(names) | {"auto"} if names else None
+    return frozenset(FORMATS) | {"auto"}
 
 
 def _lists(file: str, entries: Any, base: Path, prefix: str = "lists") -> tuple[ListConfig, ...]:
@@ -667,7 +666,7 @@ def _lists(file: str, entries: Any, base: Path, prefix: str = "lists") -> tuple[
         if not path.exists():
             raise s.error("path", f"{path}: no such file or folder")
         fmt = s.string("format", "auto")
-        if known is not None and fmt not in known:
+        if fmt not in known:
             raise s.error("format", f'unknown format "{fmt}" (one of {", ".join(sorted(known))})')
         name = s.string("name", "") or None
         category = s.string("category", "") or None
@@ -860,6 +859,6 @@ def _list_flag(text: str) -> ListConfig:
     if not path.exists():
         raise ConfigError(COMMAND_LINE, "--list", f"{path}: no such file or folder")
     known = _known_formats()
-    if known is not None and spec.format not in known:
+    if spec.format not in known:
         raise ConfigError(COMMAND_LINE, "--list", f'unknown format "{spec.format}"')
     return ListConfig(path=str(path), format=spec.format, category=spec.category)

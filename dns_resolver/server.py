@@ -3,8 +3,9 @@
 UDP datagrams go through `Resolver.handle` inside the datagram callback: cache hits,
 blocks and errors are answered without creating a task; only upstream queries become
 tasks. TCP uses 2-byte length framing (RFC 1035 4.2.2) and serves many queries per
-connection (answered in order) until the client closes or stays idle for
-`tcp_idle_timeout` seconds (RFC 7766).
+connection, pipelined (answers to upstream queries are sent as they arrive, so possibly
+out of order), until the client closes or stays idle for `tcp_idle_timeout` seconds
+(RFC 7766).
 
 Nothing a client sends can crash the server: an exception while handling a query is
 logged and answered with SERVFAIL, and the loop carries on.
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 RCVBUF = 4 * 1024 * 1024  # the 208 KB default overflows with a few hundred queries in flight
 TCP_BACKLOG = 128
+MAX_UDP_INFLIGHT = 10_000  # UDP queries waiting for an upstream, across all listeners
+TCP_PIPELINE = 32  # upstream queries in flight per TCP connection
 
 
 def _bind(host: str, port: int, kind: int) -> socket.socket:
@@ -65,6 +68,11 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         if out is None or self.transport is None:
             return
         if isinstance(out, Pending):
+            if len(self.server._tasks) >= MAX_UDP_INFLIGHT:
+                # Overload (a flood of misses, a dead upstream): shed load rather than
+                # queue without bound; the client will retry.
+                log.debug("dropping a query from %s: %d in flight", addr[0], MAX_UDP_INFLIGHT)
+                return
             self.server.spawn(self._answer_later(out, data, addr))
         else:
             self.transport.sendto(out, addr)
@@ -145,6 +153,26 @@ class DnsServer:
         peer = writer.get_extra_info("peername")
         client = peer[0] if peer else ""
         resolver = self.resolver
+        # Queries that need the upstream run concurrently and are answered as they finish
+        # (RFC 7766 6.2.1.1: a client matches answers by ID); at most TCP_PIPELINE at once.
+        slots = asyncio.Semaphore(TCP_PIPELINE)
+        inflight: set[asyncio.Task[None]] = set()
+
+        def send(out: bytes) -> None:
+            if not writer.is_closing():
+                writer.write(struct.pack("!H", len(out)) + out)
+
+        async def answer_later(pending: Pending, data: bytes) -> None:
+            try:
+                out: bytes | None = await resolver.resolve(pending)
+            except Exception:
+                log.exception("error resolving %s for %s", pending.query.qname, client)
+                out = resolver.servfail_for(data)
+            finally:
+                slots.release()
+            if out is not None:
+                send(out)
+
         try:
             while True:
                 try:
@@ -155,17 +183,25 @@ class DnsServer:
                     return
                 try:
                     out = resolver.handle(data, client, True)
-                    if isinstance(out, Pending):
-                        out = await resolver.resolve(out)
                 except Exception:
                     log.exception("error handling a TCP query from %s", client)
                     out = resolver.servfail_for(data)
                 if out is None:
                     # Garbage on a stream: the framing can no longer be trusted.
                     return
-                writer.write(struct.pack("!H", len(out)) + out)
+                if isinstance(out, Pending):
+                    await slots.acquire()
+                    task = asyncio.get_running_loop().create_task(answer_later(out, data))
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
+                else:
+                    send(out)
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
             log.debug("TCP client %s: %s", client, exc)
         finally:
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.drain()
             writer.close()

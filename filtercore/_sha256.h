@@ -3,8 +3,9 @@
  *
  * filtercore hashes normalised names and Safe Browsing URL expressions to match
  * confidential SHA-256 lists (DESIGN.md, hashed lists). The table walks up to five
- * suffixes per query, so a hash costs per probe: calling hashlib from Cython costs
- * microseconds, and linking OpenSSL would make a fresh machine need libssl-dev to build.
+ * suffixes per query and hashes each, so the hash must be a plain C call: hashlib would
+ * mean a Python call and a bytes object per suffix, and linking OpenSSL's libcrypto
+ * would make a fresh machine need libssl-dev to build.
  * This file depends only on the C standard library; every function is `static` so each
  * extension that includes it gets a private copy and nothing clashes at link time.
  *
@@ -16,10 +17,11 @@
  *                                             them (the default); returns whether they are
  *                                             now in use. For tests and measurements.
  *
- * Speed: the portable C compression function costs about 195 ns per short message on a
- * current x86-64; where the CPU has the SHA extensions (Intel since Ice Lake / Goldmont,
- * AMD since Zen), a second implementation with the SHA-NI instructions is chosen at run
- * time (CPUID), which is several times faster. Define FC_SHA256_PORTABLE to build the
+ * Speed, measured on the development VM (gcc -O3, one 20-byte message, i.e. one block):
+ * portable C about 210 ns; where the CPU has the SHA extensions (Intel since Ice Lake /
+ * Goldmont, AMD since Zen) a second implementation with the SHA-NI instructions, chosen
+ * at run time with CPUID, about 52 ns (89 ns for 100 bytes, 0.6 us for 1000 bytes,
+ * against 0.42 and 3.4 us portable). Define FC_SHA256_PORTABLE to build the
  * portable code only. The dispatch flag is per translation unit (every function here is
  * static), and races on it are benign: every thread computes the same value.
  */

@@ -460,35 +460,46 @@ cdef class MatchCore:
     """Domain verdicts over a plain table and an optional SHA-256 table.
 
     A walk answers with a code: -1 when no domain entry decides, otherwise
-    `slot << 2 | table << 1 | allow` where table 0 is the plain table and 1 the SHA-256 one.
+    `slot << 3 | self << 2 | table << 1 | allow`, where `self` says the entry is the name
+    itself (not an ancestor), table 0 is the plain table and 1 the SHA-256 one.
+
+    Per group: allow flags, and the categories whose block entries cover the name itself
+    (`self_cats`) and the names below it (`below_cats`). Keeping the two apart matters when
+    lists disagree on scope: `a` blocked as a subtree by one category and exactly by another
+    must block `x.a` only for the first.
     """
 
     cdef readonly DomainTable plain
     cdef readonly DomainTable hashed
     cdef bint use_hashed
     cdef uint8_t *gflags
-    cdef uint64_t *gcats
+    cdef uint64_t *gself
+    cdef uint64_t *gbelow
     cdef Py_ssize_t ngroups
 
-    def __cinit__(self, DomainTable plain, DomainTable hashed, list flags, list cats):
+    def __cinit__(self, DomainTable plain, DomainTable hashed, list flags, list self_cats,
+                  list below_cats):
         cdef Py_ssize_t i
         self.plain = plain
         self.hashed = hashed
         self.use_hashed = hashed is not None and len(hashed) > 0
         self.ngroups = len(flags)
-        if len(cats) != self.ngroups:
-            raise ValueError("flags and cats differ in length")
+        if len(self_cats) != self.ngroups or len(below_cats) != self.ngroups:
+            raise ValueError("group arrays differ in length")
         self.gflags = <uint8_t *>malloc(max(1, self.ngroups) * sizeof(uint8_t))
-        self.gcats = <uint64_t *>malloc(max(1, self.ngroups) * sizeof(uint64_t))
-        if self.gflags == NULL or self.gcats == NULL:
+        self.gself = <uint64_t *>malloc(max(1, self.ngroups) * sizeof(uint64_t))
+        self.gbelow = <uint64_t *>malloc(max(1, self.ngroups) * sizeof(uint64_t))
+        if self.gflags == NULL or self.gself == NULL or self.gbelow == NULL:
             raise MemoryError()
         for i in range(self.ngroups):
             self.gflags[i] = flags[i]
-            self.gcats[i] = cats[i]
+            self.gself[i] = self_cats[i]
+            self.gbelow[i] = below_cats[i]
 
     def __dealloc__(self):
         free(self.gflags)
-        free(self.gcats)
+        free(self.gself)
+        free(self.gbelow)
 
     cdef inline int _judge(self, uint16_t g, bint is_self, uint64_t mask) noexcept nogil:
         """1 allow, 0 block, -1 no decision at this key."""
@@ -500,12 +511,12 @@ cdef class MatchCore:
         if is_self:
             if f & G_ALLOW_SELF:
                 return 1
-            if (f & G_BLOCK_SELF) and (self.gcats[gid] & mask):
+            if self.gself[gid] & mask:
                 return 0
         else:
             if f & G_ALLOW_BELOW:
                 return 1
-            if (f & G_BLOCK_BELOW) and (self.gcats[gid] & mask):
+            if self.gbelow[gid] & mask:
                 return 0
         return -1
 
@@ -530,7 +541,7 @@ cdef class MatchCore:
             g = self.plain.view.groups[slot]
             r = self._judge(g, off == 0, mask)
             if r >= 0:
-                best = (<long long>slot << 2) | r
+                best = (<long long>slot << 3) | ((off == 0) << 2) | r
                 best_depth = depth
             if not (g & HAS_CHILDREN):
                 break
@@ -544,7 +555,7 @@ cdef class MatchCore:
                     continue
                 r = self._judge(self.hashed.view.groups[slot], off == 0, mask)
                 if r >= 0 and (depth > best_depth or (depth == best_depth and r == 1)):
-                    best = (<long long>slot << 2) | 2 | r
+                    best = (<long long>slot << 3) | ((off == 0) << 2) | 2 | r
                     best_depth = depth
         return best
 
@@ -583,7 +594,7 @@ cdef class MatchCore:
         if slot < 0:
             return -1
         r = self._judge(self.plain.view.groups[slot], True, mask)
-        return -1 if r < 0 else ((<long long>slot << 2) | r)
+        return -1 if r < 0 else ((<long long>slot << 3) | 4 | r)
 
     def hashed_exact(self, uint64_t key, uint64_t mask=0xFFFFFFFFFFFFFFFF) -> int:
         """The code of a key in the SHA-256 table (URL expressions), matched exactly."""
@@ -595,7 +606,7 @@ cdef class MatchCore:
         if slot < 0:
             return -1
         r = self._judge(self.hashed.view.groups[slot], True, mask)
-        return -1 if r < 0 else ((<long long>slot << 2) | 2 | r)
+        return -1 if r < 0 else ((<long long>slot << 3) | 4 | 2 | r)
 
 
 # ---------------------------------------------------------------------------------------

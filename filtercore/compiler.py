@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from filtercore._table import DomainTable, TableBuilder, run_end
 from filtercore.categories import CategoryMap
@@ -46,10 +46,11 @@ class ListInfo:
 class Group:
     """The lists that share a key, and what the key does for each kind of name."""
 
-    flags: int
-    block_cats: int  # category bits of the block lists
-    block_lists: tuple[int, ...]  # in list order
-    allow_lists: tuple[int, ...]
+    flags: int  # ALLOW_SELF | ALLOW_BELOW | BLOCK_SELF | BLOCK_BELOW, over all its lists
+    self_cats: int  # categories of the block lists that cover the name itself
+    below_cats: int  # categories of the block lists that cover the names below it
+    block_lists: tuple[tuple[int, int], ...]  # (list, Scope) in list order
+    allow_lists: tuple[tuple[int, int], ...]
     line_list: int  # the list whose line the table stores for keys of this group
     nodata: bool = False  # RPZ `CNAME *.`: a block that answers NODATA
 
@@ -62,6 +63,8 @@ class TextRule:
     line: int
     value: str
     action: Action
+    kind: Kind
+    mode: str = "word"  # keyword boundary mode
 
 
 @dataclass
@@ -73,13 +76,34 @@ class CompiledLists:
     groups: list[Group]
     plain: DomainTable
     hashed: DomainTable
-    url_rules: UrlRules
-    keywords: KeywordMatcher
-    expressions: ExpressionMatcher
     text_rules: list[TextRule]
     problems: list[Problem] = field(default_factory=list)
+    problem_count: int = 0  # may exceed len(problems): a snapshot keeps only the first ones
     entry_counts: dict[str, int] = field(default_factory=dict)  # list name -> entries
-    has_text_rules: bool = False
+    url_rules: UrlRules = field(init=False)
+    keywords: KeywordMatcher = field(init=False)
+    expressions: ExpressionMatcher = field(init=False)
+    has_text_rules: bool = field(init=False)
+    # Where these lists came from, when loaded from a snapshot (path, created, meta).
+    snapshot_meta: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The text matchers are rebuilt from the rules (there are few), not stored: a
+        # snapshot then holds data only, never a pickled object.
+        urls, keywords, exceptions, expressions = [], [], [], []
+        for index, rule in enumerate(self.text_rules):
+            if rule.kind is Kind.URL:
+                urls.append((rule.value, index))
+            elif rule.kind is Kind.KEYWORD:
+                keywords.append((rule.value, rule.mode, index))
+            elif rule.kind is Kind.KEYWORD_EXCEPTION:
+                exceptions.append((rule.value, index))
+            elif rule.kind is Kind.EXPRESSION:
+                expressions.append((rule.value, index))
+        self.url_rules = UrlRules(urls)
+        self.keywords = KeywordMatcher(keywords, exceptions)
+        self.expressions = ExpressionMatcher(expressions)
+        self.has_text_rules = bool(keywords or expressions)
 
     def category_mask(self, names: Iterable[str]) -> int:
         mask = 0
@@ -100,14 +124,10 @@ class _Compiler:
         self.categories: list[str] = list(category_map.names)
         self.lists: list[ListInfo] = []
         self.list_index: dict[tuple[str, str], int] = {}
-        self.groups: list[Group] = [Group(0, 0, (), (), -1)]  # group 0: a marker, no entry
+        self.groups: list[Group] = [Group(0, 0, 0, (), (), -1)]  # group 0: a marker, no entry
         self.group_index: dict[Group, int] = {}
         self.plain = TableBuilder(secret)
         self.hashed = TableBuilder(secret, markers=False)
-        self.urls: list[tuple[str, int]] = []
-        self.keywords: list[tuple[str, str, int]] = []
-        self.exceptions: list[tuple[str, int]] = []
-        self.expressions: list[tuple[str, int]] = []
         self.text_rules: list[TextRule] = []
         self.problems: list[Problem] = []
         self.counts: dict[str, int] = {}
@@ -161,17 +181,23 @@ class _Compiler:
         return gid
 
     def group_for(self, list_id: int, action: Action, scope: Scope, nodata: bool) -> int:
-        info = self.lists[list_id]
+        covers_self, covers_below = bool(scope & Scope.SELF), bool(scope & Scope.BELOW)
         if action is Action.ALLOW:
-            flags = (ALLOW_SELF if scope & Scope.SELF else 0) | (
-                ALLOW_BELOW if scope & Scope.BELOW else 0
+            flags = (ALLOW_SELF if covers_self else 0) | (ALLOW_BELOW if covers_below else 0)
+            return self.intern(Group(flags, 0, 0, (), ((list_id, int(scope)),), list_id))
+        flags = (BLOCK_SELF if covers_self else 0) | (BLOCK_BELOW if covers_below else 0)
+        bit = self.category_bit(self.lists[list_id].category)
+        return self.intern(
+            Group(
+                flags,
+                bit if covers_self else 0,
+                bit if covers_below else 0,
+                ((list_id, int(scope)),),
+                (),
+                list_id,
+                nodata,
             )
-            return self.intern(Group(flags, 0, (), (list_id,), list_id))
-        flags = (BLOCK_SELF if scope & Scope.SELF else 0) | (
-            BLOCK_BELOW if scope & Scope.BELOW else 0
         )
-        bit = self.category_bit(info.category)
-        return self.intern(Group(flags, bit, (list_id,), (), list_id, nodata))
 
     def merge(self, a: int, b: int) -> int:
         """The group of a key listed with groups a and b (a < b, so a's line is kept)."""
@@ -179,7 +205,8 @@ class _Compiler:
         return self.intern(
             Group(
                 ga.flags | gb.flags,
-                ga.block_cats | gb.block_cats,
+                ga.self_cats | gb.self_cats,
+                ga.below_cats | gb.below_cats,
                 ga.block_lists + tuple(i for i in gb.block_lists if i not in ga.block_lists),
                 ga.allow_lists + tuple(i for i in gb.allow_lists if i not in ga.allow_lists),
                 ga.line_list,
@@ -221,16 +248,9 @@ class _Compiler:
             self.hashed.add_key(int(entry.value[:16], 16), gid, entry.line)
         else:
             action = entry.action or self.lists[list_id].action
-            index = len(self.text_rules)
-            self.text_rules.append(TextRule(list_id, entry.line, entry.value, action))
-            if kind is Kind.URL:
-                self.urls.append((entry.value, index))
-            elif kind is Kind.KEYWORD:
-                self.keywords.append((entry.value, entry.mode, index))
-            elif kind is Kind.KEYWORD_EXCEPTION:
-                self.exceptions.append((entry.value, index))
-            elif kind is Kind.EXPRESSION:
-                self.expressions.append((entry.value, index))
+            self.text_rules.append(
+                TextRule(list_id, entry.line, entry.value, action, entry.kind, entry.mode)
+            )
 
     def finish(self) -> CompiledLists:
         plain = self.plain.build(self.merge)
@@ -241,13 +261,10 @@ class _Compiler:
             groups=self.groups,
             plain=plain,
             hashed=hashed,
-            url_rules=UrlRules(self.urls),
-            keywords=KeywordMatcher(self.keywords, self.exceptions),
-            expressions=ExpressionMatcher(self.expressions),
             text_rules=self.text_rules,
             problems=self.problems,
+            problem_count=len(self.problems),
             entry_counts=self.counts,
-            has_text_rules=bool(self.keywords or self.expressions),
         )
 
 
@@ -264,5 +281,6 @@ def compile_lists(
     """
     compiler = _Compiler(category_map or CategoryMap.load(), secret or os.urandom(16))
     for spec in specs:
-        compiler.add_spec(spec)
+        # Absolute sources, so a verdict can read its rule back from any directory.
+        compiler.add_spec(replace(spec, path=os.path.abspath(spec.path)))
     return compiler.finish()

@@ -96,15 +96,15 @@ class KeywordMatcher:
         if automaton is None or not text:
             return None
         text = text.lower()
-        for end, key in automaton.iter(text):
-            start = end - len(key.text) + 1
-            if key.covers and _covered(text, start, key.covers):
+        for end, (keyword, rules, covers) in automaton.iter(text):
+            start = end - len(keyword) + 1
+            if covers and _covered(text, start, covers):
                 continue
-            for mode, rule_index in key.rules:
+            for mode, rule_index in rules:
                 if mode == _SUBSTRING or _bounded(
                     text, start, end, WORD_DELIMITERS if mode == _WORD else LABEL_DELIMITERS
                 ):
-                    return rule_index, key.text
+                    return rule_index, keyword
         return None
 
 

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from filtercore import safebrowsing
+from filtercore._digest import sha256, sha256_prefix64
 from filtercore._table import MatchCore, VerdictCache
 from filtercore._table import normalize as _normalize
 from filtercore.categories import CategoryMap
 from filtercore.compiler import CompiledLists, TextRule, compile_lists
-from filtercore.entries import Kind, Problem
+from filtercore.entries import Kind, Problem, Scope
 from filtercore.errors import FilterError, InvalidURLError
 from filtercore.formats import parse_list
 from filtercore.listspec import ListSpec
 from filtercore.normalize import normalize_ip
-from filtercore.sources import read_line
+from filtercore.ruletext import read_line
 from filtercore.urlrules import split_squidguard_url
 from filtercore.verdict import NO_MATCH, Action, RuleKind, Verdict
 
@@ -42,9 +42,14 @@ class Matcher:
 
     def __init__(self, compiled: CompiledLists) -> None:
         self.compiled = compiled
-        flags = [g.flags for g in compiled.groups]
-        cats = [g.block_cats for g in compiled.groups]
-        self._core = MatchCore(compiled.plain, compiled.hashed, flags, cats)
+        groups = compiled.groups
+        self._core = MatchCore(
+            compiled.plain,
+            compiled.hashed,
+            [g.flags for g in groups],
+            [g.self_cats for g in groups],
+            [g.below_cats for g in groups],
+        )
         self._caches: dict[int, VerdictCache] = {}
         self._cache_all = self._cache_for(ALL_CATEGORIES)
         self._text_verdicts: dict[tuple[int, int, str], Verdict] = {}
@@ -59,6 +64,23 @@ class Matcher:
     ) -> Matcher:
         """Parse and compile `specs` into a matcher (see `compile_lists`)."""
         return cls(compile_lists(specs, category_map, secret))
+
+    @classmethod
+    def from_snapshot(cls, path: str, *, verify: bool = False) -> Matcher:
+        """Load a compiled snapshot (see `filtercore.snapshot`): maps it, parses no text.
+
+        Raises:
+            SnapshotError: the file is missing, corrupt or of another format version.
+        """
+        from filtercore.snapshot import load_snapshot
+
+        return cls(load_snapshot(path, verify=verify))
+
+    def save_snapshot(self, path: str, *, meta: dict[str, object] | None = None) -> None:
+        """Write this matcher's compiled lists as a snapshot file, atomically."""
+        from filtercore.snapshot import write_snapshot
+
+        write_snapshot(self.compiled, path, meta=meta)
 
     # -- public checks ------------------------------------------------------------------
 
@@ -178,7 +200,7 @@ class Matcher:
             "table_bytes": plain.table_bytes() + self.compiled.hashed.table_bytes(),
             "side_bytes": plain.side_bytes() + self.compiled.hashed.side_bytes(),
             "text_rules": len(self.compiled.text_rules),
-            "problems": len(self.compiled.problems),
+            "problems": self.compiled.problem_count,
         }
 
     # -- verdict construction (off the fast path: once per rule and category mask) ---------
@@ -213,21 +235,24 @@ class Matcher:
         return self._domain_verdict(code, name, mask, None)
 
     def _domain_verdict(self, code: int, name: str, mask: int, kind: RuleKind | None) -> Verdict:
-        hashed = bool(code & 2)
         allow = bool(code & 1)
+        hashed = bool(code & 2)
+        covers = Scope.SELF if code & 4 else Scope.BELOW
         table = self.compiled.hashed if hashed else self.compiled.plain
-        key, gid, line = table.slot_info(code >> 2)
+        key, gid, line = table.slot_info(code >> 3)
         group = self.compiled.groups[gid]
+        # The lists of this key that cover the name this way (and, for blocks, whose
+        # category is wanted); the first of them explains the verdict.
         if allow:
-            list_id = group.allow_lists[0]
-            cats = tuple(self.compiled.lists[i].category for i in group.allow_lists)
+            deciding = [i for i, scope in group.allow_lists if scope & covers]
         else:
-            wanted = [i for i in group.block_lists if self._list_bit(i) & mask]
-            list_id = (wanted or list(group.block_lists))[0]
-            cats = tuple(
-                dict.fromkeys(self.compiled.lists[i].category for i in wanted or group.block_lists)
-            )
-        info = self.compiled.lists[list_id]
+            deciding = [
+                i for i, scope in group.block_lists if scope & covers and self._list_bit(i) & mask
+            ]
+        lists = self.compiled.lists
+        cats = tuple(dict.fromkeys(lists[i].category for i in deciding))
+        list_id = deciding[0]
+        info = lists[list_id]
         if hashed:
             matched = self._matching_digest(name, key)
             kind = RuleKind.HASHED_DOMAIN
@@ -265,9 +290,9 @@ class Matcher:
     def _matching_digest(name: str, key: int) -> str:
         labels = name.split(".")
         for i in range(len(labels)):
-            digest = hashlib.sha256(".".join(labels[i:]).encode()).hexdigest()
-            if int(digest[:16], 16) == key:
-                return digest
+            suffix = ".".join(labels[i:]).encode()
+            if sha256_prefix64(suffix) == key:
+                return sha256(suffix).hex()
         return f"{key:016x}"
 
     def _find_line(self, list_id: int, value: str) -> int:
@@ -280,15 +305,14 @@ class Matcher:
 
     def _hashed_url_verdict(self, url: str, mask: int) -> Verdict | None:
         try:
-            exprs = safebrowsing.expressions(url)
+            digests = safebrowsing.expression_digests(url)
         except InvalidURLError:
             return None
         best: tuple[int, str] | None = None
-        for expr in exprs:
-            digest = hashlib.sha256(expr.encode()).hexdigest()
-            code = self._core.hashed_exact(int(digest[:16], 16), mask)
+        for digest in digests:
+            code = self._core.hashed_exact(int.from_bytes(digest[:8], "big"), mask)
             if code >= 0 and (best is None or (code & 1 and not best[0] & 1)):
-                best = (code, digest)
+                best = (code, digest.hex())
         if best is None:
             return None
         verdict = self._domain_verdict(best[0], "", mask, None)

@@ -112,14 +112,12 @@ class UrlRules:
     __slots__ = ("_by_host",)
 
     def __init__(self, rules: Iterable[tuple[str, int]]) -> None:
-        """Index `(value, rule_index)` pairs; values are `rule_value` forms (`host/path`).
-
-        Raises:
-            InvalidURLError: a value whose host is invalid.
-        """
+        """Index `(value, rule_index)` pairs; values are `rule_value` forms (`host/path`)."""
         by_host: dict[str, list[tuple[str, int]]] = {}
         for value, index in rules:
-            host, path = split_squidguard_url(value)
+            # Values are already in `rule_value` form: the host ends at the first / or ?.
+            cut = min((i for i in (value.find("/"), value.find("?")) if i >= 0), default=len(value))
+            host, path = value[:cut], value[cut:]
             by_host.setdefault(host, []).append((path.rstrip("/"), index))
         for paths in by_host.values():
             # Longest first; at equal length the earlier rule wins (stable sort).

@@ -83,10 +83,10 @@ def start_filterdns(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         upstreams: Sequence[str] = (),
         ready_timeout: float = 10.0,
     ) -> ServerProcess:
-        workdir = tmp_path / f"filterdns-{len(started)}"
-        workdir.mkdir()
         data = filterdns_config(config, upstreams=upstreams)
-        server = ServerProcess(data, workdir, extra_args, ready_timeout)
+        server = ServerProcess(
+            data, tmp_path, extra_args, ready_timeout, name=f"filterdns-{len(started)}"
+        )
         started.append(server)
         return server
 

@@ -93,13 +93,20 @@ def wait_for_dns(
 def send_raw_udp(
     port: int,
     payload: bytes,
-    source: str = LOOPBACK,
+    source: str | None = None,
     *,
     host: str | None = None,
     timeout: float = 2.0,
 ) -> bytes | None:
-    """Send `payload` as one datagram from `source` to host:port; the reply, or None."""
-    host = host or (source if ":" not in source else "::1")
+    """Send `payload` as one datagram from `source` to host:port; the reply, or None.
+
+    `host` defaults to the loopback address of `source`'s family, `source` to the loopback
+    address of `host`'s family (127.0.0.1 when neither is given).
+    """
+    if host is None:
+        host = "::1" if source and ":" in source else LOOPBACK
+    if source is None:
+        source = "::1" if ":" in host else LOOPBACK
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.bind((source, 0))
@@ -567,10 +574,10 @@ class FaultUpstream:
     answer_ttl: int = 60
     delay: float = 0.0
     port: int = 0
-    received: list[ReceivedQuery] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _threads: list[threading.Thread] = field(default_factory=list)
+    received: list[ReceivedQuery] = field(default_factory=list, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _threads: list[threading.Thread] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in FAULT_MODES:
@@ -785,18 +792,21 @@ class ServerProcess:
         workdir: Path,
         extra_args: Sequence[str] = (),
         ready_timeout: float = 10.0,
+        name: str = "filterdns",
     ) -> None:
         self.workdir = workdir
         self.config = config
-        self.config_path = workdir / "filterdns.toml"
+        # NAME.toml, NAME.stdout, NAME.stderr in workdir, which is also the cwd, so relative
+        # paths in the config mean the same to the server and to the test.
+        self.config_path = workdir / f"{name}.toml"
         self.config_path.write_text(to_toml(config), encoding="utf-8")
         listen = config["server"]["listen"]
         self.host = listen[0].rsplit(":", 1)[0].strip("[]")
         self.port = _port_of(listen[0])
         metrics = config.get("metrics", {}).get("listen", "")
         self.metrics_port = _port_of(metrics) if metrics else None
-        self._stdout = workdir / "filterdns.stdout"
-        self._stderr = workdir / "filterdns.stderr"
+        self._stdout = workdir / f"{name}.stdout"
+        self._stderr = workdir / f"{name}.stderr"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
@@ -812,7 +822,12 @@ class ServerProcess:
                 stderr=err,
                 stdin=subprocess.DEVNULL,
             )
-        if not wait_for_dns(self.port, self.host, ready_timeout, is_alive=self.running):
+        try:
+            ready = wait_for_dns(self.port, self.host, ready_timeout, is_alive=self.running)
+        except BaseException:
+            self.kill()  # never leak a server the caller has no handle on
+            raise
+        if not ready:
             code = self.proc.poll()
             self.kill()
             state = f"exited with status {code}" if code is not None else "did not answer"

@@ -118,6 +118,11 @@ def test_the_documented_error_message(tmp_path: Path) -> None:
         ('[[lists]]\npath = "missing.txt"\n', "lists[0].path", "no such file or folder"),
         ('[[lists]]\npath = "block.txt"\naction = "drop"\n', "lists[0].action", '"block" or'),
         ('[[lists]]\npath = "block.txt"\ncategory = 3\n', "lists[0].category", "a string"),
+        (
+            '[[lists]]\npath = "block.txt"\nformat = "csv"\n',
+            "lists[0].format",
+            'unknown format "csv"',
+        ),
     ],
 )
 def test_validation_errors_name_file_and_key(
@@ -351,6 +356,7 @@ def test_listen_override_recomputes_resolv_conf_upstreams(tmp_path: Path, resolv
         ({"listen": ["127.0.0.1:5300"], "upstream": ["127.0.0.1:5300"]}, "--upstream", "own"),
         ({"lists": ["/nonexistent/list.txt"]}, "--list", "no such file"),
         ({"lists": [":adult"]}, "--list", "path is empty"),
+        ({"lists": [f"{__file__}:adult:csv"]}, "--list", 'unknown format "csv"'),
         ({"block_mode": "drop"}, "--block-mode", 'got "drop"'),
         ({"block_mode": "ip"}, "--block-mode", "needs blocking.ipv4"),
         ({"metrics_listen": "9153"}, "--metrics-listen", "'9153' is not an IP address"),
@@ -389,3 +395,36 @@ def test_require_upstreams(tmp_path: Path) -> None:
 )
 def test_parse_address(text: str, expected: Address) -> None:
     assert parse_address(text, default_port=53) == expected
+
+
+def test_the_reference_documents_every_key() -> None:
+    """docs/configuration.md has a row for each key the loader accepts, and no other."""
+    import dataclasses
+    import re
+
+    from dns_resolver import config as cfg
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    documented: dict[str, set[str]] = {}
+    section = None
+    for line in doc.splitlines():
+        if m := re.match(r"^## `\[\[?(\w+)\]\]?`", line):
+            section = m.group(1)
+            documented[section] = set()
+        elif section and (m := re.match(r"^\| `(\w+)` \|", line)):
+            documented[section].add(m.group(1))
+    internal = {"from_resolv_conf", "resolv_conf"}  # derived, not keys of the file
+    classes = {
+        "server": cfg.ServerConfig,
+        "upstream": cfg.UpstreamConfig,
+        "cache": cfg.CacheConfig,
+        "blocking": cfg.BlockingConfig,
+        "access": cfg.AccessConfig,
+        "metrics": cfg.MetricsConfig,
+        "querylog": cfg.QueryLogConfig,
+        "logging": cfg.LoggingConfig,
+        "lists": cfg.ListConfig,
+    }
+    for name, cls in classes.items():
+        keys = {f.name for f in dataclasses.fields(cls)} - internal
+        assert documented.get(name) == keys, name

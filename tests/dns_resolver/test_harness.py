@@ -220,3 +220,17 @@ def test_probe_is_a_header_only_query(nsd_upstream: NsdServer) -> None:
     # The readiness probe: a bare header with QDCOUNT=0 gets an answer without a question.
     reply = send_raw_udp(nsd_upstream.port, struct.pack("!HHHHHH", 4242, 0, 0, 0, 0, 0))
     assert reply is not None and struct.unpack("!H", reply[:2])[0] == 4242
+
+
+def test_ipv6_fault_upstream_and_raw_client(
+    make_fault_upstream: Callable[..., FaultUpstream],
+) -> None:
+    v6 = make_fault_upstream(address="::1")
+    assert v6.upstream == f"[::1]:{v6.port}"
+    raw = send_raw_udp(v6.port, make_query("x.example").to_wire(), host="::1")
+    assert raw is not None and dns.message.from_wire(raw).answer
+    raw = send_raw_tcp(v6.port, make_query("x.example").to_wire(), host="::1")
+    assert raw is not None and dns.message.from_wire(raw).answer
+    # An IPv6 source alone implies an IPv6 destination.
+    assert send_raw_udp(v6.port, make_query("y.example").to_wire(), source="::1") is not None
+    assert v6.count == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import dns.message
 import dns.query
@@ -31,7 +31,7 @@ async def serving(up: FaultUpstream, hosts: tuple[str, ...] = ("127.0.0.1",),
                   idle: float = 0.3) -> DnsServer:
     resolver = Resolver(
         Exploding(domains={"blocked.example": "adult"}),
-        Forwarder([(up.address, up.port)], timeout=0.3),
+        Forwarder([(up.address, up.port)], timeout=1.0),
         cache=Cache(),
     )
     server = DnsServer(resolver, [(h, 0) for h in hosts], tcp_idle_timeout=idle)
@@ -134,3 +134,31 @@ def test_port_in_use_is_an_error_naming_it(
     server = DnsServer(resolver, [(fault_upstream.address, fault_upstream.port)])
     with pytest.raises(OSError, match=f"127.0.0.1:{fault_upstream.port}"):
         loop.run_until_complete(server.start())
+
+
+def test_tcp_pipelined_queries_answered_out_of_order(
+    make_fault_upstream: Callable[..., FaultUpstream], loop: asyncio.AbstractEventLoop
+) -> None:
+    """A slow upstream query does not hold back a blocked name sent after it."""
+    slow = make_fault_upstream(delay=0.5)
+    server = loop.run_until_complete(serving(slow))
+    host, port = server.addresses[0]
+
+    def client() -> list[int]:
+        order = []
+        with socket.create_connection((host, port), timeout=3) as s:
+            for qid, name in ((1, "slow.example"), (2, "blocked.example")):
+                msg = dns.message.make_query(name, "A")
+                msg.id = qid
+                data = msg.to_wire()
+                s.sendall(struct.pack("!H", len(data)) + data)
+            for _ in range(2):
+                length = struct.unpack("!H", s.recv(2, socket.MSG_WAITALL))[0]
+                order.append(dns.message.from_wire(s.recv(length, socket.MSG_WAITALL)).id)
+        return order
+
+    try:
+        order = loop.run_until_complete(loop.run_in_executor(None, client))
+    finally:
+        loop.run_until_complete(server.stop())
+    assert order == [2, 1]

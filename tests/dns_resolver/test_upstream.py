@@ -201,3 +201,11 @@ def test_parallel_takes_the_first_good_answer(
     assert time.monotonic() - started < 0.7
     assert answer is not None
     assert dns.message.from_wire(answer).answer[0][0].to_text() == "192.0.2.2"
+
+
+def test_ipv6_upstream(make_fault_upstream: Callable[..., FaultUpstream]) -> None:
+    up = make_fault_upstream(address="::1", mode="truncate")
+    fwd = forwarder(up)
+    assert fwd.upstreams[0].name == f"[::1]:{up.port}"
+    answer = run(fwd, client_query())
+    assert answer is not None and up.count_of("tcp") == 1

@@ -1,29 +1,31 @@
 """Expression (regular expression) rules, with the real UT1 expression files.
 
-The UT1 files are read from ../shared/data/ut1 (real data, not copied into the repository).
+The UT1 files are read from ../shared/data/ut1 (real data, not copied into the
+repository) through the `expressions` list parser, so the patterns are the ones the
+matcher receives in production (POSIX ERE translated to Python `re`).
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from filtercore.expressions import ExpressionMatcher, needs_ignorecase
+from filtercore.formats import parse_list
+from tests.filtercore.formats_support import UT1
 
-UT1 = Path(__file__).resolve().parents[3] / "shared" / "data" / "ut1"
 UT1_FILES = [UT1 / "malware" / "expressions", UT1 / "adult" / "very_restrictive_expression"]
 
 
 def _ut1_patterns() -> list[tuple[str, int]]:
     patterns: list[tuple[str, int]] = []
     for path in UT1_FILES:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip() and not line.startswith("#"):
-                patterns.append((line.strip(), len(patterns)))
+        parsed = parse_list(str(path), "expressions")
+        assert not parsed.problems
+        patterns += [(entry.value, len(patterns) + i) for i, entry in enumerate(parsed.entries)]
     return patterns
 
 

@@ -77,7 +77,7 @@ def _model_entries(entries: list[tuple[str, str, str]]) -> list[ModelEntry]:
     return out
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     entries=st.lists(entry, max_size=25),
     probes=st.lists(queries, min_size=1, max_size=20),

@@ -55,7 +55,7 @@ def test_empty_table_finds_nothing() -> None:
     table = TableBuilder(SECRET).build(lambda a, b: a)
     assert len(table) == 0
     assert table.lookup_key(12345) is None
-    core = MatchCore(table, table, [0], [0])
+    core = MatchCore(table, table, [0], [0], [0])
     assert core.walk("example.com") == -1
 
 
