@@ -205,13 +205,24 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class ListConfig:
-    """One `[[lists]]` entry; `path` is absolute once loaded."""
+    """One `[[lists]]` entry; `path` is absolute once loaded.
+
+    A source given by URL (`url`, or a `path` that is an http(s) URL) has `url` set and
+    `path` pointing at its cached copy under `<data_dir>/sources/<name>/` (see `listsync`),
+    which may not exist until the first `filterdns lists update`. `refresh`, `max_shrink`,
+    `max_bytes` and `timeout` apply to URL sources only.
+    """
 
     path: str
     name: str | None = None
     format: str = "auto"
     category: str | None = None
     action: str = "block"
+    url: str | None = None
+    refresh: float = 86_400.0
+    max_shrink: float = 0.5
+    max_bytes: int = 512 * 1024 * 1024
+    timeout: float = 300.0
 
     def to_spec(self) -> ListSpec:
         """The `filtercore.listspec.ListSpec` that compiles this list."""
@@ -648,34 +659,119 @@ def _known_formats() -> frozenset[str]:
     return frozenset(FORMATS) | {"auto"}
 
 
-def _lists(file: str, entries: Any, base: Path, prefix: str = "lists") -> tuple[ListConfig, ...]:
+def _lists(
+    file: str, entries: Any, base: Path, prefix: str = "lists", data_dir: Path | None = None
+) -> tuple[ListConfig, ...]:
     if not isinstance(entries, list):
         raise ConfigError(
             file, prefix, f"must be an array of tables ([[lists]]), got {_tname(entries)}"
         )
+    from listsync.sources import body_path
+
     known = _known_formats()
     out = []
+    source_names: set[str] = set()
     for i, entry in enumerate(entries):
         s = _Section(file, f"{prefix}[{i}]", entry)
-        if "path" not in entry:
-            raise s.error("path", "is required")
-        raw_path = s.string("path", "")
-        if not raw_path.strip():
-            raise s.error("path", "must not be empty")
-        path = base / Path(raw_path).expanduser()
-        if not path.exists():
-            raise s.error("path", f"{path}: no such file or folder")
+        name = s.string("name", "") or None
+        url = _list_url(s, entry)
+        if url is not None:
+            name = _source_name(s, url, name, source_names)
+            path = body_path(data_dir or base, name, url)
+        else:
+            if "path" not in entry:
+                raise s.error("path", "is required (a file, folder, archive or http(s) URL)")
+            raw_path = s.string("path", "")
+            if not raw_path.strip():
+                raise s.error("path", "must not be empty")
+            path = base / Path(raw_path).expanduser()
+            if not path.exists():
+                raise s.error("path", f"{path}: no such file or folder")
         fmt = s.string("format", "auto")
         if fmt not in known:
             raise s.error("format", f'unknown format "{fmt}" (one of {", ".join(sorted(known))})')
-        name = s.string("name", "") or None
         category = s.string("category", "") or None
         action = s.choice("action", tuple(LIST_ACTIONS), "block")
+        d = ListConfig(path="")
+        fetch = {
+            "refresh": _duration(s, "refresh", d.refresh),
+            "max_shrink": s.number("max_shrink", d.max_shrink, positive=False, maximum=1.0),
+            "max_bytes": s.integer("max_bytes", d.max_bytes, minimum=1024),
+            "timeout": s.number("timeout", d.timeout, maximum=3600.0),
+        }
+        if fetch["max_shrink"] < 0:
+            raise s.error("max_shrink", f"must be between 0 and 1, got {fetch['max_shrink']}")
+        if url is None:
+            for key in fetch:
+                if key in entry:
+                    raise s.error(key, "applies only to a list given by URL")
         s.finish()
         out.append(
-            ListConfig(path=str(path), name=name, format=fmt, category=category, action=action)
+            ListConfig(
+                path=str(path),
+                name=name,
+                format=fmt,
+                category=category,
+                action=action,
+                url=url,
+                **fetch,  # type: ignore[arg-type]
+            )
         )
     return tuple(out)
+
+
+def _list_url(s: _Section, entry: Mapping[str, Any]) -> str | None:
+    """The http(s) URL of a list given by `url` or by a URL `path`; None for a local list."""
+    from listsync.sources import is_url, url_file_name
+
+    url = s.string("url", "").strip() or None
+    key = "url"
+    raw_path = entry.get("path")
+    if isinstance(raw_path, str) and is_url(raw_path.strip()):
+        if url is not None:
+            raise s.error("url", "give the URL in url or in path, not both")
+        s.used.add("path")
+        url, key = raw_path.strip(), "path"
+    elif url is not None and "path" in entry:
+        raise s.error("path", "a list given by url has no path (its copy is kept in data_dir)")
+    if url is None:
+        return None
+    if not is_url(url):
+        raise s.error(key, f'"{url}" is not an http:// or https:// URL')
+    try:
+        url_file_name(url)
+    except ValueError as e:
+        raise s.error(key, str(e)) from None
+    return url
+
+
+def _source_name(s: _Section, url: str, name: str | None, seen: set[str]) -> str:
+    """A URL source's name names its cache folder: safe as a file name and unique."""
+    from listsync.sources import check_source_name, default_source_name
+
+    name = name or default_source_name(url)
+    try:
+        check_source_name(name)
+    except ValueError as e:
+        raise s.error("name", str(e)) from None
+    if name in seen:
+        raise s.error("name", f'"{name}" names another list given by URL; give each its own name')
+    seen.add(name)
+    return name
+
+
+def _duration(s: _Section, name: str, default: float) -> float:
+    """Seconds, or a string like "30m", "6h", "1d"; at least a minute (be kind to mirrors)."""
+    from listsync.sources import parse_duration
+
+    value = s.get(name, (int, float, str), default)
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        raise s.error(name, str(e)) from None
+    if seconds < 60:
+        raise s.error(name, f"must be at least 60 seconds, got {value!r}")
+    return seconds
 
 
 def _build(
@@ -692,7 +788,7 @@ def _build(
     log_base = base / data_dir if data_dir else base
     if "lists" in data:
         top.used.add("lists")
-        lists = _lists(file, data["lists"], base)
+        lists = _lists(file, data["lists"], base, data_dir=log_base)
     else:
         lists = default_lists() if default_lists else ()
     config = Config(

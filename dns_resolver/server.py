@@ -107,6 +107,7 @@ class DnsServer:
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = {}
         self.addresses: list[tuple[str, int]] = []
 
     def spawn(self, coro: object) -> None:
@@ -143,6 +144,13 @@ class DnsServer:
             server.close()
         for task in list(self._tasks):
             task.cancel()
+        # Close open TCP connections: their handlers see EOF and return normally (a
+        # cancelled handler would make asyncio log a spurious CancelledError).
+        handlers = [t for t in self._connections.values() if t is not None]
+        for writer in list(self._connections):
+            writer.close()
+        if handlers:
+            await asyncio.wait(handlers, timeout=1.0)
         for server in self._tcp:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
@@ -157,6 +165,7 @@ class DnsServer:
         # (RFC 7766 6.2.1.1: a client matches answers by ID); at most TCP_PIPELINE at once.
         slots = asyncio.Semaphore(TCP_PIPELINE)
         inflight: set[asyncio.Task[None]] = set()
+        self._connections[writer] = asyncio.current_task()
 
         def send(out: bytes) -> None:
             if not writer.is_closing():
@@ -199,9 +208,14 @@ class DnsServer:
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
             log.debug("TCP client %s: %s", client, exc)
+        except asyncio.CancelledError:
+            # Shutdown raced with a new connection: end quietly (asyncio's start_server
+            # callback would otherwise log the cancellation as an error).
+            pass
         finally:
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.drain()
             writer.close()
+            self._connections.pop(writer, None)

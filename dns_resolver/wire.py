@@ -152,6 +152,32 @@ class BadQuery(WireError):
         self.edns = edns
 
 
+def _escape_label(label: bytes) -> str:
+    out = []
+    for byte in label:
+        if byte in (0x2E, 0x5C) or not 0x21 <= byte <= 0x7E:
+            out.append(f"\\{byte:03d}")
+        else:
+            out.append(chr(byte))
+    return "".join(out)
+
+
+def name_text(labels: list[bytes]) -> str:
+    """The lower-cased dotted text of wire labels, with odd bytes escaped.
+
+    A dot or backslash inside a label, or a byte outside printable ASCII, is written as
+    `\\DDD` (RFC 1035 5.1), so two different wire names never map to the same text: the
+    text is the cache key, and `a.b` as one label must not share an entry with `a` + `b`.
+    Escaped names contain a backslash, which the matcher refuses as a host name.
+    """
+    if not labels:
+        return ""
+    raw = b".".join(labels)
+    if raw.isascii() and b"\\" not in raw and raw.count(b".") == len(labels) - 1:
+        return raw.decode("ascii").lower()
+    return ".".join(_escape_label(label) for label in labels).lower()
+
+
 def read_name(data: bytes, offset: int) -> tuple[str, int]:
     """Read a possibly compressed name at `offset`.
 
@@ -192,7 +218,7 @@ def read_name(data: bytes, offset: int) -> tuple[str, int]:
         offset += length
     if end < 0:
         end = offset
-    return b".".join(labels).decode("ascii", "backslashreplace").lower(), end
+    return name_text(labels), end
 
 
 def skip_name(data: bytes, offset: int) -> int:
@@ -315,7 +341,7 @@ def parse_query(data: bytes) -> Query:
             raise BadQuery(
                 f"EDNS version {edns.version}", BADVERS, qid, flags, question, edns
             )
-    qname = b".".join(labels).decode("ascii", "backslashreplace").lower()
+    qname = name_text(labels)
     return Query(qid, flags, qname, qtype, qclass, question, edns)
 
 

@@ -1,4 +1,5 @@
 # What C sees of the hashed domain table, for the DNS fast path to cimport.
+cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 
@@ -24,6 +25,7 @@ cdef struct TableView:
     int shift                # bucket of key h is h >> shift
 
 
+@cython.final
 cdef class DomainTable:
     cdef TableView view
     cdef readonly uint64_t k0, k1
@@ -33,3 +35,17 @@ cdef class DomainTable:
 
 
 cdef Py_ssize_t normalize_ascii(const char *s, Py_ssize_t n, char *out) noexcept nogil
+
+
+@cython.final
+cdef class MatchCore:
+    cdef readonly DomainTable plain
+    cdef readonly DomainTable hashed
+    cdef bint use_hashed
+    cdef uint8_t *gflags
+    cdef uint64_t *gself
+    cdef uint64_t *gbelow
+    cdef Py_ssize_t ngroups
+    cdef int _judge(self, uint16_t g, bint is_self, uint64_t mask) noexcept nogil
+    # The walk over a normalised name in `buf`: -1, or the code of the deciding entry.
+    cdef long long walk_buf(self, const char *buf, Py_ssize_t n, uint64_t mask) noexcept nogil

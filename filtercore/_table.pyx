@@ -469,14 +469,6 @@ cdef class MatchCore:
     must block `x.a` only for the first.
     """
 
-    cdef readonly DomainTable plain
-    cdef readonly DomainTable hashed
-    cdef bint use_hashed
-    cdef uint8_t *gflags
-    cdef uint64_t *gself
-    cdef uint64_t *gbelow
-    cdef Py_ssize_t ngroups
-
     def __cinit__(self, DomainTable plain, DomainTable hashed, list flags, list self_cats,
                   list below_cats):
         cdef Py_ssize_t i
@@ -501,7 +493,7 @@ cdef class MatchCore:
         free(self.gself)
         free(self.gbelow)
 
-    cdef inline int _judge(self, uint16_t g, bint is_self, uint64_t mask) noexcept nogil:
+    cdef int _judge(self, uint16_t g, bint is_self, uint64_t mask) noexcept nogil:
         """1 allow, 0 block, -1 no decision at this key."""
         cdef uint16_t gid = g & GROUP_MASK
         cdef uint8_t f

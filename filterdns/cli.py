@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dns_resolver.cli import register as register_serve
 
     register_serve(sub)
+    __import__("filterdns.squid_helper").squid_helper.register(sub)
     return parser
 
 

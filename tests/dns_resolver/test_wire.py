@@ -128,3 +128,15 @@ def test_encode_name() -> None:
     assert wire.encode_name("") == b"\x00"
     with pytest.raises(wire.WireError):
         wire.encode_name("a" * 64 + ".com")
+
+
+def test_names_with_dots_inside_labels_do_not_collide() -> None:
+    """`www.example` + `com` (two labels, one holding a dot) is not www.example.com."""
+    plain = make("www.example.com")
+    tricky = plain[:12] + b"\x0bwww.example\x03com\x00" + plain[-4:]
+    assert wire.parse_query(plain).qname == "www.example.com"
+    assert wire.parse_query(tricky).qname == "www\\046example.com"
+    odd = plain[:12] + b"\x03A\\\xff\x00" + plain[-4:]
+    assert wire.parse_query(odd).qname == "a\\092\\255"
+    assert wire.name_text([]) == ""
+    assert wire.read_name(tricky, 12)[0] == "www\\046example.com"
