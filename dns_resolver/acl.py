@@ -10,16 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-DEFAULT_ALLOW = (
-    "127.0.0.0/8",
-    "::1/128",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "fc00::/7",
-    "fe80::/10",
-    "100.64.0.0/10",
-)
+from dns_resolver.config import DEFAULT_ALLOW
 
 _MEMO_LIMIT = 65536
 

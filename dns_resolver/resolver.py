@@ -67,7 +67,7 @@ class Resolver:
         udp_size: our EDNS UDP payload size.
         inspect_answers: check CNAME targets and addresses of upstream answers.
         metrics: the `dns_resolver.metrics.Metrics` to record into, or None.
-        querylog: a query log with `log(**fields)`, or None.
+        querylog: the `dns_resolver.querylog.QueryLog` to write to, or None.
     """
 
     def __init__(

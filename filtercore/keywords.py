@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import ahocorasick
+import ahocorasick  # type: ignore[import-not-found]  # ships no type information
 
 from filtercore.entries import KEYWORD_MODES
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -27,14 +28,16 @@ def read_line(source: str, line: int) -> str | None:
                     return None
                 return _nth(stream, line)
         path = Path(source)
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as stream:
-            return _nth(stream, line)
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as gz:
+                return _nth(gz, line)
+        with open(path, "rb") as plain:
+            return _nth(plain, line)
     except (OSError, tarfile.TarError, EOFError):
         return None
 
 
-def _nth(stream, line: int) -> str | None:  # type: ignore[no-untyped-def]
+def _nth(stream: Iterable[bytes], line: int) -> str | None:
     raw = next(itertools.islice(stream, line - 1, None), None)
     if raw is None:
         return None

@@ -71,7 +71,7 @@ def write_snapshot(
     know later about this build). Returns the path written.
     """
     target = Path(path)
-    sections: list[tuple[str, bytes | bytearray]] = []
+    sections: list[tuple[str, bytes | bytearray | memoryview]] = []
     tables: dict[str, Any] = {}
     for name, table in (("plain", compiled.plain), ("hashed", compiled.hashed)):
         keys, groups, lines, directory = table.buffers()

@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.add_argument("--all-problems", action="store_true", help="print every malformed line")
     stats.set_defaults(func=cmd_lists_stats)
+    from listsync.cli import register_lists_commands
+
+    register_lists_commands(lists_sub)
 
     from dns_resolver.cli import register as register_serve
 

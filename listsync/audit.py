@@ -12,7 +12,8 @@ One JSON object a line, in `<data_dir>/audit.jsonl`. Every record has `kind` and
 Each record is written with one `write()` on a file opened `O_APPEND` and fsync'd before
 `append` returns: records of concurrent writers (the resolver's reloader, a `filterdns lists
 update` run by hand) never interleave, and an acknowledged record survives a crash. A line
-torn by a crash mid-write is skipped by `read`, never fatal.
+torn by a crash mid-write is skipped by `read`, never fatal, and the next record starts
+on a line of its own.
 """
 
 from __future__ import annotations
@@ -68,8 +69,12 @@ class AuditLog:
         line = (json.dumps(written, separators=(",", ":"), sort_keys=False) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    # A line torn by a crash: end it, so this record starts a line of its own.
+                    line = b"\n" + line
                 view = memoryview(line)
                 while view:
                     view = view[os.write(fd, view) :]

@@ -150,7 +150,8 @@ def download(
         raise FetchError(f"truncated download: {exc}", unreachable=False) from None
     except httpx.HTTPError as exc:
         dest.unlink(missing_ok=True)
-        raise FetchError(f"download failed: {exc or type(exc).__name__}", unreachable=True) from None
+        reason = str(exc) or type(exc).__name__
+        raise FetchError(f"download failed: {reason}", unreachable=True) from None
     except FetchError:
         dest.unlink(missing_ok=True)
         raise

@@ -91,7 +91,7 @@ def parse_duration(value: int | float | str) -> float:
         ValueError: not a positive duration.
     """
     if isinstance(value, bool):
-        raise ValueError("must be a number of seconds or a duration like \"6h\", got a boolean")
+        raise ValueError('must be a number of seconds or a duration like "6h", got a boolean')
     if isinstance(value, int | float):
         seconds = float(value)
     else:

@@ -428,3 +428,60 @@ def test_the_reference_documents_every_key() -> None:
     for name, cls in classes.items():
         keys = {f.name for f in dataclasses.fields(cls)} - internal
         assert documented.get(name) == keys, name
+
+
+# --- lists given by URL (listsync) --------------------------------------------------------
+
+
+def test_a_list_given_by_url_is_cached_under_data_dir(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        '[server]\ndata_dir = "state"\n'
+        '[[lists]]\npath = "https://lists.example/ut1/blacklists.tar.gz"\nrefresh = "6h"\n'
+        '[[lists]]\nurl = "http://127.0.0.1:8080/hosts"\nname = "sb"\nmax_shrink = 0.2\n'
+        "max_bytes = 4096\ntimeout = 20\n",
+    )
+    ut1, sb = config.lists
+    assert ut1.url == "https://lists.example/ut1/blacklists.tar.gz" and ut1.name == "blacklists"
+    assert ut1.path == str(tmp_path / "state" / "sources" / "blacklists" / "blacklists.tar.gz")
+    assert ut1.refresh == 6 * 3600 and ut1.max_shrink == 0.5 and ut1.timeout == 300.0
+    assert sb.path == str(tmp_path / "state" / "sources" / "sb" / "hosts")
+    assert (sb.refresh, sb.max_shrink, sb.max_bytes, sb.timeout) == (86400.0, 0.2, 4096, 20.0)
+    assert config.list_specs()[1].path == sb.path  # the compiler reads the cached copy
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        ('[[lists]]\nurl = "ftp://x.example/l"\n', "lists[0].url", "not an http:// or https://"),
+        ('[[lists]]\nurl = "http:///l"\n', "lists[0].url", "with a host"),
+        (
+            '[[lists]]\nurl = "http://x.example/l"\npath = "block.txt"\n',
+            "lists[0].path",
+            "has no path",
+        ),
+        (
+            '[[lists]]\nurl = "http://x.example/l"\npath = "http://y.example/l"\n',
+            "lists[0].url",
+            "not both",
+        ),
+        ('[[lists]]\nurl = "http://x.example/l"\nname = "../up"\n', "lists[0].name", "cannot"),
+        (
+            '[[lists]]\nurl = "http://x.example/a"\nname = "n"\n'
+            '[[lists]]\nurl = "http://x.example/b"\nname = "n"\n',
+            "lists[1].name",
+            "another list",
+        ),
+        ('[[lists]]\nurl = "http://x.example/l"\nrefresh = "soon"\n', "lists[0].refresh", "6h"),
+        ('[[lists]]\nurl = "http://x.example/l"\nrefresh = 5\n', "lists[0].refresh", "60"),
+        ('[[lists]]\nurl = "http://x.example/l"\nmax_shrink = 1.5\n', "lists[0].max_shrink", "1"),
+        ('[[lists]]\nurl = "http://x.example/l"\nmax_shrink = -1\n', "lists[0].max_shrink", "0"),
+        ('[[lists]]\nurl = "http://x.example/l"\nmax_bytes = 10\n', "lists[0].max_bytes", "1024"),
+        ('[[lists]]\nurl = "http://x.example/l"\ntimeout = 0\n', "lists[0].timeout", "positive"),
+        ('[[lists]]\npath = "block.txt"\nrefresh = "1h"\n', "lists[0].refresh", "only to a list"),
+    ],
+)
+def test_url_list_validation(tmp_path: Path, text: str, key: str, message: str) -> None:
+    (tmp_path / "block.txt").write_text("x.example\n")
+    err = error(tmp_path, text)
+    assert err.key == key and message in err.message, str(err)
