@@ -127,6 +127,25 @@ def cut_comment(line: str, marker: str = "#") -> str:
     return line.strip()
 
 
+# One line's parser: (line, number, source, out, category) -> why it is unusable, or None.
+LineParser = Callable[[str, int, str, ParsedList, "str | None"], "str | None"]
+
+
+def parse_each_line(
+    text: str,
+    source: str,
+    out: ParsedList,
+    category: str | None,
+    parse_line: LineParser,
+    comments: tuple[str, ...] = ("#",),
+) -> None:
+    """Run `parse_line` on every content line; a returned reason becomes a Problem."""
+    for number, line in content_lines(text, source, out, comments):
+        reason = parse_line(line, number, source, out, category)
+        if reason:
+            out.problems.append(Problem(source, number, line, reason))
+
+
 def content_lines(
     text: str,
     source: str,

@@ -16,35 +16,25 @@ host table cannot express); `*` wildcards; `/regex/` rules; URLs with a path; in
 
 from __future__ import annotations
 
-from filtercore.entries import Entry, Kind, ParsedList, Problem, Scope
+from filtercore.entries import Entry, Kind, ParsedList, Scope
 from filtercore.errors import InvalidNameError
-from filtercore.formats._common import content_lines, parse_host
+from filtercore.formats._common import parse_each_line, parse_host
 from filtercore.verdict import Action
 
 _COSMETIC = ("##", "#@#", "#?#", "#$#", "#%#", "#@$#", "#@%#", "#@?#")
 
 
 def parse_text(text: str, source: str, out: ParsedList, category: str | None = None) -> None:
-    """Parse AdBlock-style rules, appending to `out.entries` and `out.problems`.
-
-    Args:
-        text: the whole file, decoded.
-        source: the file name to record in entries and problems.
-        out: where entries and problems go.
-        category: the source category to record in every entry, or None.
-    """
-    for number, line in content_lines(text, source, out, comments=("!", "[")):
-        if line.startswith("#") and not any(marker in line for marker in _COSMETIC):
-            continue  # a `# comment` line, as AdGuard Home accepts
-        reason = _parse_rule(line, number, source, out, category)
-        if reason:
-            out.problems.append(Problem(source, number, line, reason))
+    """Parse AdBlock-style rules into `out` (see `formats.TextParser`)."""
+    parse_each_line(text, source, out, category, _parse_rule, comments=("!", "["))
 
 
 def _parse_rule(
     line: str, number: int, source: str, out: ParsedList, category: str | None
 ) -> str | None:
     """Add the entry one rule states; return why it cannot be used, or None."""
+    if line.startswith("#") and not any(marker in line for marker in _COSMETIC):
+        return None  # a `# comment` line, as AdGuard Home accepts
     for marker in _COSMETIC:
         if marker in line:
             return f"cosmetic rule ({marker}): not applicable to DNS"

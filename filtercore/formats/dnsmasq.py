@@ -18,24 +18,14 @@ from __future__ import annotations
 
 from filtercore.entries import Entry, ParsedList, Problem
 from filtercore.errors import InvalidNameError
-from filtercore.formats._common import content_lines, is_sinkhole, parse_host
+from filtercore.formats._common import is_sinkhole, parse_each_line, parse_host
 
 _DIRECTIVES = ("address", "server", "local")
 
 
 def parse_text(text: str, source: str, out: ParsedList, category: str | None = None) -> None:
-    """Parse dnsmasq directives, appending to `out.entries` and `out.problems`.
-
-    Args:
-        text: the whole file, decoded.
-        source: the file name to record in entries and problems.
-        out: where entries and problems go.
-        category: the source category to record in every entry, or None.
-    """
-    for number, line in content_lines(text, source, out):
-        reason = _parse_directive(line, number, source, out, category)
-        if reason:
-            out.problems.append(Problem(source, number, line, reason))
+    """Parse dnsmasq directives into `out` (see `formats.TextParser`)."""
+    parse_each_line(text, source, out, category, _parse_directive)
 
 
 def _parse_directive(

@@ -43,14 +43,7 @@ _SET_ESCAPED = frozenset("\\]&~|[")
 
 
 def parse_text(text: str, source: str, out: ParsedList, category: str | None = None) -> None:
-    """Parse an expression list, appending to `out.entries` and `out.problems`.
-
-    Args:
-        text: the whole file, decoded.
-        source: the file name to record in entries and problems.
-        out: where entries and problems go.
-        category: the source category to record in every entry, or None.
-    """
+    """Parse an expression list into `out` (see `formats.TextParser`)."""
     for number, line in content_lines(text, source, out):
         try:
             pattern = ere_to_python(line)

@@ -30,14 +30,7 @@ def is_boilerplate(name: str) -> bool:
 
 
 def parse_text(text: str, source: str, out: ParsedList, category: str | None = None) -> None:
-    """Parse a hosts file, appending to `out.entries` and `out.problems`.
-
-    Args:
-        text: the whole file, decoded.
-        source: the file name to record in entries and problems.
-        out: where entries and problems go.
-        category: the source category to record in every entry, or None.
-    """
+    """Parse a hosts file into `out` (see `formats.TextParser`)."""
     problems = out.problems
     for number, raw in content_lines(text, source, out):
         fields = cut_comment(raw).split()

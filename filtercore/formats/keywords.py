@@ -13,25 +13,15 @@ Reported: an empty keyword, an unknown mode, a mode on an exception, white space
 
 from __future__ import annotations
 
-from filtercore.entries import KEYWORD_MODES, Entry, Kind, ParsedList, Problem
-from filtercore.formats._common import content_lines
+from filtercore.entries import KEYWORD_MODES, Entry, Kind, ParsedList
+from filtercore.formats._common import parse_each_line
 
 DEFAULT_MODE = "word"
 
 
 def parse_text(text: str, source: str, out: ParsedList, category: str | None = None) -> None:
-    """Parse a keyword list, appending to `out.entries` and `out.problems`.
-
-    Args:
-        text: the whole file, decoded.
-        source: the file name to record in entries and problems.
-        out: where entries and problems go.
-        category: the source category to record in every entry, or None.
-    """
-    for number, line in content_lines(text, source, out):
-        reason = _parse_keyword(line, number, source, out, category)
-        if reason:
-            out.problems.append(Problem(source, number, line, reason))
+    """Parse a keyword list into `out` (see `formats.TextParser`)."""
+    parse_each_line(text, source, out, category, _parse_keyword)
 
 
 def _parse_keyword(

@@ -37,14 +37,7 @@ _TTL_UNITS = frozenset("smhdwSMHDW")
 
 
 def parse_text(text: str, source: str, out: ParsedList, category: str | None = None) -> None:
-    """Parse an RPZ zone file, appending to `out.entries` and `out.problems`.
-
-    Args:
-        text: the whole file, decoded.
-        source: the file name to record in entries and problems.
-        out: where entries and problems go.
-        category: the source category to record in every entry, or None.
-    """
+    """Parse an RPZ zone file into `out` (see `formats.TextParser`)."""
     zone = _Zone(source, out, category)
     pending: list[str] = []  # fields of a parenthesised record spread over lines
     pending_line = 0

@@ -15,14 +15,7 @@ from filtercore.urlrules import rule_value
 
 
 def parse_text(text: str, source: str, out: ParsedList, category: str | None = None) -> None:
-    """Parse a URL list, appending to `out.entries` and `out.problems`.
-
-    Args:
-        text: the whole file, decoded.
-        source: the file name to record in entries and problems.
-        out: where entries and problems go.
-        category: the source category to record in every entry, or None.
-    """
+    """Parse a URL list into `out` (see `formats.TextParser`)."""
     for number, line in content_lines(text, source, out):
         if any(char.isspace() for char in line):
             out.problems.append(Problem(source, number, line, "white space inside a URL"))
