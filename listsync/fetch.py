@@ -211,6 +211,9 @@ def check_gzip(path: Path) -> None:
     """If `path` is gzip data, decompress it to the end in a streaming pass (CRC and length
     checked by zlib); a body cut anywhere fails here, before anyone parses it.
 
+    Accepts what Python's gzip module reads: several members in a row, and zero padding
+    after the last one.
+
     Raises:
         FetchError: the gzip stream is corrupt or ends early.
     """
@@ -219,17 +222,23 @@ def check_gzip(path: Path) -> None:
             return
         handle.seek(0)
         inflater = zlib.decompressobj(wbits=31)
+        pending = b""
         try:
-            while chunk := handle.read(_CHUNK):
+            while chunk := pending or handle.read(_CHUNK):
+                pending = b""
+                if inflater.eof:
+                    # Past a member's end: zero padding, or the next member.
+                    chunk = chunk.lstrip(b"\0")
+                    if not chunk:
+                        continue
+                    inflater = zlib.decompressobj(wbits=31)
                 while chunk:
                     # Bound the output per call, so a gzip bomb costs time, not memory.
                     inflater.decompress(chunk, _CHUNK * 16)
                     chunk = inflater.unconsumed_tail
-                    if inflater.eof and inflater.unused_data:
-                        # A multi-member gzip: the next member starts here.
-                        rest = inflater.unused_data
-                        inflater = zlib.decompressobj(wbits=31)
-                        chunk = rest + chunk
+                    if inflater.eof:
+                        pending = inflater.unused_data
+                        break
         except zlib.error as exc:
             raise FetchError(f"corrupt gzip data: {exc}", unreachable=False) from None
         if not inflater.eof:

@@ -113,7 +113,7 @@ class ListReloader:
         self.on_report = on_report
         self.retry_after = retry_after
         self.child_timeout = child_timeout
-        self._context = multiprocessing.get_context(start_method)
+        self._context: Any = multiprocessing.get_context(start_method)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -221,24 +221,29 @@ class ListReloader:
         self._child = child
         send.close()  # the child holds the only write end: EOF when it dies
         deadline = time.monotonic() + self.child_timeout
+        why = "process died"
         try:
             while not receive.poll(0.2):
                 if self._stopping.is_set() or time.monotonic() > deadline:
-                    child.terminate()
-                    child.join(5)
                     why = "stopped" if self._stopping.is_set() else "timed out"
-                    return UpdateReport(error=f"list update {why}")
+                    child.terminate()
+                    break
                 if not child.is_alive() and not receive.poll(0):
-                    return UpdateReport(
-                        error=f"list update process died (exit code {child.exitcode})"
-                    )
-            try:
-                report: UpdateReport = receive.recv()
-            except EOFError:
+                    break
+            else:
+                try:
+                    report: UpdateReport = receive.recv()
+                    child.join(30)
+                    return report
+                except EOFError:
+                    pass  # the child died without a word: said below
+            child.join(5)
+            if child.exitcode is None:
+                child.kill()
                 child.join(5)
-                return UpdateReport(error=f"list update process died (exit {child.exitcode})")
-            child.join(30)
-            return report
+            if self._stopping.is_set():
+                why = "stopped"
+            return UpdateReport(error=f"list update {why} (exit code {child.exitcode})")
         finally:
             receive.close()
             self._child = None

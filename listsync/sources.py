@@ -12,6 +12,7 @@ a URL source's cached path without an import cycle.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -74,12 +75,12 @@ def check_source_name(name: str) -> str:
     return name
 
 
-def source_dir(data_dir: str | Path, name: str) -> Path:
+def source_dir(data_dir: str | os.PathLike[str], name: str) -> Path:
     """The cache folder of one URL source."""
     return Path(data_dir) / SOURCES_DIR / name
 
 
-def body_path(data_dir: str | Path, name: str, url: str) -> Path:
+def body_path(data_dir: str | os.PathLike[str], name: str, url: str) -> Path:
     """Where the last good body of a URL source is kept (the list path the compiler reads)."""
     return source_dir(data_dir, name) / url_file_name(url)
 

@@ -43,7 +43,7 @@ from filtercore.snapshot import SnapshotError, load_snapshot, write_snapshot
 from filtercore.verdict import Action
 from listsync.audit import LIST_UPDATE, AuditLog
 from listsync.fetch import Download, FetchError, SourceMeta, download
-from listsync.sources import AUDIT_NAME, INCOMING_DIR, SNAPSHOT_NAME, body_path
+from listsync.sources import AUDIT_NAME, INCOMING_DIR, META_NAME, SNAPSHOT_NAME, body_path
 
 if TYPE_CHECKING:
     from dns_resolver.config import Config, ListConfig
@@ -171,7 +171,7 @@ def url_sources(config: Config) -> list[ListConfig]:
 def due_at(lc: ListConfig) -> float:
     """The Unix time a URL source is next due for a refresh (0: now, never fetched)."""
     meta = SourceMeta.load(Path(lc.path).parent)
-    if meta is None or not Path(lc.path).exists():
+    if meta is None or meta.url != lc.url or not Path(lc.path).exists():
         return 0.0
     return meta.checked_at + lc.refresh
 
@@ -236,12 +236,13 @@ def refresh_source(
             progress.download(name, bytes_done, total)
 
     result = SourceResult(name, lc.url, status=REJECTED, old=old_version)
+    etag, last_modified = _validators(lc, meta)
     try:
         got = download(
             lc.url,
             incoming,
-            etag=meta.etag if meta else None,
-            last_modified=meta.last_modified if meta else None,
+            etag=etag,
+            last_modified=last_modified,
             max_bytes=lc.max_bytes,
             timeout=lc.timeout,
             progress=report,
@@ -288,6 +289,14 @@ def refresh_source(
     return result
 
 
+def _validators(lc: ListConfig, meta: SourceMeta | None) -> tuple[str | None, str | None]:
+    """The ETag and Last-Modified of the cached copy, if it came from this URL (after the
+    URL of a source is changed, its old ETag means nothing to the new server)."""
+    if meta is None or meta.url != lc.url:
+        return None, None
+    return meta.etag, meta.last_modified
+
+
 def _meta_for_existing(lc: ListConfig, body: Path) -> SourceMeta | None:
     """Meta for a cached copy whose meta.json is gone, or None if the copy does not parse."""
     try:
@@ -320,10 +329,11 @@ def _apply_download(
     assert got.path is not None
     body = Path(lc.path)
     now = time.time()
-    new_version = {"etag": got.etag, "sha256": got.sha256, "entries": None}
+    new_version: dict[str, Any] = {"etag": got.etag, "sha256": got.sha256, "entries": None}
     result.new = new_version
     if meta is not None and meta.sha256 == got.sha256:
         meta.etag, meta.last_modified, meta.checked_at = got.etag, got.last_modified, now
+        meta.url = lc.url or ""
         meta.save(body.parent)
         new_version["entries"] = meta.entries
         result.status, result.reason = UNCHANGED, "same content as the cached copy"
@@ -349,6 +359,10 @@ def _apply_download(
     result.removed = len(old_keys - new_keys)
     del new_keys, old_keys
     os.replace(got.path, body)
+    for stale in body.parent.iterdir():
+        # A copy kept under an earlier URL's file name: the new one supersedes it.
+        if stale.is_file() and stale.name not in (body.name, META_NAME):
+            stale.unlink(missing_ok=True)
     SourceMeta(
         url=lc.url or "",
         sha256=got.sha256,
@@ -567,11 +581,12 @@ def diff_source(
         scratch = body.parent / f"{INCOMING_DIR}-diff-{os.getpid()}"
         diff = SourceDiff(lc.name or "", FETCHED)
         try:
+            etag, last_modified = _validators(lc, meta)
             got = download(
                 lc.url,
                 scratch / body.name,
-                etag=meta.etag if meta else None,
-                last_modified=meta.last_modified if meta else None,
+                etag=etag,
+                last_modified=last_modified,
                 max_bytes=lc.max_bytes,
                 timeout=lc.timeout,
             )

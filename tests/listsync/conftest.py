@@ -90,7 +90,9 @@ class ListServer:
                 inm = self.headers.get("If-None-Match")
                 ims = self.headers.get("If-Modified-Since")
                 if inm is not None:
-                    if served.etag is not None and served.etag in [t.strip() for t in inm.split(",")]:
+                    if served.etag is not None and served.etag in [
+                        t.strip() for t in inm.split(",")
+                    ]:
                         return self._send(304, b"", served)
                 elif ims is not None:
                     try:

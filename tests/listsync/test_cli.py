@@ -79,9 +79,7 @@ def test_diff(config_file: Path, list_server: ListServer) -> None:
 
 def test_data_dir_flag_and_unreachable_source(config_file: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
-    result = filterdns(
-        "lists", "update", "--config", str(config_file), "--data-dir", str(other)
-    )
+    result = filterdns("lists", "update", "--config", str(config_file), "--data-dir", str(other))
     assert result.returncode == 0, result.stderr
     assert (other / "lists.snap").exists() and not (tmp_path / "state").exists()
 
@@ -91,3 +89,39 @@ def test_update_reports_an_unreachable_source(tmp_path: Path) -> None:
     result = filterdns("lists", "update", "--config", str(config))
     assert result.returncode == 1
     assert "unavailable" in result.stdout and "no cached copy" in result.stdout
+
+
+def test_update_draws_progress_bars_on_a_terminal(config_file: Path) -> None:
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "filterdns", "lists", "update", "--config", str(config_file)],
+        cwd=ROOT,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    out = b""
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            out += data
+    finally:
+        os.close(master)
+        assert child.wait(timeout=60) == 0
+    text = out.decode(errors="replace")
+    assert "adult:" in text and "B/s" in text  # the download bar
+    assert "compile:" in text and "verify" in text  # the compilation stages
+    assert "fetched" in text and "compiled 20 entries" in text  # the summary

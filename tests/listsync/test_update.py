@@ -36,9 +36,7 @@ from tests.listsync.conftest import (
 
 pytestmark = pytest.mark.timeout(120)
 
-UT1 = Path("/work/shared/data/ut1")
-if not UT1.is_dir():
-    UT1 = Path(__file__).resolve().parents[3] / "shared" / "data" / "ut1"
+UT1 = Path(__file__).resolve().parents[3] / "shared" / "data" / "ut1"  # beside the checkout
 
 
 def setup(tmp_path: Path, server: ListServer, path: str = "/adult.txt", **keys: object):
@@ -136,7 +134,10 @@ def test_cached_copy_is_used_when_the_server_is_gone(
     [result] = report.sources
     assert result.status == FALLBACK and result.result == "rejected"
     assert "cached copy" in (result.reason or "") and result.entries == 30
-    assert report.compiled and Matcher.from_snapshot(str(report.snapshot)).check("site1.example").blocked
+    assert (
+        report.compiled
+        and Matcher.from_snapshot(str(report.snapshot)).check("site1.example").blocked
+    )
     assert audit(data_dir)[-1]["result"] == "rejected"
 
 
@@ -323,7 +324,9 @@ def test_local_list_edits_and_config_changes_recompile(
     local.write_text("one.example\ntwo.example\n")
     os.utime(local, ns=(1, 1))  # a different mtime whatever the clock's resolution
     report = update_sources(config)
-    assert report.compiled and Matcher.from_snapshot(str(report.snapshot)).check("two.example").blocked
+    assert (
+        report.compiled and Matcher.from_snapshot(str(report.snapshot)).check("two.example").blocked
+    )
     config_file.write_text(config_file.read_text().replace('"adult"', '"gambling"'))
     config = load(config_file)
     assert not snapshot_is_current(config, tmp_path / "state")
@@ -368,6 +371,27 @@ def test_the_snapshot_is_verified_and_renamed_into_place(
     ]
     meta = load_snapshot(report.snapshot, verify=True).snapshot_meta
     assert meta["fingerprint"]["sources"]["adult"] == audit(data_dir)[-1]["new"]["sha256"]
-    assert Matcher.from_lists([ListSpec(str(data_dir / "sources/adult/adult.txt"))]).check(
-        "site3.example"
-    ).blocked
+    assert (
+        Matcher.from_lists([ListSpec(str(data_dir / "sources/adult/adult.txt"))])
+        .check("site3.example")
+        .blocked
+    )
+
+
+def test_a_new_url_for_a_source_is_fetched_unconditionally(
+    tmp_path: Path, list_server: ListServer
+) -> None:
+    list_server.put("/adult.txt", domain_list(names(10)))
+    list_server.put("/moved.txt", domain_list(names(10)))
+    config, _ = setup(tmp_path, list_server)
+    update_sources(config)
+    config, _ = setup(tmp_path, list_server, path="/moved.txt")
+    result = update_sources(config).sources[0]
+    last = list_server.requests[-1]
+    assert last.path == "/moved.txt" and last.if_none_match is None and last.status == 200
+    assert result.status in (FETCHED, UNCHANGED)
+    if result.status == FETCHED:
+        assert sorted(p.name for p in (tmp_path / "state/sources/adult").iterdir()) == [
+            "meta.json",
+            "moved.txt",
+        ]

@@ -1,0 +1,83 @@
+"""Command line of the load benchmark: `python -m benchmarks.load` or `filterdns bench`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.load import runner
+
+DESCRIPTION = (
+    "Load benchmark: filterdns against Unbound, dnsmasq and dnsdist with dnsperf on "
+    "loopback, one thread each pinned to one core (dnsperf and the NSD upstream on the "
+    "other), a blocklist of N entries in each server's format, a mix of 80%% repeated "
+    "allowed names, 10%% blocked and 10%% NXDOMAIN/NODATA, a miss-heavy mix (50%% names "
+    "never asked before), a fixed-rate run at 10,000 q/s for the 99th percentile and a "
+    "run across SIGHUP reloads. Prints a table with the ratios filterdns/peer and writes "
+    "JSON and a PNG plot under --results. Needs dnsperf, nsd, unbound, dnsmasq, dnsdist."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few seconds per server, 100,000 entries, no miss-heavy run")
+    parser.add_argument("--entries", type=int, default=100_000,
+                        help="blocklist entries (default 100000; also 1000000, 5000000)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per timed run")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="also run filterdns with this many workers (peers: threads)")
+    parser.add_argument("--peers", default="unbound,dnsmasq,dnsdist",
+                        help="comma-separated peers to compare (default: all three)")
+    parser.add_argument("--reloads", type=int, default=10,
+                        help="SIGHUP reloads during the reload run (0: skip it)")
+    parser.add_argument("--results", type=Path, default=Path("results"),
+                        help="where JSON and PNG go (default ./results)")
+    parser.add_argument("--server-cpus", default="1", help="taskset CPU list for servers")
+    parser.add_argument("--client-cpus", default="0", help="taskset CPU list for dnsperf/NSD")
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `bench` to the `filterdns` subcommands."""
+    parser = subparsers.add_parser("bench", help="run the load benchmark against peers",
+                                   description=DESCRIPTION)
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark as `args` say; returns the exit status."""
+    peers = tuple(p for p in args.peers.split(",") if p)
+    opts = runner.Options(
+        entries=100_000 if args.smoke else args.entries,
+        seconds=3.0 if args.smoke else args.seconds,
+        workers=args.workers,
+        peers=peers,
+        reloads=3 if args.smoke and args.reloads else args.reloads,
+        smoke=args.smoke,
+        results=args.results,
+        server_cpus=args.server_cpus,
+        client_cpus=args.client_cpus,
+    )
+    report = runner.run_all(opts)
+    lost = [
+        r for r in report["runs"]  # type: ignore[attr-defined]
+        if r["server"].startswith("filterdns") and r["mix"] != "miss" and r["lost"]
+    ]
+    reloads = report.get("reloads")
+    if isinstance(reloads, dict) and reloads["lost"]:
+        print(f"FAIL: {reloads['lost']} queries lost across reloads", file=sys.stderr)
+        return 1
+    if lost and args.smoke:
+        print("FAIL: lost queries: " + ", ".join(r["server"] for r in lost), file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.load", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

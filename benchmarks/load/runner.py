@@ -1,0 +1,348 @@
+"""Runs dnsperf against each server and turns the runs into a table, JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from benchmarks.load import data, servers
+
+DNSPERF_CLIENTS = 200  # queries in flight (-q)
+
+
+@dataclass
+class Run:
+    """One dnsperf run against one server."""
+
+    server: str
+    mix: str
+    seconds: float
+    qps: float = 0.0
+    sent: int = 0
+    completed: int = 0
+    lost: int = 0
+    avg_latency_ms: float = 0.0
+    p99_latency_ms: float | None = None
+    cpu_us_per_query: float = 0.0
+    rss_mb: float = 0.0
+    pss_mb: float = 0.0
+    hit_rate: float | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+_FIELDS = {
+    "sent": re.compile(r"Queries sent:\s+(\d+)"),
+    "completed": re.compile(r"Queries completed:\s+(\d+)"),
+    "lost": re.compile(r"Queries lost:\s+(\d+)"),
+    "qps": re.compile(r"Queries per second:\s+([\d.]+)"),
+    "avg": re.compile(r"Average Latency \(s\):\s+([\d.]+)"),
+}
+_VERBOSE = re.compile(r"^> \S+ \S+ \S+ ([\d.]+)$", re.M)
+
+
+def dnsperf(
+    port: int,
+    queries: Path,
+    seconds: float,
+    *,
+    cpus: str | None,
+    rate: int | None = None,
+    verbose: bool = False,
+    once: bool = False,
+) -> dict[str, float | list[float]]:
+    """Run dnsperf (EDNS on, 200 in flight); returns its figures (and latencies if verbose)."""
+    argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-e",
+            "-q", str(DNSPERF_CLIENTS), "-t", "2"]
+    argv += ["-n", "1"] if once else ["-l", str(seconds)]
+    if rate:
+        argv += ["-Q", str(rate)]
+    if verbose:
+        argv += ["-v"]
+    if cpus and shutil.which("taskset"):
+        argv = ["taskset", "-c", cpus, *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
+    result: dict[str, float | list[float]] = {}
+    for key, pattern in _FIELDS.items():
+        found = pattern.search(out)
+        if found is None:
+            raise RuntimeError(f"unexpected dnsperf output: {out[-2000:]}")
+        result[key] = float(found.group(1))
+    if verbose:
+        result["latencies"] = [float(v) for v in _VERBOSE.findall(out)]
+    return result
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1)]
+
+
+def measure(
+    server: servers.Server,
+    mix: str,
+    queries: Path,
+    seconds: float,
+    *,
+    cpus: str | None,
+    rate: int | None = None,
+    verbose: bool = False,
+) -> Run:
+    """One timed run: dnsperf figures, server CPU over the run, memory after it."""
+    pids = server.pids()
+    cpu0 = servers.cpu_seconds(pids)
+    figures = dnsperf(server.port, queries, seconds, cpus=cpus, rate=rate, verbose=verbose)
+    cpu = servers.cpu_seconds(server.pids()) - cpu0
+    rss, pss = servers.memory_kb(server.pids())
+    completed = int(figures["completed"])  # type: ignore[arg-type]
+    run = Run(
+        server=server.name,
+        mix=mix,
+        seconds=seconds,
+        qps=float(figures["qps"]),  # type: ignore[arg-type]
+        sent=int(figures["sent"]),  # type: ignore[arg-type]
+        completed=completed,
+        lost=int(figures["lost"]),  # type: ignore[arg-type]
+        avg_latency_ms=float(figures["avg"]) * 1000,  # type: ignore[arg-type]
+        cpu_us_per_query=cpu / completed * 1e6 if completed else 0.0,
+        rss_mb=rss / 1024,
+        pss_mb=pss / 1024,
+    )
+    if verbose:
+        p99 = percentile(figures["latencies"], 0.99)  # type: ignore[arg-type]
+        run.p99_latency_ms = p99 * 1000 if p99 is not None else None
+    try:
+        run.hit_rate = server.hit_rate()
+    except Exception as exc:  # a stats endpoint that failed must not lose the run
+        run.extra["hit_rate_error"] = str(exc)
+    return run
+
+
+def miss_file(directory: Path, tag: str, lines: int) -> Path:
+    """A miss-heavy file whose new names were never asked of any server before."""
+    rng = random.Random(tag)
+    mix = (directory / "mix.txt").read_text().splitlines()
+    path = directory / f"miss-{tag}.txt"
+    with path.open("w") as out:
+        for i in range(lines):
+            if i % 2 == 0:
+                out.write(f"{tag}{i}.new.{data.ZONE} A\n")
+            else:
+                out.write(rng.choice(mix) + "\n")
+    return path
+
+
+@dataclass
+class Options:
+    """What `cli.py` asks for."""
+
+    entries: int = 100_000
+    seconds: float = 10.0
+    workers: int = 1
+    peers: tuple[str, ...] = ("unbound", "dnsmasq", "dnsdist")
+    reloads: int = 10
+    smoke: bool = False
+    results: Path = Path("results")
+    server_cpus: str = "1"
+    client_cpus: str = "0"
+
+
+def run_all(opts: Options, log: object = print) -> dict[str, object]:
+    """Every scenario; returns the report (also written as JSON and PNG)."""
+    say = log  # type: ignore[assignment]
+    missing = servers.missing_tools(("dnsperf", "nsd", *opts.peers))
+    if missing:
+        raise SystemExit(
+            "missing tools: " + ", ".join(missing)
+            + " (Debian: apt-get install -y dnsperf nsd unbound dnsmasq dnsdist)"
+        )
+    work = opts.results / "work"
+    if work.exists():
+        shutil.rmtree(work)
+    ds = data.make_dataset(work / "data", opts.entries)
+    snapshot = work / "data" / "blocklist.snap"
+    compile_started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "filterdns", "compile", "--list",
+         f"{ds.domains_file}:adult:domains", "-o", str(snapshot)],
+        check=True, capture_output=True, timeout=3600,
+    )
+    say(f"compiled {opts.entries} entries in {time.monotonic() - compile_started:.1f}s")
+    nsd = servers.Nsd(work, ds, cpus=opts.client_cpus)
+    nsd.start()
+    runs: list[Run] = []
+    extra: dict[str, object] = {}
+    try:
+        kinds: list[tuple[str, type[servers.Server], dict[str, object]]] = [
+            ("filterdns", servers.Filterdns, {"workers": 1, "snapshot": snapshot})
+        ]
+        if opts.workers > 1:
+            kinds.append(
+                ("filterdns-w", servers.Filterdns, {"workers": opts.workers, "snapshot": snapshot})
+            )
+        kinds += [(p, servers.PEERS[p], {}) for p in opts.peers]
+        for label, cls, kwargs in kinds:
+            threads = opts.workers if label == "filterdns-w" else 1
+            cpus = opts.server_cpus if threads == 1 else None
+            server = cls(work, ds, nsd.port, cpus=cpus, threads=threads, **kwargs)  # type: ignore[arg-type]
+            startup = server.start()
+            try:
+                name = f"{label}" if threads == 1 else f"{label} x{threads}"
+                say(f"{name}: up in {startup:.2f}s")
+                servers.probe(server.port)
+                dnsperf(server.port, ds.warm_file, 60, cpus=opts.client_cpus, once=True)
+                for mix, path, kw in (
+                    ("mix", ds.mix_file, {}),
+                    ("miss", miss_file(work / "data", f"{label}-", 2_000_000), {}),
+                    ("p99@10k", ds.mix_file, {"rate": 10_000, "verbose": True}),
+                ):
+                    if opts.smoke and mix == "miss":
+                        continue
+                    run = measure(server, mix, path, opts.seconds, cpus=opts.client_cpus, **kw)  # type: ignore[arg-type]
+                    run.server = name
+                    run.extra["startup_s"] = startup
+                    runs.append(run)
+                    say(_line(run))
+                if label == "filterdns" and opts.reloads:
+                    top = next(r.qps for r in runs if r.server == "filterdns" and r.mix == "mix")
+                    extra["reloads"] = reload_run(server, ds, opts, top / 2, say)
+            finally:
+                server.stop()
+    finally:
+        nsd.stop()
+    report = {
+        "entries": opts.entries,
+        "seconds": opts.seconds,
+        "machine": {"cpus": os.cpu_count()},
+        "runs": [asdict(r) for r in runs],
+        **extra,
+    }
+    report["ratios"] = ratios(runs)
+    opts.results.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (opts.results / f"load-{stamp}.json").write_text(json.dumps(report, indent=2))
+    say(table(runs))
+    plot(runs, opts.results / f"load-{stamp}.png", say)
+    say(f"wrote {opts.results}/load-{stamp}.json")
+    return report
+
+
+def reload_run(
+    server: servers.Server, ds: data.Dataset, opts: Options, rate: float, say: object
+) -> dict[str, object]:
+    """dnsperf at `rate` while the server gets `opts.reloads` SIGHUPs: nothing may be lost."""
+    seconds = max(opts.seconds, opts.reloads * 1.0 + 2)
+    stop = threading.Event()
+
+    def hup() -> None:
+        time.sleep(1.0)
+        for _ in range(opts.reloads):
+            if stop.is_set() or server.proc is None:
+                return
+            os.kill(server.proc.pid, signal.SIGHUP)
+            time.sleep((seconds - 2) / opts.reloads)
+
+    thread = threading.Thread(target=hup, daemon=True)
+    thread.start()
+    try:
+        run = measure(server, "reload", ds.mix_file, seconds, cpus=opts.client_cpus,
+                      rate=int(rate))
+    finally:
+        stop.set()
+        thread.join(5)
+    result = {"rate": int(rate), "reloads": opts.reloads, "sent": run.sent,
+              "completed": run.completed, "lost": run.lost}
+    say(f"reloads: {opts.reloads} SIGHUPs at {int(rate)} q/s: {run.lost} lost of {run.sent}")  # type: ignore[operator]
+    return result
+
+
+def _line(run: Run) -> str:
+    p99 = f"{run.p99_latency_ms:.3f}" if run.p99_latency_ms is not None else "-"
+    hit = f"{run.hit_rate:.3f}" if run.hit_rate is not None else "-"
+    return (
+        f"  {run.server:<14} {run.mix:<8} {run.qps:>10.0f} q/s  avg {run.avg_latency_ms:.3f} ms"
+        f"  p99 {p99} ms  lost {run.lost}  cpu {run.cpu_us_per_query:.2f} us/q"
+        f"  rss {run.rss_mb:.0f} MB  hit {hit}"
+    )
+
+
+def ratios(runs: list[Run]) -> dict[str, dict[str, float]]:
+    """filterdns/peer for queries/s, CPU per query and p99, per mix."""
+    out: dict[str, dict[str, float]] = {}
+    ours = {r.mix: r for r in runs if r.server == "filterdns"}
+    for run in runs:
+        mine = ours.get(run.mix)
+        if mine is None or run.server == "filterdns":
+            continue
+        key = f"{run.mix}:{run.server}"
+        out[key] = {"qps": mine.qps / run.qps if run.qps else math.nan}
+        if run.cpu_us_per_query:
+            out[key]["cpu"] = mine.cpu_us_per_query / run.cpu_us_per_query
+        if mine.p99_latency_ms and run.p99_latency_ms:
+            out[key]["p99"] = mine.p99_latency_ms / run.p99_latency_ms
+    return out
+
+
+def table(runs: list[Run]) -> str:
+    rows = [
+        f"{'server':<16}{'mix':<9}{'q/s':>10}{'x ours':>8}{'avg ms':>8}{'p99 ms':>8}"
+        f"{'lost':>7}{'us/q':>7}{'x ours':>8}{'RSS MB':>8}{'hit':>7}{'start s':>8}"
+    ]
+    ours = {r.mix: r for r in runs if r.server == "filterdns"}
+    for r in runs:
+        mine = ours.get(r.mix)
+        qr = f"{mine.qps / r.qps:.2f}" if mine and r.qps else "-"
+        cr = (f"{mine.cpu_us_per_query / r.cpu_us_per_query:.2f}"
+              if mine and r.cpu_us_per_query else "-")
+        p99 = f"{r.p99_latency_ms:.3f}" if r.p99_latency_ms is not None else "-"
+        hit = f"{r.hit_rate:.3f}" if r.hit_rate is not None else "-"
+        rows.append(
+            f"{r.server:<16}{r.mix:<9}{r.qps:>10.0f}{qr:>8}{r.avg_latency_ms:>8.3f}{p99:>8}"
+            f"{r.lost:>7}{r.cpu_us_per_query:>7.2f}{cr:>8}{r.rss_mb:>8.0f}{hit:>7}"
+            f"{float(r.extra.get('startup_s', 0)):>8.2f}"  # type: ignore[arg-type]
+        )
+    rows.append("x ours = filterdns / this server (q/s: higher is better; us/q: lower is better)")
+    return "\n".join(rows)
+
+
+def plot(runs: list[Run], path: Path, say: object) -> None:
+    """Queries/s and CPU per query per server and mix (needs matplotlib: the bench extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        say("matplotlib is not installed: no plot (pip install filterdns[bench])")  # type: ignore[operator]
+        return
+    mixes = sorted({r.mix for r in runs if r.mix in ("mix", "miss")})
+    names = list(dict.fromkeys(r.server for r in runs))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / max(1, len(mixes))
+    for j, mix in enumerate(mixes):
+        by = {r.server: r for r in runs if r.mix == mix}
+        xs = [i + j * width for i in range(len(names))]
+        axes[0].bar(xs, [by[n].qps if n in by else 0 for n in names], width, label=mix)
+        axes[1].bar(xs, [by[n].cpu_us_per_query if n in by else 0 for n in names], width,
+                    label=mix)
+    for ax, title in zip(axes, ("queries/s", "server CPU µs per answered query"), strict=True):
+        ax.set_xticks([i + width * (len(mixes) - 1) / 2 for i in range(len(names))])
+        ax.set_xticklabels(names, rotation=20)
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    say(f"wrote {path}")  # type: ignore[operator]
