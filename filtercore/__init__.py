@@ -6,6 +6,8 @@
 <Action.BLOCK: 'block'>
 """
 
+from typing import TYPE_CHECKING
+
 from filtercore.errors import (
     FilterError,
     InvalidNameError,
@@ -14,6 +16,11 @@ from filtercore.errors import (
 )
 from filtercore.listspec import ListSpec
 from filtercore.verdict import NO_MATCH, Action, RuleKind, Verdict
+
+if TYPE_CHECKING:
+    # For type checkers `Matcher` is a plain import, so `m: Matcher` works in user code;
+    # at run time it is imported lazily by `__getattr__` below.
+    from filtercore.matcher import Matcher
 
 __all__ = [
     "Action",

@@ -2,8 +2,9 @@
 
 Two of Squid's helper protocols are spoken (https://www.squid-cache.org/Doc/config/):
 
-- ``--mode rewrite`` (`url_rewrite_program`, also usable as a `store_id_program`-style
-  redirector). Squid sends ``[channel-ID SP] URL [SP extras] NL``; the default
+- ``--mode rewrite`` (`url_rewrite_program`; `store_id_program` has the same request
+  format but other replies, so it is not served). Squid sends
+  ``[channel-ID SP] URL [SP extras] NL``; the default
   `url_rewrite_extras` are ``%>a/%>A %un %>rm myip=%la myport=%lp``, i.e.
   ``client/fqdn user method myip=ADDR myport=PORT``. We answer
   ``[channel-ID SP] OK status=302 url="BLOCK-URL?host=...&category=...&list=..."`` for a
@@ -119,6 +120,7 @@ class SquidHelper:
             log.error("reload failed, keeping the previous lists:\n%s", traceback.format_exc())
             return False
         self.matcher = matcher
+        self._parts = {}  # drop the old matcher's verdicts with it
         log.info(
             "lists reloaded: %s entries in %.2f s",
             f"{matcher.stats()['entries']:,}",
@@ -248,8 +250,8 @@ class SquidHelper:
                 view = view[os.write(fd_out, view) :]
         if pending.strip():
             # A last line without its newline: answer it too rather than drop it.
-            reply = self.handle(pending.decode("utf-8", "surrogateescape").rstrip("\r"))
-            os.write(fd_out, reply.encode("utf-8", "surrogateescape"))
+            last = self.handle(pending.decode("utf-8", "surrogateescape").rstrip("\r"))
+            os.write(fd_out, last.encode("utf-8", "surrogateescape"))
 
 
 def _loader(args: argparse.Namespace) -> Callable[[], Matcher]:

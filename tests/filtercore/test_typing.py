@@ -54,5 +54,15 @@ def test_extension_stubs_match_runtime(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_guide_examples_type_check(tmp_path: Path) -> None:
+    """The examples of docs/python-api.md, as user code, pass mypy against the package."""
+    from tests.filtercore.test_python_api_doc import guide_blocks
+
+    example = tmp_path / "guide_examples.py"
+    example.write_text("\n".join(guide_blocks()))
+    result = _run("mypy", "--no-incremental", "--cache-dir=/dev/null", str(example))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_package_is_marked_typed() -> None:
     assert (ROOT / "filtercore" / "py.typed").exists()
