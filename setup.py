@@ -14,6 +14,12 @@ extensions = [
         ["filtercore/_digest.pyx"],
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "dns_resolver._fastpath",
+        ["dns_resolver/_fastpath.pyx"],
+        include_dirs=["filtercore"],  # _siphash.h
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(

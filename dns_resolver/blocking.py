@@ -28,22 +28,28 @@ SOA_RNAME = "hostmaster.filterdns.invalid"
 _EDE_MEMO_LIMIT = 4096
 
 
-def ede_text(verdict: Verdict, *, via: str | None = None) -> str:
+def ede_text(verdict: Verdict, *, via: str | None = None, note: str | None = None) -> str:
     """EXTRA-TEXT for a block, e.g. `blocked: category=adult list=ut1/adult rule=example.com`.
 
     `via` names what an answer inspection matched (`cname=tracker.example` or
-    `address=192.0.2.1`), so a CNAME-cloaked block says which target was listed.
+    `address=192.0.2.1`), so a CNAME-cloaked block says which target was listed. `note` is
+    appended as is: the policy layer says which policy applied (`policy=child`) and why
+    (`schedule=school`, `allowance=games:60min-used-up-until-tomorrow`).
     """
     parts = ["blocked:"]
     if verdict.category:
         parts.append(f"category={verdict.category}")
     if verdict.list:
         parts.append(f"list={verdict.list}")
-    rule = verdict.rule
+    # The entry as matched (normalised), not the line re-read from the list file: that
+    # read is for explanations (CLI, API, block page) and must stay off the DNS path.
+    rule = verdict.matched or verdict.rule
     if rule:
         parts.append(f"rule={rule}")
     if via:
         parts.append(f"via={via}")
+    if note:
+        parts.append(note)
     return " ".join(parts)
 
 
@@ -91,7 +97,7 @@ class Blocker:
         self._aaaa_rr = (
             wire.rr(wire.QNAME_POINTER, wire.TYPE_AAAA, ttl, self._aaaa) if self._aaaa else None
         )
-        self._ede_memo: dict[tuple[int, str | None], tuple[Verdict, bytes]] = {}
+        self._ede_memo: dict[tuple[int, str | None, str | None], tuple[Verdict, bytes]] = {}
 
     def body(self, query: wire.Query) -> bytes:
         """The OPT-less block answer to `query` (EDNS is added by `edns.finish`)."""
@@ -108,16 +114,16 @@ class Blocker:
         flags = wire.response_flags(query.flags, rcode)
         return wire.header(query.id, flags, 1, 0, 1, 0) + query.question + self._soa
 
-    def ede(self, verdict: Verdict, *, via: str | None = None) -> bytes:
+    def ede(self, verdict: Verdict, *, via: str | None = None, note: str | None = None) -> bytes:
         """The encoded EDE option for a block by `verdict` (memoised per verdict)."""
         # Verdicts are shared per rule, so the identity is a good memo key; the verdict is
         # kept in the value so its id cannot be reused while memoised.
-        key = (id(verdict), via)
+        key = (id(verdict), via, note)
         hit = self._ede_memo.get(key)
         if hit is not None and hit[0] is verdict:
             return hit[1]
         code = edns.EDE_FILTERED if verdict.category in self.filtered else edns.EDE_BLOCKED
-        option = edns.ede_option(code, ede_text(verdict, via=via))
+        option = edns.ede_option(code, ede_text(verdict, via=via, note=note))
         if len(self._ede_memo) >= _EDE_MEMO_LIMIT:
             self._ede_memo.clear()
         self._ede_memo[key] = (verdict, option)

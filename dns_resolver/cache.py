@@ -22,6 +22,7 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from dns_resolver import wire
 
@@ -118,6 +119,9 @@ class Cache:
         self.hits = 0
         self.misses = 0
         self.evictions = 0
+        # A second cache kept in step (the C fast path's, `fastpath.UdpFastPath`): told of
+        # every store, discard and clear. It applies its own expiry and LRU bound.
+        self.mirror: Any = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -125,10 +129,14 @@ class Cache:
     def clear(self) -> None:
         """Drop every entry (after a list reload, answers were inspected with old lists)."""
         self._entries.clear()
+        if self.mirror is not None:
+            self.mirror.clear()
 
     def discard(self, key: CacheKey) -> None:
         """Forget one entry (if present)."""
         self._entries.pop(key, None)
+        if self.mirror is not None:
+            self.mirror.discard(key)
 
     def get(self, key: CacheKey) -> tuple[CacheEntry, int] | None:
         """A fresh entry and its age in whole seconds, or None (a miss)."""
@@ -216,6 +224,8 @@ class Cache:
         entry = CacheEntry(bytes(out), offsets, tuple(ttls), self.clock(), lifetime, ede)
         self._entries[key] = entry
         self._entries.move_to_end(key)
+        if self.mirror is not None:
+            self.mirror.store(key, entry)
         evicted = 0
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

@@ -59,6 +59,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--metrics-listen", metavar="ADDR:PORT", help='Prometheus endpoint ("" disables)'
     )
     parser.add_argument("--log-format", choices=("text", "json"), help="log line format")
+    parser.add_argument(
+        "--snapshot", metavar="FILE",
+        help="serve the lists of a compiled snapshot (`filterdns compile`) instead of the "
+        "config's lists; SIGHUP re-maps the file",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -123,9 +128,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"filterdns: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.logging.level, args.log_format or config.logging.format)
+    snapshot = getattr(args, "snapshot", None)
+    if config.server.workers > 1:
+        from dns_resolver import workers
+
+        return workers.serve(config, snapshot)
     from dns_resolver.app import App
 
     app = App(config)
+    if snapshot:
+        from dns_resolver.workers import snapshot_loader
+
+        app.load_matcher = snapshot_loader(snapshot)
+        app.use_reloader = False  # the given file is served as is
     try:
         return asyncio.run(app.run())
     except OSError as exc:

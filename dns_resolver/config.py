@@ -26,6 +26,7 @@ from filtercore.verdict import Action
 __all__ = [
     "AccessConfig",
     "Address",
+    "AdminConfig",
     "BlockingConfig",
     "CacheConfig",
     "Config",
@@ -33,7 +34,11 @@ __all__ = [
     "ListConfig",
     "LoggingConfig",
     "MetricsConfig",
+    "PoliciesConfig",
+    "PolicyConfig",
     "QueryLogConfig",
+    "ScheduleConfig",
+    "ReportsConfig",
     "ServerConfig",
     "UpstreamConfig",
     "apply_overrides",
@@ -97,6 +102,8 @@ class ServerConfig:
     udp_payload_size: int = 1232
     tcp_idle_timeout: float = 10.0
     data_dir: str = ""
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT); "auto" = usable CPUs
+    fast_path: bool = True  # the C UDP fast path (dns_resolver/fastpath.py) when built
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,33 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """The admin API listener (`reports/`, docs/reports-api.md): off unless enabled, and
+    loopback by default, because it can change what is blocked."""
+
+    enabled: bool = False
+    listen: Address = Address("127.0.0.1", 8081)
+
+
+@dataclass(frozen=True)
+class ReportsConfig:
+    """Public reports and appeals (docs/reports-api.md).
+
+    `database` is an SQLAlchemy URL; "" means SQLite at `<data_dir>/reports.db`.
+    `form_url`/`page_url` are where the block page's form posts and links; they default to
+    the admin listener's `/api/reports` and `/report` once the config is loaded.
+    """
+
+    database: str = ""
+    allow: tuple[IPNetwork, ...] = DEFAULT_ALLOW
+    rate_per_minute: float = 6.0
+    burst: int = 10
+    form_url: str = ""
+    page_url: str = ""
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True)
 class ListConfig:
     """One `[[lists]]` entry; `path` is absolute once loaded.
 
@@ -236,6 +270,84 @@ class ListConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """One `[[policies.NAME.schedule]]` window (see `dns_resolver.schedule`)."""
+
+    days: tuple[int, ...]  # 0 = Monday
+    start: int  # minutes after local midnight
+    end: int  # minutes after local midnight; <= start: runs past midnight
+    block: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class AllowanceConfig:
+    """One `[[policies.NAME.allowance]]`: `minutes` a day of `category` per client."""
+
+    category: str
+    minutes: int
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """One `[policies.NAME]` table (docs/policies.md).
+
+    `clients` are networks (most specific wins across policies), `macs` the MAC addresses
+    (lower case, colon-separated) and `cpe_ids` the CPE-ID strings that dnsmasq-style
+    forwarders add as EDNS options. `mode`/`ttl` None: `[blocking]`'s (also after
+    `--block-mode`).
+    """
+
+    name: str
+    clients: tuple[IPNetwork, ...] = ()
+    macs: tuple[str, ...] = ()
+    cpe_ids: tuple[str, ...] = ()
+    block: tuple[str, ...] = ()
+    lists: tuple[str, ...] = ()
+    allow_domains: tuple[str, ...] = ()
+    block_domains: tuple[str, ...] = ()
+    mode: str | None = None
+    ttl: int | None = None
+    child: bool = False
+    bypass_prevention: bool = False
+    safe_search: bool = False
+    youtube: str = "off"
+    block_unsafe_search: bool = False
+    timezone: str = "UTC"
+    schedule: tuple[ScheduleConfig, ...] = ()
+    allowances: tuple[AllowanceConfig, ...] = ()
+    block_all: bool = False  # the implicit default policy: every category blocks
+
+
+@dataclass(frozen=True)
+class BlockPageConfig:
+    """The `[blockpage]` HTTP server that explains blocks (ip mode points names at it)."""
+
+    enabled: bool = False
+    listen: Address = Address("127.0.0.1", 8080)
+    https_listen: Address | None = None
+    review_url: str = ""
+
+
+@dataclass(frozen=True)
+class PoliciesConfig:
+    """Per-client policies: `[policies.*]` and `[clients]`. Empty `policies`: no policy
+    layer at all (every client gets the lists as `[blocking]` says).
+
+    `state_dir` is the absolute data directory (allowance minutes live there).
+    """
+
+    policies: tuple[PolicyConfig, ...] = ()
+    trusted_forwarders: tuple[IPNetwork, ...] = ()
+    state_dir: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.policies)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. `source` is the file it came from (None for the default)."""
 
@@ -247,7 +359,11 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     querylog: QueryLogConfig = field(default_factory=QueryLogConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
     lists: tuple[ListConfig, ...] = ()
+    policy: PoliciesConfig = field(default_factory=PoliciesConfig)
+    blockpage: BlockPageConfig = field(default_factory=BlockPageConfig)
     source: str | None = None
 
     def list_specs(self) -> list[ListSpec]:
@@ -519,9 +635,24 @@ def _server(file: str, table: Any) -> ServerConfig:
         ),
         tcp_idle_timeout=s.number("tcp_idle_timeout", d.tcp_idle_timeout),
         data_dir=s.string("data_dir", d.data_dir),
+        workers=_workers(s, d.workers),
+        fast_path=s.get("fast_path", bool, d.fast_path),
     )
     s.finish()
     return cfg
+
+
+MAX_WORKERS = 256
+
+
+def _workers(s: _Section, default: int) -> int:
+    """`workers = N` (1..MAX_WORKERS) or `"auto"` (one per CPU this process may use)."""
+    value = s.get("workers", (int, str), default)
+    if value == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise s.error("workers", f'must be 1..{MAX_WORKERS} or "auto", got {value!r}')
+    return value
 
 
 def _upstream(file: str, table: Any, listen: Sequence[Address], resolv_conf: str) -> UpstreamConfig:
@@ -652,6 +783,44 @@ def _logging(file: str, table: Any) -> LoggingConfig:
     return cfg
 
 
+def _admin(file: str, table: Any) -> AdminConfig:
+    s = _Section(file, "admin", table)
+    d = AdminConfig()
+    listen = _listen(s, "listen", str(d.listen))
+    assert listen is not None
+    cfg = AdminConfig(enabled=s.boolean("enabled", d.enabled), listen=listen)
+    s.finish()
+    return cfg
+
+
+def _reports(file: str, table: Any, admin: AdminConfig) -> ReportsConfig:
+    s = _Section(file, "reports", table)
+    d = ReportsConfig()
+    database = s.string("database", d.database).strip()
+    if database and "://" not in database:
+        raise s.error(
+            "database",
+            f'"{database}" is not a database URL (like "postgresql://user@host/db"); '
+            '"" means SQLite in data_dir',
+        )
+    urls = {}
+    for key, default in (("form_url", "/api/reports"), ("page_url", "/report")):
+        url = s.string(key, "").strip() or f"http://{admin.listen}{default}"
+        if not url.startswith(("http://", "https://")):
+            raise s.error(key, f'"{url}" is not an http:// or https:// URL')
+        urls[key] = url
+    cfg = ReportsConfig(
+        database=database,
+        allow=s.parsed_list("allow", [str(n) for n in d.allow], _network),
+        rate_per_minute=s.number("rate_per_minute", d.rate_per_minute, maximum=60_000.0),
+        burst=s.integer("burst", d.burst, minimum=1, maximum=100_000),
+        trusted_proxies=s.parsed_list("trusted_proxies", [], _network),
+        **urls,
+    )
+    s.finish()
+    return cfg
+
+
 def _known_formats() -> frozenset[str]:
     """The list format names a config may use: filtercore's formats and "auto"."""
     from filtercore.formats import FORMATS
@@ -774,6 +943,258 @@ def _duration(s: _Section, name: str, default: float) -> float:
     return seconds
 
 
+# --- policies (issue 6) -------------------------------------------------------------------
+
+POLICY_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _known_categories(lists: Sequence[ListConfig]) -> set[str]:
+    """Category names a policy may use: the canonical ones and those the lists bring."""
+    from filtercore.categories import CategoryMap
+
+    known = set(CategoryMap.load().names)
+    for entry in lists:
+        known.update(c for c in (entry.category, entry.name) if c)
+    return known
+
+
+def _categories(s: _Section, name: str, known: set[str]) -> tuple[str, ...]:
+    values = s.strings(name, [])
+    for i, value in enumerate(values):
+        if value not in known:
+            raise ConfigError(
+                s.file,
+                f"{s.key(name)}[{i}]",
+                f'unknown category "{value}" (one of {", ".join(sorted(known))})',
+            )
+    return tuple(dict.fromkeys(values))
+
+
+def _domain(text: str) -> str:
+    from filtercore.errors import InvalidNameError
+    from filtercore.normalize import normalize_name
+
+    try:
+        return normalize_name(text)
+    except InvalidNameError as e:
+        raise ValueError(str(e)) from None
+
+
+def _mac(text: str) -> str:
+    parts = text.strip().lower().replace("-", ":").split(":")
+    if len(parts) != 6 or not all(
+        len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in parts
+    ):
+        raise ValueError(f"{text!r} is not a MAC address (like 02:00:5e:10:00:01)")
+    return ":".join(parts)
+
+
+def _clock(text: str) -> int:
+    from dns_resolver.schedule import parse_clock
+
+    return parse_clock(text)
+
+
+def _days(s: _Section) -> tuple[int, ...]:
+    from dns_resolver.schedule import DAYS
+
+    aliases = {"weekdays": DAYS[:5], "weekend": DAYS[5:], "everyday": DAYS}
+    days: list[int] = []
+    for i, text in enumerate(s.strings("days", list(DAYS))):
+        word = text.strip().lower()[:3] if text.strip().lower() not in aliases else text.lower()
+        names = aliases.get(word, (word,))
+        for day in names:
+            if day not in DAYS:
+                raise ConfigError(
+                    s.file,
+                    f"{s.key('days')}[{i}]",
+                    f'"{text}" is not a day (mon..sun, "weekdays", "weekend" or "everyday")',
+                )
+            days.append(DAYS.index(day))
+    if not days:
+        raise s.error("days", "must name at least one day")
+    return tuple(sorted(set(days)))
+
+
+def _schedule(file: str, prefix: str, entries: Any, known: set[str]) -> tuple[ScheduleConfig, ...]:
+    if not isinstance(entries, list):
+        raise ConfigError(file, prefix, f"must be an array of tables, got {_tname(entries)}")
+    out = []
+    for i, entry in enumerate(entries):
+        s = _Section(file, f"{prefix}[{i}]", entry)
+        times = {}
+        for key in ("start", "end"):
+            if key not in entry:
+                raise s.error(key, "is required (HH:MM, local time)")
+            try:
+                times[key] = _clock(s.string(key, ""))
+            except ValueError as e:
+                raise s.error(key, str(e)) from None
+        window = ScheduleConfig(
+            days=_days(s),
+            start=times["start"],
+            end=times["end"],
+            block=_categories(s, "block", known),
+            allow=_categories(s, "allow", known),
+            name=s.string("name", ""),
+        )
+        if not window.block and not window.allow:
+            raise s.error("block", "a window must block or allow at least one category")
+        s.finish()
+        out.append(window)
+    return tuple(out)
+
+
+def _allowances(
+    file: str, prefix: str, entries: Any, known: set[str]
+) -> tuple[AllowanceConfig, ...]:
+    if not isinstance(entries, list):
+        raise ConfigError(file, prefix, f"must be an array of tables, got {_tname(entries)}")
+    out: list[AllowanceConfig] = []
+    for i, entry in enumerate(entries):
+        s = _Section(file, f"{prefix}[{i}]", entry)
+        if "category" not in entry:
+            raise s.error("category", "is required")
+        category = s.string("category", "")
+        if category not in known:
+            raise s.error("category", f'unknown category "{category}"')
+        if any(a.category == category for a in out):
+            raise s.error("category", f'"{category}" has two allowances')
+        out.append(AllowanceConfig(category, s.integer("minutes", 60, minimum=1, maximum=1440)))
+        s.finish()
+    return tuple(out)
+
+
+def _policy(
+    file: str,
+    name: str,
+    table: Any,
+    blocking: BlockingConfig,
+    lists: Sequence[ListConfig],
+    known: set[str],
+) -> PolicyConfig:
+    prefix = f"policies.{name}"
+    if not name or not set(name) <= POLICY_NAME_CHARS:
+        raise ConfigError(file, prefix, "a policy name may hold only a-z, 0-9, - and _")
+    s = _Section(file, prefix, table)
+    list_names = {entry.name or Path(entry.path).name for entry in lists}
+    named_lists = tuple(s.strings("lists", []))
+    for i, list_name in enumerate(named_lists):
+        if list_name not in list_names:
+            raise ConfigError(
+                file, f"{prefix}.lists[{i}]", f'no [[lists]] entry is named "{list_name}"'
+            )
+    block = _categories(s, "block", known)
+    child = s.boolean("child", "adult" in block)
+    mode = s.choice("mode", BLOCK_MODES, "") if "mode" in table else None
+    timezone = s.string("timezone", "UTC")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(timezone)
+    except (ValueError, KeyError, OSError):
+        raise s.error("timezone", f'unknown time zone "{timezone}" (like "Europe/Paris")') from None
+    from dns_resolver.safesearch import YOUTUBE_MODES
+
+    if name == "default" and "clients" in table:
+        raise s.error("clients", "the default policy applies to every other client")
+    cfg = PolicyConfig(
+        name=name,
+        clients=s.parsed_list("clients", [], _network),
+        macs=s.parsed_list("macs", [], _mac),
+        cpe_ids=tuple(s.strings("cpe_ids", [])),
+        block=block,
+        lists=named_lists,
+        allow_domains=s.parsed_list("allow_domains", [], _domain),
+        block_domains=s.parsed_list("block_domains", [], _domain),
+        mode=mode,
+        ttl=s.integer("ttl", 0, maximum=2**31 - 1) if "ttl" in table else None,
+        child=child,
+        bypass_prevention=s.boolean("bypass_prevention", child),
+        safe_search=s.boolean("safe_search", False),
+        youtube=s.choice("youtube", YOUTUBE_MODES, "off"),
+        block_unsafe_search=s.boolean("block_unsafe_search", False),
+        timezone=timezone,
+        schedule=_schedule(file, f"{prefix}.schedule", table.get("schedule", []), known),
+        allowances=_allowances(file, f"{prefix}.allowance", table.get("allowance", []), known),
+    )
+    s.used.update(("schedule", "allowance"))
+    s.finish()
+    if mode is not None:
+        _check_ip_mode(replace(blocking, mode=mode), file, f"{prefix}.mode")
+    return cfg
+
+
+def _policies(
+    file: str,
+    policies: Any,
+    clients: Any,
+    blocking: BlockingConfig,
+    lists: Sequence[ListConfig],
+    state_dir: Path,
+) -> PoliciesConfig:
+    if not isinstance(policies, Mapping):
+        raise ConfigError(
+            file, "policies", f"must be a table ([policies.NAME]), got {_tname(policies)}"
+        )
+    c = _Section(file, "clients", clients)
+    trusted = c.parsed_list("trusted_forwarders", [], _network)
+    c.finish()
+    if not policies:
+        return PoliciesConfig(trusted_forwarders=trusted, state_dir=str(state_dir))
+    known = _known_categories(lists)
+    out = [_policy(file, name, table, blocking, lists, known) for name, table in policies.items()]
+    if "default" not in policies:
+        # Clients no policy names keep what they had without policies: every list blocks.
+        out.append(PolicyConfig(name="default", block_all=True))
+    seen: dict[object, str] = {}
+    for policy in out:
+        for kind, values in (
+            ("clients", policy.clients),
+            ("macs", policy.macs),
+            ("cpe_ids", policy.cpe_ids),
+        ):
+            for value in values:
+                other = seen.setdefault((kind, value), policy.name)
+                if other != policy.name:
+                    raise ConfigError(
+                        file,
+                        f"policies.{policy.name}.{kind}",
+                        f"{value} is already mapped to policy {other!r}",
+                    )
+    return PoliciesConfig(tuple(out), trusted, str(state_dir))
+
+
+def _listen(s: _Section, name: str, default: str) -> Address | None:
+    """An `ADDR:PORT` key; "" (when allowed by a "" default) means none."""
+    text = s.string(name, default).strip()
+    if not text and not default:
+        return None
+    try:
+        return parse_address(text)
+    except ValueError as e:
+        raise s.error(name, str(e)) from None
+
+
+def _blockpage(file: str, table: Any) -> BlockPageConfig:
+    s = _Section(file, "blockpage", table)
+    d = BlockPageConfig()
+    listen = _listen(s, "listen", str(d.listen))
+    assert listen is not None
+    https = _listen(s, "https_listen", "")
+    review_url = s.string("review_url", "").strip()
+    if review_url and not review_url.startswith(("http://", "https://")):
+        raise s.error("review_url", f'"{review_url}" is not an http:// or https:// URL')
+    cfg = BlockPageConfig(
+        enabled=s.boolean("enabled", d.enabled),
+        listen=listen,
+        https_listen=https,
+        review_url=review_url,
+    )
+    s.finish()
+    return cfg
+
+
 def _build(
     file: str,
     data: Mapping[str, Any],
@@ -791,16 +1212,28 @@ def _build(
         lists = _lists(file, data["lists"], base, data_dir=log_base)
     else:
         lists = default_lists() if default_lists else ()
+    blocking = _blocking(file, top.get("blocking", dict, {}))
     config = Config(
         server=server,
         upstream=upstream,
         cache=_cache(file, top.get("cache", dict, {})),
-        blocking=_blocking(file, top.get("blocking", dict, {})),
+        blocking=blocking,
         access=_access(file, top.get("access", dict, {})),
         metrics=_metrics(file, top.get("metrics", dict, {})),
         querylog=_querylog(file, top.get("querylog", dict, {}), log_base),
         logging=_logging(file, top.get("logging", dict, {})),
+        admin=(admin := _admin(file, top.get("admin", dict, {}))),
+        reports=_reports(file, top.get("reports", dict, {}), admin),
         lists=lists,
+        policy=_policies(
+            file,
+            top.get("policies", dict, {}),
+            top.get("clients", dict, {}),
+            blocking,
+            lists,
+            log_base,
+        ),
+        blockpage=_blockpage(file, top.get("blockpage", dict, {})),
         source=file if file != "<default>" else None,
     )
     top.finish()

@@ -105,6 +105,8 @@ class _HotPathCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
+        for hook in list(m._scrape_hooks):
+            hook()
         entries = m._cache_entries_fn() if m._cache_entries_fn is not None else m._cache_entries
 
         family = CounterMetricFamily(
@@ -116,6 +118,13 @@ class _HotPathCollector(Collector):
         for (code, protocol, result), counter in list(m._queries.items()):
             key = (_qtype_label(code), protocol, result)
             merged[key] = merged.get(key, 0) + _read(counter)
+        with m._lock:
+            bulk_queries = dict(m._bulk_queries)
+            bulk_blocks = dict(m._bulk_blocks)
+            bulk_latency = list(m._bulk_latency)
+        for (code, protocol, result), value in bulk_queries.items():
+            key = (_qtype_label(code), protocol, result)
+            merged[key] = merged.get(key, 0) + value
         for labels, value in sorted(merged.items()):
             family.add_metric(list(labels), value)
         yield family
@@ -125,14 +134,19 @@ class _HotPathCollector(Collector):
             "Blocked queries by canonical category and list.",
             labels=["category", "list"],
         )
-        for labels, counter in sorted(list(m._blocks.items())):
-            family.add_metric(list(labels), _read(counter))
+        blocks = {labels: _read(counter) for labels, counter in list(m._blocks.items())}
+        for labels, value in bulk_blocks.items():
+            blocks[labels] = blocks.get(labels, 0) + value
+        for labels, value in sorted(blocks.items()):
+            family.add_metric(list(labels), value)
         yield family
 
         buckets = []
         cumulative = 0
-        for bound, counter in zip((*LATENCY_BUCKETS, None), m._latency, strict=True):
-            cumulative += _read(counter)
+        for bound, counter, extra in zip(
+            (*LATENCY_BUCKETS, None), m._latency, bulk_latency, strict=True
+        ):
+            cumulative += _read(counter) + extra
             buckets.append(("+Inf" if bound is None else repr(bound), cumulative))
         family = HistogramMetricFamily(
             "filterdns_response_seconds", "Time from receiving a query to sending its answer."
@@ -144,12 +158,14 @@ class _HotPathCollector(Collector):
             "filterdns_cache_entries", "Entries in the response cache.", value=entries
         )
         yield CounterMetricFamily(
-            "filterdns_cache_hits", "Answers served from the cache.", value=_read(m._cache_hits)
+            "filterdns_cache_hits",
+            "Answers served from the cache.",
+            value=_read(m._cache_hits) + m._bulk_cache_hits,
         )
         yield CounterMetricFamily(
             "filterdns_cache_misses",
             "Cache lookups that found nothing usable.",
-            value=_read(m._cache_misses),
+            value=_read(m._cache_misses) + m._bulk_cache_misses,
         )
         yield CounterMetricFamily(
             "filterdns_cache_evictions",
@@ -188,6 +204,13 @@ class Metrics:
         self._cache_evictions = 0
         self._cache_entries = 0
         self._cache_entries_fn: Callable[[], int] | None = None
+        # Counts kept elsewhere and added in bulk (`merge_counts`), under the lock.
+        self._bulk_queries: dict[tuple[int, str, str], int] = {}
+        self._bulk_blocks: dict[tuple[str, str], int] = {}
+        self._bulk_latency = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._bulk_cache_hits = 0
+        self._bulk_cache_misses = 0
+        self._scrape_hooks: list[Callable[[], None]] = []
         self.registry.register(_HotPathCollector(self))
 
         r = self.registry
@@ -256,6 +279,36 @@ class Metrics:
             next(self._blocks[key])
         except KeyError:
             next(self._blocks.setdefault(key, itertools.count()))
+
+    def merge_counts(
+        self,
+        *,
+        queries: dict[tuple[int, str, str], int],
+        blocks: dict[tuple[str, str], int],
+        latency: list[int],
+        latency_sum: float,
+        cache_hits: int,
+        cache_misses: int,
+    ) -> None:
+        """Add counts gathered elsewhere, e.g. flushed from the C fast path once a second.
+
+        `queries` is keyed like `query()` ((qtype code, protocol, result)), `blocks` like
+        `block()`, `latency` holds one count per bucket of LATENCY_BUCKETS plus +Inf.
+        """
+        with self._lock:
+            for key, n in queries.items():
+                self._bulk_queries[key] = self._bulk_queries.get(key, 0) + n
+            for labels, n in blocks.items():
+                self._bulk_blocks[labels] = self._bulk_blocks.get(labels, 0) + n
+            for i, n in enumerate(latency):
+                self._bulk_latency[i] += n
+            self._latency_sum += latency_sum
+            self._bulk_cache_hits += cache_hits
+            self._bulk_cache_misses += cache_misses
+
+    def on_scrape(self, hook: Callable[[], None]) -> None:
+        """Call `hook()` at the start of every scrape (to flush counts kept elsewhere)."""
+        self._scrape_hooks.append(hook)
 
     def cache_hit(self) -> None:
         next(self._cache_hits)

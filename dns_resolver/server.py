@@ -1,8 +1,12 @@
 """UDP and TCP listeners (asyncio) on every configured address, IPv4 and IPv6.
 
-UDP datagrams go through `Resolver.handle` inside the datagram callback: cache hits,
-blocks and errors are answered without creating a task; only upstream queries become
-tasks. TCP uses 2-byte length framing (RFC 1035 4.2.2) and serves many queries per
+UDP goes through the C fast path (`fastpath.py`, recvmmsg/sendmmsg batches, cache hits
+and blocks answered in C) when the extension is built, else (and when the query log is
+on: C writes no log lines) through an asyncio datagram endpoint. Either way what needs
+Python goes through `handle_datagram` -> `Resolver.handle`: cache hits, blocks and errors
+are answered without creating a task; only upstream queries become tasks.
+
+TCP uses 2-byte length framing (RFC 1035 4.2.2) and serves many queries per
 connection, pipelined (answers to upstream queries are sent as they arrive, so possibly
 out of order), until the client closes or stays idle for `tcp_idle_timeout` seconds
 (RFC 7766).
@@ -18,8 +22,10 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from dns_resolver import fastpath
+from dns_resolver.fastpath import UdpFastPath
 from dns_resolver.resolver import Pending, Resolver
 
 log = logging.getLogger(__name__)
@@ -30,10 +36,13 @@ MAX_UDP_INFLIGHT = 10_000  # UDP queries waiting for an upstream, across all lis
 TCP_PIPELINE = 32  # upstream queries in flight per TCP connection
 
 
-def _bind(host: str, port: int, kind: int) -> socket.socket:
+def _bind(host: str, port: int, kind: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, kind)
     try:
+        if reuse_port:
+            # Worker processes share the port; the kernel spreads clients across them.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # Let "::" and "0.0.0.0" be configured side by side.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -59,31 +68,11 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
-        resolver = self.server.resolver
-        try:
-            out = resolver.handle(data, addr[0], False)
-        except Exception:
-            log.exception("error handling a UDP query from %s", addr[0])
-            out = resolver.servfail_for(data)
-        if out is None or self.transport is None:
-            return
-        if isinstance(out, Pending):
-            if len(self.server._tasks) >= MAX_UDP_INFLIGHT:
-                # Overload (a flood of misses, a dead upstream): shed load rather than
-                # queue without bound; the client will retry.
-                log.debug("dropping a query from %s: %d in flight", addr[0], MAX_UDP_INFLIGHT)
-                return
-            self.server.spawn(self._answer_later(out, data, addr))
-        else:
-            self.transport.sendto(out, addr)
+        if self.transport is not None:
+            self.server.handle_datagram(data, addr, self._send)
 
-    async def _answer_later(self, pending: Pending, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
-        try:
-            out: bytes | None = await self.server.resolver.resolve(pending)
-        except Exception:
-            log.exception("error resolving %s for %s", pending.query.qname, addr[0])
-            out = self.server.resolver.servfail_for(data)
-        if out is not None and self.transport is not None and not self.transport.is_closing():
+    def _send(self, out: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(out, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -100,15 +89,69 @@ class DnsServer:
         listen: Sequence[tuple[str, int]],
         *,
         tcp_idle_timeout: float = 10.0,
+        fast_path: bool = True,
+        reuse_port: bool = False,
     ) -> None:
         self.resolver = resolver
         self.listen = list(listen)
         self.tcp_idle_timeout = tcp_idle_timeout
+        self.reuse_port = reuse_port
+        self.fast: UdpFastPath | None = None
+        if fast_path and fastpath.available() and resolver.querylog is None:
+            # The query log wants a line per query, which C does not write: with it on,
+            # every query takes the Python path (the asyncio listener).
+            self.fast = UdpFastPath(self, resolver.udp_size)
+            if resolver.metrics is not None:
+                resolver.metrics.registry.register(self.fast)
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = {}
         self.addresses: list[tuple[str, int]] = []
+
+    def handle_datagram(
+        self,
+        data: bytes,
+        addr: tuple,
+        send: Callable[[bytes, tuple], None],  # type: ignore[type-arg]
+    ) -> bytes | Pending | None:
+        """Answer one UDP query through the Python chain; `send(out, addr)` sends.
+
+        Returns what `Resolver.handle` made of it (the fast path learns from blocks).
+        """
+        resolver = self.resolver
+        try:
+            out = resolver.handle(data, addr[0], False)
+        except Exception:
+            log.exception("error handling a UDP query from %s", addr[0])
+            out = resolver.servfail_for(data)
+        if out is None:
+            return None
+        if isinstance(out, Pending):
+            if len(self._tasks) >= MAX_UDP_INFLIGHT:
+                # Overload (a flood of misses, a dead upstream): shed load rather than
+                # queue without bound; the client will retry.
+                log.debug("dropping a query from %s: %d in flight", addr[0], MAX_UDP_INFLIGHT)
+                return out
+            self.spawn(self._answer_later(out, data, addr, send))
+        else:
+            send(out, addr)
+        return out
+
+    async def _answer_later(
+        self,
+        pending: Pending,
+        data: bytes,
+        addr: tuple,
+        send: Callable[[bytes, tuple], None],  # type: ignore[type-arg]
+    ) -> None:
+        try:
+            out: bytes | None = await self.resolver.resolve(pending)
+        except Exception:
+            log.exception("error resolving %s for %s", pending.query.qname, addr[0])
+            out = self.resolver.servfail_for(data)
+        if out is not None:
+            send(out, addr)
 
     def spawn(self, coro: object) -> None:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -120,17 +163,20 @@ class DnsServer:
         loop = asyncio.get_running_loop()
         for host, port in self.listen:
             try:
-                tcp_sock = _bind(host, port, socket.SOCK_STREAM)
+                tcp_sock = _bind(host, port, socket.SOCK_STREAM, self.reuse_port)
                 # Port 0 (tests): UDP takes the port the kernel gave TCP.
                 port = tcp_sock.getsockname()[1]
-                udp_sock = _bind(host, port, socket.SOCK_DGRAM)
+                udp_sock = _bind(host, port, socket.SOCK_DGRAM, self.reuse_port)
             except OSError as exc:
                 await self.stop()
                 raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), sock=udp_sock
-            )
-            self._udp.append(transport)  # type: ignore[arg-type]
+            if self.fast is not None:
+                self.fast.attach(udp_sock)
+            else:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpProtocol(self), sock=udp_sock
+                )
+                self._udp.append(transport)  # type: ignore[arg-type]
             tcp_sock.listen(TCP_BACKLOG)
             self._tcp.append(await asyncio.start_server(self._tcp_client, sock=tcp_sock))
             self.addresses.append((host, port))
@@ -140,6 +186,8 @@ class DnsServer:
         """Close the listeners and cancel queries in flight."""
         for transport in self._udp:
             transport.close()
+        if self.fast is not None:
+            self.fast.close()
         for server in self._tcp:
             server.close()
         for task in list(self._tasks):

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import os
 import tarfile
+import threading
+from array import array
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
+
+# Every STRIDE-th line's offset is kept: a read seeks there and skips at most STRIDE - 1
+# lines, and the index costs 8 bytes per STRIDE lines of a source that was ever explained.
+STRIDE = 128
+_MAX_INDEXES = 64
+
+_indexes: OrderedDict[tuple[str, int, int], array[int]] = OrderedDict()
+_lock = threading.Lock()
 
 
 def read_line(source: str, line: int) -> str | None:
@@ -16,6 +28,8 @@ def read_line(source: str, line: int) -> str | None:
     category-tree archive. The text is read lazily because keeping millions of rules in
     memory would cost more than the table itself; a list changed on disk since it was
     compiled may therefore show a different line (the verdict's `matched` stays exact).
+    Plain files are read through a sparse line index built on first use, so a read costs
+    a seek and at most STRIDE lines; compressed sources are read from their start.
     """
     if line <= 0:
         return None
@@ -32,9 +46,36 @@ def read_line(source: str, line: int) -> str | None:
             with gzip.open(path, "rb") as gz:
                 return _nth(gz, line)
         with open(path, "rb") as plain:
-            return _nth(plain, line)
-    except (OSError, tarfile.TarError, EOFError):
+            offsets = _index(plain)
+            block = (line - 1) // STRIDE
+            if block >= len(offsets):
+                return None
+            plain.seek(offsets[block])
+            return _nth(plain, line - block * STRIDE)
+    except (OSError, tarfile.TarError, EOFError, KeyError):
         return None
+
+
+def _index(stream) -> array[int]:  # type: ignore[no-untyped-def]
+    """The offsets of lines 1, 1 + STRIDE, 1 + 2 * STRIDE, ... of an open plain file."""
+    st = os.fstat(stream.fileno())
+    key = (stream.name, st.st_size, st.st_mtime_ns)
+    with _lock:
+        offsets = _indexes.get(key)
+        if offsets is not None:
+            _indexes.move_to_end(key)
+            return offsets
+    offsets = array("Q", [0])
+    position = 0
+    for number, raw in enumerate(stream, 1):
+        position += len(raw)
+        if number % STRIDE == 0:
+            offsets.append(position)
+    with _lock:
+        _indexes[key] = offsets
+        while len(_indexes) > _MAX_INDEXES:
+            _indexes.popitem(last=False)
+    return offsets
 
 
 def _nth(stream: Iterable[bytes], line: int) -> str | None:

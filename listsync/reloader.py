@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -68,6 +69,9 @@ def _child_main(
     log_level: int,
 ) -> None:
     """The child process: run one update and send its report (or the error) back."""
+    # A parent that supervises workers blocks these signals (workers.py) and a spawned
+    # child inherits that mask: unblock them, or terminate() could not stop the child.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     logging.basicConfig(level=log_level, format="filterdns list update: %(message)s")
     try:
         report: Any = update_sources(config, data_dir, only=only, force_compile=force)

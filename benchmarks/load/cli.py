@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated peers to compare (default: all three)")
     parser.add_argument("--reloads", type=int, default=10,
                         help="SIGHUP reloads during the reload run (0: skip it)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every server this many times, interleaved; report medians")
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="where JSON and PNG go (default ./results)")
     parser.add_argument("--server-cpus", default="1", help="taskset CPU list for servers")
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         results=args.results,
         server_cpus=args.server_cpus,
         client_cpus=args.client_cpus,
+        repeat=1 if args.smoke else max(1, args.repeat),
     )
     report = runner.run_all(opts)
     lost = [

@@ -122,3 +122,14 @@ def filterdns_on_nsd(
         return start_filterdns(data, extra_args)
 
     return start
+
+
+@pytest.fixture(scope="session")
+def policy_nsd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsdServer]:
+    """NSD serving `TestZone` plus the safe-search target zones (`policy_zone.py`)."""
+    from tests.dns_resolver.policy_zone import SAFE_SEARCH_ZONES
+
+    server = NsdServer(tmp_path_factory.mktemp("policy-nsd"), extra_zones=SAFE_SEARCH_ZONES)
+    server.start()
+    yield server
+    server.stop()

@@ -423,10 +423,18 @@ class NsdServer:
     Attributes: `address`, `port`, `zone` (the zone name, absolute), `workdir`.
     """
 
-    def __init__(self, workdir: str | os.PathLike[str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        port: int | None = None,
+        extra_zones: dict[str, str] | None = None,
+    ) -> None:
+        """`extra_zones`: more zones to serve, name (absolute) -> zone file text (e.g. the
+        safe-search targets of `tests/dns_resolver/policy_zone.py`)."""
         self.address = LOOPBACK
         self.port = port or free_port(LOOPBACK)
         self.zone = TestZone.NAME
+        self.extra_zones = dict(extra_zones or {})
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -435,17 +443,25 @@ class NsdServer:
     def _write_files(self) -> None:
         d = self.workdir
         zone_file = d / "filterdns.test.zone"
-        zone_file.write_text(TestZone.zone_text(), encoding="ascii")
-        check = subprocess.run(
-            [NSD_CHECKZONE, TestZone.NAME, str(zone_file)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if check.returncode != 0:
-            raise RuntimeError(
-                f"nsd-checkzone rejected the test zone: {check.stdout}{check.stderr}"
+        zones = {TestZone.NAME: (zone_file, TestZone.zone_text())}
+        for name, text in self.extra_zones.items():
+            zones[name] = (d / f"{name.rstrip('.')}.zone", text)
+        extra_conf = ""
+        for name, (path, text) in zones.items():
+            path.write_text(text, encoding="ascii")
+            check = subprocess.run(
+                [NSD_CHECKZONE, name, str(path)],
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
+            if check.returncode != 0:
+                raise RuntimeError(
+                    f"nsd-checkzone rejected the test zone: {check.stdout}{check.stderr}"
+                )
+            if name != TestZone.NAME:
+                extra_conf += f'zone:\n    name: "{name}"\n    zonefile: "{path}"\n'
+
         (d / "nsd.conf").write_text(
             f"""server:
     ip-address: {self.address}@{self.port}
@@ -470,7 +486,7 @@ remote-control:
 zone:
     name: "{TestZone.NAME}"
     zonefile: "{zone_file}"
-""",
+{extra_conf}""",
             encoding="ascii",
         )
 
@@ -772,6 +788,8 @@ def _toml_value(value: Any) -> str:
         return f'"{text}"'
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):  # a nested table, e.g. [policies] child = {...}
+        return "{" + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 

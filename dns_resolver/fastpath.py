@@ -1,0 +1,378 @@
+"""The Python side of the UDP fast path (`_fastpath.pyx`): wiring, hand-over, metrics.
+
+`UdpFastPath` owns one `FastPath` (the C loop, its response cache and counters) for all
+UDP listeners of a `DnsServer`. Each UDP socket is watched with `loop.add_reader`; when it
+is readable, `FastPath.serve` drains it in batches of 64 datagrams (recvmmsg/sendmmsg, GIL
+released) and answers cache hits and blocks in C. What C cannot answer comes back here and
+goes through `DnsServer.handle_datagram`, the same code the plain asyncio listener runs.
+
+Keeping the two in step, without a second copy of any rule:
+
+- the C cache mirrors the Python `Cache` (`Cache.mirror`): every answer Python stores is
+  stored in C with the same body, TTL offsets, lifetime and EDE; clear/discard follow;
+- block answers come from wire templates made by the resolver's `Blocker` itself, and the
+  EDE option of a rule is learnt the first time Python blocks by it (`learn_block`);
+- a list reload (`Resolver.replace_matcher`) is noticed before the next batch and the new
+  `MatchCore` swapped in (the cache was cleared by the reload through the mirror);
+- the ACL's networks and the policies' networks/masks are copied into C.
+
+Counters kept in C are flushed into `Metrics` once a second (no lock or Python call per
+query); `filterdns_fastpath_answers` and `filterdns_fastpath_fallbacks{reason}` say how
+much of the traffic stayed in C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import ipaddress
+import logging
+import re
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from dns_resolver import wire
+from dns_resolver.cache import CacheEntry
+
+try:
+    from dns_resolver._fastpath import REASONS, FastPath
+except ImportError:  # not built (a source tree without build_ext): the asyncio path serves
+    FastPath = None
+    REASONS = ()
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 1.0  # seconds between metrics flushes
+ROUNDS = 8  # batches per readable event before yielding to the event loop
+_TEMPLATE_TYPES = (wire.TYPE_A, wire.TYPE_AAAA, wire.TYPE_TXT)
+_EDE_FIELDS = re.compile(r"category=(\S+) list=(\S+)")
+
+
+def available() -> bool:
+    """True when the Cython extension is built (Linux: recvmmsg/sendmmsg)."""
+    return FastPath is not None and hasattr(socket, "SO_REUSEPORT")
+
+
+def wire_key(key: tuple[Any, ...]) -> bytes | None:
+    """The C cache key of a `cache_key(...)` tuple, or None when C cannot serve it.
+
+    (qname, qtype, qclass, DO) becomes the lower-cased wire name + type + class + DO byte:
+    exactly what the C parser builds from a query. Names that `wire.name_text` escaped
+    (a backslash) are never answered in C, so they are not mirrored. A policy key
+    (..., policy index, mask) adds its index and mask.
+    """
+    qname, qtype, qclass, do = key[:4]
+    if "\\" in qname:
+        return None
+    try:
+        out = wire.encode_name(qname) + struct.pack("!HHB", qtype, qclass, 1 if do else 0)
+    except (wire.WireError, UnicodeEncodeError):
+        return None
+    if len(key) > 4:
+        index, mask = key[4:6]
+        out += struct.pack("!BQ", index, mask)
+    return out
+
+
+def _networks(nets: Any, value: int = 0) -> list[tuple[int, bytes, int, int]]:
+    out = []
+    for net in nets:
+        net = ipaddress.ip_network(net, strict=False)
+        out.append((net.version, net.network_address.packed, net.prefixlen, value))
+    return out
+
+
+def block_templates(blocker: Any) -> list[tuple[int, int, int, bytes]]:
+    """(rcode, ancount, nscount, records) for A, AAAA and any other type, cut from what
+    `blocker.body` answers, so the block rules live only in blocking.py."""
+    out = []
+    for qtype in _TEMPLATE_TYPES:
+        question = b"\x00" + struct.pack("!HH", qtype, wire.CLASS_IN)
+        body = blocker.body(wire.Query(0, 0, "", qtype, wire.CLASS_IN, question, None))
+        _, flags, _, an, ns, ar = wire.HEADER.unpack_from(body, 0)
+        if ar:
+            raise ValueError("block templates carry no additional records")
+        out.append((flags & 0xF, an, ns, body[12 + len(question) :]))
+    return out
+
+
+class UdpFastPath:
+    """Serves the UDP listeners of `server` through the C fast path.
+
+    Args:
+        server: the `DnsServer` (its resolver, and `handle_datagram` for the hand-over).
+        udp_size: our EDNS payload size.
+    """
+
+    def __init__(self, server: Any, udp_size: int) -> None:
+        if FastPath is None:
+            raise RuntimeError("the fast path extension is not built")
+        self.server = server
+        resolver = server.resolver
+        cache = resolver.cache
+        self.fp = FastPath(
+            udp_size,
+            cache.max_entries if cache is not None else 0,
+            cache.prefetch if cache is not None else False,
+            cache.prefetch_threshold if cache is not None else 0.1,
+            cache.prefetch_min_hits if cache is not None else 3,
+        )
+        self.fp.set_acl(_networks(resolver.acl.allow), _networks(resolver.acl.deny))
+        self.fp.set_templates(block_templates(resolver.blocker))
+        if cache is not None:
+            cache.mirror = self
+        self._matcher: Any = None
+        self._blocker: Any = resolver.blocker
+        self._policy_version: Any = None
+        self._block_keys: dict[tuple[str, str], int] = {}
+        self._block_names: list[tuple[str, str]] = []
+        self.fallbacks: dict[str, int] = dict.fromkeys(REASONS, 0)
+        self._socks: list[socket.socket] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sync()
+
+    # -- state from the resolver ----------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Pick up a new matcher (list reload), blocker or policy view before a batch."""
+        resolver = self.server.resolver
+        matcher = resolver.matcher
+        if matcher is not self._matcher:
+            self._matcher = matcher
+            # The lists' objects live as long as the matcher: keep them out of the cyclic
+            # GC's scans (a full collection over them stalled answers for milliseconds).
+            gc.collect()
+            gc.freeze()
+            core = getattr(matcher, "_core", None)
+            compiled = getattr(matcher, "compiled", None)
+            if core is None or compiled is None:
+                self.fp.set_matcher(None, True)  # not a filtercore.Matcher: Python decides
+            else:
+                self.fp.set_matcher(core, bool(compiled.has_text_rules))
+        if resolver.blocker is not self._blocker:
+            self._blocker = resolver.blocker
+            self.fp.set_templates(block_templates(resolver.blocker))
+            self.fp.forget_blocks()
+        self._sync_policies(resolver)
+
+    def _sync_policies(self, resolver: Any) -> None:
+        table = getattr(resolver, "policies", None)
+        if table is None:
+            return
+        view = table.fast_view()
+        if view.version == self._policy_version:
+            return
+        self._policy_version = view.version
+        masks, python, punt = [], [], []
+        for index, policy in enumerate(view.policies):
+            masks.append(policy.mask & 0xFFFFFFFFFFFFFFFF)
+            # What C does not implement of the contract goes to Python for that policy:
+            # allowances (punt_mask) and block modes other than the global one. Punt names
+            # (safe search, canaries, own entries) and trusted forwarders are checked in C.
+            python.append(
+                bool(policy.punt_mask)
+                or policy.mode != self._blocker.mode
+                or policy.ttl != self._blocker.ttl
+            )
+            punt += [(index, name) for name in policy.punt_names]
+        trusted = [(fam, packed, prefix, 0) for fam, packed, prefix in view.trusted_forwarders]
+        self.fp.set_policies(
+            list(view.networks), view.default_index, masks, python, punt, trusted
+        )
+
+    # -- the Cache mirror (called by dns_resolver.cache.Cache) -----------------------------
+
+    def store(self, key: tuple[Any, ...], entry: CacheEntry) -> None:
+        """Mirror a stored entry into the C cache."""
+        ckey = wire_key(key)
+        if ckey is not None:
+            self.fp.store(
+                ckey, entry.body, entry.offsets, entry.ttls, entry.stored, entry.ttl, entry.ede
+            )
+
+    def discard(self, key: tuple[Any, ...]) -> None:
+        ckey = wire_key(key)
+        if ckey is not None:
+            self.fp.discard(ckey)
+
+    def clear(self) -> None:
+        self.fp.clear()
+
+    # -- sockets ---------------------------------------------------------------------------
+
+    def attach(self, sock: socket.socket) -> None:
+        """Serve `sock` (a bound, non-blocking UDP socket) from the running loop."""
+        loop = asyncio.get_running_loop()
+        self._socks.append(sock)
+        loop.add_reader(sock.fileno(), self._readable, sock)
+        metrics = self.server.resolver.metrics
+        if self._flusher is None and metrics is not None:
+            self._loop = loop
+            self._flusher = loop.create_task(self._flush_loop())
+            metrics.on_scrape(self._flush_for_scrape)
+
+    def close(self) -> None:
+        """Stop watching and close the sockets; flush the counters one last time."""
+        loop = asyncio.get_running_loop()
+        for sock in self._socks:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self._socks.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        self.flush()
+
+    def _readable(self, sock: socket.socket) -> None:
+        self._sync()
+        rest = self.fp.serve(sock.fileno(), ROUNDS)
+        if not rest:
+            return
+        send = _sender(sock)
+        for data, host, port, reason, code in rest:
+            name = REASONS[reason]
+            self.fallbacks[name] += 1
+            out = self.server.handle_datagram(data, (host, port), send)
+            if name == "new_block" and isinstance(out, bytes):
+                self._learn(data, host, code, out)
+
+    def _learn(self, data: bytes, client: str, code: int, answer: bytes) -> None:
+        """Memoise the EDE of a block Python just answered, for the C path to replay."""
+        resolver = self.server.resolver
+        policies = getattr(resolver, "policies", None)
+        policy = 0
+        try:
+            query = wire.parse_query(data)
+            if policies is None:
+                verdict = resolver.matcher.check(query.qname)
+                if verdict.action.name != "BLOCK":
+                    return
+                ede = resolver.blocker.ede(verdict)
+                labels = (verdict.category or "none", verdict.list or "none")
+            else:
+                # Under policies the EDE (policy name, code) is the one Python sent.
+                policy = self._policy_index(policies, client)
+                ede, labels = _ede_of(answer)
+                if ede is None:
+                    return
+        except Exception:  # learning is an optimisation: never fail the query for it
+            log.debug("could not learn the block of %r", data[:64], exc_info=True)
+            return
+        self.fp.learn_block(code, policy, ede, self._block_index(labels))
+
+    @staticmethod
+    def _policy_index(policies: Any, client: str) -> int:
+        view = policies.fast_view()
+        ip = ipaddress.ip_address(client)
+        for family, packed, prefix, index in view.networks:
+            if family == ip.version and ip in ipaddress.ip_network((packed, prefix)):
+                return int(index)
+        return int(view.default_index)
+
+    def _block_index(self, labels: tuple[str, str]) -> int:
+        index = self._block_keys.get(labels)
+        if index is None:
+            index = self._block_keys[labels] = len(self._block_names)
+            self._block_names.append(labels)
+        return index
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self.flush()
+
+    def _flush_for_scrape(self) -> None:
+        """Flush from the scraping thread: the counters belong to the loop's thread (the C
+        loop updates them without the GIL), so the flush runs there; bounded wait."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.flush()
+            return
+        done = asyncio.run_coroutine_threadsafe(self._flush_async(), loop)
+        with contextlib.suppress(Exception):
+            done.result(timeout=1.0)
+
+    async def _flush_async(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Move the C counters into the resolver's `Metrics`."""
+        metrics = self.server.resolver.metrics
+        if metrics is None:
+            return
+        counts = self.fp.counters()
+        queries: dict[tuple[int, str, str], int] = {}
+        for result in ("cached", "blocked"):
+            for qtype, n in counts[result].items():
+                queries[(qtype, "udp", result)] = n
+        blocks = {self._block_names[i]: n for i, n in counts["blocks"].items()}
+        metrics.merge_counts(
+            queries=queries,
+            blocks=blocks,
+            latency=counts["latency"],
+            latency_sum=counts["latency_sum"],
+            cache_hits=counts["cache_hits"],
+            cache_misses=counts["cache_misses"],
+        )
+
+    def collect(self) -> Iterator[Any]:
+        """Prometheus families: answers kept in C and hand-overs to Python by reason."""
+        from prometheus_client.core import CounterMetricFamily
+
+        yield CounterMetricFamily(
+            "filterdns_fastpath_answers",
+            "UDP answers produced by the C fast path (cache hits and blocks).",
+            value=self.fp.fast_answers,
+        )
+        yield CounterMetricFamily(
+            "filterdns_fastpath_batches",
+            "recvmmsg calls that returned datagrams (datagrams / batches = batch size).",
+            value=self.fp.batches,
+        )
+        yield CounterMetricFamily(
+            "filterdns_fastpath_datagrams",
+            "UDP datagrams received by the fast path.",
+            value=self.fp.datagrams,
+        )
+        family = CounterMetricFamily(
+            "filterdns_fastpath_fallbacks",
+            "UDP queries the fast path handed to the Python chain, by reason.",
+            labels=["reason"],
+        )
+        for reason, n in self.fallbacks.items():
+            family.add_metric([reason], n)
+        yield family
+
+
+def _sender(sock: socket.socket) -> Callable[[bytes, tuple[str, int]], None]:
+    def send(out: bytes, addr: tuple[str, int]) -> None:
+        # A full send buffer drops the answer; the client retries (as with any UDP loss).
+        with contextlib.suppress(BlockingIOError, OSError):
+            sock.sendto(out, addr)
+
+    return send
+
+
+def _ede_of(answer: bytes) -> tuple[bytes | None, tuple[str, str]]:
+    """The EDE option of an answer (re-encoded) and its (category, list) labels."""
+    from dns_resolver import edns
+
+    codes = edns.ede_codes(answer)
+    if not codes:
+        return None, ("none", "none")
+    code, text = codes[0]
+    found = _EDE_FIELDS.search(text)
+    labels = (found.group(1), found.group(2)) if found else ("none", "none")
+    return edns.ede_option(code, text), labels
