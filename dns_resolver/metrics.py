@@ -16,13 +16,17 @@ never become labels.
 from __future__ import annotations
 
 import itertools
+import json
+import socket
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from socketserver import ThreadingMixIn
 from typing import NamedTuple
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -373,10 +377,57 @@ class MetricsServer(NamedTuple):
         self.httpd.server_close()  # type: ignore[attr-defined]
 
 
+def health(registry: CollectorRegistry) -> tuple[bool, dict[str, object]]:
+    """Whether this resolver can answer, read from its own metrics (so it also holds for
+    the parent of several workers, whose registry adds theirs up).
+
+    Healthy when lists are loaded and at least one upstream is not marked dead (an upstream
+    not yet marked either way counts as reachable).
+    """
+    loaded = registry.get_sample_value("filterdns_lists_loaded_timestamp_seconds") or 0.0
+    states = {
+        sample.labels.get("upstream", ""): sample.value
+        for metric in registry.collect()
+        if metric.name == "filterdns_upstream_healthy"
+        for sample in metric.samples
+    }
+    reachable = not states or any(value >= 1 for value in states.values())
+    report = {
+        "lists_loaded": loaded > 0,
+        "lists_loaded_at": loaded or None,
+        "upstream_reachable": reachable,
+        "upstreams": {name: value >= 1 for name, value in sorted(states.items())},
+    }
+    return loaded > 0 and reachable, report
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+        pass  # one line per scrape would drown the resolver's own log
+
+
 def start_metrics_server(addr: str, port: int, registry: CollectorRegistry) -> MetricsServer:
-    """Serve `registry` as Prometheus text on http://addr:port/metrics from its own thread.
+    """Serve `registry` on http://addr:port/metrics, and `/healthz` for load balancers
+    (200 or 503 with a JSON body saying why), from a thread of its own.
 
     Raises OSError when the address cannot be bound (e.g. the port is in use).
     """
-    httpd, thread = start_http_server(port, addr=addr, registry=registry)
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, object], start_response: Callable[..., object]) -> list[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            ok, report = health(registry)
+            body = json.dumps({"status": "ok" if ok else "unavailable", **report}).encode()
+            status = "200 OK" if ok else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "application/json")])
+            return [body]
+        return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+    httpd = make_server(addr, port, app, Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True)
+    thread.start()
     return MetricsServer(addr, httpd.server_address[1], httpd, thread)
