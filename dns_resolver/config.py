@@ -366,9 +366,33 @@ class Config:
     blockpage: BlockPageConfig = field(default_factory=BlockPageConfig)
     source: str | None = None
 
-    def list_specs(self) -> list[ListSpec]:
-        """The lists to compile, in configuration order."""
-        return [entry.to_spec() for entry in self.lists]
+    def list_specs(self, entries: Iterable[ListConfig] | None = None) -> list[ListSpec]:
+        """The lists to compile (`entries`, default all), in configuration order.
+
+        A list that a policy names (`lists = [...]`) and that has no category of its own
+        gets its name as its category, so the policy can block exactly that list. Both the
+        in-process compile and the snapshot (listsync) use this, so they agree.
+        """
+        specs = [entry.to_spec() for entry in (self.lists if entries is None else entries)]
+        named = {name for p in self.policy.policies for name in p.lists}
+        if not named:
+            return specs
+        return [
+            replace(spec, category=spec.display_name) if _own_category(spec, named) else spec
+            for spec in specs
+        ]
+
+
+def _own_category(spec: ListSpec, named: set[str]) -> bool:
+    """A single list file a policy names, without a category: trees keep their folders'."""
+    path = Path(spec.path)
+    return (
+        spec.category is None
+        and spec.display_name in named
+        and spec.format != "ut1"
+        and path.is_file()
+        and not path.name.endswith((".tar.gz", ".tgz"))
+    )
 
 
 # --- small parsers shared by the file and the command line ------------------------------

@@ -221,7 +221,16 @@ class ListReloader:
             name="filterdns-list-update",
             daemon=True,
         )
-        child.start()
+        # Starting the first spawned child launches multiprocessing's resource tracker,
+        # which then *unblocks* SIGINT/SIGTERM in this thread (CPython's
+        # ResourceTracker.ensure_running). A supervisor that blocks them to collect them
+        # with sigtimedwait (workers.py) would then die by SIGTERM's default action:
+        # put this thread's mask back.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        try:
+            child.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self._child = child
         send.close()  # the child holds the only write end: EOF when it dies
         deadline = time.monotonic() + self.child_timeout

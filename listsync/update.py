@@ -427,7 +427,7 @@ def _fingerprint(config: Config, specs: list[ListSpec]) -> dict[str, Any]:
 
 def _available_specs(config: Config) -> list[ListSpec]:
     """The configured lists that can be compiled: URL sources need a cached copy."""
-    return [lc.to_spec() for lc in config.lists if not lc.url or Path(lc.path).exists()]
+    return config.list_specs(lc for lc in config.lists if not lc.url or Path(lc.path).exists())
 
 
 def snapshot_is_current(config: Config, data_dir: str | os.PathLike[str]) -> bool:

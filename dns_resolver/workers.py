@@ -1,0 +1,366 @@
+"""`workers = N`: N serving processes on the same addresses, one copy of the lists.
+
+The parent compiles the lists once into a snapshot file (or takes the one given with
+`serve --snapshot`; with `server.data_dir` set, its `ListReloader` provides
+`<data_dir>/lists.snap`, built in a child process if missing), then forks N workers. Each
+worker runs the ordinary `App` with `SO_REUSEPORT` listeners (the kernel spreads clients
+over them), its own cache and fast path, and maps the snapshot read-only with
+`Matcher.from_snapshot`: the table pages are the file's page-cache pages, shared by every
+worker, so N workers cost one copy.
+
+The parent serves nothing itself. It
+- passes SIGTERM/SIGINT on and waits for the workers (bounded, then SIGKILL);
+- on SIGHUP recompiles the lists into a new snapshot (written to a temporary file and
+  renamed over the old one, so a worker maps either the old or the new file, never half of
+  one) and passes SIGHUP on: each worker re-maps the file and clears its cache. With
+  data_dir the reloader does the refresh (on SIGHUP and on its timers) in a child process
+  and each new snapshot is passed on to the workers the same way;
+- restarts a worker that died (at most once a second);
+- serves `/metrics`: at each scrape it reads every worker's own metrics listener (an
+  ephemeral loopback port each worker reports through a pipe) and adds the samples up, so
+  nothing is shared or locked per query. Gauges that every worker reports alike (list
+  entries, load time, upstream health) are taken from one worker rather than summed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from dns_resolver.config import Address, Config
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 10.0  # seconds the workers get to exit after SIGTERM
+SCRAPE_TIMEOUT = 2.0
+# Gauges every worker reports with the same value: not summed.
+_SAME_IN_EVERY_WORKER = (
+    "filterdns_list_entries",
+    "filterdns_lists_loaded_timestamp_seconds",
+    "filterdns_upstream_healthy",
+)
+
+
+def snapshot_loader(path: str) -> Any:
+    """A `load_matcher` for `App`: map the compiled snapshot at `path` (re-read on reload)."""
+
+    def load() -> Any:
+        from filtercore import Matcher
+
+        return Matcher.from_snapshot(path)
+
+    return load
+
+
+class Supervisor:
+    """The parent of the workers. `run()` returns the exit status."""
+
+    def __init__(self, config: Config, workers: int, snapshot: str | None = None) -> None:
+        self.config = config
+        self.count = workers
+        self.given_snapshot = snapshot
+        self.snapshot = snapshot or ""
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        self.children: dict[int, int] = {}  # pid -> worker index
+        self.metrics_ports: dict[int, int] = {}  # worker index -> its metrics port
+        self._pipes: dict[int, int] = {}  # read end -> worker index
+        self._last_restart = 0.0
+        self.reloader: Any = None  # listsync.reloader.ListReloader with server.data_dir
+        # Set from the reloader's thread; the supervising loop passes SIGHUP on, so
+        # signals and the children table stay with the main thread.
+        self._new_snapshot = threading.Event()
+
+    # -- the lists ------------------------------------------------------------------------
+
+    def _compile(self) -> None:
+        """Compile the configured lists into the shared snapshot (atomically replaced)."""
+        from dns_resolver.app import build_matcher
+
+        if self._tmpdir is None:
+            base = self.config.server.data_dir or None
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="filterdns-workers-", dir=base)
+            self.snapshot = os.path.join(self._tmpdir.name, "lists.snap")
+        started = time.monotonic()
+        matcher = build_matcher(self.config)
+        matcher.save_snapshot(self.snapshot)  # written to a temporary file, then renamed
+        log.info("compiled the lists for the workers in %.2fs", time.monotonic() - started)
+
+    def _start_reloader(self) -> None:
+        """Take `<data_dir>/lists.snap` (built in a child process if there is none)."""
+        from listsync.reloader import ListReloader
+
+        self.reloader = ListReloader(self.config, lambda _path: self._new_snapshot.set())
+        path = self.reloader.ensure_snapshot()
+        self._new_snapshot.clear()  # the start-up build: the workers map it when forked
+        if path is None:
+            report = self.reloader.last_report
+            raise RuntimeError(
+                f"no snapshot could be built: {report.error if report else 'unknown error'}"
+            )
+        self.snapshot = path
+
+    # -- workers --------------------------------------------------------------------------
+
+    def _spawn(self, index: int) -> None:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(read_end)
+            status = 1
+            try:
+                status = _worker_main(self.config, self.snapshot, index, write_end)
+            except BaseException:
+                log.exception("worker %d failed", index)
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        self.children[pid] = index
+        self._pipes[read_end] = index
+
+    def _read_ports(self) -> None:
+        for fd, index in list(self._pipes.items()):
+            try:
+                data = os.read(fd, 64)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if data:
+                with contextlib.suppress(ValueError):
+                    self.metrics_ports[index] = int(data.split()[-1])
+            os.close(fd)
+            del self._pipes[fd]
+
+    def _signal_all(self, sig: int) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def _reap(self, block: bool = False) -> list[tuple[int, int, bool]]:
+        """Collect exited workers: [(index, exit status, whether it had started)]."""
+        gone = []
+        # Only the workers' pids: waitpid(-1) would also reap the list reloader's child,
+        # which multiprocessing waits for itself.
+        for pid in list(self.children):
+            try:
+                done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done == 0:
+                continue
+            index = self.children.pop(pid)
+            started = self.metrics_ports.pop(index, None) is not None
+            gone.append((index, os.waitstatus_to_exitcode(status), started))
+            if block:
+                break
+        return gone
+
+    def _stop_workers(self) -> int:
+        self._signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        worst = 0
+        while self.children and time.monotonic() < deadline:
+            for _, status, _ in self._reap():
+                worst = worst or status
+            time.sleep(0.02)
+        if self.children:
+            log.error("%d workers did not stop in %.0fs: killing them", len(self.children),
+                      STOP_TIMEOUT)
+            self._signal_all(signal.SIGKILL)
+            while self.children:
+                self._reap(block=True)
+            worst = worst or 1
+        return worst
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Compile, fork the workers, then supervise until SIGTERM/SIGINT."""
+        handled = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+        # Blocked before forking, so no signal is lost between fork and the workers'
+        # own handlers (App installs them; _worker_main unblocks).
+        signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+        try:
+            if not self.given_snapshot:
+                try:
+                    if self.config.server.data_dir:
+                        self._start_reloader()
+                    else:
+                        self._compile()
+                except Exception as exc:
+                    log.error("cannot load the lists: %s", exc)
+                    return 1
+            for index in range(self.count):
+                self._spawn(index)
+            if self.reloader is not None:
+                self.reloader.start()  # after forking: no thread is copied into a worker
+            metrics_server = self._start_metrics()
+            log.info("filterdns serving with %d workers (snapshot %s)", self.count,
+                     self.snapshot)
+            try:
+                return self._supervise(handled)
+            finally:
+                if metrics_server is not None:
+                    metrics_server.stop()
+        finally:
+            if self.reloader is not None:
+                self.reloader.stop()
+            if self.children:
+                self._stop_workers()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+            if self._tmpdir is not None:
+                self._tmpdir.cleanup()
+
+    def _supervise(self, handled: set[int]) -> int:
+        while True:
+            info = signal.sigtimedwait(handled, 0.2)
+            self._read_ports()
+            if self._new_snapshot.is_set():
+                self._new_snapshot.clear()
+                self._signal_all(signal.SIGHUP)  # each worker re-maps the snapshot
+            if info is None or info.si_signo == signal.SIGCHLD:
+                self._read_ports()
+                for index, status, started in self._reap():
+                    if not started:
+                        # It never served (a port in use, lists that cannot be mapped):
+                        # restarting would fail the same way.
+                        log.error("worker %d failed to start (status %d): stopping",
+                                  index, status)
+                        self._stop_workers()
+                        return 1
+                    self._restart(index, status)
+                continue
+            if info.si_signo in (signal.SIGTERM, signal.SIGINT):
+                log.info("shutting down %d workers", len(self.children))
+                return self._stop_workers()
+            if info.si_signo == signal.SIGHUP:
+                self._reload()
+
+    def _restart(self, index: int, status: int) -> None:
+        log.error("worker %d exited with status %d: restarting it", index, status)
+        wait = self._last_restart + 1.0 - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)  # a worker that dies at start must not spin the parent
+        self._last_restart = time.monotonic()
+        self._spawn(index)
+
+    def _reload(self) -> None:
+        if self.reloader is not None:
+            self.reloader.request_reload()  # the workers hear of a new snapshot
+            return
+        if not self.given_snapshot:
+            try:
+                self._compile()
+            except Exception as exc:
+                log.error("list reload failed, keeping the previous lists: %s", exc)
+                return
+        self._signal_all(signal.SIGHUP)
+
+    # -- metrics --------------------------------------------------------------------------
+
+    def _start_metrics(self) -> Any:
+        addr = self.config.metrics.listen
+        if addr is None:
+            return None
+        from prometheus_client import CollectorRegistry
+
+        from dns_resolver.metrics import start_metrics_server
+
+        registry = CollectorRegistry()
+        registry.register(_WorkersCollector(self))
+        server = start_metrics_server(addr.host, addr.port, registry)
+        log.info("metrics on http://%s/metrics (%d workers added up)", addr, self.count)
+        return server
+
+    def scrape(self) -> list[str]:
+        """The Prometheus text of every worker that answers."""
+        self._read_ports()
+        texts = []
+        for port in list(self.metrics_ports.values()):
+            url = f"http://127.0.0.1:{port}/metrics"
+            try:
+                with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT) as reply:
+                    texts.append(reply.read().decode())
+            except OSError as exc:
+                log.debug("worker metrics at %s: %s", url, exc)
+        return texts
+
+
+class _WorkersCollector:
+    """Adds up the samples of every worker's /metrics at scrape time."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import Metric
+        from prometheus_client.parser import text_string_to_metric_families
+
+        families: dict[str, Any] = {}
+        values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        for text in self.supervisor.scrape():
+            for family in text_string_to_metric_families(text):
+                families.setdefault(family.name, family)
+                acc = values.setdefault(family.name, {})
+                same = family.name in _SAME_IN_EVERY_WORKER
+                for sample in family.samples:
+                    if sample.name.endswith("_created"):
+                        continue
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    if same:
+                        acc[key] = sample.value
+                    else:
+                        acc[key] = acc.get(key, 0.0) + sample.value
+        for name, family in families.items():
+            out = Metric(name, family.documentation, family.type)
+            for (sample_name, labels), value in values[name].items():
+                out.add_sample(sample_name, dict(labels), value)
+            yield out
+
+
+def _worker_main(config: Config, snapshot: str, index: int, report_fd: int) -> int:
+    """One worker: the ordinary App on shared ports, lists from the snapshot."""
+    import asyncio
+
+    from dns_resolver.app import App
+
+    signal.pthread_sigmask(
+        signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+    )
+    if config.metrics.listen is not None:
+        # Each worker serves its own figures on an ephemeral loopback port; the parent
+        # adds them up on its configured listener.
+        config = replace(config, metrics=replace(config.metrics, listen=Address("127.0.0.1", 0)))
+    app = App(config)
+    app.load_matcher = snapshot_loader(snapshot)
+    app.use_reloader = False  # the parent owns the reloader
+    app.reuse_port = True
+
+    def started(app: App) -> None:
+        port = app.metrics_server.port if app.metrics_server is not None else 0
+        with contextlib.suppress(OSError):
+            os.write(report_fd, f"{port}\n".encode())
+            os.close(report_fd)
+
+    app.on_started = started
+    sys.stdout.flush()
+    return asyncio.run(app.run())
+
+
+def serve(config: Config, snapshot: str | None = None) -> int:
+    """Run `config` with `config.server.workers` processes; returns the exit status."""
+    return Supervisor(config, config.server.workers, snapshot).run()
+
+
+__all__ = ["Supervisor", "serve", "snapshot_loader"]
