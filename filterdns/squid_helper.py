@@ -28,8 +28,9 @@ matcher keeps answering; on failure the old lists stay and the error goes to std
 which Squid copies to cache.log.
 
 Per-client policies: `PolicyLookup` maps the client address Squid reports to the
-categories to block. The default blocks every category for every client; per-client
-groups plug in here when the resolver's policy support exists.
+categories to block. With `--config` naming a config with `[policies]`, the client is
+mapped as the resolver maps a query's source address (`ConfigPolicies`); otherwise every
+category is blocked for every client.
 """
 
 from __future__ import annotations
@@ -256,9 +257,44 @@ class SquidHelper:
 
 def _loader(args: argparse.Namespace) -> Callable[[], Matcher]:
     """What `--snapshot`, `--list` or `--config` name, re-read on every call."""
+    return lambda: _matcher_of(args)
+
+
+def _matcher_of(args: argparse.Namespace) -> Matcher:
     from filterdns.cli import _matcher
 
-    return lambda: _matcher(args)
+    return _matcher(args)
+
+
+class ConfigPolicies:
+    """The resolver's `[policies]` for the helper: a client address, mapped as the resolver
+    maps a query's source address (most specific network, else `default`), gives the
+    categories that policy blocks now (schedules included).
+
+    Daily allowances are not counted here (that is the resolver's job): a category under
+    an allowance is allowed through the proxy while its schedule does not block it.
+    """
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.table: Any = None
+
+    def bind(self, matcher: Matcher) -> Matcher:
+        """Recompute the policies against a newly loaded matcher; returns it."""
+        from dns_resolver.policy import PolicyTable, list_categories
+
+        self.table = PolicyTable(
+            self.config.policy,
+            self.config.blocking,
+            matcher.categories,
+            list_categories(matcher),
+        )
+        return matcher
+
+    def __call__(self, client: str | None) -> Collection[str] | None:
+        table = self.table
+        table.refresh()  # cheap until the next schedule boundary
+        return table.select(client or "").policy.names
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -300,7 +336,21 @@ def run(args: argparse.Namespace) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    helper = SquidHelper(_loader(args), mode=args.mode, block_url=args.block_url)
+    load = _loader(args)
+    policy: PolicyLookup = block_all_categories
+    if args.config and not args.lists and not args.snapshot:
+        from dns_resolver.config import load_config
+
+        config = load_config(args.config)
+        if config.policy.enabled:
+            policies = ConfigPolicies(config)
+            policy = policies
+
+            def load() -> Matcher:
+                # The same lists, with the policies rebound to their categories.
+                return policies.bind(_matcher_of(args))
+
+    helper = SquidHelper(load, mode=args.mode, block_url=args.block_url, policy=policy)
     signal.signal(signal.SIGHUP, lambda signum, frame: helper.reload_in_background())
     # Squid stops a helper by closing its stdin; SIGINT/SIGPIPE should end it quietly.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

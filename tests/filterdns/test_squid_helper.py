@@ -292,3 +292,23 @@ def test_internal_fault_gets_bh(lists: Path) -> None:
 def test_unknown_mode_is_refused(lists: Path) -> None:
     with pytest.raises(ValueError, match="unknown helper mode"):
         SquidHelper(lambda: _matcher(lists), mode="redirect")
+
+
+def test_config_policies_map_clients_as_the_resolver_does(tmp_path: Path) -> None:
+    """`--config` with `[policies]`: 127.0.0.2 is the family example's child policy."""
+    root = Path(__file__).resolve().parents[2]
+    gambling = (root / "lists" / "default" / "ut1" / "gambling" / "domains").read_text().split()
+    url = f"http://www.{gambling[0]}/"
+    proc = HelperProcess(["--config", str(root / "examples" / "family.toml")], tmp_path)
+    try:
+        child, other, unknown = proc.ask(
+            f"1 {url} 127.0.0.2/- - GET myip=127.0.0.1 myport=3128",
+            f"2 {url} 127.0.0.1/- - GET",
+            f"3 {url} -/- - GET",
+        )
+    finally:
+        assert proc.close() == 0
+    assert child.startswith("1 OK status=302") and "category=gambling" in child
+    # Everyone else gets the default policy, which blocks malware-phishing only.
+    assert other == "2 ERR"
+    assert unknown == "3 ERR"
