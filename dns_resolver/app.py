@@ -329,6 +329,10 @@ class App:
         log.info("lists reloaded from %s", path)
 
     def _count_reload(self, report: Any) -> None:
+        # Each source's outcome is logged by listsync; rejected downloads are counted here.
+        for source in report.sources:
+            if self.metrics is not None and source.status != "cached":
+                self.metrics.list_source_update(source.source, source.result)
         if self.resolver is None:
             return  # the start-up build: not a reload
         if report.error:

@@ -257,6 +257,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.list_source_updates = Counter(
+            "filterdns_list_source_updates",
+            "Downloads of list sources by URL, by result (applied, unchanged, rejected: "
+            "failed, truncated, shrunken or unreachable, the last good copy kept)",
+            ["source", "result"],
+            registry=r,
+        )
         for result in RELOAD_RESULTS:
             self.list_reloads.labels(result)  # export 0 before the first reload
 
@@ -357,6 +364,10 @@ class Metrics:
         for name, count in entries.items():
             self.list_entries_gauge.labels(name).set(count)
         self.lists_loaded_timestamp.set(time.time() if when is None else when)
+
+    def list_source_update(self, source: str, result: str) -> None:
+        """Count one URL source's update (`source` names come from the config: bounded)."""
+        self.list_source_updates.labels(source, result).inc()
 
     def list_reload(self, ok: bool) -> None:
         """Count a reload attempt (the initial load is not a reload)."""

@@ -84,6 +84,11 @@ def test_sighup_serves_the_changed_url_list(
         lambda: server.metric("filterdns_list_reloads_total", result="success") == workers
     )
     assert server.metric("filterdns_list_entries", list="adult") == len(NEW)
+    if workers == 1:  # the parent of several workers exports the workers' metrics only
+        applied = server.metric(
+            "filterdns_list_source_updates_total", source="adult", result="applied"
+        )
+        assert applied >= 2  # the start-up download and the changed list
 
 
 class Client:
@@ -184,3 +189,9 @@ def test_restart_serves_the_snapshot_at_once_with_the_source_down(
         second.stderr_text()
     )
     assert second.running() and _serves(second, OLD)
+    assert _wait_until(
+        lambda: (
+            second.metric("filterdns_list_source_updates_total", source="adult", result="rejected")
+            >= 1
+        )
+    )
