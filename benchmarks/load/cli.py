@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         peers=peers,
         reloads=3 if args.smoke and args.reloads else args.reloads,
         smoke=args.smoke,
-        results=args.results,
+        # Absolute: the peers' configs include files by path, and unbound changes directory.
+        results=args.results.resolve(),
         server_cpus=args.server_cpus,
         client_cpus=args.client_cpus,
         repeat=1 if args.smoke else max(1, args.repeat),
