@@ -137,7 +137,10 @@ class Server:
         started = time.monotonic()
         try:
             self.proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         finally:
@@ -189,35 +192,51 @@ class Nsd(Server):
 
     def prepare(self) -> None:
         d = self.workdir
+        # Response rate limiting would turn the miss-heavy mix (one wildcard) into TC slips.
         (d / "nsd.conf").write_text(
-            f"""server:
-    ip-address: 127.0.0.1@{self.port}
-    port: {self.port}
-    do-ip6: no
-    username: ""
-    chroot: ""
-    database: ""
-    zonesdir: "{d}"
-    zonelistfile: "{d}/zone.list"
-    xfrdfile: "{d}/xfrd.state"
-    xfrdir: "{d}"
-    pidfile: "{d}/nsd.pid"
-    logfile: "{d}/nsd.log"
-    verbosity: 0
-    server-count: 1
-    refuse-any: no
-    # Response rate limiting would turn the miss-heavy mix (one wildcard) into TC slips.
-    rrl-ratelimit: 0
-remote-control:
-    control-enable: no
-zone:
-    name: "{data.ZONE}"
-    zonefile: "{self.dataset.zone_file}"
-"""
+            nsd_config(
+                d,
+                "127.0.0.1",
+                self.port,
+                {data.ZONE: self.dataset.zone_file},
+                server_extra="    rrl-ratelimit: 0\n",
+            )
         )
 
     def command(self) -> list[str]:
         return [_which("nsd") or "nsd", "-d", "-c", str(self.workdir / "nsd.conf")]
+
+
+def nsd_config(
+    workdir: Path, address: str, port: int, zones: dict[str, Path | str], server_extra: str = ""
+) -> str:
+    """An nsd.conf for an unprivileged NSD on one loopback address, every file in `workdir`
+    (no chroot, no user change, no database, no remote control), serving `zones`
+    (name -> zone file). Shared with the test suite's NSD upstream."""
+    zone_blocks = "".join(
+        f'zone:\n    name: "{name}"\n    zonefile: "{path}"\n' for name, path in zones.items()
+    )
+    return f"""server:
+    ip-address: {address}@{port}
+    port: {port}
+    do-ip6: no
+    username: ""
+    chroot: ""
+    database: ""
+    zonesdir: "{workdir}"
+    zonelistfile: "{workdir}/zone.list"
+    xfrdfile: "{workdir}/xfrd.state"
+    xfrdir: "{workdir}"
+    pidfile: "{workdir}/nsd.pid"
+    logfile: "{workdir}/nsd.log"
+    verbosity: 0
+    server-count: 1
+    hide-version: yes
+    refuse-any: no
+    reuseport: no
+{server_extra}remote-control:
+    control-enable: no
+{zone_blocks}"""
 
 
 class Filterdns(Server):
@@ -225,8 +244,9 @@ class Filterdns(Server):
 
     name = "filterdns"
 
-    def __init__(self, *args: object, workers: int = 1, snapshot: Path | None = None,
-                 **kwargs: object) -> None:
+    def __init__(
+        self, *args: object, workers: int = 1, snapshot: Path | None = None, **kwargs: object
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.workers = workers
         self.snapshot = snapshot
@@ -339,9 +359,15 @@ forward-zone:
 
     def hit_rate(self) -> float | None:
         out = subprocess.run(
-            [_which("unbound-control") or "unbound-control", "-c",
-             str(self.workdir / "unbound.conf"), "stats_noreset"],
-            capture_output=True, text=True, timeout=10,
+            [
+                _which("unbound-control") or "unbound-control",
+                "-c",
+                str(self.workdir / "unbound.conf"),
+                "stats_noreset",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout
         stats = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         queries = float(stats.get("total.num.queries", 0))
@@ -362,12 +388,21 @@ class Dnsmasq(Server):
     def command(self) -> list[str]:
         d = self.workdir
         return [
-            _which("dnsmasq") or "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
-            "--conf-file=/dev/null", f"--conf-file={d / 'blocklist.conf'}",
-            f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
-            f"--server=127.0.0.1#{self.upstream_port}", "--cache-size=100000",
-            "--user=root", f"--pid-file={d / 'dnsmasq.pid'}",
-            f"--log-facility={self.log}", "--dns-forward-max=1000",
+            _which("dnsmasq") or "dnsmasq",
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--conf-file=/dev/null",
+            f"--conf-file={d / 'blocklist.conf'}",
+            f"--port={self.port}",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            f"--server=127.0.0.1#{self.upstream_port}",
+            "--cache-size=100000",
+            "--user=root",
+            f"--pid-file={d / 'dnsmasq.pid'}",
+            f"--log-facility={self.log}",
+            "--dns-forward-max=1000",
         ]
 
     def hit_rate(self) -> float | None:
@@ -409,8 +444,13 @@ dofile("{rules}")
         )
 
     def command(self) -> list[str]:
-        return [_which("dnsdist") or "dnsdist", "--supervised", "--disable-syslog",
-                "-C", str(self.workdir / "dnsdist.conf")]
+        return [
+            _which("dnsdist") or "dnsdist",
+            "--supervised",
+            "--disable-syslog",
+            "-C",
+            str(self.workdir / "dnsdist.conf"),
+        ]
 
     def hit_rate(self) -> float | None:
         req = urllib.request.Request(

@@ -32,6 +32,8 @@ import dns.message
 import dns.query
 from dnslib import QTYPE, RCODE, RR, A, DNSQuestion, DNSRecord
 
+from benchmarks.load.servers import nsd_config
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NSD = "/usr/sbin/nsd"
 NSD_CHECKZONE = "/usr/sbin/nsd-checkzone"
@@ -446,7 +448,6 @@ class NsdServer:
         zones = {TestZone.NAME: (zone_file, TestZone.zone_text())}
         for name, text in self.extra_zones.items():
             zones[name] = (d / f"{name.rstrip('.')}.zone", text)
-        extra_conf = ""
         for name, (path, text) in zones.items():
             path.write_text(text, encoding="ascii")
             check = subprocess.run(
@@ -459,34 +460,8 @@ class NsdServer:
                 raise RuntimeError(
                     f"nsd-checkzone rejected the test zone: {check.stdout}{check.stderr}"
                 )
-            if name != TestZone.NAME:
-                extra_conf += f'zone:\n    name: "{name}"\n    zonefile: "{path}"\n'
-
         (d / "nsd.conf").write_text(
-            f"""server:
-    ip-address: {self.address}@{self.port}
-    port: {self.port}
-    do-ip6: no
-    username: ""
-    chroot: ""
-    database: ""
-    zonesdir: "{d}"
-    zonelistfile: "{d}/zone.list"
-    xfrdfile: "{d}/xfrd.state"
-    xfrdir: "{d}"
-    pidfile: "{d}/nsd.pid"
-    logfile: "{d}/nsd.log"
-    verbosity: 0
-    server-count: 1
-    hide-version: yes
-    refuse-any: no
-    reuseport: no
-remote-control:
-    control-enable: no
-zone:
-    name: "{TestZone.NAME}"
-    zonefile: "{zone_file}"
-{extra_conf}""",
+            nsd_config(d, self.address, self.port, {n: p for n, (p, _t) in zones.items()}),
             encoding="ascii",
         )
 
