@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import dns.exception
 import dns.rcode
 import pytest
 
-from tests.dns_resolver.harness import NsdServer, ServerProcess, TestZone, query
+from tests.dns_resolver.harness import NsdServer, ServerProcess, TestZone, eventually, query
 from tests.listsync.conftest import ListServer, domain_list
 
 pytestmark = pytest.mark.timeout(180)
@@ -31,6 +32,7 @@ OLD = ["short.filterdns.test", "blocked.filterdns.test"]
 NEW = ["short.filterdns.test", "www.filterdns.test"]
 ADDRESS = {Z.WWW: Z.WWW_A, Z.BLOCKED: Z.BLOCKED_A, Z.MAIL: Z.MAIL_A}
 RELOAD_TIMEOUT = 30.0  # a child process fetches and compiles: seconds, not milliseconds
+_reloaded = partial(eventually, timeout=RELOAD_TIMEOUT)
 
 
 def _config(list_server: ListServer, nsd: NsdServer, workers: int = 1) -> dict[str, Any]:
@@ -52,15 +54,6 @@ def _serves(server: ServerProcess, entries: list[str]) -> bool:
     )
 
 
-def _wait_until(check: Callable[[], bool], timeout: float = RELOAD_TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sighup_serves_the_changed_url_list(
     start_filterdns: Callable[..., ServerProcess],
@@ -78,9 +71,9 @@ def test_sighup_serves_the_changed_url_list(
 
     list_server.put(LIST_PATH, domain_list(NEW))
     server.send_signal(signal.SIGHUP)
-    assert _wait_until(lambda: _serves(server, NEW)), server.stderr_text()
+    assert _reloaded(lambda: _serves(server, NEW)), server.stderr_text()
     # Each worker counts its own re-map; the parent's /metrics adds them up.
-    assert _wait_until(
+    assert _reloaded(
         lambda: server.metric("filterdns_list_reloads_total", result="success") == workers
     )
     assert server.metric("filterdns_list_entries", list="adult") == len(NEW)
@@ -148,7 +141,7 @@ def test_no_query_lost_or_wrong_during_ten_reloads(
             entries = NEW if reload % 2 == 0 else OLD
             list_server.put(LIST_PATH, domain_list(entries))
             server.send_signal(signal.SIGHUP)
-            assert _wait_until(lambda e=entries: _serves(server, e)), (  # type: ignore[misc]
+            assert _reloaded(lambda e=entries: _serves(server, e)), (  # type: ignore[misc]
                 f"reload {reload + 1} not in force\n{server.stderr_text()}"
             )
     finally:
@@ -159,9 +152,7 @@ def test_no_query_lost_or_wrong_during_ten_reloads(
     assert client.lost == 0, f"{client.lost} of {client.sent} queries unanswered"
     assert client.wrong == [], client.wrong[:5]
     assert client.answered == client.sent
-    assert _wait_until(
-        lambda: server.metric("filterdns_list_reloads_total", result="success") == 10
-    )
+    assert _reloaded(lambda: server.metric("filterdns_list_reloads_total", result="success") == 10)
 
 
 def test_restart_serves_the_snapshot_at_once_with_the_source_down(
@@ -185,11 +176,11 @@ def test_restart_serves_the_snapshot_at_once_with_the_source_down(
     assert "no usable snapshot" not in second.stderr_text()
     # A refresh now finds the source down: the cached copy and the lists stay in force.
     second.send_signal(signal.SIGHUP)
-    assert _wait_until(lambda: "list source adult: fallback" in second.stderr_text()), (
+    assert _reloaded(lambda: "list source adult: fallback" in second.stderr_text()), (
         second.stderr_text()
     )
     assert second.running() and _serves(second, OLD)
-    assert _wait_until(
+    assert _reloaded(
         lambda: (
             second.metric("filterdns_list_source_updates_total", source="adult", result="rejected")
             >= 1
