@@ -125,5 +125,5 @@ cdef class FastPath:
     cdef int _ede_find(self, int64_t key) noexcept nogil
     cdef void _one(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
                    Slot *slot, double now) noexcept nogil
-    cdef int _round(self, int fd, double *t_recv) noexcept nogil
+    cdef int _round(self, int fd) noexcept nogil
     cdef object _handoff(self, int i)

@@ -772,7 +772,7 @@ cdef class FastPath:
 
     # -- batches --------------------------------------------------------------------------
 
-    cdef int _round(self, int fd, double *t_recv) noexcept nogil:
+    cdef int _round(self, int fd) noexcept nogil:
         """One recvmmsg + answers + sendmmsg. Returns the datagrams read, -1 when none."""
         cdef mmsghdr msgs[VLEN]
         cdef iovec iovs[VLEN]
@@ -792,7 +792,6 @@ cdef class FastPath:
         if n <= 0:
             return -1
         now = _now()
-        t_recv[0] = now
         self.batches += 1
         self.datagrams += n
         for i in range(n):
@@ -844,10 +843,9 @@ cdef class FastPath:
         """
         cdef list rest = None  # made only when needed: an allocation per wake feeds the GC
         cdef int r, i, n
-        cdef double t_recv = 0
         for r in range(rounds):
             with nogil:
-                n = self._round(fd, &t_recv)
+                n = self._round(fd)
             if n <= 0:
                 break
             for i in range(n):

@@ -31,6 +31,21 @@ def parse_networks(cidrs: Iterable[str | Network]) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP of a client address as sockets report it (scope id dropped), or None.
+
+    An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d: that is the IPv4
+    address, for ACLs, policies and anonymisation alike.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 class Acl:
     """Allow/deny decision for a client address. Deny beats allow."""
 
@@ -52,13 +67,9 @@ class Acl:
         return decision
 
     def _decide(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
+        ip = client_ip(address)
+        if ip is None:
             return False
-        # An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         if any(ip in net for net in self.deny if net.version == ip.version):
             return False
         return any(ip in net for net in self.allow if net.version == ip.version)

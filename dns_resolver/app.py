@@ -296,13 +296,11 @@ class App:
             lambda path: loop.call_soon_threadsafe(self._swap_snapshot, path),
             on_report=lambda report: loop.call_soon_threadsafe(self._count_reload, report),
         )
-        path = await loop.run_in_executor(None, self.reloader.ensure_snapshot)
-        if path is None:
-            report = self.reloader.last_report
+        try:
+            path = await loop.run_in_executor(None, self.reloader.require_snapshot)
+        except RuntimeError:
             self.reloader = None
-            raise RuntimeError(
-                f"no snapshot could be built: {report.error if report else 'unknown error'}"
-            )
+            raise
         log.info("lists from the snapshot %s", path)
         return Matcher.from_snapshot(path)
 

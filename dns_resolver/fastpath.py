@@ -266,12 +266,8 @@ class UdpFastPath:
 
     @staticmethod
     def _policy_index(policies: Any, client: str) -> int:
-        view = policies.fast_view()
-        ip = ipaddress.ip_address(client)
-        for family, packed, prefix, index in view.networks:
-            if family == ip.version and ip in ipaddress.ip_network((packed, prefix)):
-                return int(index)
-        return int(view.default_index)
+        # The policy a query from `client` gets by its address (no EDNS options).
+        return int(policies.select(client).policy.index)
 
     def _block_index(self, labels: tuple[str, str]) -> int:
         index = self._block_keys.get(labels)

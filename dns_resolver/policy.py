@@ -438,8 +438,9 @@ class PolicyTable:
 
         `count=False` (the block page) looks at allowances without spending a minute.
         """
-        if self.clock() >= self.valid_until:
-            self.refresh()
+        now = self.clock()
+        if now >= self.valid_until:
+            self.refresh(now)
         policy = selection.policy
         if name in policy.punt_names or policy.punt_names and self._under(name, policy):
             special = self._special(policy, name)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from dnslib import QTYPE, RCODE
 
+from dns_resolver.acl import client_ip
 from dns_resolver.config import ANONYMIZE_MODES, QueryLogConfig
 from filtercore.verdict import Verdict
 
@@ -67,12 +68,9 @@ def anonymize_client(address: str, mode: str, key: bytes = b"") -> str | None:
         return digest
     if mode != "truncate":
         raise ValueError(f"unknown anonymize mode {mode!r}; one of {ANONYMIZE_MODES}")
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
+    ip = client_ip(address)
+    if ip is None:
         return None
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:a.b.c.d is an IPv4 client on a dual-stack socket
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
 

@@ -307,7 +307,6 @@ class Resolver:
         except wire.WireError as exc:
             log.warning("unusable upstream answer for %s: %s", query.qname, exc)
             return self._upstream_failed(pending, limit)
-        body = bytes(wire.adopt(body, query))
         policy = pending.policy
         if self.inspect_answers and not pending.explicit_allow:
             found = inspect_answer(self._checker(policy), body, records)
@@ -327,11 +326,11 @@ class Resolver:
                     note=policy.note if policy is not None else None,
                     key=pending.key,
                 )
-        if self.cache is not None:
-            entry = self.cache.store(pending.key, body, records)
-            if entry is not None:
-                # Answer as later cache hits will (TTLs clamped, negative TTL from the SOA).
-                body = render(entry, query, 0)
+        # The upstream's body is stored as is (a hit patches ID, flags and question); the
+        # client gets it made to fit its query once, as later cache hits will see it (TTLs
+        # clamped, negative TTL from the SOA) when it was cacheable.
+        entry = self.cache.store(pending.key, body, records) if self.cache is not None else None
+        body = render(entry, query, 0) if entry is not None else bytes(wire.adopt(body, query))
         self._record(query, pending.tcp, ALLOWED, pending.started, pending.client)
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
@@ -354,7 +353,7 @@ class Resolver:
             log.warning("unusable upstream answer for %s: %s", pending.target, exc)
             return self._upstream_failed(pending, limit)
         if self.cache is not None:
-            entry = self.cache.store(pending.key, body, wire.walk_records(body))
+            entry = self.cache.store(pending.key, body)
             if entry is not None:
                 body = render(entry, query, 0)
         self._record(query, pending.tcp, ALLOWED, pending.started, pending.client)
@@ -448,22 +447,19 @@ class Resolver:
         client: str,
         verdict: Verdict | None = None,
     ) -> None:
+        elapsed = time.perf_counter() - started
+        protocol = "tcp" if tcp else "udp"
         if self.metrics is not None:
-            self.metrics.query(
-                query.qtype if query is not None else 0,
-                "tcp" if tcp else "udp",
-                result,
-                time.perf_counter() - started,
-            )
+            self.metrics.query(query.qtype if query is not None else 0, protocol, result, elapsed)
         if self.querylog is not None and query is not None:
             self.querylog.log(
                 client=client,
                 qname=query.qname,
                 qtype=query.qtype,
-                protocol="tcp" if tcp else "udp",
+                protocol=protocol,
                 result=result,
                 verdict=verdict,
-                duration=time.perf_counter() - started,
+                duration=elapsed,
             )
 
 

@@ -85,11 +85,12 @@ class Supervisor:
     def _compile(self) -> None:
         """Compile the configured lists into the shared snapshot (atomically replaced)."""
         from dns_resolver.app import build_matcher
+        from listsync.update import snapshot_path
 
         if self._tmpdir is None:
-            base = self.config.server.data_dir or None
-            self._tmpdir = tempfile.TemporaryDirectory(prefix="filterdns-workers-", dir=base)
-            self.snapshot = os.path.join(self._tmpdir.name, "lists.snap")
+            # Only without a data_dir (with one, the reloader owns `<data_dir>/lists.snap`).
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="filterdns-workers-")
+            self.snapshot = str(snapshot_path(self._tmpdir.name))
         started = time.monotonic()
         matcher = build_matcher(self.config)
         matcher.save_snapshot(self.snapshot)  # written to a temporary file, then renamed
@@ -100,14 +101,8 @@ class Supervisor:
         from listsync.reloader import ListReloader
 
         self.reloader = ListReloader(self.config, lambda _path: self._new_snapshot.set())
-        path = self.reloader.ensure_snapshot()
+        self.snapshot = self.reloader.require_snapshot()
         self._new_snapshot.clear()  # the start-up build: the workers map it when forked
-        if path is None:
-            report = self.reloader.last_report
-            raise RuntimeError(
-                f"no snapshot could be built: {report.error if report else 'unknown error'}"
-            )
-        self.snapshot = path
 
     # -- workers --------------------------------------------------------------------------
 

@@ -158,6 +158,16 @@ class ListReloader:
         report = self.run_now(force=True)
         return str(report.snapshot) if report.snapshot and not report.error else None
 
+    def require_snapshot(self) -> str:
+        """`ensure_snapshot()`, raising RuntimeError with the reason if none could be built."""
+        path = self.ensure_snapshot()
+        if path is None:
+            report = self.last_report
+            raise RuntimeError(
+                f"no snapshot could be built: {report.error if report else 'unknown error'}"
+            )
+        return path
+
     # -- control ------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dns_resolver.acl import client_ip
 from dns_resolver.querylog import anonymize_client
 from filtercore.errors import FilterError
 from filtercore.normalize import normalize_name
@@ -168,13 +169,7 @@ def _report_id(request: web.Request) -> int:
 
 
 def _ip(text: str) -> IPAddress | None:
-    try:
-        ip = ipaddress.ip_address(text.strip().split("%", 1)[0])
-    except ValueError:
-        return None
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip
+    return client_ip(text.strip())
 
 
 def client_address(request: web.Request) -> IPAddress | None:

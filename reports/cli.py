@@ -100,12 +100,12 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from listsync.audit import AuditLog
+    from listsync.update import audit_log
     from reports.export import export_audit
 
     _, data_dir = _config_and_dir(args)
     try:
-        records = AuditLog(data_dir / "audit.jsonl").read(since=args.since, kind=args.kind)
+        records = audit_log(data_dir).read(since=args.since, kind=args.kind)
     except ValueError as exc:
         print(f"filterdns: error: --since: {exc}", file=sys.stderr)
         return EXIT_ERROR

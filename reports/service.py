@@ -23,6 +23,7 @@ from filtercore.matcher import parse_target
 from filtercore.urlrules import split_squidguard_url
 from filtercore.verdict import NO_MATCH, Verdict
 from listsync.audit import REVIEW_DECISION, AuditLog
+from listsync.sources import AUDIT_NAME
 from reports.overrides import FILE_NAME, OverrideMatcher, write_overrides
 from reports.ratelimit import RateLimiter
 from reports.store import Accepted, Decided, Store, TokenInfo
@@ -62,7 +63,7 @@ class AdminService:
         self.store = store
         self.data_dir = Path(data_dir)
         self.overrides_path = self.data_dir / FILE_NAME
-        self.audit = AuditLog(self.data_dir / "audit.jsonl")
+        self.audit = AuditLog(self.data_dir / AUDIT_NAME)
         self.categories = categories or CategoryMap.load()
         self.limiter = limiter or RateLimiter(6 / 60, 10)
         self._matcher = matcher
