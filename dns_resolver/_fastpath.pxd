@@ -13,6 +13,12 @@ cdef enum:
     MAX_BLOCK_KEYS = 4096  # (category, list) pairs counted in C
     MAX_POLICIES = 64
     MAX_EDE = 32768        # memoised EDE options (per rule and policy) before a reset
+    MAX_KEY = 272          # cache key: wire name (255) + type, class, DO + policy, mask
+    MAX_PENDING = 4096     # upstream queries in flight from C; beyond, misses go to Python
+    MAX_USOCK = 32         # upstream sockets, taking queries or draining
+    QUERY_KEEP = 512       # client queries up to this size can be forwarded from C
+    FWD_SIZE = 523         # an upstream query: up to QUERY_KEEP of question + our OPT
+    MAX_RECORDS = 256      # records in an upstream answer handled in C (more: Python)
 
 
 cdef struct Entry:
@@ -51,11 +57,46 @@ cdef struct Template:
     uint8_t *rec
 
 
+cdef struct Pending:
+    # A client query forwarded upstream from C, until its answer or timeout.
+    double started         # when the client's batch was received
+    double sent
+    uint64_t hash          # of the cache key
+    int fd                 # the listener the client asked on (the answer leaves by it)
+    int usock              # upstream socket slot; -1 when the entry is free
+    uint16_t uid           # our ID upstream
+    uint16_t qflags
+    uint16_t qtype
+    uint8_t edns
+    uint8_t do
+    uint8_t allow          # allowed by a list entry: no answer inspection (as Python)
+    uint8_t policy
+    uint64_t mask          # the policy's categories, for inspecting the answer
+    uint32_t limit         # the client's UDP size
+    uint32_t keylen
+    uint32_t qlen          # the client's datagram
+    uint32_t qend          # end of its question
+    uint32_t namelen
+    uint8_t key[MAX_KEY]
+    uint8_t query[QUERY_KEEP]
+    uint8_t name[128]      # the client's sockaddr
+
+
+cdef struct USock:
+    # One connected upstream socket: its port is the random source port of its queries.
+    int fd                 # -1: slot unused
+    bint active            # takes new queries (else draining until its answers are in)
+    uint32_t inflight
+    uint32_t used          # queries sent through it
+    uint16_t *ids          # our ID -> pending index + 1 (0: none), 65536 entries
+
+
 cdef struct Slot:
     # One datagram of a batch and what the fast path made of it.
     int verdict            # ANSWERED, TO_PYTHON, DROPPED
     int reason             # why it goes to Python (R_* in the .pyx)
-    int64_t code           # the walk code when reason is R_NEW_BLOCK
+    int64_t code           # the walk code (R_NEW_BLOCK) or the pending index (FORWARD)
+    int fd                 # where an answer to an upstream answer goes (the listener)
     uint32_t outlen
     uint32_t inlen
     uint32_t namelen
@@ -101,24 +142,62 @@ cdef class FastPath:
     cdef uint32_t *ede_lens
     cdef uint16_t *ede_metric
     cdef int nede
-    # counters, read and zeroed by take_counters()
+    # forwarding misses upstream (set_upstream); pend/usock are owned by Python's pool
+    cdef bint forwarding
+    cdef bint inspect
+    cdef bint expired_to_python # serve-stale or prefetch: Python's cache rules decide expiry
+    cdef uint16_t up_udp_size
+    cdef double up_timeout
+    cdef uint32_t min_ttl, max_ttl, negative_max_ttl
+    cdef Pending *pend
+    cdef int32_t *free_pend
+    cdef int nfree
+    cdef readonly int inflight
+    cdef USock usock[MAX_USOCK]
+    cdef int ucur
+    cdef double last_expiry
+    cdef uint8_t rnd[4096]
+    cdef int rndpos
+    cdef uint8_t *fwdbuf
+    # counters, read and zeroed by counters()
     cdef uint64_t c_cached[NQTYPE]
     cdef uint64_t c_blocked[NQTYPE]
     cdef uint64_t c_latency[NBUCKETS]
     cdef double c_latency_sum
     cdef uint64_t c_blocks[MAX_BLOCK_KEYS]
-    cdef uint64_t c_hits, c_block_misses
-    cdef readonly uint64_t fast_answers, python_fallbacks, batches, datagrams
+    cdef uint64_t c_allowed[NQTYPE]
+    cdef uint64_t c_up_latency[NBUCKETS]
+    cdef double c_up_latency_sum
+    cdef uint64_t c_up_queries, c_up_spoofed, c_up_garbage
+    cdef uint64_t c_hits, c_misses
+    cdef readonly uint64_t fast_answers, python_fallbacks, batches, datagrams, up_answered
     # batch buffers
     cdef uint8_t *inbuf
     cdef uint8_t *outbuf
     cdef int outsize
     cdef Slot slots[VLEN]
 
+    cdef Entry *_store_raw(self, const uint8_t *key, uint32_t keylen, uint64_t h,
+                           const uint8_t *body, uint32_t bodylen, const uint16_t *offsets,
+                           const uint32_t *ttls, uint32_t nttl, double stored,
+                           uint32_t lifetime, const uint8_t *ede, uint32_t edelen) noexcept nogil
+    cdef uint32_t _fill(self, const uint8_t *body, uint32_t blen, const uint16_t *offsets,
+                        const uint32_t *ttls, uint32_t nttl, uint32_t age, const uint8_t *q,
+                        uint32_t qend, uint16_t qflags, bint edns, bint do, uint32_t limit,
+                        const uint8_t *ede, uint32_t edelen, uint8_t *out) noexcept nogil
+    cdef int _pend_new(self) noexcept nogil
+    cdef void _pend_free(self, int idx) noexcept nogil
+    cdef void _detach(self, int idx) noexcept nogil
+    cdef object _pending_handoff(self, int idx, int reason, object answer)
+    cdef uint16_t _random16(self) noexcept nogil
+    cdef int _send_upstream(self, int *idx, int k) noexcept nogil
+    cdef int _answer(self, const uint8_t *d, uint32_t n, Pending *p, uint8_t *out,
+                     uint32_t *outlen, double now) noexcept nogil
+    cdef int _uround(self, int s, double now) noexcept nogil
     cdef Entry *_find(self, const uint8_t *key, uint32_t keylen, uint64_t h) noexcept nogil
     cdef void _unlink(self, Entry *e) noexcept nogil
     cdef void _drop(self, Entry *e) noexcept nogil
-    cdef int _grow(self) except -1
+    cdef int _grow(self) noexcept nogil
     cdef int _policy_of(self, int family, const uint8_t *addr) noexcept nogil
     cdef bint _punted(self, int policy, const char *name, uint32_t n) noexcept nogil
     cdef bint _allowed(self, int family, const uint8_t *addr) noexcept nogil

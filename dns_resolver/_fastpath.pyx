@@ -7,18 +7,26 @@ a response cache keyed by the lower-cased question (name, type, class, DO) that 
 ready wire answer, and, on a miss, the suffix walk of the list table; hits and blocks are
 patched/filled in place and go out in one sendmmsg. The GIL is released for all of it.
 
-Everything else (misses, odd queries, refusals, first block by a rule whose EDE text is
-not known yet, policies that need Python) is handed back to Python untouched, which runs
-the ordinary `Resolver` chain. The Python side mirrors what it caches into this cache and
+With forwarding on (`set_upstream`), a miss that needs nothing but the upstream is sent
+from C too, on a pool of connected upstream sockets that Python opens and rotates (random
+source ports), with a random ID; the answer is matched (ID, question), inspected (CNAME
+targets and addresses against the lists), cached and sent back in C. An answer C cannot
+finish (a block found by inspection, TC, an error rcode, anything it does not parse) and a
+timeout go back to Python, which runs its own chain with failover and TCP.
+
+Everything else (odd queries, refusals, first block by a rule whose EDE text is not known
+yet, policies that need Python) is handed back to Python untouched, which runs the
+ordinary `Resolver` chain. The Python side mirrors what it caches into this cache and
 registers the EDE option of each rule the first time it blocks by it, so the rules stay in
 one place (cache.py, blocking.py, edns.py) and C only replays their output.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.errno cimport EAGAIN, EINTR, errno
+from libc.errno cimport EAGAIN, ECONNREFUSED, EINTR, errno
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memchr, memcmp, memcpy, memset
+from libc.stdio cimport snprintf
+from libc.string cimport memchr, memcmp, memcpy, memset, strlen
 
 import os
 
@@ -27,6 +35,9 @@ from filtercore._table cimport MatchCore, normalize_ascii
 
 cdef extern from "_siphash.h":
     uint64_t fc_siphash24(uint64_t k0, uint64_t k1, const unsigned char *data, size_t n) nogil
+
+cdef extern from "<sys/random.h>" nogil:
+    ssize_t getrandom(void *buf, size_t n, unsigned int flags)
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -77,6 +88,7 @@ cdef extern from "<netinet/in.h>" nogil:
         uint16_t sin6_port
         in6_addr sin6_addr
     uint16_t ntohs(uint16_t)
+    uint32_t ntohl(uint32_t)
 
 cdef extern from "<arpa/inet.h>" nogil:
     const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
@@ -87,6 +99,7 @@ cdef enum:
     ANSWERED = 0
     TO_PYTHON = 1
     DROPPED = 2
+    FORWARD = 3         # sent upstream from C (slot.code: the pending index)
 
 cdef enum:
     R_MISS = 0          # not cached, not blocked: the upstream is needed
@@ -95,10 +108,14 @@ cdef enum:
     R_NEW_BLOCK = 3     # blocked by a rule whose EDE is not memoised yet
     R_POLICY = 4        # the client's policy needs the Python chain
     R_STALE = 5         # expired or due for prefetch: Python's cache rules decide
+    R_TIMEOUT = 6       # C's upstream query timed out: Python asks again (failover)
+    R_UPSTREAM = 7      # TC, an error rcode, a refused port: Python asks again
+    R_ANSWER = 8        # an upstream answer C does not finish (blocks, odd records)
 
 _NOTHING = ()
 
-REASONS = ("miss", "odd", "refuse", "new_block", "policy", "stale")
+REASONS = ("miss", "odd", "refuse", "new_block", "policy", "stale", "timeout", "upstream",
+           "answer")
 
 DEF QR = 0x8000
 DEF AA = 0x0400
@@ -107,8 +124,13 @@ DEF RD = 0x0100
 DEF RA = 0x0080
 DEF CD = 0x0010
 DEF TYPE_OPT = 41
+DEF TYPE_A = 1
+DEF TYPE_CNAME = 5
+DEF TYPE_SOA = 6
+DEF TYPE_AAAA = 28
+DEF TYPE_DNAME = 39
+DEF MAX_TTL_VALUE = 0x7FFFFFFF  # RFC 2181 8: larger TTLs are treated as 0
 DEF PLAIN_UDP = 512
-DEF MAX_KEY = 272
 DEF EDE_SLOTS = 65536  # open addressing, twice MAX_EDE
 
 # metrics.LATENCY_BUCKETS, in seconds (the last bucket is +Inf).
@@ -124,6 +146,64 @@ cdef inline double _now() noexcept nogil:
 
 cdef inline uint16_t _u16(const uint8_t *p) noexcept nogil:
     return (p[0] << 8) | p[1]
+
+
+cdef inline uint32_t _u32(const uint8_t *p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+cdef inline uint32_t _clean_ttl(uint32_t ttl) noexcept nogil:
+    return 0 if ttl > MAX_TTL_VALUE else ttl
+
+
+cdef inline uint32_t _skip_name(const uint8_t *d, uint32_t n, uint32_t pos) noexcept nogil:
+    """The offset after the name at `pos`, or 0 when it runs off the message."""
+    cdef uint8_t c
+    while pos < n:
+        c = d[pos]
+        if c == 0:
+            return pos + 1
+        if (c & 0xC0) == 0xC0:
+            return pos + 2 if pos + 2 <= n else 0
+        if c & 0xC0:
+            return 0
+        pos += 1 + c
+    return 0
+
+
+cdef int _read_name(const uint8_t *d, uint32_t n, uint32_t pos, char *out) noexcept nogil:
+    """The name at `pos` (compression followed) as lower-case dotted text in `out` (256
+    bytes). -1 when it is malformed or has bytes `wire.name_text` would escape: the
+    answer then goes to Python, which decides with the same rules as for any name."""
+    cdef uint32_t olen = 0, i
+    cdef int hops = 0
+    cdef uint8_t c, b
+    while True:
+        if pos >= n:
+            return -1
+        c = d[pos]
+        if c == 0:
+            return olen
+        if (c & 0xC0) == 0xC0:
+            if pos + 1 >= n or hops >= 64:
+                return -1
+            pos = ((c & 0x3F) << 8) | d[pos + 1]
+            hops += 1
+            continue
+        if c & 0xC0 or pos + 1 + c > n or olen + c + 1 > 254:
+            return -1
+        if olen:
+            out[olen] = 46
+            olen += 1
+        for i in range(pos + 1, pos + 1 + c):
+            b = d[i]
+            if b < 0x21 or b > 0x7E or b == 46 or b == 92:
+                return -1
+            if 65 <= b <= 90:
+                b += 32
+            out[olen] = b
+            olen += 1
+        pos += 1 + c
 
 
 cdef inline void _put16(uint8_t *p, uint16_t v) noexcept nogil:
@@ -194,6 +274,36 @@ cdef inline int _client(const void *sa, int *family, const uint8_t **addr) noexc
     return -1
 
 
+cdef inline uint32_t _add_opt(uint8_t *out, uint32_t total, bint edns, bint do,
+                              int udp_size, const uint8_t *ede, uint32_t edelen) noexcept nogil:
+    """Append our OPT record (DO echoed, `ede` as its option) when the query had EDNS."""
+    if not edns:
+        return total
+    out[total] = 0
+    _put16(out + total + 1, TYPE_OPT)
+    _put16(out + total + 3, udp_size)
+    out[total + 5] = 0
+    out[total + 6] = 0
+    _put16(out + total + 7, 0x8000 if do else 0)
+    _put16(out + total + 9, edelen)
+    memcpy(out + total + 11, ede, edelen)
+    return total + 11 + edelen
+
+
+cdef tuple _host_port(const uint8_t *name):
+    """(host text, port) of a sockaddr_in/_in6."""
+    cdef char host[64]
+    cdef const sockaddr *sa = <const sockaddr *>name
+    cdef int port
+    if sa.sa_family == AF_INET6:
+        inet_ntop(AF_INET6, &(<const sockaddr_in6 *>sa).sin6_addr, host, 64)
+        port = ntohs((<const sockaddr_in6 *>sa).sin6_port)
+    else:
+        inet_ntop(AF_INET, &(<const sockaddr_in *>sa).sin_addr, host, 64)
+        port = ntohs((<const sockaddr_in *>sa).sin_port)
+    return host.decode("ascii"), port
+
+
 cdef class FastPath:
     """The C side of the UDP fast path; `dns_resolver.fastpath` drives it.
 
@@ -207,6 +317,7 @@ cdef class FastPath:
     def __cinit__(self, int udp_size=1232, uint64_t max_entries=100000, bint prefetch=False,
                   double prefetch_threshold=0.1, uint32_t prefetch_min_hits=3):
         cdef bytes secret = os.urandom(16)
+        cdef int i
         self.udp_size = max(PLAIN_UDP, min(udp_size, 65535))
         self.k0 = int.from_bytes(secret[:8], "little")
         self.k1 = int.from_bytes(secret[8:], "little")
@@ -231,11 +342,16 @@ cdef class FastPath:
         self.policy_nets = <Net *>calloc(1, sizeof(Net))
         self.trusted = <Net *>calloc(1, sizeof(Net))
         self.outsize = self.udp_size
+        for i in range(MAX_USOCK):
+            self.usock[i].fd = -1
+        self.rndpos = sizeof(self.rnd)
+        self.fwdbuf = <uint8_t *>malloc(VLEN * FWD_SIZE)
         self.inbuf = <uint8_t *>malloc(VLEN * RECV_SIZE)
         self.outbuf = <uint8_t *>malloc(VLEN * self.outsize)
         if (self.buckets == NULL or self.ede_keys == NULL or self.ede_vals == NULL
                 or self.ede_opts == NULL or self.ede_lens == NULL or self.ede_metric == NULL
-                or self.inbuf == NULL or self.outbuf == NULL or self.allow == NULL
+                or self.inbuf == NULL or self.outbuf == NULL or self.fwdbuf == NULL
+                or self.allow == NULL
                 or self.deny == NULL or self.policy_nets == NULL):
             raise MemoryError()
         memset(self.ede_keys, 0xFF, EDE_SLOTS * sizeof(int64_t))
@@ -260,6 +376,11 @@ cdef class FastPath:
         free(self.punt)
         free(self.inbuf)
         free(self.outbuf)
+        free(self.fwdbuf)
+        free(self.pend)
+        free(self.free_pend)
+        for i in range(MAX_USOCK):
+            free(self.usock[i].ids)
         for i in range(3):
             free(self.tmpl[i].rec)
 
@@ -377,6 +498,148 @@ cdef class FastPath:
         self.nede = 0
         memset(self.ede_keys, 0xFF, EDE_SLOTS * sizeof(int64_t))
 
+    # -- forwarding (from Python: `dns_resolver.fastforward`) ----------------------------
+
+    def set_upstream(self, int udp_size, double timeout, bint inspect,
+                     bint expired_to_python, uint32_t min_ttl, uint32_t max_ttl,
+                     uint32_t negative_max_ttl):
+        """Forward misses from C from now on, on the sockets given by `add_socket`.
+
+        Args:
+            udp_size: the EDNS payload size of our upstream queries (the forwarder's).
+            timeout: seconds before a query is handed to Python to be asked again.
+            inspect: check CNAME targets and addresses of answers against the lists.
+            expired_to_python: expired entries go to Python (serve-stale, prefetch)
+                instead of being asked again from C.
+            min_ttl, max_ttl, negative_max_ttl: the cache's TTL clamps (cache.py).
+        """
+        cdef int i
+        if self.pend == NULL:
+            self.pend = <Pending *>calloc(MAX_PENDING, sizeof(Pending))
+            self.free_pend = <int32_t *>malloc(MAX_PENDING * sizeof(int32_t))
+            if self.pend == NULL or self.free_pend == NULL:
+                raise MemoryError()
+            for i in range(MAX_PENDING):
+                self.pend[i].usock = -1
+                self.free_pend[i] = MAX_PENDING - 1 - i
+            self.nfree = MAX_PENDING
+        self.up_udp_size = max(PLAIN_UDP, min(udp_size, 65535))
+        self.up_timeout = timeout
+        self.inspect = inspect
+        self.expired_to_python = expired_to_python
+        self.min_ttl = min_ttl
+        self.max_ttl = max_ttl
+        self.negative_max_ttl = negative_max_ttl
+        self.forwarding = True
+
+    def stop_forwarding(self):
+        """Send no more misses upstream from C (queries in flight still finish)."""
+        self.forwarding = False
+
+    def add_socket(self, int fd):
+        """Take new upstream queries on `fd` (connected, non-blocking). Returns its slot."""
+        cdef int s
+        for s in range(MAX_USOCK):
+            if self.usock[s].fd < 0:
+                self.usock[s].ids = <uint16_t *>calloc(65536, sizeof(uint16_t))
+                if self.usock[s].ids == NULL:
+                    raise MemoryError()
+                self.usock[s].fd = fd
+                self.usock[s].active = True
+                self.usock[s].inflight = 0
+                self.usock[s].used = 0
+                return s
+        raise RuntimeError(f"more than {MAX_USOCK} upstream sockets")
+
+    def retire_socket(self, int s):
+        """No new queries on slot `s`; its answers are still read until `release`."""
+        if 0 <= s < MAX_USOCK:
+            self.usock[s].active = False
+
+    def socket_state(self, int s):
+        """(fd, active, queries in flight, queries sent) of slot `s`."""
+        cdef USock *u = &self.usock[s]
+        return u.fd, bool(u.active), u.inflight, u.used
+
+    def release_socket(self, int s):
+        """Forget slot `s` (its socket is about to close). Queries still waiting on it go
+        to Python, returned as `serve_upstream` returns them (reason R_UPSTREAM)."""
+        cdef list rest = []
+        cdef int i
+        if not 0 <= s < MAX_USOCK or self.usock[s].fd < 0:
+            return rest
+        if self.pend != NULL:
+            for i in range(MAX_PENDING):
+                if self.pend[i].usock == s:
+                    self._detach(i)
+                    rest.append(self._pending_handoff(i, R_UPSTREAM, None))
+                    self._pend_free(i)
+        free(self.usock[s].ids)
+        self.usock[s].ids = NULL
+        self.usock[s].fd = -1
+        self.usock[s].active = False
+        return rest
+
+    def expire_due(self):
+        """Queries whose upstream answer is overdue, for Python to ask again (R_TIMEOUT)."""
+        cdef list rest = None
+        cdef int i
+        cdef double now
+        if self.inflight == 0:
+            return _NOTHING
+        now = _now()
+        for i in range(MAX_PENDING):
+            if self.pend[i].usock >= 0 and now - self.pend[i].sent >= self.up_timeout:
+                self._detach(i)
+                if rest is None:
+                    rest = []
+                rest.append(self._pending_handoff(i, R_TIMEOUT, None))
+                self._pend_free(i)
+        return rest if rest is not None else _NOTHING
+
+    cdef int _pend_new(self) noexcept nogil:
+        if self.nfree == 0:
+            return -1
+        self.nfree -= 1
+        return self.free_pend[self.nfree]
+
+    cdef void _pend_free(self, int idx) noexcept nogil:
+        self.pend[idx].usock = -1
+        self.free_pend[self.nfree] = idx
+        self.nfree += 1
+
+    cdef void _detach(self, int idx) noexcept nogil:
+        """Stop waiting for the upstream answer of pending `idx` (answered or given up)."""
+        cdef Pending *p = &self.pend[idx]
+        cdef USock *u
+        if p.usock < 0:
+            return
+        u = &self.usock[p.usock]
+        if u.ids != NULL and u.ids[p.uid] == idx + 1:
+            u.ids[p.uid] = 0
+        u.inflight -= 1
+        self.inflight -= 1
+        p.usock = -2  # taken out of the socket, not yet freed
+
+    cdef uint16_t _random16(self) noexcept nogil:
+        cdef uint16_t v
+        if self.rndpos + 2 > <int>sizeof(self.rnd):
+            if getrandom(self.rnd, sizeof(self.rnd), 0) != sizeof(self.rnd):
+                # No entropy call (never seen on Linux): the IDs must stay unguessable,
+                # so nothing more is forwarded from C.
+                self.forwarding = False
+            self.rndpos = 0
+        v = (self.rnd[self.rndpos] << 8) | self.rnd[self.rndpos + 1]
+        self.rndpos += 2
+        return v
+
+    cdef object _pending_handoff(self, int idx, int reason, object answer):
+        """(client datagram, host, port, reason, listener fd, upstream answer or None)."""
+        cdef Pending *p = &self.pend[idx]
+        host, port = _host_port(p.name)
+        return (PyBytes_FromStringAndSize(<char *>p.query, p.qlen), host, port, reason,
+                p.fd, answer)
+
     cdef int _ede_find(self, int64_t key) noexcept nogil:
         cdef uint64_t i = (<uint64_t>key * 0x9E3779B97F4A7C15ULL) >> 48
         while self.ede_keys[i] != -1:
@@ -420,19 +683,38 @@ cdef class FastPath:
               uint32_t lifetime, bytes ede):
         """Cache `body` (an OPT-less answer, ID zeroed) under `key` (lower-cased question
         name in wire form + type + class + DO byte, see `fastpath.wire_key`)."""
-        cdef uint32_t keylen = len(key), bodylen = len(body), edelen = len(ede)
-        cdef uint32_t nttl = len(offsets), i
-        cdef uint64_t h = fc_siphash24(self.k0, self.k1, <const unsigned char *>PyBytes_AS_STRING(key), keylen)
-        cdef Entry *e
-        cdef uint8_t *p
+        cdef uint32_t keylen = len(key), bodylen = len(body), nttl = len(offsets), i
+        cdef uint16_t offs[MAX_RECORDS]
+        cdef uint32_t vals[MAX_RECORDS]
         if self.max_entries == 0 or keylen > MAX_KEY or len(ttls) != nttl:
             return
-        e = self._find(<const uint8_t *>PyBytes_AS_STRING(key), keylen, h)
+        if nttl > MAX_RECORDS:
+            self.discard(key)  # never serve an older answer than Python's
+            return
+        for i in range(nttl):
+            if offsets[i] + 4 > bodylen:
+                raise ValueError("TTL offset outside the answer")
+            offs[i] = offsets[i]
+            vals[i] = ttls[i]
+        if self._store_raw(
+                <const uint8_t *>PyBytes_AS_STRING(key), keylen,
+                fc_siphash24(self.k0, self.k1, <const unsigned char *>PyBytes_AS_STRING(key),
+                             keylen),
+                <const uint8_t *>PyBytes_AS_STRING(body), bodylen, offs, vals, nttl, stored,
+                lifetime, <const uint8_t *>PyBytes_AS_STRING(ede), len(ede)) == NULL:
+            raise MemoryError()
+
+    cdef Entry *_store_raw(self, const uint8_t *key, uint32_t keylen, uint64_t h,
+                           const uint8_t *body, uint32_t bodylen, const uint16_t *offsets,
+                           const uint32_t *ttls, uint32_t nttl, double stored,
+                           uint32_t lifetime, const uint8_t *ede, uint32_t edelen) noexcept nogil:
+        cdef Entry *e = self._find(key, keylen, h)
+        cdef uint8_t *p
         if e != NULL:
             self._drop(e)
         e = <Entry *>malloc(sizeof(Entry) + nttl * 6 + keylen + bodylen + edelen)
         if e == NULL:
-            raise MemoryError()
+            return NULL
         p = <uint8_t *>(e + 1)
         e.ttls = <uint32_t *>p
         p += nttl * 4
@@ -443,15 +725,11 @@ cdef class FastPath:
         e.body = p
         p += bodylen
         e.ede = p
-        memcpy(e.key, PyBytes_AS_STRING(key), keylen)
-        memcpy(e.body, PyBytes_AS_STRING(body), bodylen)
-        memcpy(e.ede, PyBytes_AS_STRING(ede), edelen)
-        for i in range(nttl):
-            if offsets[i] + 4 > bodylen:
-                free(e)
-                raise ValueError("TTL offset outside the answer")
-            e.offsets[i] = offsets[i]
-            e.ttls[i] = ttls[i]
+        memcpy(e.key, key, keylen)
+        memcpy(e.body, body, bodylen)
+        memcpy(e.ede, ede, edelen)
+        memcpy(e.ttls, ttls, nttl * 4)
+        memcpy(e.offsets, offsets, nttl * 2)
         e.hash = h
         e.keylen = keylen
         e.bodylen = bodylen
@@ -474,8 +752,9 @@ cdef class FastPath:
             self._drop(self.lru_tail)
         if self.entries > self.nbuckets and self.nbuckets < (1 << 27):
             self._grow()
+        return e
 
-    cdef int _grow(self) except -1:
+    cdef int _grow(self) noexcept nogil:
         """Double the bucket array and rehash (walks the LRU list: every entry once)."""
         cdef uint64_t n = self.nbuckets * 2
         cdef Entry **b = <Entry **>calloc(n, sizeof(Entry *))
@@ -490,6 +769,19 @@ cdef class FastPath:
         self.buckets = b
         self.nbuckets = n
         return 0
+
+    def fetch(self, bytes key):
+        """The entry cached under `key` as (body, offsets, ttls, stored, lifetime, ede), or
+        None: for Python's cache, which does not hold what C forwarded and cached."""
+        cdef uint64_t h = fc_siphash24(self.k0, self.k1, <const unsigned char *>PyBytes_AS_STRING(key), len(key))
+        cdef Entry *e = self._find(<const uint8_t *>PyBytes_AS_STRING(key), len(key), h)
+        cdef uint32_t i
+        if e == NULL:
+            return None
+        return (PyBytes_FromStringAndSize(<char *>e.body, e.bodylen),
+                tuple([e.offsets[i] for i in range(e.nttl)]),
+                tuple([e.ttls[i] for i in range(e.nttl)]),
+                e.stored, e.lifetime, PyBytes_FromStringAndSize(<char *>e.ede, e.edelen))
 
     def discard(self, bytes key):
         """Forget one entry, if cached."""
@@ -552,8 +844,9 @@ cdef class FastPath:
     cdef void _one(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
                    Slot *slot, double now) noexcept nogil:
         cdef uint16_t qflags, qtype, qclass, ar, flags, udp = 0, rdlen, olen
-        cdef uint32_t pos, qend, i, optlen, total, limit, age, ttl, blen
+        cdef uint32_t pos, qend, i, optlen, total, limit, age, blen
         cdef uint8_t c, length
+        cdef Pending *p
         cdef uint8_t key[MAX_KEY]
         cdef char name[256]
         cdef char norm[256]
@@ -665,6 +958,9 @@ cdef class FastPath:
         t = qtype if qtype < 256 else 256
         h = fc_siphash24(self.k0, self.k1, key, keylen)
         e = self._find(key, keylen, h)
+        if e != NULL and now - e.stored >= e.lifetime and not self.expired_to_python:
+            self._drop(e)  # asked again below, from C, as any miss
+            e = NULL
         if e != NULL:
             age = <uint32_t>(now - e.stored) if now > e.stored else 0
             if now - e.stored >= e.lifetime:
@@ -680,33 +976,12 @@ cdef class FastPath:
                 e.older = self.lru_head
                 self.lru_head.newer = e
                 self.lru_head = e
-            blen = e.bodylen
-            optlen = 11 + e.edelen if edns else 0
-            flags = (_u16(e.body + 2) & ~(RD | CD | AA)) | (qflags & (RD | CD)) | RA
-            if blen + optlen <= limit:
-                memcpy(out, e.body, blen)
-                for i in range(e.nttl):
-                    ttl = e.ttls[i]
-                    _put32(out + e.offsets[i], ttl - age if ttl > age else 0)
-                total = blen
-                if edns:
-                    _put16(out + 10, _u16(out + 10) + 1)
-            else:
-                # Too big for the client: header, question and OPT with TC (edns.finish).
-                flags |= TC
-                memset(out + 4, 0, 8)
-                out[5] = 1
-                if edns:
-                    out[11] = 1
-                total = qend
-            out[0] = d[0]
-            out[1] = d[1]
-            _put16(out + 2, flags)
-            memcpy(out + 12, d + 12, qend - 12)  # the client's letter case (0x20)
-            ede = e.ede
-            edelen = e.edelen
+            slot.outlen = self._fill(e.body, e.bodylen, e.offsets, e.ttls, e.nttl, age, d,
+                                     qend, qflags, edns, do, limit, e.ede, e.edelen, out)
+            slot.verdict = ANSWERED
             self.c_cached[t] += 1
             self.c_hits += 1
+            return
         else:
             if self.core is None or not self.blocking_ready or namelen == 0:
                 slot.reason = R_MISS
@@ -721,7 +996,30 @@ cdef class FastPath:
                 return
             code = self.core.walk_buf(norm, nn, self.policy_mask[policy])
             if code < 0 or code & 1:
-                slot.reason = R_MISS  # allowed or unlisted (text rules run in Python)
+                # Allowed or unlisted: the upstream is needed. Text rules (keywords,
+                # expressions) may still block an unlisted name: Python checks those.
+                slot.reason = R_MISS
+                if self.forwarding and n <= QUERY_KEEP and (code >= 0 or not self.text_rules):
+                    idx = self._pend_new()
+                    if idx >= 0:
+                        p = &self.pend[idx]
+                        p.started = now
+                        p.hash = h
+                        p.keylen = keylen
+                        memcpy(p.key, key, keylen)
+                        p.qflags = qflags
+                        p.qtype = qtype
+                        p.edns = edns
+                        p.do = do
+                        p.allow = code >= 0
+                        p.policy = policy
+                        p.mask = self.policy_mask[policy]
+                        p.limit = limit
+                        p.qlen = n
+                        p.qend = qend
+                        memcpy(p.query, d, n)
+                        slot.verdict = FORWARD
+                        slot.code = idx
                 return
             idx = self._ede_find(code | (<int64_t>policy << 56))
             if idx < 0:
@@ -755,20 +1053,41 @@ cdef class FastPath:
                 total = qend
             self.c_blocked[t] += 1
             if self.max_entries:
-                self.c_block_misses += 1  # Python's handle counts the cache lookup too
+                self.c_misses += 1  # Python's handle counts the cache lookup too
             self.c_blocks[self.ede_metric[idx]] += 1
-        if edns:
-            out[total] = 0
-            _put16(out + total + 1, TYPE_OPT)
-            _put16(out + total + 3, self.udp_size)
-            out[total + 5] = 0
-            out[total + 6] = 0
-            _put16(out + total + 7, 0x8000 if do else 0)
-            _put16(out + total + 9, edelen)
-            memcpy(out + total + 11, ede, edelen)
-            total += 11 + edelen
         slot.verdict = ANSWERED
-        slot.outlen = total
+        slot.outlen = _add_opt(out, total, edns, do, self.udp_size, ede, edelen)
+
+    cdef uint32_t _fill(self, const uint8_t *body, uint32_t blen, const uint16_t *offsets,
+                        const uint32_t *ttls, uint32_t nttl, uint32_t age, const uint8_t *q,
+                        uint32_t qend, uint16_t qflags, bint edns, bint do, uint32_t limit,
+                        const uint8_t *ede, uint32_t edelen, uint8_t *out) noexcept nogil:
+        """The answer to query `q` from an OPT-less `body`: the client's ID, RD/CD and
+        question bytes (letter case kept), TTLs minus `age`, our OPT; too big for `limit`,
+        the header, question and OPT with TC. `wire.adopt` + `edns.finish` in C."""
+        cdef uint32_t total, i, ttl
+        cdef uint32_t optlen = 11 + edelen if edns else 0
+        cdef uint16_t flags = (_u16(body + 2) & ~(RD | CD | AA)) | (qflags & (RD | CD)) | RA
+        if blen + optlen <= limit:
+            memcpy(out, body, blen)
+            for i in range(nttl):
+                ttl = ttls[i]
+                _put32(out + offsets[i], ttl - age if ttl > age else 0)
+            total = blen
+            if edns:
+                _put16(out + 10, _u16(out + 10) + 1)
+        else:
+            flags |= TC
+            memset(out + 4, 0, 8)
+            out[5] = 1
+            if edns:
+                out[11] = 1
+            total = qend
+        out[0] = q[0]
+        out[1] = q[1]
+        _put16(out + 2, flags)
+        memcpy(out + 12, q + 12, qend - 12)  # the client's letter case (0x20)
+        return _add_opt(out, total, edns, do, self.udp_size, ede, edelen)
 
     # -- batches --------------------------------------------------------------------------
 
@@ -778,8 +1097,11 @@ cdef class FastPath:
         cdef iovec iovs[VLEN]
         cdef mmsghdr outm[VLEN]
         cdef iovec outv[VLEN]
-        cdef int i, n, k = 0, sent, r
+        cdef int i, n, k = 0, sent, r, nf = 0
+        cdef int fwd[VLEN]
+        cdef int fslot[VLEN]
         cdef double now, done, lat
+        cdef Pending *p
         for i in range(VLEN):
             iovs[i].iov_base = self.inbuf + i * RECV_SIZE
             iovs[i].iov_len = RECV_SIZE
@@ -811,7 +1133,22 @@ cdef class FastPath:
                 outm[k].msg_hdr.msg_iov = &outv[k]
                 outm[k].msg_hdr.msg_iovlen = 1
                 k += 1
+            elif self.slots[i].verdict == FORWARD:
+                p = &self.pend[self.slots[i].code]
+                p.fd = fd
+                p.namelen = msgs[i].msg_hdr.msg_namelen
+                memcpy(p.name, self.slots[i].name, sizeof(p.name))
+                fwd[nf] = <int>self.slots[i].code
+                fslot[nf] = i
+                nf += 1
             elif self.slots[i].verdict == TO_PYTHON:
+                self.python_fallbacks += 1
+        if nf:
+            # What could not be sent from C goes to Python as an ordinary miss.
+            for i in range(self._send_upstream(fwd, nf), nf):
+                self._pend_free(fwd[i])
+                self.slots[fslot[i]].verdict = TO_PYTHON
+                self.slots[fslot[i]].reason = R_MISS
                 self.python_fallbacks += 1
         sent = 0
         while sent < k:
@@ -833,6 +1170,369 @@ cdef class FastPath:
             self.c_latency[i] += k
             self.c_latency_sum += lat * k
         return n
+
+    # -- forwarding: queries out, answers in ------------------------------------------
+
+    cdef int _send_upstream(self, int *idx, int k) noexcept nogil:
+        """Send pending queries `idx` on the next active upstream socket (one sendmmsg).
+        Returns how many went out: the first ones; the caller hands the rest to Python."""
+        cdef mmsghdr msgs[VLEN]
+        cdef iovec iovs[VLEN]
+        cdef int s = -1, j, sent = 0, r, tries
+        cdef uint16_t uid
+        cdef uint8_t *m
+        cdef Pending *p
+        cdef USock *u
+        cdef double now = _now()
+        for tries in range(MAX_USOCK):
+            self.ucur = (self.ucur + 1) % MAX_USOCK
+            if self.usock[self.ucur].fd >= 0 and self.usock[self.ucur].active:
+                s = self.ucur
+                break
+        if s < 0 or not self.forwarding:
+            return 0
+        u = &self.usock[s]
+        for j in range(k):
+            p = &self.pend[idx[j]]
+            # A random ID not in flight on this socket (RFC 5452: ID and port unguessable).
+            uid = self._random16()
+            while u.ids[uid] != 0:
+                uid = self._random16()
+            u.ids[uid] = idx[j] + 1
+            p.uid = uid
+            p.usock = s
+            p.sent = now
+            # build_query() in upstream.py: the client's question, RD/CD, our OPT + DO.
+            m = self.fwdbuf + j * FWD_SIZE
+            _put16(m, uid)
+            _put16(m + 2, p.qflags & (RD | CD))
+            _put16(m + 4, 1)
+            _put16(m + 6, 0)
+            _put16(m + 8, 0)
+            _put16(m + 10, 1)
+            memcpy(m + 12, p.query + 12, p.qend - 12)
+            m += p.qend
+            m[0] = 0
+            _put16(m + 1, TYPE_OPT)
+            _put16(m + 3, self.up_udp_size)
+            _put32(m + 5, 0x8000 if p.do else 0)
+            _put16(m + 9, 0)
+            iovs[j].iov_base = self.fwdbuf + j * FWD_SIZE
+            iovs[j].iov_len = p.qend + 11
+            memset(&msgs[j].msg_hdr, 0, sizeof(msghdr))
+            msgs[j].msg_hdr.msg_iov = &iovs[j]
+            msgs[j].msg_hdr.msg_iovlen = 1
+        while sent < k:
+            r = sendmmsg(u.fd, msgs + sent, k - sent, MSG_DONTWAIT)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                break
+            sent += r
+        for j in range(sent, k):
+            p = &self.pend[idx[j]]
+            u.ids[p.uid] = 0
+            p.usock = -1
+        u.inflight += sent
+        u.used += sent
+        self.inflight += sent
+        return sent
+
+    cdef int _uround(self, int s, double now) noexcept nogil:
+        """One recvmmsg on upstream socket `s`, answers out with sendmmsg. Returns the
+        datagrams read, -1 when none, -2 when the upstream's port is closed."""
+        cdef mmsghdr msgs[VLEN]
+        cdef iovec iovs[VLEN]
+        cdef mmsghdr outm[VLEN]
+        cdef iovec outv[VLEN]
+        cdef int i, j, n, k = 0, sent, r, idx, fd, m, bucket
+        cdef int ofd[VLEN]
+        cdef mmsghdr tmp
+        cdef uint32_t len_, outlen, q
+        cdef uint16_t uid, rcode
+        cdef const uint8_t *d
+        cdef Pending *p
+        cdef USock *u = &self.usock[s]
+        cdef bint same
+        cdef double lat
+        if u.fd < 0:
+            return -1
+        for i in range(VLEN):
+            iovs[i].iov_base = self.inbuf + i * RECV_SIZE
+            iovs[i].iov_len = RECV_SIZE
+            memset(&msgs[i].msg_hdr, 0, sizeof(msghdr))
+            msgs[i].msg_hdr.msg_iov = &iovs[i]
+            msgs[i].msg_hdr.msg_iovlen = 1
+        n = recvmmsg(u.fd, msgs, VLEN, MSG_DONTWAIT, NULL)
+        if n <= 0:
+            return -2 if n < 0 and errno == ECONNREFUSED else -1
+        for i in range(n):
+            self.slots[i].verdict = DROPPED
+            d = self.inbuf + i * RECV_SIZE
+            len_ = msgs[i].msg_len
+            if len_ < 12 or not d[2] & 0x80:
+                self.c_up_garbage += 1
+                continue
+            uid = _u16(d)
+            idx = <int>u.ids[uid] - 1
+            same = idx >= 0
+            if same:
+                p = &self.pend[idx]
+                same = _u16(d + 4) == 1 and len_ >= p.qend
+            if same:
+                for q in range(12, p.qend):
+                    if (d[q] | 0x20 if 65 <= d[q] <= 90 else d[q]) != (
+                            p.query[q] | 0x20 if 65 <= p.query[q] <= 90 else p.query[q]):
+                        same = False
+                        break
+            if not same:
+                # Not ours (another ID or question; or late, after a timeout): as
+                # upstream.py tells them apart, spoofed if it parses, else garbage.
+                q = _skip_name(d, len_, 12) if _u16(d + 4) >= 1 else 0
+                if q and q + 4 <= len_:
+                    self.c_up_spoofed += 1
+                else:
+                    self.c_up_garbage += 1
+                continue
+            self._detach(idx)
+            self.slots[i].code = idx
+            self.slots[i].inlen = len_
+            self.slots[i].verdict = TO_PYTHON
+            rcode = d[3] & 0xF
+            if msgs[i].msg_hdr.msg_flags & MSG_TRUNC or d[2] & (TC >> 8) or (
+                    rcode != 0 and rcode != 3):
+                # TC (Python goes on over TCP), SERVFAIL/REFUSED/... (Python fails over),
+                # longer than our buffer (handed over without it: a network failure).
+                self.slots[i].reason = R_UPSTREAM
+                if msgs[i].msg_hdr.msg_flags & MSG_TRUNC:
+                    self.slots[i].inlen = 0
+                continue
+            lat = now - p.sent
+            bucket = 0
+            while bucket < 18 and lat > _BOUNDS[bucket]:
+                bucket += 1
+            self.c_up_latency[bucket] += 1
+            self.c_up_latency_sum += lat
+            self.up_answered += 1
+            # Counted when answered: a query handed over is counted by Python's attempt.
+            self.c_up_queries += 1
+            if self._answer(d, len_, p, self.outbuf + i * self.outsize, &outlen, now) != 0:
+                self.slots[i].reason = R_ANSWER
+                continue
+            self.slots[i].verdict = ANSWERED
+            outv[k].iov_base = self.outbuf + i * self.outsize
+            outv[k].iov_len = outlen
+            memset(&outm[k].msg_hdr, 0, sizeof(msghdr))
+            outm[k].msg_hdr.msg_name = p.name
+            outm[k].msg_hdr.msg_namelen = p.namelen
+            outm[k].msg_hdr.msg_iov = &outv[k]
+            outm[k].msg_hdr.msg_iovlen = 1
+            ofd[k] = p.fd
+            k += 1
+            lat = now - p.started
+            bucket = 0
+            while bucket < 18 and lat > _BOUNDS[bucket]:
+                bucket += 1
+            self.c_latency[bucket] += 1
+            self.c_latency_sum += lat
+            self.c_allowed[p.qtype if p.qtype < 256 else 256] += 1
+            if self.max_entries:
+                self.c_misses += 1  # its cache lookup (a hand-over is counted by Python)
+        # The answers leave by the listener each client asked on (usually one): one
+        # sendmmsg per listener; outm entries move, their iovecs stay where they are.
+        i = 0
+        while i < k:
+            fd = ofd[i]
+            m = 0
+            for j in range(i, k):
+                if ofd[j] == fd:
+                    tmp = outm[i + m]
+                    outm[i + m] = outm[j]
+                    outm[j] = tmp
+                    ofd[j] = ofd[i + m]
+                    ofd[i + m] = fd
+                    m += 1
+            sent = 0
+            while sent < m:
+                r = sendmmsg(fd, outm + i + sent, m - sent, MSG_DONTWAIT)
+                if r < 0:
+                    if errno == EINTR:
+                        continue
+                    break  # a full send buffer: those clients retry, as with any loss
+                sent += r
+            i += m
+        for i in range(n):
+            if self.slots[i].verdict == ANSWERED:
+                self._pend_free(<int>self.slots[i].code)
+        self.fast_answers += k
+        return n
+
+    cdef int _answer(self, const uint8_t *d, uint32_t n, Pending *p, uint8_t *out,
+                     uint32_t *outlen, double now) noexcept nogil:
+        """Finish an upstream answer (NOERROR/NXDOMAIN, its question ours) as
+        `Resolver.answer` does: strip the OPT, inspect CNAME targets and addresses, cache
+        (cache.py's TTL rules), and write the client's answer to `out`.
+        Returns 1 when Python must finish it instead (a block, anything odd)."""
+        cdef uint8_t body[RECV_SIZE]
+        cdef uint16_t offs[MAX_RECORDS]
+        cdef uint32_t vals[MAX_RECORDS]
+        cdef uint8_t secs[MAX_RECORDS]
+        cdef uint16_t counts[3]
+        cdef uint32_t nrec = 0, pos = p.qend, start, rd, bodyend = n, ttl, rdlen, i
+        cdef uint32_t lifetime = 0, minimum = 0, soa_ttl = 0, answers = 0, arkept = 0
+        cdef uint16_t rtype
+        cdef int sec, j, nl
+        cdef bint soa = False, done = False
+        cdef bint check = self.inspect and not p.allow and self.core is not None
+        cdef char name[256]
+        cdef char norm[256]
+        cdef Py_ssize_t nn
+        cdef long long code
+        cdef Entry *e = NULL
+        counts[0] = _u16(d + 6)
+        counts[1] = _u16(d + 8)
+        counts[2] = _u16(d + 10)
+        for sec in range(3):
+            for j in range(counts[sec]):
+                start = pos
+                pos = _skip_name(d, n, pos)
+                if pos == 0 or pos + 10 > n:
+                    return 1
+                rtype = _u16(d + pos)
+                if rtype == TYPE_OPT:
+                    bodyend = start  # strip_opt: the OPT and anything after it go
+                    done = True
+                    break
+                ttl = _u32(d + pos + 4)
+                rdlen = _u16(d + pos + 8)
+                rd = pos + 10
+                if rd + rdlen > n or nrec == MAX_RECORDS:
+                    return 1
+                offs[nrec] = pos + 4
+                vals[nrec] = _clean_ttl(ttl)
+                secs[nrec] = sec
+                nrec += 1
+                if sec == 0:
+                    answers += 1
+                    if check and (rtype == TYPE_CNAME or rtype == TYPE_DNAME):
+                        nl = _read_name(d, n, rd, name)
+                        if nl < 0:
+                            return 1
+                        if nl:
+                            if ((48 <= name[nl - 1] <= 57) or name[nl - 1] == 93
+                                    or memchr(name, 58, nl) != NULL):
+                                return 1  # IP-literal-like targets: Matcher.check in Python
+                            nn = normalize_ascii(name, nl, norm)
+                            if nn < 0:
+                                return 1
+                            code = self.core.walk_buf(norm, nn, p.mask)
+                            if code >= 0 and not code & 1:
+                                return 1  # CNAME cloaking: Python blocks it, with its EDE
+                    elif check and rtype == TYPE_A and rdlen == 4:
+                        nl = snprintf(name, 256, "%u.%u.%u.%u", d[rd], d[rd + 1], d[rd + 2],
+                                      d[rd + 3])
+                        code = self.core.exact_buf(name, nl, p.mask)
+                        if code >= 0 and not code & 1:
+                            return 1
+                    elif check and rtype == TYPE_AAAA and rdlen == 16:
+                        if memcmp(d + rd, b"\0\0\0\0\0\0\0\0\0\0", 10) == 0:
+                            return 1  # mapped/compatible forms: Python's text differs
+                        inet_ntop(AF_INET6, d + rd, name, 64)
+                        code = self.core.exact_buf(name, strlen(name), p.mask)
+                        if code >= 0 and not code & 1:
+                            return 1
+                elif sec == 1 and rtype == TYPE_SOA and not soa:
+                    if rdlen < 4:
+                        return 1
+                    soa = True
+                    soa_ttl = vals[nrec - 1]
+                    minimum = _u32(d + rd + rdlen - 4)
+                elif sec == 2:
+                    arkept += 1
+                pos = rd + rdlen
+            if done:
+                break
+        memcpy(body, d, bodyend)
+        if done:
+            _put16(body + 10, arkept)
+        if self.max_entries:
+            if (d[3] & 0xF) == 3 or answers == 0:
+                # RFC 2308 5: negative answers live for the SOA's TTL/MINIMUM; no SOA, no
+                # caching.
+                if soa:
+                    lifetime = soa_ttl if soa_ttl < minimum else minimum
+                    if lifetime > self.negative_max_ttl:
+                        lifetime = self.negative_max_ttl
+                    for i in range(nrec):
+                        if vals[i] > lifetime:
+                            vals[i] = lifetime
+            else:
+                lifetime = self.max_ttl
+                for i in range(nrec):
+                    if vals[i] < self.min_ttl:
+                        vals[i] = self.min_ttl
+                    if vals[i] > self.max_ttl:
+                        vals[i] = self.max_ttl
+                    if secs[i] == 0 and vals[i] < lifetime:
+                        lifetime = vals[i]
+        if lifetime > 0:
+            body[0] = 0
+            body[1] = 0
+            body[2] &= ~(AA >> 8) & 0xFF  # we answer from a cache, never authoritatively
+            for i in range(nrec):
+                _put32(body + offs[i], vals[i])
+            e = self._store_raw(p.key, p.keylen, p.hash, body, bodyend, offs, vals, nrec, now,
+                                lifetime, body, 0)
+        if e != NULL:
+            outlen[0] = self._fill(e.body, e.bodylen, e.offsets, e.ttls, e.nttl, 0, p.query,
+                                   p.qend, p.qflags, p.edns, p.do, p.limit, body, 0, out)
+        else:
+            outlen[0] = self._fill(body, bodyend, offs, vals, 0, 0, p.query, p.qend, p.qflags,
+                                   p.edns, p.do, p.limit, body, 0, out)
+        return 0
+
+    def serve_upstream(self, int s, int rounds=8):
+        """Read the answers waiting on upstream slot `s` and answer their clients.
+
+        Returns what Python must finish as [(client datagram, host, port, reason,
+        listener fd, upstream answer or None)]: R_ANSWER with the answer (finish it),
+        R_UPSTREAM with a TC or error-rcode answer, or without one (a closed port, an
+        answer longer than the buffer): Python goes on from there.
+        """
+        cdef list rest = None
+        cdef int r, i, n, idx
+        for r in range(rounds):
+            with nogil:
+                n = self._uround(s, _now())
+            if n == -2:
+                # The upstream's port is closed (ICMP): all that waits on this socket goes
+                # to Python at once, which fails over, instead of timing out.
+                for idx in range(MAX_PENDING):
+                    if self.pend[idx].usock == s:
+                        self._detach(idx)
+                        if rest is None:
+                            rest = []
+                        rest.append(self._pending_handoff(idx, R_UPSTREAM, None))
+                        self._pend_free(idx)
+                break
+            if n <= 0:
+                break
+            for i in range(n):
+                if self.slots[i].verdict != TO_PYTHON:
+                    continue
+                idx = <int>self.slots[i].code
+                if rest is None:
+                    rest = []
+                rest.append(self._pending_handoff(
+                    idx, self.slots[i].reason,
+                    PyBytes_FromStringAndSize(<char *>self.inbuf + i * RECV_SIZE,
+                                              self.slots[i].inlen)
+                    if self.slots[i].inlen else None))
+                self._pend_free(idx)
+                self.python_fallbacks += 1
+            if n < VLEN:
+                break
+        return rest if rest is not None else _NOTHING
 
     def serve(self, int fd, int rounds=8):
         """Drain up to `rounds` batches from the non-blocking UDP socket `fd`.
@@ -859,22 +1559,16 @@ cdef class FastPath:
 
     cdef object _handoff(self, int i):
         cdef Slot *s = &self.slots[i]
-        cdef char host[64]
-        cdef const sockaddr *sa = <const sockaddr *>s.name
-        cdef int port
-        if sa.sa_family == AF_INET6:
-            inet_ntop(AF_INET6, &(<const sockaddr_in6 *>sa).sin6_addr, host, 64)
-            port = ntohs((<const sockaddr_in6 *>sa).sin6_port)
-        else:
-            inet_ntop(AF_INET, &(<const sockaddr_in *>sa).sin_addr, host, 64)
-            port = ntohs((<const sockaddr_in *>sa).sin_port)
+        host, port = _host_port(s.name)
         return (PyBytes_FromStringAndSize(<char *>self.inbuf + i * RECV_SIZE, s.inlen),
-                host.decode("ascii"), port, s.reason, s.code)
+                host, port, s.reason, s.code)
 
     def counters(self, bint reset=True):
         """The per-query counters since the last call, for the metrics flush:
-        {"cached": {qtype: n}, "blocked": {qtype: n}, "blocks": {metric index: n},
-        "latency": [n per bucket], "latency_sum": s, "cache_hits": n, "cache_misses": n}.
+        {"cached": {qtype: n}, "blocked": {qtype: n}, "allowed": {qtype: n} (forwarded
+        from C), "blocks": {metric index: n}, "latency": [n per bucket], "latency_sum": s,
+        "cache_hits": n, "cache_misses": n, "upstream": {"queries": n, "latency": [n per
+        bucket], "latency_sum": s, "spoofed": n, "garbage": n}}.
         qtype 65535 stands for every code above 255 (metrics label it "other")."""
         cdef int i
         out = {
@@ -882,18 +1576,33 @@ cdef class FastPath:
                        for i in range(NQTYPE) if self.c_cached[i]},
             "blocked": {(i if i < 256 else 65535): self.c_blocked[i]
                         for i in range(NQTYPE) if self.c_blocked[i]},
+            "allowed": {(i if i < 256 else 65535): self.c_allowed[i]
+                        for i in range(NQTYPE) if self.c_allowed[i]},
             "blocks": {i: self.c_blocks[i] for i in range(MAX_BLOCK_KEYS) if self.c_blocks[i]},
             "latency": [self.c_latency[i] for i in range(NBUCKETS)],
             "latency_sum": self.c_latency_sum,
             "cache_hits": self.c_hits,
-            "cache_misses": self.c_block_misses,
+            "cache_misses": self.c_misses,
+            "upstream": {
+                "queries": self.c_up_queries,
+                "latency": [self.c_up_latency[i] for i in range(NBUCKETS)],
+                "latency_sum": self.c_up_latency_sum,
+                "spoofed": self.c_up_spoofed,
+                "garbage": self.c_up_garbage,
+            },
         }
         if reset:
+            memset(self.c_allowed, 0, sizeof(self.c_allowed))
+            memset(self.c_up_latency, 0, sizeof(self.c_up_latency))
+            self.c_up_latency_sum = 0
+            self.c_up_queries = 0
+            self.c_up_spoofed = 0
+            self.c_up_garbage = 0
             memset(self.c_cached, 0, sizeof(self.c_cached))
             memset(self.c_blocked, 0, sizeof(self.c_blocked))
             memset(self.c_blocks, 0, sizeof(self.c_blocks))
             memset(self.c_latency, 0, sizeof(self.c_latency))
             self.c_latency_sum = 0
             self.c_hits = 0
-            self.c_block_misses = 0
+            self.c_misses = 0
         return out

@@ -235,6 +235,10 @@ class App:
             reuse_port=self.reuse_port,
         )
         await self.server.start()
+        if self.metrics is not None and self.server.fast is not None:
+            # The C cache holds Python's entries and the answers C forwarded itself.
+            fp = self.server.fast.fp
+            self.metrics.watch_cache_entries(lambda: int(fp.entries))
         if self.reloader is not None:
             # Refresh timers only once clients are served: the first pass may download.
             self.reloader.start()

@@ -142,8 +142,10 @@ class Cache:
         """A fresh entry and its age in whole seconds, or None (a miss)."""
         entry = self._entries.get(key)
         if entry is None:
-            self.misses += 1
-            return None
+            entry = self._from_mirror(key)
+            if entry is None:
+                self.misses += 1
+                return None
         age = self.clock() - entry.stored
         if age >= entry.ttl:
             if not self.serve_stale or age - entry.ttl > self.stale_max_age:
@@ -161,10 +163,24 @@ class Cache:
             return None
         entry = self._entries.get(key)
         if entry is None:
-            return None
+            entry = self._from_mirror(key)
+            if entry is None:
+                return None
         if self.clock() - entry.expires > self.stale_max_age:
             del self._entries[key]
             return None
+        return entry
+
+    def _from_mirror(self, key: CacheKey) -> CacheEntry | None:
+        """An answer the mirror cached by itself (the C fast path forwards misses and
+        caches their answers without telling Python), adopted into this cache."""
+        if self.mirror is None:
+            return None
+        entry: CacheEntry | None = self.mirror.fetch(key)
+        if entry is not None:
+            self._entries[key] = entry
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
         return entry
 
     def wants_prefetch(self, entry: CacheEntry, age: int) -> bool:

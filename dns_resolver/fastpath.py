@@ -36,6 +36,7 @@ from typing import Any
 
 from dns_resolver import wire
 from dns_resolver.cache import CacheEntry
+from dns_resolver.fastforward import UpstreamPool
 
 try:
     from dns_resolver._fastpath import REASONS, FastPath
@@ -129,15 +130,21 @@ class UdpFastPath:
         self._policy_version: Any = None
         self._block_keys: dict[tuple[str, str], int] = {}
         self._block_names: list[tuple[str, str]] = []
+        self.reasons = REASONS
         self.fallbacks: dict[str, int] = dict.fromkeys(REASONS, 0)
         self._socks: list[socket.socket] = []
+        self._senders: dict[int, Callable[[bytes, tuple[str, int]], None]] = {}
+        # Misses forwarded from C (fastforward.py), when the upstream strategy allows it.
+        self.pool: UpstreamPool | None = None
+        if UpstreamPool.usable(resolver):
+            self.pool = UpstreamPool(self)
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sync()
+        self.sync()
 
     # -- state from the resolver ----------------------------------------------------------
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
         """Pick up a new matcher (list reload), blocker or policy view before a batch."""
         resolver = self.server.resolver
         matcher = resolver.matcher
@@ -194,6 +201,15 @@ class UdpFastPath:
                 ckey, entry.body, entry.offsets, entry.ttls, entry.stored, entry.ttl, entry.ede
             )
 
+    def fetch(self, key: tuple[Any, ...]) -> CacheEntry | None:
+        """What C cached under `key` by itself (answers it forwarded), or None."""
+        ckey = wire_key(key)
+        found = self.fp.fetch(ckey) if ckey is not None else None
+        if found is None:
+            return None
+        body, offsets, ttls, stored, lifetime, ede = found
+        return CacheEntry(body, offsets, ttls, stored, lifetime, ede)
+
     def discard(self, key: tuple[Any, ...]) -> None:
         ckey = wire_key(key)
         if ckey is not None:
@@ -208,7 +224,10 @@ class UdpFastPath:
         """Serve `sock` (a bound, non-blocking UDP socket) from the running loop."""
         loop = asyncio.get_running_loop()
         self._socks.append(sock)
+        self._senders[sock.fileno()] = _sender(sock)
         loop.add_reader(sock.fileno(), self._readable, sock)
+        if self.pool is not None and len(self._socks) == 1:
+            self.pool.start()
         metrics = self.server.resolver.metrics
         if self._flusher is None and metrics is not None:
             self._loop = loop
@@ -218,21 +237,24 @@ class UdpFastPath:
     def close(self) -> None:
         """Stop watching and close the sockets; flush the counters one last time."""
         loop = asyncio.get_running_loop()
+        if self.pool is not None:
+            self.pool.close()
         for sock in self._socks:
             loop.remove_reader(sock.fileno())
             sock.close()
         self._socks.clear()
+        self._senders.clear()
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
         self.flush()
 
     def _readable(self, sock: socket.socket) -> None:
-        self._sync()
+        self.sync()
         rest = self.fp.serve(sock.fileno(), ROUNDS)
         if not rest:
             return
-        send = _sender(sock)
+        send = self._senders[sock.fileno()]
         for data, host, port, reason, code in rest:
             name = REASONS[reason]
             self.fallbacks[name] += 1
@@ -263,6 +285,10 @@ class UdpFastPath:
             log.debug("could not learn the block of %r", data[:64], exc_info=True)
             return
         self.fp.learn_block(code, policy, ede, self._block_index(labels))
+
+    def sender(self, fd: int) -> Callable[[bytes, tuple[str, int]], None]:
+        """How to answer a client who asked on listener `fd`."""
+        return self._senders[fd]
 
     @staticmethod
     def _policy_index(policies: Any, client: str) -> int:
@@ -310,7 +336,7 @@ class UdpFastPath:
             return
         counts = self.fp.counters()
         queries: dict[tuple[int, str, str], int] = {}
-        for result in ("cached", "blocked"):
+        for result in ("cached", "blocked", "allowed"):
             for qtype, n in counts[result].items():
                 queries[(qtype, "udp", result)] = n
         blocks = {self._block_names[i]: n for i, n in counts["blocks"].items()}
@@ -322,6 +348,17 @@ class UdpFastPath:
             cache_hits=counts["cache_hits"],
             cache_misses=counts["cache_misses"],
         )
+        upstream = counts["upstream"]
+        pool = self.pool
+        if pool is not None and pool.upstream is not None:
+            errors = {"spoofed": upstream["spoofed"], "garbage": upstream["garbage"]}
+            metrics.merge_upstream(
+                pool.upstream.name,
+                queries=upstream["queries"],
+                latency=upstream["latency"],
+                latency_sum=upstream["latency_sum"],
+                errors=errors,
+            )
 
     def collect(self) -> Iterator[Any]:
         """Prometheus families: answers kept in C and hand-overs to Python by reason."""
@@ -329,7 +366,7 @@ class UdpFastPath:
 
         yield CounterMetricFamily(
             "filterdns_fastpath_answers",
-            "UDP answers produced by the C fast path (cache hits and blocks).",
+            "UDP answers produced by the C fast path (cache hits, blocks, forwarded misses).",
             value=self.fp.fast_answers,
         )
         yield CounterMetricFamily(

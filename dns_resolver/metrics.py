@@ -5,7 +5,9 @@ qtype/protocol/result, the response-time histogram, blocks, cache hits and misse
 in plain Python counters behind one lock and turned into Prometheus families only when
 scraped: prometheus-client's own `Counter.inc()` and `Histogram.observe()` take a lock per
 call and walk the bucket list in Python, several times the cost of what is done here. The
-rarer events (upstream queries, list reloads) use ordinary prometheus-client metrics.
+rarer events (upstream queries, list reloads) use ordinary prometheus-client metrics, except
+the upstream round-trip histogram: it is kept as bucket counts too, because counts flushed in
+bulk (`merge_upstream`) cannot be fed into a prometheus-client Histogram.
 
 Label values are bounded by construction: qtypes outside a fixed set become "other",
 results, protocols and upstream error kinds come from fixed tuples, and category and list
@@ -21,12 +23,12 @@ import socket
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import NamedTuple
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -101,6 +103,27 @@ def _read(counter: itertools.count) -> int:
     return int(repr(counter)[6:-1])
 
 
+def _cumulative_buckets(counts: Iterable[int]) -> list[tuple[str, float]]:
+    """(le, cumulative count) pairs from one count per bucket of LATENCY_BUCKETS plus +Inf."""
+    buckets: list[tuple[str, float]] = []
+    cumulative = 0
+    for bound, count in zip((*LATENCY_BUCKETS, None), counts, strict=True):
+        cumulative += count
+        # repr gives the le values prometheus-client's own Histogram writes ("1e-05", "1.0").
+        buckets.append(("+Inf" if bound is None else repr(bound), cumulative))
+    return buckets
+
+
+class _LatencyCounts:
+    """One upstream's round-trip histogram: a count per bucket (+Inf last) and the sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+
 class _HotPathCollector(Collector):
     """Exposes the counters `Metrics` keeps for per-query events."""
 
@@ -145,17 +168,13 @@ class _HotPathCollector(Collector):
             family.add_metric(list(labels), value)
         yield family
 
-        buckets = []
-        cumulative = 0
-        for bound, counter, extra in zip(
-            (*LATENCY_BUCKETS, None), m._latency, bulk_latency, strict=True
-        ):
-            cumulative += _read(counter) + extra
-            buckets.append(("+Inf" if bound is None else repr(bound), cumulative))
+        counts = [
+            _read(counter) + extra for counter, extra in zip(m._latency, bulk_latency, strict=True)
+        ]
         family = HistogramMetricFamily(
             "filterdns_response_seconds", "Time from receiving a query to sending its answer."
         )
-        family.add_metric([], buckets, m._latency_sum)
+        family.add_metric([], _cumulative_buckets(counts), m._latency_sum)
         yield family
 
         yield GaugeMetricFamily(
@@ -176,6 +195,28 @@ class _HotPathCollector(Collector):
             "Cache entries evicted to stay within cache.max_entries.",
             value=m._cache_evictions,
         )
+
+
+class _UpstreamLatencyCollector(Collector):
+    """Exposes the upstream round-trip histogram `Metrics` keeps as bucket counts."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        with m._lock:
+            snapshot = [
+                (upstream, list(h.counts), h.total) for upstream, h in m._upstream_latency.items()
+            ]
+        family = HistogramMetricFamily(
+            "filterdns_upstream_seconds",
+            "Round-trip time of successful upstream exchanges.",
+            labels=["upstream"],
+        )
+        for upstream, counts, total in sorted(snapshot):
+            family.add_metric([upstream], _cumulative_buckets(counts), total)
+        yield family
 
 
 class Metrics:
@@ -214,6 +255,7 @@ class Metrics:
         self._bulk_latency = [0] * (len(LATENCY_BUCKETS) + 1)
         self._bulk_cache_hits = 0
         self._bulk_cache_misses = 0
+        self._upstream_latency: dict[str, _LatencyCounts] = {}  # under the lock
         self._scrape_hooks: list[Callable[[], None]] = []
         self.registry.register(_HotPathCollector(self))
 
@@ -230,13 +272,9 @@ class Metrics:
             ["upstream", "kind"],
             registry=r,
         )
-        self.upstream_seconds = Histogram(
-            "filterdns_upstream_seconds",
-            "Round-trip time of successful upstream exchanges.",
-            ["upstream"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        # Registered here, after the hot-path collector (whose scrape hooks flush bulk
+        # counts first) and in the place the family always had in the exposition.
+        r.register(_UpstreamLatencyCollector(self))
         self.upstream_healthy_gauge = Gauge(
             "filterdns_upstream_healthy",
             "1 while an upstream is considered healthy, 0 while it is skipped as dead.",
@@ -345,13 +383,59 @@ class Metrics:
         """Count a query sent to `upstream` ("ADDR:PORT"); `seconds` when it succeeded."""
         self.upstream_queries.labels(upstream).inc()
         if seconds is not None:
-            self.upstream_seconds.labels(upstream).observe(seconds)
+            with self._lock:
+                h = self._upstream_latency_of(upstream)
+                h.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+                h.total += seconds
 
     def upstream_error(self, upstream: str, kind: str) -> None:
         """Count a failed exchange; `kind` is one of `UPSTREAM_ERROR_KINDS`."""
         if kind not in UPSTREAM_ERROR_KINDS:
             raise ValueError(f"unknown upstream error kind {kind!r}")
         self.upstream_errors.labels(upstream, kind).inc()
+
+    def merge_upstream(
+        self,
+        upstream: str,
+        *,
+        queries: int,
+        latency: list[int],
+        latency_sum: float,
+        errors: dict[str, int],
+    ) -> None:
+        """Add counts for `upstream` gathered elsewhere, e.g. flushed from the C fast path.
+
+        `latency` holds one count per bucket of LATENCY_BUCKETS plus +Inf, for successful
+        exchanges only, and `latency_sum` their total seconds; `errors` maps kinds from
+        `UPSTREAM_ERROR_KINDS` to counts. Raises ValueError, counting nothing, on an unknown
+        kind, a `latency` of the wrong length or a negative count.
+        """
+        for kind in errors:
+            if kind not in UPSTREAM_ERROR_KINDS:
+                raise ValueError(f"unknown upstream error kind {kind!r}")
+        if len(latency) != len(LATENCY_BUCKETS) + 1:
+            raise ValueError(f"latency has {len(latency)} buckets, not {len(LATENCY_BUCKETS) + 1}")
+        if queries < 0 or min(latency) < 0 or any(n < 0 for n in errors.values()):
+            raise ValueError(f"negative count in upstream counts for {upstream!r}")
+        # Zero counts are skipped so an idle flush creates no series, as no event would.
+        if queries:
+            self.upstream_queries.labels(upstream).inc(queries)
+        for kind, n in errors.items():
+            if n:
+                self.upstream_errors.labels(upstream, kind).inc(n)
+        if any(latency):
+            with self._lock:
+                h = self._upstream_latency_of(upstream)
+                for i, n in enumerate(latency):
+                    h.counts[i] += n
+                h.total += latency_sum
+
+    def _upstream_latency_of(self, upstream: str) -> _LatencyCounts:
+        """`upstream`'s histogram, created on first use; call with the lock held."""
+        h = self._upstream_latency.get(upstream)
+        if h is None:
+            h = self._upstream_latency[upstream] = _LatencyCounts()
+        return h
 
     def upstream_healthy(self, upstream: str, healthy: bool) -> None:
         self.upstream_healthy_gauge.labels(upstream).set(1 if healthy else 0)

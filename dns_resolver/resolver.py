@@ -295,11 +295,17 @@ class Resolver:
 
     async def resolve(self, pending: Pending) -> bytes:
         """Forward a pending query, inspect and cache the answer, and answer the client."""
+        if pending.target:
+            limit = None if pending.tcp else edns.udp_limit(pending.query.edns, self.udp_size)
+            return await self._rewrite(pending, limit)
+        return self.answer(pending, await self.forwarder.resolve(pending.query))
+
+    def answer(self, pending: Pending, response: bytes | None) -> bytes:
+        """The client's answer from the upstream's `response` (None: every upstream
+        failed): inspected, cached, made to fit the query. The C fast path hands over
+        answers it does not finish itself here."""
         query = pending.query
         limit = None if pending.tcp else edns.udp_limit(query.edns, self.udp_size)
-        if pending.target:
-            return await self._rewrite(pending, limit)
-        response = await self.forwarder.resolve(query)
         if response is None:
             return self._upstream_failed(pending, limit)
         try:

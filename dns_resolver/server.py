@@ -22,7 +22,7 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from dns_resolver import fastpath
 from dns_resolver.fastpath import UdpFastPath
@@ -128,25 +128,37 @@ class DnsServer:
         if out is None:
             return None
         if isinstance(out, Pending):
-            if len(self._tasks) >= MAX_UDP_INFLIGHT:
-                # Overload (a flood of misses, a dead upstream): shed load rather than
-                # queue without bound; the client will retry.
-                log.debug("dropping a query from %s: %d in flight", addr[0], MAX_UDP_INFLIGHT)
-                return out
-            self.spawn(self._answer_later(out, data, addr, send))
+            self.handle_pending(out, data, addr, send)
         else:
             send(out, addr)
         return out
+
+    def handle_pending(
+        self,
+        pending: Pending,
+        data: bytes,
+        addr: tuple,  # type: ignore[type-arg]
+        send: Callable[[bytes, tuple], None],  # type: ignore[type-arg]
+        resolve: Callable[[Pending], Awaitable[bytes]] | None = None,
+    ) -> None:
+        """Answer `pending` when `resolve(pending)` (default `Resolver.resolve`) is done."""
+        if len(self._tasks) >= MAX_UDP_INFLIGHT:
+            # Overload (a flood of misses, a dead upstream): shed load rather than queue
+            # without bound; the client will retry.
+            log.debug("dropping a query from %s: %d in flight", addr[0], MAX_UDP_INFLIGHT)
+            return
+        self.spawn(self._answer_later(pending, data, addr, send, resolve or self.resolver.resolve))
 
     async def _answer_later(
         self,
         pending: Pending,
         data: bytes,
-        addr: tuple,
+        addr: tuple,  # type: ignore[type-arg]
         send: Callable[[bytes, tuple], None],  # type: ignore[type-arg]
+        resolve: Callable[[Pending], Awaitable[bytes]],
     ) -> None:
         try:
-            out: bytes | None = await self.resolver.resolve(pending)
+            out: bytes | None = await resolve(pending)
         except Exception:
             log.exception("error resolving %s for %s", pending.query.qname, addr[0])
             out = self.resolver.servfail_for(data)

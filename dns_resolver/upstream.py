@@ -162,45 +162,81 @@ class Forwarder:
             for task in tasks:
                 task.cancel()
 
-    async def _attempt(self, upstream: Upstream, query: wire.Query) -> bytes | None:
+    async def resume(
+        self, query: wire.Query, tried: Upstream, response: bytes | None, kind: str
+    ) -> bytes | None:
+        """Go on where the C fast path's UDP query to `tried` stopped: with its `response`
+        (truncated: TCP to `tried`; an error rcode: a failure), or without one (`kind`:
+        "timeout" or "network"), then the other candidates, as `resolve` would have."""
+        if response is not None:
+            answer = await self._attempt(tried, query, response)
+            if answer is not None:
+                return answer
+        else:
+            self.record_failure(tried, kind, f"{kind} (fast path)")
+        for upstream in self.candidates():
+            if upstream is not tried:
+                answer = await self._attempt(upstream, query)
+                if answer is not None:
+                    return answer
+        return None
+
+    async def _attempt(
+        self, upstream: Upstream, query: wire.Query, udp_response: bytes | None = None
+    ) -> bytes | None:
         """One try against one upstream; records health and the observer event."""
         started = time.monotonic()
-        observer = self.observer
         try:
-            answer = await self.exchange(upstream, query)
+            answer = await self.exchange(upstream, query, udp_response)
         except (UpstreamError, OSError) as exc:
             if isinstance(exc, UpstreamError):
                 kind, error = exc.kind, str(exc)
             else:
                 kind, error = "network", f"{type(exc).__name__}: {exc.strerror or exc}"
-            upstream.failures += 1
-            if observer is not None:
-                observer.upstream_query(upstream.name)
-                observer.upstream_error(upstream.name, kind)
-            if upstream.failures >= self.max_failures:
-                if upstream.alive(time.monotonic()) and observer is not None:
-                    observer.upstream_healthy(upstream.name, False)
-                upstream.dead_until = time.monotonic() + self.retry_dead_after
-                log.warning(
-                    "upstream %s marked dead for %.0fs after %d failures (%s)",
-                    upstream.name, self.retry_dead_after, upstream.failures, error,
-                )
-            else:
-                log.info("upstream %s failed: %s", upstream.name, error)
+            self.record_failure(upstream, kind, error)
             return None
-        if observer is not None:
-            observer.upstream_query(upstream.name, time.monotonic() - started)
-            if upstream.failures >= self.max_failures:
-                observer.upstream_healthy(upstream.name, True)
-        upstream.failures = 0
-        upstream.dead_until = 0.0
+        if self.observer is not None:
+            self.observer.upstream_query(upstream.name, time.monotonic() - started)
+        self.record_success(upstream)
         return answer
 
-    async def exchange(self, upstream: Upstream, query: wire.Query) -> bytes:
-        """Ask one upstream over UDP, then TCP when the answer is truncated."""
+    def record_failure(self, upstream: Upstream, kind: str, error: str) -> None:
+        """Count a failed exchange with `upstream` (here or in the C fast path) and mark
+        it dead after `max_failures` in a row. `kind` is an UpstreamError kind."""
+        observer = self.observer
+        upstream.failures += 1
+        if observer is not None:
+            observer.upstream_query(upstream.name)
+            observer.upstream_error(upstream.name, kind)
+        if upstream.failures >= self.max_failures:
+            if upstream.alive(time.monotonic()) and observer is not None:
+                observer.upstream_healthy(upstream.name, False)
+            upstream.dead_until = time.monotonic() + self.retry_dead_after
+            log.warning(
+                "upstream %s marked dead for %.0fs after %d failures (%s)",
+                upstream.name, self.retry_dead_after, upstream.failures, error,
+            )
+        else:
+            log.info("upstream %s failed: %s", upstream.name, error)
+
+    def record_success(self, upstream: Upstream) -> None:
+        """`upstream` answered: it is healthy again."""
+        if self.observer is not None and upstream.failures >= self.max_failures:
+            self.observer.upstream_healthy(upstream.name, True)
+        upstream.failures = 0
+        upstream.dead_until = 0.0
+
+    async def exchange(
+        self, upstream: Upstream, query: wire.Query, udp_response: bytes | None = None
+    ) -> bytes:
+        """Ask one upstream over UDP (unless `udp_response` is its UDP answer already),
+        then TCP when the answer is truncated."""
         qid = secrets.randbelow(0x10000)
         message = build_query(query, qid, self.udp_size)
-        response = await self._udp(upstream, message, qid, query.question)
+        if udp_response is None:
+            response = await self._udp(upstream, message, qid, query.question)
+        else:
+            response = udp_response
         if response[2] & (wire.TC >> 8):
             response = await self._tcp(upstream, message, qid, query.question)
         rcode = wire.rcode_of(response)

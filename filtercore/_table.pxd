@@ -49,3 +49,4 @@ cdef class MatchCore:
     cdef int _judge(self, uint16_t g, bint is_self, uint64_t mask) noexcept nogil
     # The walk over a normalised name in `buf`: -1, or the code of the deciding entry.
     cdef long long walk_buf(self, const char *buf, Py_ssize_t n, uint64_t mask) noexcept nogil
+    cdef long long exact_buf(self, const char *buf, Py_ssize_t n, uint64_t mask) noexcept nogil

@@ -577,16 +577,19 @@ cdef class MatchCore:
             out.append(self.walk_buf(buf, n, mask))
         return out
 
-    def exact(self, str key_text, uint64_t mask=0xFFFFFFFFFFFFFFFF) -> int:
-        """The code of an exact (non-walking) plain-table key, such as an IP literal's."""
-        cdef Py_ssize_t n, slot
-        cdef const char *s = PyUnicode_AsUTF8AndSize(key_text, &n)
+    cdef long long exact_buf(self, const char *buf, Py_ssize_t n, uint64_t mask) noexcept nogil:
+        cdef Py_ssize_t slot = self.plain.find(self.plain.hash_bytes(buf, n))
         cdef int r
-        slot = self.plain.find(self.plain.hash_bytes(s, n))
         if slot < 0:
             return -1
         r = self._judge(self.plain.view.groups[slot], True, mask)
         return -1 if r < 0 else ((<long long>slot << 3) | 4 | r)
+
+    def exact(self, str key_text, uint64_t mask=0xFFFFFFFFFFFFFFFF) -> int:
+        """The code of an exact (non-walking) plain-table key, such as an IP literal's."""
+        cdef Py_ssize_t n
+        cdef const char *s = PyUnicode_AsUTF8AndSize(key_text, &n)
+        return self.exact_buf(s, n, mask)
 
     def hashed_exact(self, uint64_t key, uint64_t mask=0xFFFFFFFFFFFFFFFF) -> int:
         """The code of a key in the SHA-256 table (URL expressions), matched exactly."""

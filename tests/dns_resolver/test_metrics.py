@@ -9,9 +9,10 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dns_resolver.metrics import Metrics, MetricsServer, start_metrics_server
+from dns_resolver.metrics import LATENCY_BUCKETS, Metrics, MetricsServer, start_metrics_server
 from tests.dns_resolver.harness import sample_value, scrape
 
 
@@ -165,3 +166,111 @@ def test_healthz_says_whether_lists_are_loaded_and_an_upstream_answers(
     assert status == 503 and body["upstreams"] == {"127.0.0.1:53": False}
     metrics.upstream_healthy("127.0.0.2:53", True)
     assert _healthz(server)[0] == 200
+
+
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _series(registry: CollectorRegistry, family: str) -> Series:
+    """Every sample of `family` as generate_latest writes it, by (name, labels)."""
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == family
+        for s in f.samples
+    }
+
+
+def _key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return name, frozenset(labels.items())
+
+
+def test_merge_upstream_adds_to_what_events_recorded() -> None:
+    metrics = Metrics()
+    up, other = "192.0.2.1:53", "192.0.2.2:53"
+    metrics.upstream_query(up, 0.004)  # bucket le=0.005
+    metrics.upstream_query(up)
+    metrics.upstream_error(up, "timeout")
+    latency = [0] * (len(LATENCY_BUCKETS) + 1)
+    latency[LATENCY_BUCKETS.index(0.001)] = 2
+    latency[LATENCY_BUCKETS.index(0.005)] = 1
+    latency[-1] = 1  # slower than the last bound: +Inf only
+    metrics.merge_upstream(
+        up,
+        queries=6,
+        latency=latency,
+        latency_sum=0.0008 + 0.0009 + 0.003 + 7.0,
+        errors={"timeout": 1, "servfail": 1, "refused": 0},
+    )
+
+    seconds = _series(metrics.registry, "filterdns_upstream_seconds")
+    bucket = "filterdns_upstream_seconds_bucket"
+    assert seconds[_key(bucket, upstream=up, le="0.0005")] == 0
+    assert seconds[_key(bucket, upstream=up, le="0.001")] == 2
+    assert seconds[_key(bucket, upstream=up, le="0.0025")] == 2
+    assert seconds[_key(bucket, upstream=up, le="0.005")] == 4  # 2 + 1 merged, 1 observed
+    assert seconds[_key(bucket, upstream=up, le="5.0")] == 4
+    assert seconds[_key(bucket, upstream=up, le="+Inf")] == 5
+    assert seconds[_key("filterdns_upstream_seconds_count", upstream=up)] == 5
+    assert seconds[_key("filterdns_upstream_seconds_sum", upstream=up)] == pytest.approx(
+        0.004 + 7.0047
+    )
+    queries = _series(metrics.registry, "filterdns_upstream_queries")
+    assert queries[_key("filterdns_upstream_queries_total", upstream=up)] == 2 + 6
+    errors = _series(metrics.registry, "filterdns_upstream_errors")
+    error = "filterdns_upstream_errors_total"
+    assert errors[_key(error, upstream=up, kind="timeout")] == 2
+    assert errors[_key(error, upstream=up, kind="servfail")] == 1
+    # A zero count creates no series, as no event would have.
+    assert _key(error, upstream=up, kind="refused") not in errors
+
+    # A new upstream gets series of its own; with failures only, no histogram.
+    no_latency = [0] * (len(LATENCY_BUCKETS) + 1)
+    metrics.merge_upstream(
+        other, queries=3, latency=no_latency, latency_sum=0.0, errors={"network": 3}
+    )
+    queries = _series(metrics.registry, "filterdns_upstream_queries")
+    assert queries[_key("filterdns_upstream_queries_total", upstream=other)] == 3
+    seconds = _series(metrics.registry, "filterdns_upstream_seconds")
+    assert {dict(labels)["upstream"] for _, labels in seconds} == {up}
+    assert seconds[_key("filterdns_upstream_seconds_count", upstream=up)] == 5
+
+
+def test_merge_upstream_rejects_bad_counts_without_counting() -> None:
+    metrics = Metrics()
+    up = "192.0.2.1:53"
+    latency = [1] + [0] * len(LATENCY_BUCKETS)
+    with pytest.raises(ValueError, match="'bored'"):
+        metrics.merge_upstream(
+            up, queries=1, latency=latency, latency_sum=0.0, errors={"timeout": 1, "bored": 1}
+        )
+    with pytest.raises(ValueError, match="buckets"):
+        metrics.merge_upstream(up, queries=1, latency=[1], latency_sum=0.0, errors={})
+    with pytest.raises(ValueError, match="negative"):
+        metrics.merge_upstream(up, queries=-1, latency=latency, latency_sum=0.0, errors={})
+    for family in ("queries", "errors", "seconds"):
+        assert not _series(metrics.registry, f"filterdns_upstream_{family}")
+
+
+def test_upstream_histogram_exposition_matches_prometheus_client() -> None:
+    """Scrapers see the series the prometheus-client Histogram it replaces wrote."""
+    metrics = Metrics()
+    help_text = "Round-trip time of successful upstream exchanges."
+    reference = CollectorRegistry()
+    histogram = Histogram(
+        "filterdns_upstream_seconds",
+        help_text,
+        ["upstream"],
+        buckets=LATENCY_BUCKETS,
+        registry=reference,
+    )
+    for upstream, seconds in [("b:53", 0.00001), ("a:53", 0.3), ("b:53", 1.0), ("b:53", 9.0)]:
+        metrics.upstream_query(upstream, seconds)
+        histogram.labels(upstream).observe(seconds)
+    theirs = _series(reference, "filterdns_upstream_seconds")
+    assert len(theirs) == 2 * (len(LATENCY_BUCKETS) + 3)  # buckets with +Inf, _count, _sum
+    assert _series(metrics.registry, "filterdns_upstream_seconds") == theirs
+    families = text_string_to_metric_families(generate_latest(metrics.registry).decode())
+    (family,) = (f for f in families if f.name == "filterdns_upstream_seconds")
+    assert (family.type, family.documentation) == ("histogram", help_text)

@@ -1,0 +1,244 @@
+"""Forwarding cache misses from the C fast path: the upstream socket pool and hand-overs.
+
+A miss that needs nothing but the upstream (not blocked, no text rules to run, no policy
+that wants Python) is sent upstream by C itself (`FastPath.set_upstream`): its answer is
+matched, inspected, cached and sent back without a Python object per query. This module
+gives C what it needs and takes back what C does not finish:
+
+- **Sockets.** `POOL_SIZE` UDP sockets connected to the upstream the Python `Forwarder`
+  would ask first (`Forwarder.candidates()[0]`), each with a kernel-chosen random source
+  port; C spreads batches over them and gives every query a random ID that is not in
+  flight on its socket. One socket is replaced every `ROTATE_SECONDS`, so a port lives a
+  few seconds (RFC 5452: ID and port are both unguessable to an off-path attacker; the
+  Python path takes a fresh port per query, which costs a socket per query). A retired
+  socket is still read until its last answer is in or has timed out, then closed. Being
+  connected, a socket only receives datagrams from the upstream's address and port.
+- **Failover.** Upstream health stays with the `Forwarder`: a query C gave up on (timeout,
+  a closed port) counts as a failure of that upstream, and the query runs through the
+  Python chain, which asks the next upstream and, over TCP, what came back truncated.
+  When the Forwarder's first candidate changes, the pool moves to it.
+- **Hand-overs** (`filterdns_fastpath_fallbacks_total{reason}`): `timeout` and `upstream`
+  (TC, SERVFAIL/REFUSED/..., a closed port) go on in `Forwarder.resume` from where C
+  stopped: TCP to the same upstream after TC, else a failure of that upstream and the
+  next candidate (with one upstream, SERVFAIL or a stale answer at once); `answer` (a
+  block found by inspection, records C does not parse) is finished by `Resolver.answer`
+  with the answer C received. Nothing is asked twice.
+
+C forwards only with the `failover` strategy; `parallel` stays in Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any
+
+from dns_resolver.resolver import Pending
+
+log = logging.getLogger(__name__)
+
+POOL_SIZE = 4  # active upstream sockets; batches go round-robin over them
+ROTATE_SECONDS = 1.0  # one socket replaced this often: a source port lives POOL_SIZE s
+TICK_SECONDS = 0.05  # how often overdue queries are looked for
+UPSTREAM_RCVBUF = 4 << 20  # answers of a full batch of batches, as the listeners have
+
+
+class UpstreamPool:
+    """The upstream sockets of one `UdpFastPath` and its hand-overs.
+
+    Args:
+        fast: the `dns_resolver.fastpath.UdpFastPath` whose `FastPath` forwards.
+    """
+
+    def __init__(self, fast: Any) -> None:
+        self.fast = fast
+        self.fp = fast.fp
+        self.resolver = fast.server.resolver
+        self.forwarder = self.resolver.forwarder
+        self.upstream: Any = None  # the Upstream the sockets are connected to
+        self._active: list[tuple[int, socket.socket]] = []  # (slot, socket), oldest first
+        self._draining: list[tuple[int, socket.socket, float]] = []  # + when to close
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._next_rotation = 0.0
+        self._answered = 0
+
+    @staticmethod
+    def usable(resolver: Any) -> bool:
+        """True when C may forward for `resolver`: failover to plain UDP upstreams."""
+        forwarder = getattr(resolver, "forwarder", None)
+        if forwarder is None or not getattr(forwarder, "upstreams", None):
+            return False
+        return forwarder.strategy == "failover" or len(forwarder.upstreams) == 1
+
+    def start(self) -> None:
+        """Configure C and open the sockets; call from the running loop."""
+        cache = self.resolver.cache
+        self.fp.set_upstream(
+            self.forwarder.udp_size,
+            self.forwarder.timeout,
+            self.resolver.inspect_answers,
+            cache is not None and (cache.serve_stale or cache.prefetch),
+            cache.min_ttl if cache is not None else 0,
+            cache.max_ttl if cache is not None else 0,
+            cache.negative_max_ttl if cache is not None else 0,
+        )
+        self._loop = asyncio.get_running_loop()
+        self._follow()
+        self._timer = self._loop.call_later(TICK_SECONDS, self._tick)
+
+    def close(self) -> None:
+        """Stop forwarding from C; what is in flight goes to Python, the sockets close."""
+        self.fp.stop_forwarding()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for slot, sock in self._active:
+            self._release(slot, sock)
+        for slot, sock, _ in self._draining:
+            self._release(slot, sock)
+        self._active.clear()
+        self._draining.clear()
+
+    # -- sockets ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        upstream = self.upstream
+        sock = socket.socket(upstream.family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):  # capped by net.core.rmem_max: best effort
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UPSTREAM_RCVBUF)
+            sock.connect((upstream.host, upstream.port))
+        except OSError as exc:
+            sock.close()
+            log.warning("cannot open a socket to upstream %s: %s", upstream.name, exc)
+            return
+        slot = self.fp.add_socket(sock.fileno())
+        assert self._loop is not None
+        self._loop.add_reader(sock.fileno(), self._readable, slot)
+        self._active.append((slot, sock))
+
+    def _retire(self, slot: int, sock: socket.socket, now: float) -> None:
+        self.fp.retire_socket(slot)
+        self._draining.append((slot, sock, now + self.forwarder.timeout + TICK_SECONDS))
+
+    def _release(self, slot: int, sock: socket.socket) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(sock.fileno())
+        self._take(self.fp.release_socket(slot))
+        sock.close()
+
+    def _follow(self) -> None:
+        """Connect to the Forwarder's first candidate (again, when it changed)."""
+        candidates = self.forwarder.candidates()
+        first = candidates[0] if candidates else None
+        if first is self.upstream and self._active:
+            return
+        now = self._now()
+        if self.upstream is not None:
+            self.fast.flush()  # the counts so far belong to the old upstream
+            log.info("fast path forwarding moves from %s to %s", self.upstream.name,
+                     first.name if first is not None else "none")
+        for slot, sock in self._active:
+            self._retire(slot, sock, now)
+        self._active.clear()
+        self.upstream = first
+        if first is None:
+            return
+        for _ in range(POOL_SIZE):
+            self._open()
+        self._next_rotation = now + ROTATE_SECONDS
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        self._timer = self._loop.call_later(TICK_SECONDS, self._tick)
+        try:
+            self._take(self.fp.expire_due())
+            self._health()
+            self._follow()
+            now = self._now()
+            if self._active and now >= self._next_rotation:
+                self._next_rotation = now + ROTATE_SECONDS
+                slot, sock = self._active.pop(0)
+                self._retire(slot, sock, now)
+                self._open()
+            while self._draining and (
+                self._draining[0][2] <= now or self.fp.socket_state(self._draining[0][0])[2] == 0
+            ):
+                slot, sock, _ = self._draining.pop(0)
+                self._release(slot, sock)
+        except Exception:  # the timer must keep running whatever one tick met
+            log.exception("fast path forwarding tick failed")
+
+    def _health(self) -> None:
+        """Answers received from C clear the upstream's failures, as in `Forwarder`."""
+        answered = self.fp.up_answered
+        if answered != self._answered:
+            self._answered = answered
+            if self.upstream is not None and self.upstream.failures:
+                self.forwarder.record_success(self.upstream)
+
+    # -- answers and hand-overs ------------------------------------------------------------
+
+    def _readable(self, slot: int) -> None:
+        self.fast.sync()
+        self._take(self.fp.serve_upstream(slot))
+
+    def _take(self, rest: Any) -> None:
+        """Run what C handed back: finish an answer, or go on from C's attempt."""
+        if not rest:
+            return
+        reasons = self.fast.reasons
+        fallbacks = self.fast.fallbacks
+        for data, host, port, reason, fd, answer in rest:
+            name = reasons[reason]
+            fallbacks[name] += 1
+            send = self.fast.sender(fd)
+            if name == "answer":
+                self._finish(data, host, port, answer, send)
+            else:
+                # timeout; upstream: TC or an error rcode (with the answer), a closed port.
+                kind = "timeout" if name == "timeout" else "network"
+                self._carry_on(data, host, port, answer, kind, send)
+
+    def _finish(self, data: bytes, host: str, port: int, answer: bytes, send: Any) -> None:
+        resolver = self.resolver
+        try:
+            out = resolver.handle(data, host, False)
+            if isinstance(out, Pending):
+                out = resolver.answer(out, answer)
+        except Exception:
+            log.exception("error finishing an upstream answer for %s", host)
+            out = resolver.servfail_for(data)
+        if out is not None:
+            send(out, (host, port))
+
+    def _carry_on(
+        self, data: bytes, host: str, port: int, answer: bytes | None, kind: str, send: Any
+    ) -> None:
+        resolver = self.resolver
+        try:
+            out = resolver.handle(data, host, False)
+        except Exception:
+            log.exception("error handling a UDP query from %s", host)
+            out = resolver.servfail_for(data)
+        if isinstance(out, Pending):
+            tried = self.upstream
+            if tried is None or out.target:
+                self.fast.server.handle_pending(out, data, (host, port), send)
+                return
+
+            async def resume(pending: Pending) -> bytes:
+                response = await self.forwarder.resume(pending.query, tried, answer, kind)
+                return self.resolver.answer(pending, response)
+
+            self.fast.server.handle_pending(out, data, (host, port), send, resume)
+        elif out is not None:
+            send(out, (host, port))
