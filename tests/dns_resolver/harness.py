@@ -8,6 +8,7 @@ here is stopped by its owner's `stop()` (the fixtures in conftest.py call it at 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -33,6 +34,13 @@ import dns.query
 from dnslib import QTYPE, RCODE, RR, A, DNSQuestion, DNSRecord
 
 from benchmarks.load.servers import nsd_config
+from dns_resolver.acl import Acl
+from dns_resolver.blocking import Blocker
+from dns_resolver.cache import Cache
+from dns_resolver.metrics import Metrics
+from dns_resolver.resolver import Resolver
+from dns_resolver.server import DnsServer
+from dns_resolver.upstream import Forwarder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NSD = "/usr/sbin/nsd"
@@ -546,6 +554,7 @@ class ReceivedQuery:
     protocol: str  # "udp" or "tcp"
     wire: bytes
     record: DNSRecord | None
+    peer: tuple[str, int] | None = None  # the sender's address and (source) port
 
     @property
     def qname(self) -> str | None:
@@ -638,13 +647,15 @@ class FaultUpstream:
 
     # -- behaviour --
 
-    def _record(self, protocol: str, wire: bytes) -> DNSRecord | None:
+    def _record(
+        self, protocol: str, wire: bytes, peer: tuple[str, int] | None = None
+    ) -> DNSRecord | None:
         try:
             record: DNSRecord | None = DNSRecord.parse(wire)
         except Exception:  # noqa: BLE001 - a test may send anything; record it unparsed
             record = None
         with self._lock:
-            self.received.append(ReceivedQuery(protocol, wire, record))
+            self.received.append(ReceivedQuery(protocol, wire, record, peer))
         return record
 
     def _reply(self, query: DNSRecord, protocol: str) -> bytes | None:
@@ -686,7 +697,7 @@ class FaultUpstream:
                 wire, peer = self._udp.recvfrom(65535)
             except (TimeoutError, OSError):
                 continue
-            query = self._record("udp", wire)
+            query = self._record("udp", wire, peer[:2])
             if query is None:
                 continue
             if self.delay:
@@ -941,3 +952,43 @@ def filterdns_config(
     if upstreams:
         data.setdefault("upstream", {}).setdefault("servers", list(upstreams))
     return data
+
+
+class InProcessServer:
+    """A `DnsServer` on an event loop in a thread of this process, for tests that look
+    inside it (its fast path, counted constructors). `with ... as (port, server)`.
+
+    Args:
+        matcher: the lists.
+        upstreams: "ADDR:PORT" strings (`NsdServer.upstream`, `FaultUpstream.upstream`).
+        fast_path: serve UDP through the C fast path (else the asyncio endpoint).
+        timeout: the upstream timeout.
+    """
+
+    def __init__(
+        self, matcher: Any, upstreams: Sequence[str], *, fast_path: bool = True,
+        timeout: float = 2.0,
+    ) -> None:
+        servers = [(u.rsplit(":", 1)[0].strip("[]"), int(u.rsplit(":", 1)[1]))
+                   for u in upstreams]
+        self.metrics = Metrics()
+        resolver = Resolver(
+            matcher, Forwarder(servers, timeout=timeout, observer=self.metrics), acl=Acl(),
+            cache=Cache(), blocker=Blocker(), metrics=self.metrics,
+        )
+        self.server = DnsServer(resolver, [(LOOPBACK, 0)], fast_path=fast_path)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> tuple[int, Any]:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        port = self.server.addresses[0][1]
+        assert wait_for_dns(port, LOOPBACK, 10)
+        return port, self.server
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()

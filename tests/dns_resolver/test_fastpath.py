@@ -8,7 +8,6 @@ reloads, worker processes sharing one snapshot).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
@@ -26,23 +25,17 @@ import dns.rcode
 import pytest
 
 from dns_resolver import fastpath, wire
-from dns_resolver.acl import Acl
-from dns_resolver.blocking import Blocker
 from dns_resolver.cache import Cache
-from dns_resolver.metrics import Metrics
-from dns_resolver.resolver import Resolver
-from dns_resolver.server import DnsServer
-from dns_resolver.upstream import Forwarder
 from filtercore import ListSpec, Matcher
 from tests.dns_resolver.harness import (
     LOOPBACK,
+    InProcessServer,
     NsdServer,
     ServerProcess,
     TestZone,
     query,
     sample_value,
     scrape,
-    wait_for_dns,
     write_list,
 )
 
@@ -225,7 +218,7 @@ def test_hot_path_builds_no_python_dns_objects(
     """Cached and blocked answers come from C: counted constructors stay at zero."""
     listfile = write_list(tmp_path, ["blocked.filterdns.test"], "l.txt")
     matcher = Matcher.from_lists([ListSpec(str(listfile), category="adult", name="test")])
-    with _inprocess(matcher, nsd_upstream) as (port, server):
+    with InProcessServer(matcher, [nsd_upstream.upstream]) as (port, server):
         for _ in range(2):
             assert query(port, Z.WWW).rcode() == dns.rcode.NOERROR
             assert query(port, Z.BLOCKED_SUB).rcode() == dns.rcode.NXDOMAIN
@@ -376,35 +369,6 @@ def _mappings(pid: int, path: str) -> list[tuple[str, dict[str, int]]]:
             if parts and parts[0].isdigit():
                 current[key] = int(parts[0])
     return out
-
-
-class _inprocess:
-    """A DnsServer with the fast path in a thread of this process (for instrumentation)."""
-
-    def __init__(self, matcher: Matcher, nsd: NsdServer) -> None:
-        self.matcher = matcher
-        self.nsd = nsd
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> tuple[int, DnsServer]:
-        resolver = Resolver(
-            self.matcher, Forwarder([(self.nsd.address, self.nsd.port)]), acl=Acl(),
-            cache=Cache(), blocker=Blocker(), metrics=Metrics(),
-        )
-        self.server = DnsServer(resolver, [(LOOPBACK, 0)])
-        assert self.server.fast is not None
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
-        port = self.server.addresses[0][1]
-        assert wait_for_dns(port, LOOPBACK, 10)
-        return port, self.server
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture(autouse=True)
