@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
 from typing import Any
 
+from dns_resolver import eventloop
 from dns_resolver.config import (
     Config,
     ConfigError,
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         app.load_matcher = snapshot_loader(snapshot)
         app.use_reloader = False  # the given file is served as is
     try:
-        return asyncio.run(app.run())
+        return eventloop.run(app.run())
     except OSError as exc:
         log.error("%s", exc)
         return 1

@@ -3,9 +3,8 @@
 Anti-spoofing (RFC 5452): every upstream query gets a random ID and a fresh socket, so a
 random source port from the kernel; an answer whose source, ID or question does not match
 is discarded and we keep waiting until the timeout. The socket is connected, so the
-kernel already drops datagrams from other addresses and reports a closed port at once
-(ECONNREFUSED), which makes failover past a dead upstream fast; the source is checked
-again anyway.
+kernel drops datagrams from any other address or port and reports a closed port at once
+(ECONNREFUSED), which makes failover past a dead upstream fast.
 
 SERVFAIL, REFUSED, FORMERR and NOTIMP from an upstream count as failures: the next
 upstream is asked. An upstream failing `max_failures` times in a row is skipped for
@@ -259,14 +258,9 @@ class Forwarder:
                 if remaining <= 0:
                     raise UpstreamError("timeout", "timeout")
                 try:
-                    data, source = await asyncio.wait_for(
-                        loop.sock_recvfrom(sock, _RECV_SIZE), remaining
-                    )
+                    data = await asyncio.wait_for(loop.sock_recv(sock, _RECV_SIZE), remaining)
                 except TimeoutError:
                     raise UpstreamError("timeout", "timeout") from None
-                if source[0] != sock.getpeername()[0] or source[1] != upstream.port:
-                    self._discarded(upstream, "spoofed", f"from unexpected source {source}")
-                    continue
                 if not matches(data, qid, question):
                     if _parses(data):
                         self._discarded(upstream, "spoofed", "ID or question differs")

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from dns_resolver import eventloop
 from dns_resolver.config import Address, Config
 
 log = logging.getLogger(__name__)
@@ -326,8 +327,6 @@ class _WorkersCollector:
 
 def _worker_main(config: Config, snapshot: str, index: int, report_fd: int) -> int:
     """One worker: the ordinary App on shared ports, lists from the snapshot."""
-    import asyncio
-
     from dns_resolver.app import App
 
     signal.pthread_sigmask(
@@ -350,7 +349,7 @@ def _worker_main(config: Config, snapshot: str, index: int, report_fd: int) -> i
 
     app.on_started = started
     sys.stdout.flush()
-    return asyncio.run(app.run())
+    return eventloop.run(app.run())
 
 
 def serve(config: Config, snapshot: str | None = None) -> int:
