@@ -403,15 +403,12 @@ cdef class FastPath:
         self.deny = _nets(deny, &self.ndeny)
 
     def set_policies(self, list nets, int default, list masks, list needs_python,
-                     list punt_names=None, list trusted=None):
+                     list trusted=None):
         """Client networks -> policy index ([(family, packed, prefix, index)], most specific
         first), the default index, and per index the category mask and whether all its
-        queries must be decided in Python. `punt_names` [(index, normalised name)]: queries
-        of that policy for the name or below it go to Python; `trusted` networks
-        [(family, packed, prefix, 0)]: every query from them goes to Python."""
+        queries must be decided in Python; `trusted` networks [(family, packed, prefix,
+        0)]: every query from them goes to Python."""
         cdef int i
-        cdef uint64_t h, slot, nslots = 0
-        cdef bytes raw
         if len(masks) > MAX_POLICIES or len(masks) != len(needs_python):
             raise ValueError(f"at most {MAX_POLICIES} policies, one mask and flag each")
         free(self.policy_nets)
@@ -420,6 +417,19 @@ cdef class FastPath:
         free(self.trusted)
         self.trusted = NULL
         self.trusted = _nets(trusted or [], &self.ntrusted)
+        self.default_policy = default
+        self.policies_on = True
+        for i in range(len(masks)):
+            self.policy_mask[i] = masks[i]
+            self.policy_python[i] = needs_python[i]
+        self.forget_blocks()
+
+    def set_punt_names(self, list punt_names):
+        """[(policy index, normalised name)]: queries of that policy for the name or below
+        it, and upstream answers with it as a CNAME target or address, go to Python (index
+        0 without policies)."""
+        cdef uint64_t h, slot, nslots = 0
+        cdef bytes raw
         free(self.punt)
         self.punt = NULL
         self.npunt_slots = 0
@@ -438,12 +448,6 @@ cdef class FastPath:
                     slot = (slot + 1) & (nslots - 1)
                 self.punt[slot] = h
             self.npunt_slots = nslots
-        self.default_policy = default
-        self.policies_on = True
-        for i in range(len(masks)):
-            self.policy_mask[i] = masks[i]
-            self.policy_python[i] = needs_python[i]
-        self.forget_blocks()
 
     def set_templates(self, list templates):
         """Block answers after the question, for A, AAAA and any other type:
@@ -1416,8 +1420,9 @@ cdef class FastPath:
                     answers += 1
                     if check and (rtype == TYPE_CNAME or rtype == TYPE_DNAME):
                         nl = _read_name(d, n, rd, name)
-                        if nl < 0:
-                            return 1
+                        if nl < 0 or (nl and self.npunt_slots
+                                      and self._punted(p.policy, name, nl)):
+                            return 1  # odd, or a name Python decides (overrides, policy)
                         if nl:
                             if ((48 <= name[nl - 1] <= 57) or name[nl - 1] == 93
                                     or memchr(name, 58, nl) != NULL):
@@ -1432,14 +1437,17 @@ cdef class FastPath:
                         nl = snprintf(name, 256, "%u.%u.%u.%u", d[rd], d[rd + 1], d[rd + 2],
                                       d[rd + 3])
                         code = self.core.exact_buf(name, nl, p.mask)
-                        if code >= 0 and not code & 1:
+                        if (code >= 0 and not code & 1) or (
+                                self.npunt_slots and self._punted(p.policy, name, nl)):
                             return 1
                     elif check and rtype == TYPE_AAAA and rdlen == 16:
                         if memcmp(d + rd, b"\0\0\0\0\0\0\0\0\0\0", 10) == 0:
                             return 1  # mapped/compatible forms: Python's text differs
                         inet_ntop(AF_INET6, d + rd, name, 64)
-                        code = self.core.exact_buf(name, strlen(name), p.mask)
-                        if code >= 0 and not code & 1:
+                        nl = strlen(name)
+                        code = self.core.exact_buf(name, nl, p.mask)
+                        if (code >= 0 and not code & 1) or (
+                                self.npunt_slots and self._punted(p.policy, name, nl)):
                             return 1
                 elif sec == 1 and rtype == TYPE_SOA and not soa:
                     if rdlen < 4:

@@ -128,6 +128,9 @@ class UdpFastPath:
         self._matcher: Any = None
         self._blocker: Any = resolver.blocker
         self._policy_version: Any = None
+        self._npolicies = 0
+        self._policy_punt: list[tuple[int, str]] = []
+        self._override_names: list[str] = []
         self._block_keys: dict[tuple[str, str], int] = {}
         self._block_names: list[tuple[str, str]] = []
         self.reasons = REASONS
@@ -145,17 +148,20 @@ class UdpFastPath:
     # -- state from the resolver ----------------------------------------------------------
 
     def sync(self) -> None:
-        """Pick up a new matcher (list reload), blocker or policy view before a batch."""
+        """Pick up a new matcher (list reload, overrides), blocker or policy view."""
         resolver = self.server.resolver
         matcher = resolver.matcher
+        changed = False
         if matcher is not self._matcher:
             self._matcher = matcher
+            changed = True
             # The lists' objects live as long as the matcher: keep them out of the cyclic
             # GC's scans (a full collection over them stalled answers for milliseconds).
             gc.collect()
             gc.freeze()
-            core = getattr(matcher, "_core", None)
-            compiled = getattr(matcher, "compiled", None)
+            base, self._override_names = _layers(matcher)
+            core = getattr(base, "_core", None)
+            compiled = getattr(base, "compiled", None)
             if core is None or compiled is None:
                 self.fp.set_matcher(None, True)  # not a filtercore.Matcher: Python decides
             else:
@@ -164,15 +170,22 @@ class UdpFastPath:
             self._blocker = resolver.blocker
             self.fp.set_templates(block_templates(resolver.blocker))
             self.fp.forget_blocks()
-        self._sync_policies(resolver)
+        if self._sync_policies(resolver) or changed:
+            # Reviewers' overrides (reports/) are decided in Python: their names are
+            # punted for every policy, next to the policies' own punt names.
+            indexes = range(self._npolicies or 1)
+            self.fp.set_punt_names(
+                self._policy_punt + [(i, n) for n in self._override_names for i in indexes]
+            )
 
-    def _sync_policies(self, resolver: Any) -> None:
+    def _sync_policies(self, resolver: Any) -> bool:
+        """Copy a changed policy view into C; True when it changed."""
         table = getattr(resolver, "policies", None)
         if table is None:
-            return
+            return False
         view = table.fast_view()
         if view.version == self._policy_version:
-            return
+            return False
         self._policy_version = view.version
         masks, python, punt = [], [], []
         for index, policy in enumerate(view.policies):
@@ -187,9 +200,10 @@ class UdpFastPath:
             )
             punt += [(index, name) for name in policy.punt_names]
         trusted = [(fam, packed, prefix, 0) for fam, packed, prefix in view.trusted_forwarders]
-        self.fp.set_policies(
-            list(view.networks), view.default_index, masks, python, punt, trusted
-        )
+        self.fp.set_policies(list(view.networks), view.default_index, masks, python, trusted)
+        self._npolicies = len(masks)
+        self._policy_punt = punt
+        return True
 
     # -- the Cache mirror (called by dns_resolver.cache.Cache) -----------------------------
 
@@ -387,6 +401,18 @@ class UdpFastPath:
         for reason, n in self.fallbacks.items():
             family.add_metric([reason], n)
         yield family
+
+
+def _layers(matcher: Any) -> tuple[Any, list[str]]:
+    """(the filtercore matcher under `matcher`, the names of reviewers' overrides above it).
+
+    `reports.overrides.LayeredMatcher` keeps its `filtercore.Matcher` as `base`; C walks
+    that, and the override names go to Python."""
+    overrides = getattr(matcher, "overrides", None)
+    base = getattr(matcher, "base", None)
+    if overrides is None or base is None or not hasattr(overrides, "hosts"):
+        return matcher, []
+    return base, list(overrides.hosts())
 
 
 def _sender(sock: socket.socket) -> Callable[[bytes, tuple[str, int]], None]:

@@ -150,9 +150,9 @@ class LayeredMatcher:
     category outside them is passed over, as the matcher passes over such list entries;
     an allow override always applies.
 
-    The Cython fast path walks a `filtercore.Matcher`'s table (`_core`) itself, which would
-    skip the overrides, so `_core` is deliberately not passed through: while overrides
-    are in force, the fast path leaves verdicts to Python.
+    The Cython fast path walks `base`'s table itself and hands every query at or below an
+    override's host, and every upstream answer naming one, to Python
+    (`dns_resolver.fastpath`), so `_core` is deliberately not passed through.
     """
 
     def __init__(self, overrides: OverrideMatcher, base: Any) -> None:

@@ -119,6 +119,15 @@ def test_report_then_block_then_appeal_then_allow(
     assert server.dig(www).status == "NXDOMAIN"
     assert server.dig(listed).status == "NOERROR"
 
+    # Names under an override are decided in Python (the allow covers the subdomain too);
+    # everything else stays in the C fast path, misses forwarded from C included.
+    punted = server.metric("filterdns_fastpath_fallbacks_total", reason="policy")
+    assert server.dig(TestZone.BLOCKED_SUB).status == "NOERROR"
+    assert server.metric("filterdns_fastpath_fallbacks_total", reason="policy") == punted + 1
+    answers = server.metric("filterdns_fastpath_answers_total")
+    assert server.dig(TestZone.MAIL).rdata("A") == [TestZone.MAIL_A]
+    assert server.metric("filterdns_fastpath_answers_total") == answers + 1
+
     # Both decisions are on record, with reviewer and reason, in the file and the export.
     data = Path(server.config_path).parent / "data"
     records = [json.loads(line) for line in (data / "audit.jsonl").read_text().splitlines()]
