@@ -94,6 +94,9 @@ cdef struct USock:
 cdef struct Slot:
     # One datagram of a batch and what the fast path made of it.
     int verdict            # ANSWERED, TO_PYTHON, DROPPED
+    int result             # for the query log: L_CACHED, L_BLOCKED
+    int metric             # for the query log: the block's (category, list) index
+    uint16_t qtype
     int reason             # why it goes to Python (R_* in the .pyx)
     int64_t code           # the walk code (R_NEW_BLOCK) or the pending index (FORWARD)
     int fd                 # where an answer to an upstream answer goes (the listener)
@@ -159,6 +162,17 @@ cdef class FastPath:
     cdef uint8_t rnd[4096]
     cdef int rndpos
     cdef uint8_t *fwdbuf
+    # the query log (set_querylog): formatted JSON lines, drained by take_log()
+    cdef bint logging
+    cdef int log_anon       # index in config.ANONYMIZE_MODES: truncate, hash, none
+    cdef uint64_t lk0, lk1
+    cdef char *logbuf
+    cdef size_t loglen, logcap
+    cdef readonly uint64_t log_dropped
+    cdef long log_sec
+    cdef char log_stamp[32]
+    cdef char **qtype_json   # NQTYPE JSON strings
+    cdef char **block_json   # per block metric index: "category":..,"list":..
     # counters, read and zeroed by counters()
     cdef uint64_t c_cached[NQTYPE]
     cdef uint64_t c_blocked[NQTYPE]
@@ -185,6 +199,8 @@ cdef class FastPath:
                         const uint32_t *ttls, uint32_t nttl, uint32_t age, const uint8_t *q,
                         uint32_t qend, uint16_t qflags, bint edns, bint do, uint32_t limit,
                         const uint8_t *ede, uint32_t edelen, uint8_t *out) noexcept nogil
+    cdef void _log(self, const void *sa, const uint8_t *q, uint32_t qlen, uint16_t qtype,
+                   int result, int metric, double duration, double wall) noexcept nogil
     cdef int _pend_new(self) noexcept nogil
     cdef void _pend_free(self, int idx) noexcept nogil
     cdef void _detach(self, int idx) noexcept nogil

@@ -44,8 +44,13 @@ cdef extern from "<time.h>" nogil:
     struct timespec:
         time_t tv_sec
         long tv_nsec
+    struct tm:
+        pass
     int clock_gettime(int clk, timespec *ts)
+    tm *gmtime_r(const time_t *t, tm *out)
+    size_t strftime(char *s, size_t max, const char *fmt, const tm *t)
     enum: CLOCK_MONOTONIC
+    enum: CLOCK_REALTIME
 
 cdef extern from "<sys/socket.h>" nogil:
     ctypedef unsigned int socklen_t
@@ -112,6 +117,19 @@ cdef enum:
     R_UPSTREAM = 7      # TC, an error rcode, a refused port: Python asks again
     R_ANSWER = 8        # an upstream answer C does not finish (blocks, odd records)
 
+# What the query log says of a query answered in C (`result` in querylog.py).
+cdef enum:
+    L_CACHED = 0
+    L_BLOCKED = 1
+    L_ALLOWED = 2
+
+cdef const char *_RESULTS[3]
+_RESULTS[0] = "cached"
+_RESULTS[1] = "blocked"
+_RESULTS[2] = "allowed"
+
+DEF LOG_LINE_MAX = 1024  # the longest line: a 253-byte name escaped, labels, the rest
+
 _NOTHING = ()
 
 REASONS = ("miss", "odd", "refuse", "new_block", "policy", "stale", "timeout", "upstream",
@@ -141,6 +159,12 @@ cdef double[18] _BOUNDS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 
 cdef inline double _now() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef inline double _wallclock() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
@@ -341,6 +365,7 @@ cdef class FastPath:
         self.deny = <Net *>calloc(1, sizeof(Net))
         self.policy_nets = <Net *>calloc(1, sizeof(Net))
         self.trusted = <Net *>calloc(1, sizeof(Net))
+        self.block_json = <char **>calloc(MAX_BLOCK_KEYS, sizeof(char *))
         self.outsize = self.udp_size
         for i in range(MAX_USOCK):
             self.usock[i].fd = -1
@@ -352,7 +377,7 @@ cdef class FastPath:
                 or self.ede_opts == NULL or self.ede_lens == NULL or self.ede_metric == NULL
                 or self.inbuf == NULL or self.outbuf == NULL or self.fwdbuf == NULL
                 or self.allow == NULL
-                or self.deny == NULL or self.policy_nets == NULL):
+                or self.deny == NULL or self.policy_nets == NULL or self.block_json == NULL):
             raise MemoryError()
         memset(self.ede_keys, 0xFF, EDE_SLOTS * sizeof(int64_t))
 
@@ -377,6 +402,15 @@ cdef class FastPath:
         free(self.inbuf)
         free(self.outbuf)
         free(self.fwdbuf)
+        free(self.logbuf)
+        if self.qtype_json != NULL:
+            for i in range(65536):
+                free(self.qtype_json[i])
+            free(self.qtype_json)
+        if self.block_json != NULL:
+            for i in range(MAX_BLOCK_KEYS):
+                free(self.block_json[i])
+            free(self.block_json)
         free(self.pend)
         free(self.free_pend)
         for i in range(MAX_USOCK):
@@ -501,6 +535,142 @@ cdef class FastPath:
             self.ede_opts[i] = NULL
         self.nede = 0
         memset(self.ede_keys, 0xFF, EDE_SLOTS * sizeof(int64_t))
+
+    # -- the query log ----------------------------------------------------------------
+
+    def set_querylog(self, int anonymize, bytes key, dict qtype_json, size_t capacity):
+        """Write a query log line for every answer given in C, as `querylog.QueryLog`
+        formats it, into a buffer of `capacity` bytes that `take_log` drains (lines that
+        do not fit are counted in `log_dropped`).
+
+        Args:
+            anonymize: the index of the mode in `config.ANONYMIZE_MODES`: 0 "truncate",
+                1 "hash" (keyed with `key`, 16 bytes), 2 "none".
+            qtype_json: {qtype code: its JSON string} for the mnemonics; other codes are
+                written as their number in a string, as querylog.py does.
+        """
+        cdef int code
+        cdef bytes raw
+        if len(key) != 16:
+            raise ValueError("the query log key has 16 bytes")
+        if self.logbuf == NULL:
+            self.logbuf = <char *>malloc(capacity)
+            self.qtype_json = <char **>calloc(65536, sizeof(char *))
+            if self.logbuf == NULL or self.qtype_json == NULL:
+                raise MemoryError()
+            self.logcap = capacity
+        for code, text in qtype_json.items():
+            raw = text.encode("ascii")
+            free(self.qtype_json[code & 0xFFFF])
+            self.qtype_json[code & 0xFFFF] = <char *>calloc(len(raw) + 1, 1)
+            if self.qtype_json[code & 0xFFFF] == NULL:
+                raise MemoryError()
+            memcpy(self.qtype_json[code & 0xFFFF], PyBytes_AS_STRING(raw), len(raw))
+        self.log_anon = anonymize
+        self.lk0 = int.from_bytes(key[:8], "little")
+        self.lk1 = int.from_bytes(key[8:], "little")
+        self.log_sec = -1
+        self.logging = True
+
+    def label_block(self, int metric, bytes fields):
+        """The query log's `"category":..,"list":..` for blocks counted under `metric`."""
+        if metric < 0 or metric >= MAX_BLOCK_KEYS:
+            return
+        free(self.block_json[metric])
+        self.block_json[metric] = <char *>calloc(len(fields) + 1, 1)
+        if self.block_json[metric] == NULL:
+            raise MemoryError()
+        memcpy(self.block_json[metric], PyBytes_AS_STRING(fields), len(fields))
+
+    def take_log(self):
+        """The query log lines written since the last call (bytes, whole lines)."""
+        cdef bytes out
+        if self.loglen == 0:
+            return b""
+        out = PyBytes_FromStringAndSize(self.logbuf, self.loglen)
+        self.loglen = 0
+        return out
+
+    cdef void _log(self, const void *sa, const uint8_t *q, uint32_t qlen, uint16_t qtype,
+                   int result, int metric, double duration, double wall) noexcept nogil:
+        """Append one line, byte for byte what `QueryLog._format` writes for it."""
+        cdef char *out
+        cdef char client[64]
+        cdef char text[64]
+        cdef char name[256]
+        cdef char ms[32]
+        cdef uint8_t a6[16]
+        cdef int family, nl, i, k
+        cdef const uint8_t *addr
+        cdef long sec
+        cdef tm t
+        cdef time_t tt
+        cdef int millis
+        cdef const char *fields = '"category":null,"list":null'
+        cdef const char *qt
+        cdef char qnum[16]
+        if self.logcap - self.loglen < LOG_LINE_MAX:
+            self.log_dropped += 1
+            return
+        sec = <long>wall
+        if sec != self.log_sec:
+            self.log_sec = sec
+            tt = sec
+            gmtime_r(&tt, &t)
+            strftime(self.log_stamp, sizeof(self.log_stamp), "%Y-%m-%dT%H:%M:%S", &t)
+        millis = <int>((wall - sec) * 1000)
+        if millis > 999:
+            millis = 999
+        # The client as the socket reports it (what Python gets from recvfrom) ...
+        if (<const sockaddr *>sa).sa_family == AF_INET6:
+            inet_ntop(AF_INET6, &(<const sockaddr_in6 *>sa).sin6_addr, text, 64)
+        else:
+            inet_ntop(AF_INET, &(<const sockaddr_in *>sa).sin_addr, text, 64)
+        # ... then querylog.anonymize_client: its /24 or /48, a keyed hash, or as is.
+        if self.log_anon == 1:
+            snprintf(client, 64, '"%016llx"',
+                     <unsigned long long>fc_siphash24(self.lk0, self.lk1,
+                                                      <const unsigned char *>text,
+                                                      strlen(text)))
+        elif self.log_anon == 0 and _client(sa, &family, &addr) == 0:
+            if family == 4:
+                snprintf(client, 64, '"%u.%u.%u.0"', addr[0], addr[1], addr[2])
+            else:
+                memset(a6, 0, 16)
+                memcpy(a6, addr, 6)
+                inet_ntop(AF_INET6, a6, text, 64)
+                snprintf(client, 64, '"%s"', text)
+        else:
+            snprintf(client, 64, '"%s"', text)
+        # The name is lower-case printable ASCII without backslashes (else Python had it):
+        # only a quote needs escaping for JSON.
+        nl = _read_name(q, qlen, 12, name)
+        if nl < 0:
+            nl = 0
+        qt = self.qtype_json[qtype]
+        if qt == NULL:
+            snprintf(qnum, 16, '"%u"', qtype)
+            qt = qnum
+        if result == L_BLOCKED and 0 <= metric < MAX_BLOCK_KEYS and self.block_json[metric] != NULL:
+            fields = self.block_json[metric]
+        # duration_ms is round(seconds * 1000, 3) printed as Python prints floats.
+        k = snprintf(ms, 32, "%.3f", duration * 1000)
+        while k > 2 and ms[k - 1] == 48 and ms[k - 2] != 46:
+            k -= 1
+        ms[k] = 0
+        out = self.logbuf + self.loglen
+        k = snprintf(out, LOG_LINE_MAX, '{"timestamp":"%s.%03dZ","client":%s,"qname":"',
+                     self.log_stamp, millis, client)
+        for i in range(nl):
+            if name[i] == 34:
+                out[k] = 92
+                k += 1
+            out[k] = name[i]
+            k += 1
+        k += snprintf(out + k, LOG_LINE_MAX - k,
+                      '","qtype":%s,"protocol":"udp","result":"%s",%s,"rcode":null,'
+                      '"duration_ms":%s}\n', qt, _RESULTS[result], fields, ms)
+        self.loglen += k
 
     # -- forwarding (from Python: `dns_resolver.fastforward`) ----------------------------
 
@@ -983,6 +1153,8 @@ cdef class FastPath:
             slot.outlen = self._fill(e.body, e.bodylen, e.offsets, e.ttls, e.nttl, age, d,
                                      qend, qflags, edns, do, limit, e.ede, e.edelen, out)
             slot.verdict = ANSWERED
+            slot.result = L_CACHED
+            slot.qtype = qtype
             self.c_cached[t] += 1
             self.c_hits += 1
             return
@@ -1059,6 +1231,9 @@ cdef class FastPath:
             if self.max_entries:
                 self.c_misses += 1  # Python's handle counts the cache lookup too
             self.c_blocks[self.ede_metric[idx]] += 1
+            slot.result = L_BLOCKED
+            slot.metric = self.ede_metric[idx]
+            slot.qtype = qtype
         slot.verdict = ANSWERED
         slot.outlen = _add_opt(out, total, edns, do, self.udp_size, ede, edelen)
 
@@ -1102,6 +1277,7 @@ cdef class FastPath:
         cdef mmsghdr outm[VLEN]
         cdef iovec outv[VLEN]
         cdef int i, n, k = 0, sent, r, nf = 0
+        cdef double wall
         cdef int fwd[VLEN]
         cdef int fslot[VLEN]
         cdef double now, done, lat
@@ -1173,6 +1349,13 @@ cdef class FastPath:
                 i += 1
             self.c_latency[i] += k
             self.c_latency_sum += lat * k
+            if self.logging:
+                wall = _wallclock()
+                for i in range(n):
+                    if self.slots[i].verdict == ANSWERED:
+                        self._log(self.slots[i].name, self.inbuf + i * RECV_SIZE,
+                                  self.slots[i].inlen, self.slots[i].qtype,
+                                  self.slots[i].result, self.slots[i].metric, lat, wall)
         return n
 
     # -- forwarding: queries out, answers in ------------------------------------------
@@ -1340,6 +1523,8 @@ cdef class FastPath:
             self.c_latency[bucket] += 1
             self.c_latency_sum += lat
             self.c_allowed[p.qtype if p.qtype < 256 else 256] += 1
+            if self.logging:
+                self._log(p.name, p.query, p.qlen, p.qtype, L_ALLOWED, -1, lat, _wallclock())
             if self.max_entries:
                 self.c_misses += 1  # its cache lookup (a hand-over is counted by Python)
         # The answers leave by the listener each client asked on (usually one): one

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import hashlib
 import ipaddress
 import json
 import logging
@@ -28,12 +27,14 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dnslib import QTYPE, RCODE
 
 from dns_resolver.acl import client_ip
 from dns_resolver.config import ANONYMIZE_MODES, QueryLogConfig
+from filtercore._digest import siphash24
 from filtercore.verdict import Verdict
 
 __all__ = ["QueryLog", "anonymize_client"]
@@ -64,8 +65,8 @@ def anonymize_client(address: str, mode: str, key: bytes = b"") -> str | None:
     if mode == "none":
         return address
     if mode == "hash":
-        digest = hashlib.blake2b(address.encode(), key=key, digest_size=8).hexdigest()
-        return digest
+        # SipHash-2-4, a keyed PRF: the UDP fast path computes the same pseudonyms in C.
+        return f"{siphash24(key, address.encode()):016x}"
     if mode != "truncate":
         raise ValueError(f"unknown anonymize mode {mode!r}; one of {ANONYMIZE_MODES}")
     ip = client_ip(address)
@@ -119,10 +120,13 @@ class QueryLog:
         self.queue_limit = queue_limit
         self.dropped = 0
         self.written = 0
+        # Lines formatted elsewhere and not handed over yet (the C fast path's buffer):
+        # taken before each entry logged here, so the file stays in answer order.
+        self.earlier_lines: Callable[[], bytes] | None = None
         # A fresh random key each start: hashes link queries within one run only.
         self._key = secrets.token_bytes(16)
         # deque.append/popleft are atomic, so producers and the writer need no lock.
-        self._queue: collections.deque[_Entry] = collections.deque()
+        self._queue: collections.deque[_Entry | bytes] = collections.deque()
         self._wake = threading.Event()
         self._flush_lock = threading.Lock()  # one drain at a time: flush() vs the writer
         self._closed = False
@@ -165,6 +169,8 @@ class QueryLog:
         """
         if self._closed:
             return
+        if self.earlier_lines is not None:
+            self.log_formatted(self.earlier_lines())  # keep the lines in answer order
         if len(self._queue) >= self.queue_limit:
             self.dropped += 1
             return
@@ -183,6 +189,25 @@ class QueryLog:
                 duration,
             )
         )
+
+    def log_formatted(self, lines: bytes) -> None:
+        """Queue lines already formatted as `_format` would (the UDP fast path writes its
+        own, in C: `FastPath.set_querylog`)."""
+        if self._closed or not lines:
+            return
+        if len(self._queue) >= self.queue_limit:
+            self.dropped += lines.count(b"\n")
+            return
+        self._queue.append(lines)  # type: ignore[arg-type]
+
+    def fast_path_settings(self) -> tuple[int, bytes, dict[int, str]]:
+        """(anonymize mode index, pseudonym key, {qtype code: JSON}) for the C writer."""
+        names = {
+            code: _code_name(QTYPE, code)
+            for code in range(65536)
+            if QTYPE.get(code) != str(code)
+        }
+        return ANONYMIZE_MODES.index(self.anonymize), self._key, names
 
     def flush(self) -> None:
         """Write everything queued so far (from any thread); returns when it is on disk."""
@@ -239,7 +264,11 @@ class QueryLog:
         queue = self._queue
         lines: list[bytes] = []
         while queue:
-            lines.append(self._format(queue.popleft()))
+            entry = queue.popleft()
+            if isinstance(entry, bytes):
+                lines += entry.splitlines(keepends=True)
+            else:
+                lines.append(self._format(entry))
         if not lines or self._file.closed:
             return
         try:

@@ -97,9 +97,7 @@ class DnsServer:
         self.tcp_idle_timeout = tcp_idle_timeout
         self.reuse_port = reuse_port
         self.fast: UdpFastPath | None = None
-        if fast_path and fastpath.available() and resolver.querylog is None:
-            # The query log wants a line per query, which C does not write: with it on,
-            # every query takes the Python path (the asyncio listener).
+        if fast_path and fastpath.available():
             self.fast = UdpFastPath(self, resolver.udp_size)
             if resolver.metrics is not None:
                 resolver.metrics.registry.register(self.fast)

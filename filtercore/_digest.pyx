@@ -1,13 +1,17 @@
 # cython: language_level=3
-"""SHA-256 from the self-contained C implementation in `_sha256.h`, for Python callers.
+"""SHA-256 (`_sha256.h`) and SipHash-2-4 (`_siphash.h`) for Python callers.
 
-The domain table calls the C functions directly; this module exposes the same code to
-Python so that tests can check it against `hashlib` and tools can compute the 64-bit keys
-the table stores for hashed entries.
+The domain table and the DNS fast path call the C functions directly; this module exposes
+the same code to Python so that tests can check it against `hashlib` and reference vectors,
+tools can compute the 64-bit keys the table stores for hashed entries, and the query log's
+Python writer pseudonymises clients exactly as the fast path does.
 """
 
 from libc.stdint cimport uint64_t
 
+
+cdef extern from "_siphash.h" nogil:
+    uint64_t fc_siphash24(uint64_t k0, uint64_t k1, const unsigned char *data, size_t n)
 
 cdef extern from "_sha256.h" nogil:
     void fc_sha256(const unsigned char *data, size_t length, unsigned char *out)
@@ -48,3 +52,13 @@ def set_acceleration(bint enabled) -> bool:
     global _accelerated
     _accelerated = fc_sha256_set_accel(enabled)
     return _accelerated
+
+
+def siphash24(bytes key not None, bytes data not None) -> int:
+    """SipHash-2-4 of `data` under the 16-byte `key` (k0, k1: little-endian halves)."""
+    if len(key) != 16:
+        raise ValueError(f"SipHash takes a 16-byte key, not {len(key)} bytes")
+    cdef uint64_t k0 = int.from_bytes(key[:8], "little")
+    cdef uint64_t k1 = int.from_bytes(key[8:], "little")
+    cdef const unsigned char *p = data
+    return fc_siphash24(k0, k1, p, len(data))

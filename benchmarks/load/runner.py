@@ -128,6 +128,7 @@ def measure(
         run.p99_latency_ms = p99 * 1000 if p99 is not None else None
     try:
         run.hit_rate = server.hit_rate()
+        run.extra.update(server.details())
     except Exception as exc:  # a stats endpoint that failed must not lose the run
         run.extra["hit_rate_error"] = str(exc)
     return run

@@ -163,6 +163,10 @@ class Server:
         """The share of answered queries served from the cache (or local data), or None."""
         return None
 
+    def details(self) -> dict[str, object]:
+        """Anything else worth recording about the run (cumulative since start)."""
+        return {}
+
     def log_tail(self) -> str:
         with contextlib.suppress(OSError):
             return (self.workdir / "stderr.log").read_text(errors="replace")[-2000:]
@@ -277,6 +281,16 @@ listen = "127.0.0.1:{self.metrics_port}"
 [logging]
 level = "warning"
 
+# Full features on: every query is mapped to a policy by its source address (the
+# loopback client gets "default"); the child policy's network is not the client's.
+[policies.default]
+block = ["adult"]
+
+[policies.child]
+clients = ["10.0.0.0/8"]
+block = ["adult", "gambling", "drugs"]
+safe_search = true
+
 {lists}"""
         )
 
@@ -306,6 +320,25 @@ level = "warning"
                     if sample.labels.get("result") in ("cached", "blocked"):
                         local += sample.value
         return local / total if total else None
+
+    def details(self) -> dict[str, object]:
+        """How much the C fast path answered itself, and why the rest went to Python: the
+        proof that the figures are the fast path's."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        fast = answered = 0.0
+        fallbacks: dict[str, float] = {}
+        for family in text_string_to_metric_families(self.metrics_text()):
+            for sample in family.samples:
+                if sample.name == "filterdns_fastpath_answers_total":
+                    fast += sample.value
+                elif sample.name == "filterdns_fastpath_fallbacks_total" and sample.value:
+                    reason = sample.labels["reason"]
+                    fallbacks[reason] = fallbacks.get(reason, 0) + sample.value
+                elif sample.name == "filterdns_queries_total":
+                    answered += sample.value
+        share = round(fast / answered, 4) if answered else None
+        return {"fast_path_share": share, "fallbacks": fallbacks}
 
 
 class Unbound(Server):

@@ -8,6 +8,7 @@ reloads, worker processes sharing one snapshot).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -378,3 +379,47 @@ def _no_leftover_threads() -> Iterator[None]:
     extra = [t for t in threading.enumerate() if t not in before and t.is_alive()
              and not t.daemon]
     assert extra == []
+
+
+@pytest.mark.parametrize("anonymize", ["truncate", "none"])
+def test_query_log_lines_from_c_equal_pythons(
+    filterdns_on_nsd: Callable[..., ServerProcess], tmp_path: Path, anonymize: str
+) -> None:
+    """With the query log on, C answers and writes the lines Python would have written."""
+    logs = {}
+    for fast in (True, False):
+        path = tmp_path / f"{anonymize}-{fast}.jsonl"
+        server = filterdns_on_nsd({
+            "server": {"fast_path": fast},
+            "querylog": {"enabled": True, "path": str(path), "anonymize": anonymize},
+        })
+        for name, rdtype in ((Z.WWW, "A"), (Z.WWW, "A"), (Z.BLOCKED, "A"), (Z.BLOCKED, "A"),
+                             (Z.BLOCKED_SUB, "AAAA"), ("MX.filterdns.TEST.", "MX"),
+                             (Z.NXDOMAIN, "TYPE65000")):
+            server.dig(name, rdtype)
+        if fast:
+            assert _answers(server) >= 5  # forwarded, cached and blocked in C
+        server.stop()
+        logs[fast] = [json.loads(line) for line in path.read_text().splitlines()]
+    for entry in logs[True] + logs[False]:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry.pop("timestamp"))
+        assert isinstance(entry.pop("duration_ms"), float)
+    assert logs[True] == logs[False]
+    assert [e["result"] for e in logs[True]] == [
+        "allowed", "cached", "blocked", "blocked", "blocked", "allowed", "allowed"
+    ]
+    assert logs[True][6]["qtype"] == "65000" and logs[True][5]["qname"] == "mx.filterdns.test"
+
+
+def test_query_log_pseudonyms_match_between_c_and_python(
+    filterdns_on_nsd: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    path = tmp_path / "hash.jsonl"
+    server = filterdns_on_nsd({"querylog": {"enabled": True, "path": str(path),
+                                            "anonymize": "hash"}})
+    server.dig(Z.WWW, "A")  # UDP: written by C
+    query(server.port, Z.MAIL, "A", tcp=True)  # TCP: written by Python
+    server.stop()
+    clients = [json.loads(line)["client"] for line in path.read_text().splitlines()]
+    assert len(clients) == 2 and clients[0] == clients[1]
+    assert re.fullmatch(r"[0-9a-f]{16}", clients[0]) and clients[0] != "127.0.0.1"

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from filtercore._digest import siphash24
 from filtercore._table import DomainTable, MatchCore, TableBuilder, normalize
 from filtercore.errors import InvalidNameError
 
@@ -17,6 +18,11 @@ def test_siphash_matches_the_reference_vectors() -> None:
     builder = TableBuilder(SECRET)
     assert builder.hash_name("") == 0x726FDB47DD0E0E31
     assert builder.hash_name("".join(chr(i) for i in range(15))) == 0xA129CA6149BE45E5
+    # The same C code, for Python callers (the query log's pseudonyms).
+    assert siphash24(SECRET, b"") == 0x726FDB47DD0E0E31
+    assert siphash24(SECRET, bytes(range(15))) == 0xA129CA6149BE45E5
+    with pytest.raises(ValueError, match="16-byte key"):
+        siphash24(b"short", b"")
 
 
 def test_the_secret_changes_every_key() -> None:
