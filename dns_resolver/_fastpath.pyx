@@ -1475,7 +1475,7 @@ cdef class FastPath:
             if not same:
                 # Not ours (another ID or question; or late, after a timeout): as
                 # upstream.py tells them apart, spoofed if it parses, else garbage.
-                q = _skip_name(d, len_, 12) if _u16(d + 4) >= 1 else 0
+                q = _skip_name(d, len_, 12) if _u16(d + 4) == 1 else 0
                 if q and q + 4 <= len_:
                     self.c_up_spoofed += 1
                 else:

@@ -234,9 +234,14 @@ class UpstreamPool:
             if tried is None or out.target:
                 self.fast.server.handle_pending(out, data, (host, port), send)
                 return
+            if answer is None:
+                # Recorded now, not in the task: the next batch must already see it (a
+                # dead upstream is left after max_failures, and C follows at once).
+                self.forwarder.record_failure(tried, kind, f"{kind} (fast path)")
+                self._follow()
 
             async def resume(pending: Pending) -> bytes:
-                response = await self.forwarder.resume(pending.query, tried, answer, kind)
+                response = await self.forwarder.resume(pending.query, tried, answer)
                 return self.resolver.answer(pending, response)
 
             self.fast.server.handle_pending(out, data, (host, port), send, resume)

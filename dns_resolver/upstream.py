@@ -162,17 +162,16 @@ class Forwarder:
                 task.cancel()
 
     async def resume(
-        self, query: wire.Query, tried: Upstream, response: bytes | None, kind: str
+        self, query: wire.Query, tried: Upstream, response: bytes | None
     ) -> bytes | None:
         """Go on where the C fast path's UDP query to `tried` stopped: with its `response`
-        (truncated: TCP to `tried`; an error rcode: a failure), or without one (`kind`:
-        "timeout" or "network"), then the other candidates, as `resolve` would have."""
+        (truncated: TCP to `tried`; an error rcode: a failure), or without one (a timeout
+        or a closed port, already recorded with `record_failure`), then the other
+        candidates, as `resolve` would have."""
         if response is not None:
             answer = await self._attempt(tried, query, response)
             if answer is not None:
                 return answer
-        else:
-            self.record_failure(tried, kind, f"{kind} (fast path)")
         for upstream in self.candidates():
             if upstream is not tried:
                 answer = await self._attempt(upstream, query)

@@ -11,3 +11,6 @@ def accelerated() -> bool:
 
 def set_acceleration(enabled: bool) -> bool:
     """Allow or forbid the SHA-NI code path in this module; return whether it is in use."""
+
+def siphash24(key: bytes, data: bytes) -> int:
+    """SipHash-2-4 of `data` under the 16-byte `key` (k0, k1: little-endian halves)."""
