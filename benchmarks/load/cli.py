@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SIGHUP reloads during the reload run (0: skip it)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every server this many times, interleaved; report medians")
+    parser.add_argument("--querylog", action="store_true",
+                        help="also run filterdns with the query log on (filterdns+log)")
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="where JSON and PNG go (default ./results)")
     parser.add_argument("--server-cpus", default="1", help="taskset CPU list for servers")
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         server_cpus=args.server_cpus,
         client_cpus=args.client_cpus,
         repeat=1 if args.smoke else max(1, args.repeat),
+        querylog=args.querylog,
     )
     report = runner.run_all(opts)
     lost = [

@@ -162,6 +162,7 @@ class Options:
     server_cpus: str = "1"
     client_cpus: str = "0"
     repeat: int = 1
+    querylog: bool = False
 
 
 def run_all(opts: Options, log: object = print) -> dict[str, object]:
@@ -193,6 +194,11 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
         kinds: list[tuple[str, type[servers.Server], dict[str, object]]] = [
             ("filterdns", servers.Filterdns, {"workers": 1, "snapshot": snapshot})
         ]
+        if opts.querylog:
+            kinds.append(
+                ("filterdns+log", servers.Filterdns,
+                 {"workers": 1, "snapshot": snapshot, "querylog": True})
+            )
         if opts.workers > 1:
             kinds.append(
                 ("filterdns-w", servers.Filterdns, {"workers": opts.workers, "snapshot": snapshot})

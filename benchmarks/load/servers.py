@@ -249,18 +249,25 @@ class Filterdns(Server):
     name = "filterdns"
 
     def __init__(
-        self, *args: object, workers: int = 1, snapshot: Path | None = None, **kwargs: object
+        self, *args: object, workers: int = 1, snapshot: Path | None = None,
+        querylog: bool = False, **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.workers = workers
         self.snapshot = snapshot
+        self.querylog = querylog
         self.metrics_port = free_port()
 
     def prepare(self) -> None:
         self.config = self.workdir / "filterdns.toml"
-        lists = ""
+        tail = ""
+        if self.querylog:
+            tail += (
+                f'[querylog]\nenabled = true\npath = "{self.workdir / "queries.jsonl"}"\n'
+                "max_bytes = 104857600\n\n"
+            )
         if self.snapshot is None:
-            lists = (
+            tail += (
                 f'[[lists]]\npath = "{self.dataset.domains_file}"\nformat = "domains"\n'
                 'category = "adult"\nname = "bench"\n'
             )
@@ -291,7 +298,7 @@ clients = ["10.0.0.0/8"]
 block = ["adult", "gambling", "drugs"]
 safe_search = true
 
-{lists}"""
+{tail}"""
         )
 
     def command(self) -> list[str]:
