@@ -1167,15 +1167,18 @@ cdef class FastPath:
                 slot.reason = R_MISS  # IP literals take Matcher.check's Python path
                 return
             nn = normalize_ascii(name, namelen, norm)
-            if nn < 0:
-                slot.reason = R_MISS
+            if nn == -1:
+                slot.reason = R_MISS  # an A-label: Punycode is checked in Python
                 return
-            code = self.core.walk_buf(norm, nn, self.policy_mask[policy])
+            # Not a host name (an underscore label is one; "a+b" is not): nothing a list
+            # can name, as Resolver._check treats InvalidNameError, text rules included.
+            code = self.core.walk_buf(norm, nn, self.policy_mask[policy]) if nn > 0 else -1
             if code < 0 or code & 1:
                 # Allowed or unlisted: the upstream is needed. Text rules (keywords,
                 # expressions) may still block an unlisted name: Python checks those.
                 slot.reason = R_MISS
-                if self.forwarding and n <= QUERY_KEEP and (code >= 0 or not self.text_rules):
+                if self.forwarding and n <= QUERY_KEEP and (
+                        code >= 0 or nn < 0 or not self.text_rules):
                     idx = self._pend_new()
                     if idx >= 0:
                         p = &self.pend[idx]

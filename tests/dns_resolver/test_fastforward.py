@@ -67,6 +67,7 @@ CASES = [
     (Z.NODATA, "MX", {"edns": None}),
     (Z.SRV, "SRV", {}),
     (Z.SHORT, "A", {}),
+    ("odd+name.filterdns.test.", "A", {}),  # not a host name: nothing a list names
 ]
 
 
