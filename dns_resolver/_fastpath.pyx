@@ -1581,6 +1581,8 @@ cdef class FastPath:
         cdef Py_ssize_t nn
         cdef long long code
         cdef Entry *e = NULL
+        if self.inspect and not p.allow and self.core is None:
+            return 1  # the lists changed to a matcher C cannot walk: Python inspects
         counts[0] = _u16(d + 6)
         counts[1] = _u16(d + 8)
         counts[2] = _u16(d + 10)
