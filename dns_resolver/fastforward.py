@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 POOL_SIZE = 4  # active upstream sockets; batches go round-robin over them
 ROTATE_SECONDS = 1.0  # one socket replaced this often: a source port lives POOL_SIZE s
 TICK_SECONDS = 0.05  # how often overdue queries are looked for
+# Sockets still read after retirement (until their answers are in or timed out): C has 32
+# slots, so rotation pauses while this many drain (a silent upstream, a long timeout).
+MAX_DRAINING = 32 - 2 * POOL_SIZE
 UPSTREAM_RCVBUF = 4 << 20  # answers of a full batch of batches, as the listeners have
 
 
@@ -116,7 +119,12 @@ class UpstreamPool:
             sock.close()
             log.warning("cannot open a socket to upstream %s: %s", upstream.name, exc)
             return
-        slot = self.fp.add_socket(sock.fileno())
+        try:
+            slot = self.fp.add_socket(sock.fileno())
+        except RuntimeError as exc:  # every slot taken: the misses go to Python meanwhile
+            sock.close()
+            log.warning("no fast path socket to upstream %s: %s", upstream.name, exc)
+            return
         assert self._loop is not None
         self._loop.add_reader(sock.fileno(), self._readable, slot)
         self._active.append((slot, sock))
@@ -164,7 +172,11 @@ class UpstreamPool:
             self._health()
             self._follow()
             now = self._now()
-            if self._active and now >= self._next_rotation:
+            if (
+                self._active
+                and now >= self._next_rotation
+                and len(self._draining) < MAX_DRAINING
+            ):
                 self._next_rotation = now + ROTATE_SECONDS
                 slot, sock = self._active.pop(0)
                 self._retire(slot, sock, now)
