@@ -204,7 +204,9 @@ cdef class FastPath:
     cdef int _pend_new(self) noexcept nogil
     cdef void _pend_free(self, int idx) noexcept nogil
     cdef void _detach(self, int idx) noexcept nogil
-    cdef object _pending_handoff(self, int idx, int reason, object answer)
+    cdef object _hand_over(self, int idx, int reason, object answer)
+    cdef int _waiting_on(self, int s, list rest) except -1
+    cdef bint _address_for_python(self, Pending *p, const char *text, int n) noexcept nogil
     cdef uint16_t _random16(self) noexcept nogil
     cdef int _send_upstream(self, int *idx, int k) noexcept nogil
     cdef int _answer(self, const uint8_t *d, uint32_t n, Pending *p, uint8_t *out,

@@ -156,6 +156,43 @@ cdef double[18] _BOUNDS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 
                            0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
 
 
+cdef inline int _bucket(double seconds) noexcept nogil:
+    """The latency histogram bucket of `seconds` (bisect_left over _BOUNDS)."""
+    cdef int i = 0
+    while i < 18 and seconds > _BOUNDS[i]:
+        i += 1
+    return i
+
+
+cdef int _send_all(int fd, mmsghdr *msgs, int k) noexcept nogil:
+    """sendmmsg until all `k` are sent or the socket refuses more; returns how many went.
+    A full send buffer (or a client gone) drops the rest, as any lost UDP datagram."""
+    cdef int sent = 0, r
+    while sent < k:
+        r = sendmmsg(fd, msgs + sent, k - sent, MSG_DONTWAIT)
+        if r < 0:
+            if errno == EINTR:
+                continue
+            break
+        sent += r
+    return sent
+
+
+cdef inline bint _ip_like(const char *name, uint32_t n) noexcept nogil:
+    """Ends in a digit or ']' or has a ':': IP-literal-like, which Matcher.check takes on
+    its Python path."""
+    cdef uint8_t c = <uint8_t>name[n - 1]
+    return (48 <= c <= 57) or c == 93 or memchr(name, 58, n) != NULL
+
+
+cdef void _addr_text(const void *sa, char *text) noexcept nogil:
+    """The address of a sockaddr_in/_in6 as inet_ntop writes it (64 bytes)."""
+    if (<const sockaddr *>sa).sa_family == AF_INET6:
+        inet_ntop(AF_INET6, &(<const sockaddr_in6 *>sa).sin6_addr, text, 64)
+    else:
+        inet_ntop(AF_INET, &(<const sockaddr_in *>sa).sin_addr, text, 64)
+
+
 cdef inline double _now() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -318,14 +355,10 @@ cdef tuple _host_port(const uint8_t *name):
     """(host text, port) of a sockaddr_in/_in6."""
     cdef char host[64]
     cdef const sockaddr *sa = <const sockaddr *>name
-    cdef int port
+    _addr_text(name, host)
     if sa.sa_family == AF_INET6:
-        inet_ntop(AF_INET6, &(<const sockaddr_in6 *>sa).sin6_addr, host, 64)
-        port = ntohs((<const sockaddr_in6 *>sa).sin6_port)
-    else:
-        inet_ntop(AF_INET, &(<const sockaddr_in *>sa).sin_addr, host, 64)
-        port = ntohs((<const sockaddr_in *>sa).sin_port)
-    return host.decode("ascii"), port
+        return host.decode("ascii"), ntohs((<const sockaddr_in6 *>sa).sin6_port)
+    return host.decode("ascii"), ntohs((<const sockaddr_in *>sa).sin_port)
 
 
 cdef class FastPath:
@@ -622,10 +655,7 @@ cdef class FastPath:
         if millis > 999:
             millis = 999
         # The client as the socket reports it (what Python gets from recvfrom) ...
-        if (<const sockaddr *>sa).sa_family == AF_INET6:
-            inet_ntop(AF_INET6, &(<const sockaddr_in6 *>sa).sin6_addr, text, 64)
-        else:
-            inet_ntop(AF_INET, &(<const sockaddr_in *>sa).sin_addr, text, 64)
+        _addr_text(sa, text)
         # ... then querylog.anonymize_client: its /24 or /48, a keyed hash, or as is.
         if self.log_anon == 1:
             snprintf(client, 64, '"%016llx"',
@@ -739,15 +769,9 @@ cdef class FastPath:
         """Forget slot `s` (its socket is about to close). Queries still waiting on it go
         to Python, returned as `serve_upstream` returns them (reason R_UPSTREAM)."""
         cdef list rest = []
-        cdef int i
         if not 0 <= s < MAX_USOCK or self.usock[s].fd < 0:
             return rest
-        if self.pend != NULL:
-            for i in range(MAX_PENDING):
-                if self.pend[i].usock == s:
-                    self._detach(i)
-                    rest.append(self._pending_handoff(i, R_UPSTREAM, None))
-                    self._pend_free(i)
+        self._waiting_on(s, rest)
         free(self.usock[s].ids)
         self.usock[s].ids = NULL
         self.usock[s].fd = -1
@@ -764,11 +788,9 @@ cdef class FastPath:
         now = _now()
         for i in range(MAX_PENDING):
             if self.pend[i].usock >= 0 and now - self.pend[i].sent >= self.up_timeout:
-                self._detach(i)
                 if rest is None:
                     rest = []
-                rest.append(self._pending_handoff(i, R_TIMEOUT, None))
-                self._pend_free(i)
+                rest.append(self._hand_over(i, R_TIMEOUT, None))
         return rest if rest is not None else _NOTHING
 
     cdef int _pend_new(self) noexcept nogil:
@@ -807,12 +829,25 @@ cdef class FastPath:
         self.rndpos += 2
         return v
 
-    cdef object _pending_handoff(self, int idx, int reason, object answer):
-        """(client datagram, host, port, reason, listener fd, upstream answer or None)."""
+    cdef object _hand_over(self, int idx, int reason, object answer):
+        """Give pending `idx` up to Python: (client datagram, host, port, reason, listener
+        fd, upstream answer or None). It stops waiting and its entry is freed."""
         cdef Pending *p = &self.pend[idx]
+        self._detach(idx)
         host, port = _host_port(p.name)
-        return (PyBytes_FromStringAndSize(<char *>p.query, p.qlen), host, port, reason,
-                p.fd, answer)
+        out = (PyBytes_FromStringAndSize(<char *>p.query, p.qlen), host, port, reason, p.fd,
+               answer)
+        self._pend_free(idx)
+        return out
+
+    cdef int _waiting_on(self, int s, list rest) except -1:
+        """Hand every query waiting on upstream socket `s` over (R_UPSTREAM) into `rest`."""
+        cdef int i
+        if self.pend != NULL:
+            for i in range(MAX_PENDING):
+                if self.pend[i].usock == s:
+                    rest.append(self._hand_over(i, R_UPSTREAM, None))
+        return 0
 
     cdef int _ede_find(self, int64_t key) noexcept nogil:
         cdef uint64_t i = (<uint64_t>key * 0x9E3779B97F4A7C15ULL) >> 48
@@ -1162,8 +1197,7 @@ cdef class FastPath:
             if self.core is None or not self.blocking_ready or namelen == 0:
                 slot.reason = R_MISS
                 return
-            c = <uint8_t>name[namelen - 1]
-            if (48 <= c <= 57) or c == 93 or memchr(name, 58, namelen) != NULL:
+            if _ip_like(name, namelen):
                 slot.reason = R_MISS  # IP literals take Matcher.check's Python path
                 return
             nn = normalize_ascii(name, namelen, norm)
@@ -1279,11 +1313,11 @@ cdef class FastPath:
         cdef iovec iovs[VLEN]
         cdef mmsghdr outm[VLEN]
         cdef iovec outv[VLEN]
-        cdef int i, n, k = 0, sent, r, nf = 0
+        cdef int i, n, k = 0, nf = 0
         cdef double wall
         cdef int fwd[VLEN]
         cdef int fslot[VLEN]
-        cdef double now, done, lat
+        cdef double now, lat
         cdef Pending *p
         for i in range(VLEN):
             iovs[i].iov_base = self.inbuf + i * RECV_SIZE
@@ -1333,24 +1367,11 @@ cdef class FastPath:
                 self.slots[fslot[i]].verdict = TO_PYTHON
                 self.slots[fslot[i]].reason = R_MISS
                 self.python_fallbacks += 1
-        sent = 0
-        while sent < k:
-            r = sendmmsg(fd, outm + sent, k - sent, MSG_DONTWAIT)
-            if r < 0:
-                if errno == EINTR:
-                    continue
-                # A full send buffer (or a client gone): the client retries, as with any
-                # lost UDP answer; the rest of the batch is dropped, not queued.
-                break
-            sent += r
+        _send_all(fd, outm, k)
         self.fast_answers += k
         if k:
-            done = _now()
-            lat = done - now
-            i = 0
-            while i < 18 and lat > _BOUNDS[i]:
-                i += 1
-            self.c_latency[i] += k
+            lat = _now() - now
+            self.c_latency[_bucket(lat)] += k
             self.c_latency_sum += lat * k
             if self.logging:
                 wall = _wallclock()
@@ -1368,7 +1389,7 @@ cdef class FastPath:
         Returns how many went out: the first ones; the caller hands the rest to Python."""
         cdef mmsghdr msgs[VLEN]
         cdef iovec iovs[VLEN]
-        cdef int s = -1, j, sent = 0, r, tries
+        cdef int s = -1, j, sent, tries
         cdef uint16_t uid
         cdef uint8_t *m
         cdef Pending *p
@@ -1412,13 +1433,7 @@ cdef class FastPath:
             memset(&msgs[j].msg_hdr, 0, sizeof(msghdr))
             msgs[j].msg_hdr.msg_iov = &iovs[j]
             msgs[j].msg_hdr.msg_iovlen = 1
-        while sent < k:
-            r = sendmmsg(u.fd, msgs + sent, k - sent, MSG_DONTWAIT)
-            if r < 0:
-                if errno == EINTR:
-                    continue
-                break
-            sent += r
+        sent = _send_all(u.fd, msgs, k)
         for j in range(sent, k):
             p = &self.pend[idx[j]]
             u.ids[p.uid] = 0
@@ -1435,7 +1450,7 @@ cdef class FastPath:
         cdef iovec iovs[VLEN]
         cdef mmsghdr outm[VLEN]
         cdef iovec outv[VLEN]
-        cdef int i, j, n, k = 0, sent, r, idx, fd, m, bucket
+        cdef int i, j, n, k = 0, idx, fd, m
         cdef int ofd[VLEN]
         cdef mmsghdr tmp
         cdef uint32_t len_, outlen, q
@@ -1498,10 +1513,7 @@ cdef class FastPath:
                     self.slots[i].inlen = 0
                 continue
             lat = now - p.sent
-            bucket = 0
-            while bucket < 18 and lat > _BOUNDS[bucket]:
-                bucket += 1
-            self.c_up_latency[bucket] += 1
+            self.c_up_latency[_bucket(lat)] += 1
             self.c_up_latency_sum += lat
             self.up_answered += 1
             # Counted when answered: a query handed over is counted by Python's attempt.
@@ -1520,10 +1532,7 @@ cdef class FastPath:
             ofd[k] = p.fd
             k += 1
             lat = now - p.started
-            bucket = 0
-            while bucket < 18 and lat > _BOUNDS[bucket]:
-                bucket += 1
-            self.c_latency[bucket] += 1
+            self.c_latency[_bucket(lat)] += 1
             self.c_latency_sum += lat
             self.c_allowed[p.qtype if p.qtype < 256 else 256] += 1
             if self.logging:
@@ -1544,14 +1553,7 @@ cdef class FastPath:
                     ofd[j] = ofd[i + m]
                     ofd[i + m] = fd
                     m += 1
-            sent = 0
-            while sent < m:
-                r = sendmmsg(fd, outm + i + sent, m - sent, MSG_DONTWAIT)
-                if r < 0:
-                    if errno == EINTR:
-                        continue
-                    break  # a full send buffer: those clients retry, as with any loss
-                sent += r
+            _send_all(fd, outm + i, m)
             i += m
         for i in range(n):
             if self.slots[i].verdict == ANSWERED:
@@ -1614,8 +1616,7 @@ cdef class FastPath:
                                       and self._punted(p.policy, name, nl)):
                             return 1  # odd, or a name Python decides (overrides, policy)
                         if nl:
-                            if ((48 <= name[nl - 1] <= 57) or name[nl - 1] == 93
-                                    or memchr(name, 58, nl) != NULL):
+                            if _ip_like(name, nl):
                                 return 1  # IP-literal-like targets: Matcher.check in Python
                             nn = normalize_ascii(name, nl, norm)
                             if nn < 0:
@@ -1626,18 +1627,13 @@ cdef class FastPath:
                     elif check and rtype == TYPE_A and rdlen == 4:
                         nl = snprintf(name, 256, "%u.%u.%u.%u", d[rd], d[rd + 1], d[rd + 2],
                                       d[rd + 3])
-                        code = self.core.exact_buf(name, nl, p.mask)
-                        if (code >= 0 and not code & 1) or (
-                                self.npunt_slots and self._punted(p.policy, name, nl)):
+                        if self._address_for_python(p, name, nl):
                             return 1
                     elif check and rtype == TYPE_AAAA and rdlen == 16:
                         if memcmp(d + rd, b"\0\0\0\0\0\0\0\0\0\0", 10) == 0:
                             return 1  # mapped/compatible forms: Python's text differs
                         inet_ntop(AF_INET6, d + rd, name, 64)
-                        nl = strlen(name)
-                        code = self.core.exact_buf(name, nl, p.mask)
-                        if (code >= 0 and not code & 1) or (
-                                self.npunt_slots and self._punted(p.policy, name, nl)):
+                        if self._address_for_python(p, name, strlen(name)):
                             return 1
                 elif sec == 1 and rtype == TYPE_SOA and not soa:
                     if rdlen < 4:
@@ -1689,6 +1685,12 @@ cdef class FastPath:
                                    p.edns, p.do, p.limit, body, 0, out)
         return 0
 
+    cdef bint _address_for_python(self, Pending *p, const char *text, int n) noexcept nogil:
+        """An answer address (`text`) that a list blocks, or a punt name: Python decides."""
+        cdef long long code = self.core.exact_buf(text, n, p.mask)
+        return (code >= 0 and not code & 1) or (
+            self.npunt_slots != 0 and self._punted(p.policy, text, n))
+
     def serve_upstream(self, int s, int rounds=8):
         """Read the answers waiting on upstream slot `s` and answer their clients.
 
@@ -1705,13 +1707,9 @@ cdef class FastPath:
             if n == -2:
                 # The upstream's port is closed (ICMP): all that waits on this socket goes
                 # to Python at once, which fails over, instead of timing out.
-                for idx in range(MAX_PENDING):
-                    if self.pend[idx].usock == s:
-                        self._detach(idx)
-                        if rest is None:
-                            rest = []
-                        rest.append(self._pending_handoff(idx, R_UPSTREAM, None))
-                        self._pend_free(idx)
+                if rest is None:
+                    rest = []
+                self._waiting_on(s, rest)
                 break
             if n <= 0:
                 break
@@ -1721,12 +1719,11 @@ cdef class FastPath:
                 idx = <int>self.slots[i].code
                 if rest is None:
                     rest = []
-                rest.append(self._pending_handoff(
+                rest.append(self._hand_over(
                     idx, self.slots[i].reason,
                     PyBytes_FromStringAndSize(<char *>self.inbuf + i * RECV_SIZE,
                                               self.slots[i].inlen)
                     if self.slots[i].inlen else None))
-                self._pend_free(idx)
                 self.python_fallbacks += 1
             if n < VLEN:
                 break
