@@ -1367,8 +1367,9 @@ cdef class FastPath:
                 self.slots[fslot[i]].verdict = TO_PYTHON
                 self.slots[fslot[i]].reason = R_MISS
                 self.python_fallbacks += 1
-        _send_all(fd, outm, k)
+        # Counted before sending: a client that has its answer sees it counted.
         self.fast_answers += k
+        _send_all(fd, outm, k)
         if k:
             lat = _now() - now
             self.c_latency[_bucket(lat)] += k
@@ -1539,6 +1540,7 @@ cdef class FastPath:
                 self._log(p.name, p.query, p.qlen, p.qtype, L_ALLOWED, -1, lat, _wallclock())
             if self.max_entries:
                 self.c_misses += 1  # its cache lookup (a hand-over is counted by Python)
+        self.fast_answers += k  # before sending, as in _round
         # The answers leave by the listener each client asked on (usually one): one
         # sendmmsg per listener; outm entries move, their iovecs stay where they are.
         i = 0
@@ -1558,7 +1560,6 @@ cdef class FastPath:
         for i in range(n):
             if self.slots[i].verdict == ANSWERED:
                 self._pend_free(<int>self.slots[i].code)
-        self.fast_answers += k
         return n
 
     cdef int _answer(self, const uint8_t *d, uint32_t n, Pending *p, uint8_t *out,
