@@ -93,7 +93,7 @@ cdef struct USock:
 
 cdef struct Slot:
     # One datagram of a batch and what the fast path made of it.
-    int verdict            # ANSWERED, TO_PYTHON, DROPPED
+    int verdict            # ANSWERED, TO_PYTHON, DROPPED, FORWARD, TEXT_CHECK, SENT
     int result             # for the query log: L_CACHED, L_BLOCKED
     int metric             # for the query log: the block's (category, list) index
     uint16_t qtype
@@ -104,12 +104,16 @@ cdef struct Slot:
     uint32_t inlen
     uint32_t namelen
     uint8_t name[128]      # the client's sockaddr (a sockaddr_storage)
+    uint32_t hostlen
+    uint8_t host[1024]     # TEXT_CHECK: normalised names for the text rules, NUL-ended
 
 
 @cython.final
 cdef class FastPath:
     cdef MatchCore core
-    cdef bint text_rules
+    cdef object text_check # the lists' text rules (set_matcher), or None
+    cdef bint text_rules   # text_check is not None
+    cdef int ntext         # TEXT_CHECK slots in the batch just read (_round, _uround)
     cdef int udp_size
     cdef uint64_t k0, k1
     # response cache
@@ -209,8 +213,14 @@ cdef class FastPath:
     cdef bint _address_for_python(self, Pending *p, const char *text, int n) noexcept nogil
     cdef uint16_t _random16(self) noexcept nogil
     cdef int _send_upstream(self, int *idx, int k) noexcept nogil
+    cdef void _forward(self, int *fwd, int *fslot, int nf) noexcept nogil
+    cdef void _text_checks(self, int n)
+    cdef bint _text_hit(self, Slot *s, uint64_t mask)
+    cdef void _text_checks_answers(self, int n)
+    cdef void _answered(self, Slot *s, Pending *p, uint32_t outlen) noexcept nogil
+    cdef void _send_answered(self, int n) noexcept nogil
     cdef int _answer(self, const uint8_t *d, uint32_t n, Pending *p, uint8_t *out,
-                     uint32_t *outlen, double now) noexcept nogil
+                     uint32_t *outlen, double now, Slot *text) noexcept nogil
     cdef int _uround(self, int s, double now) noexcept nogil
     cdef Entry *_find(self, const uint8_t *key, uint32_t keylen, uint64_t h) noexcept nogil
     cdef void _unlink(self, Entry *e) noexcept nogil

@@ -22,6 +22,7 @@ one place (cache.py, blocking.py, edns.py) and C only replays their output.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.errno cimport EAGAIN, ECONNREFUSED, EINTR, errno
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
@@ -105,6 +106,8 @@ cdef enum:
     TO_PYTHON = 1
     DROPPED = 2
     FORWARD = 3         # sent upstream from C (slot.code: the pending index)
+    TEXT_CHECK = 4      # held until the text rules pass the names in slot.host
+    SENT = 5            # an upstream answer's client was answered: nothing left to do
 
 cdef enum:
     R_MISS = 0          # not cached, not blocked: the upstream is needed
@@ -453,11 +456,17 @@ cdef class FastPath:
 
     # -- configuration (from Python, between batches) ------------------------------------
 
-    def set_matcher(self, MatchCore core, bint text_rules):
+    def set_matcher(self, MatchCore core, object text_check=None):
         """Walk `core` from now on (None: every cache miss goes to Python). Block EDEs
-        memoised for the previous lists no longer apply, so they are forgotten."""
+        memoised for the previous lists no longer apply, so they are forgotten.
+
+        `text_check(host, mask)` runs the lists' text rules (keywords, expressions) on a
+        normalised host name a list does not name, and returns None when none applies;
+        None means the lists have no text rules. Misses it passes are forwarded from C.
+        """
         self.core = core
-        self.text_rules = text_rules
+        self.text_check = text_check
+        self.text_rules = text_check is not None
         self.forget_blocks()
 
     def set_acl(self, list allow, list deny):
@@ -1209,10 +1218,9 @@ cdef class FastPath:
             code = self.core.walk_buf(norm, nn, self.policy_mask[policy]) if nn > 0 else -1
             if code < 0 or code & 1:
                 # Allowed or unlisted: the upstream is needed. Text rules (keywords,
-                # expressions) may still block an unlisted name: Python checks those.
+                # expressions) may still block an unlisted name: serve() runs them.
                 slot.reason = R_MISS
-                if self.forwarding and n <= QUERY_KEEP and (
-                        code >= 0 or nn < 0 or not self.text_rules):
+                if self.forwarding and n <= QUERY_KEEP:
                     idx = self._pend_new()
                     if idx >= 0:
                         p = &self.pend[idx]
@@ -1231,8 +1239,14 @@ cdef class FastPath:
                         p.qlen = n
                         p.qend = qend
                         memcpy(p.query, d, n)
-                        slot.verdict = FORWARD
                         slot.code = idx
+                        if code < 0 and nn > 0 and self.text_rules:
+                            slot.verdict = TEXT_CHECK
+                            memcpy(slot.host, norm, nn)
+                            slot.host[nn] = 0
+                            slot.hostlen = <uint32_t>nn + 1
+                        else:
+                            slot.verdict = FORWARD
                 return
             idx = self._ede_find(code | (<int64_t>policy << 56))
             if idx < 0:
@@ -1350,23 +1364,20 @@ cdef class FastPath:
                 outm[k].msg_hdr.msg_iov = &outv[k]
                 outm[k].msg_hdr.msg_iovlen = 1
                 k += 1
-            elif self.slots[i].verdict == FORWARD:
+            elif self.slots[i].verdict == FORWARD or self.slots[i].verdict == TEXT_CHECK:
                 p = &self.pend[self.slots[i].code]
                 p.fd = fd
                 p.namelen = msgs[i].msg_hdr.msg_namelen
                 memcpy(p.name, self.slots[i].name, sizeof(p.name))
-                fwd[nf] = <int>self.slots[i].code
-                fslot[nf] = i
-                nf += 1
+                if self.slots[i].verdict == FORWARD:
+                    fwd[nf] = <int>self.slots[i].code
+                    fslot[nf] = i
+                    nf += 1
+                else:
+                    self.ntext += 1
             elif self.slots[i].verdict == TO_PYTHON:
                 self.python_fallbacks += 1
-        if nf:
-            # What could not be sent from C goes to Python as an ordinary miss.
-            for i in range(self._send_upstream(fwd, nf), nf):
-                self._pend_free(fwd[i])
-                self.slots[fslot[i]].verdict = TO_PYTHON
-                self.slots[fslot[i]].reason = R_MISS
-                self.python_fallbacks += 1
+        self._forward(fwd, fslot, nf)
         # Counted before sending: a client that has its answer sees it counted.
         self.fast_answers += k
         _send_all(fd, outm, k)
@@ -1384,6 +1395,78 @@ cdef class FastPath:
         return n
 
     # -- forwarding: queries out, answers in ------------------------------------------
+
+    cdef void _forward(self, int *fwd, int *fslot, int nf) noexcept nogil:
+        """Send the pending queries `fwd` of batch slots `fslot` upstream. What could not
+        be sent from C goes to Python as an ordinary miss."""
+        cdef int i
+        if nf == 0:
+            return
+        for i in range(self._send_upstream(fwd, nf), nf):
+            self._pend_free(fwd[i])
+            self.slots[fslot[i]].verdict = TO_PYTHON
+            self.slots[fslot[i]].reason = R_MISS
+            self.python_fallbacks += 1
+
+    cdef void _text_checks(self, int n):
+        """Run the text rules on this batch's TEXT_CHECK names (with the GIL: they are
+        Python's keywords and expressions); forward those no rule applies to, and leave
+        the rest to Python, which makes the verdict and its answer."""
+        cdef int fwd[VLEN]
+        cdef int fslot[VLEN]
+        cdef int nf = 0, i
+        cdef Slot *s
+        for i in range(n):
+            s = &self.slots[i]
+            if s.verdict != TEXT_CHECK:
+                continue
+            if not self._text_hit(s, self.pend[s.code].mask):
+                fwd[nf] = <int>s.code
+                fslot[nf] = i
+                nf += 1
+            else:
+                self._pend_free(<int>s.code)
+                s.verdict = TO_PYTHON
+                s.reason = R_MISS
+                self.python_fallbacks += 1
+        with nogil:
+            self._forward(fwd, fslot, nf)
+
+    cdef bint _text_hit(self, Slot *s, uint64_t mask):
+        """Whether a text rule applies (under `mask`) to a name in `s.host`."""
+        cdef uint32_t at = 0, end
+        while at < s.hostlen:
+            end = at + <uint32_t>strlen(<char *>s.host + at)
+            try:
+                if self.text_check(
+                        PyUnicode_DecodeASCII(<char *>s.host + at, end - at, NULL),
+                        mask) is not None:
+                    return True
+            except Exception:
+                return True  # Python's chain meets the same failure and answers for it
+            at = end + 1
+        return False
+
+    cdef void _text_checks_answers(self, int n):
+        """Run the text rules on the CNAME/DNAME targets of this round's TEXT_CHECK
+        answers; finish in C the answers they pass, hand the rest to Python."""
+        cdef int i
+        cdef uint32_t outlen
+        cdef Slot *s
+        cdef Pending *p
+        for i in range(n):
+            s = &self.slots[i]
+            if s.verdict != TEXT_CHECK:
+                continue
+            p = &self.pend[s.code]
+            s.verdict = TO_PYTHON
+            s.reason = R_ANSWER
+            if not self._text_hit(s, p.mask) and self._answer(
+                    self.inbuf + i * RECV_SIZE, s.inlen, p, self.outbuf + i * self.outsize,
+                    &outlen, _now(), NULL) == 0:
+                self._answered(s, p, outlen)
+        with nogil:
+            self._send_answered(n)
 
     cdef int _send_upstream(self, int *idx, int k) noexcept nogil:
         """Send pending queries `idx` on the next active upstream socket (one sendmmsg).
@@ -1446,14 +1529,11 @@ cdef class FastPath:
 
     cdef int _uround(self, int s, double now) noexcept nogil:
         """One recvmmsg on upstream socket `s`, answers out with sendmmsg. Returns the
-        datagrams read, -1 when none, -2 when the upstream's port is closed."""
+        datagrams read, -1 when none, -2 when the upstream's port is closed. Answers whose
+        CNAME targets the text rules must pass first are left as TEXT_CHECK."""
         cdef mmsghdr msgs[VLEN]
         cdef iovec iovs[VLEN]
-        cdef mmsghdr outm[VLEN]
-        cdef iovec outv[VLEN]
-        cdef int i, j, n, k = 0, idx, fd, m
-        cdef int ofd[VLEN]
-        cdef mmsghdr tmp
+        cdef int i, n, idx, r
         cdef uint32_t len_, outlen, q
         cdef uint16_t uid, rcode
         cdef const uint8_t *d
@@ -1519,12 +1599,46 @@ cdef class FastPath:
             self.up_answered += 1
             # Counted when answered: a query handed over is counted by Python's attempt.
             self.c_up_queries += 1
-            if self._answer(d, len_, p, self.outbuf + i * self.outsize, &outlen, now) != 0:
+            r = self._answer(d, len_, p, self.outbuf + i * self.outsize, &outlen, now,
+                             &self.slots[i])
+            if r == 1:
                 self.slots[i].reason = R_ANSWER
+            elif r == 2:
+                self.slots[i].verdict = TEXT_CHECK
+                self.ntext += 1
+            else:
+                self._answered(&self.slots[i], p, outlen)
+        self._send_answered(n)
+        return n
+
+    cdef void _answered(self, Slot *s, Pending *p, uint32_t outlen) noexcept nogil:
+        """Count and log the answer to pending `p` that `s` holds, to be sent."""
+        cdef double lat = _now() - p.started
+        s.verdict = ANSWERED
+        s.outlen = outlen
+        self.c_latency[_bucket(lat)] += 1
+        self.c_latency_sum += lat
+        self.c_allowed[p.qtype if p.qtype < 256 else 256] += 1
+        if self.logging:
+            self._log(p.name, p.query, p.qlen, p.qtype, L_ALLOWED, -1, lat, _wallclock())
+        if self.max_entries:
+            self.c_misses += 1  # its cache lookup (a hand-over is counted by Python)
+
+    cdef void _send_answered(self, int n) noexcept nogil:
+        """Send the ANSWERED slots among the first `n` to their clients and free their
+        pending entries (they become SENT)."""
+        cdef mmsghdr outm[VLEN]
+        cdef iovec outv[VLEN]
+        cdef int ofd[VLEN]
+        cdef mmsghdr tmp
+        cdef int i, j, k = 0, fd, m
+        cdef Pending *p
+        for i in range(n):
+            if self.slots[i].verdict != ANSWERED:
                 continue
-            self.slots[i].verdict = ANSWERED
+            p = &self.pend[self.slots[i].code]
             outv[k].iov_base = self.outbuf + i * self.outsize
-            outv[k].iov_len = outlen
+            outv[k].iov_len = self.slots[i].outlen
             memset(&outm[k].msg_hdr, 0, sizeof(msghdr))
             outm[k].msg_hdr.msg_name = p.name
             outm[k].msg_hdr.msg_namelen = p.namelen
@@ -1532,14 +1646,6 @@ cdef class FastPath:
             outm[k].msg_hdr.msg_iovlen = 1
             ofd[k] = p.fd
             k += 1
-            lat = now - p.started
-            self.c_latency[_bucket(lat)] += 1
-            self.c_latency_sum += lat
-            self.c_allowed[p.qtype if p.qtype < 256 else 256] += 1
-            if self.logging:
-                self._log(p.name, p.query, p.qlen, p.qtype, L_ALLOWED, -1, lat, _wallclock())
-            if self.max_entries:
-                self.c_misses += 1  # its cache lookup (a hand-over is counted by Python)
         self.fast_answers += k  # before sending, as in _round
         # The answers leave by the listener each client asked on (usually one): one
         # sendmmsg per listener; outm entries move, their iovecs stay where they are.
@@ -1560,14 +1666,16 @@ cdef class FastPath:
         for i in range(n):
             if self.slots[i].verdict == ANSWERED:
                 self._pend_free(<int>self.slots[i].code)
-        return n
+                self.slots[i].verdict = SENT
 
     cdef int _answer(self, const uint8_t *d, uint32_t n, Pending *p, uint8_t *out,
-                     uint32_t *outlen, double now) noexcept nogil:
+                     uint32_t *outlen, double now, Slot *text) noexcept nogil:
         """Finish an upstream answer (NOERROR/NXDOMAIN, its question ours) as
         `Resolver.answer` does: strip the OPT, inspect CNAME targets and addresses, cache
         (cache.py's TTL rules), and write the client's answer to `out`.
-        Returns 1 when Python must finish it instead (a block, anything odd)."""
+        Returns 1 when Python must finish it instead (a block, anything odd), and 2 when
+        the text rules must first pass the targets no domain entry names: they are then
+        in `text.host`, and `_answer` is called again with `text` NULL."""
         cdef uint8_t body[RECV_SIZE]
         cdef uint16_t offs[MAX_RECORDS]
         cdef uint32_t vals[MAX_RECORDS]
@@ -1586,6 +1694,8 @@ cdef class FastPath:
         cdef Entry *e = NULL
         if self.inspect and not p.allow and self.core is None:
             return 1  # the lists changed to a matcher C cannot walk: Python inspects
+        if text != NULL:
+            text.hostlen = 0
         counts[0] = _u16(d + 6)
         counts[1] = _u16(d + 8)
         counts[2] = _u16(d + 10)
@@ -1625,6 +1735,12 @@ cdef class FastPath:
                             code = self.core.walk_buf(norm, nn, p.mask)
                             if code >= 0 and not code & 1:
                                 return 1  # CNAME cloaking: Python blocks it, with its EDE
+                            if code < 0 and text != NULL and self.text_rules:
+                                if text.hostlen + nn + 1 > sizeof(text.host):
+                                    return 1
+                                memcpy(text.host + text.hostlen, norm, nn)
+                                text.host[text.hostlen + nn] = 0
+                                text.hostlen += <uint32_t>nn + 1
                     elif check and rtype == TYPE_A and rdlen == 4:
                         nl = snprintf(name, 256, "%u.%u.%u.%u", d[rd], d[rd + 1], d[rd + 2],
                                       d[rd + 3])
@@ -1647,6 +1763,8 @@ cdef class FastPath:
                 pos = rd + rdlen
             if done:
                 break
+        if text != NULL and text.hostlen:
+            return 2
         memcpy(body, d, bodyend)
         if done:
             _put16(body + 10, arkept)
@@ -1714,6 +1832,9 @@ cdef class FastPath:
                 break
             if n <= 0:
                 break
+            if self.ntext:
+                self.ntext = 0
+                self._text_checks_answers(n)
             for i in range(n):
                 if self.slots[i].verdict != TO_PYTHON:
                     continue
@@ -1744,6 +1865,9 @@ cdef class FastPath:
                 n = self._round(fd)
             if n <= 0:
                 break
+            if self.ntext:
+                self.ntext = 0
+                self._text_checks(n)
             for i in range(n):
                 if self.slots[i].verdict == TO_PYTHON:
                     if rest is None:

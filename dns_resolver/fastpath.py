@@ -171,9 +171,11 @@ class UdpFastPath:
             core = getattr(base, "_core", None)
             compiled = getattr(base, "compiled", None)
             if core is None or compiled is None:
-                self.fp.set_matcher(None, True)  # not a filtercore.Matcher: Python decides
+                self.fp.set_matcher(None)  # not a filtercore.Matcher: Python decides
             else:
-                self.fp.set_matcher(core, bool(compiled.has_text_rules))
+                self.fp.set_matcher(
+                    core, base.text_rules_verdict if compiled.has_text_rules else None
+                )
         if resolver.blocker is not self._blocker:
             self._blocker = resolver.blocker
             self.fp.set_templates(block_templates(resolver.blocker))

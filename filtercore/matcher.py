@@ -155,7 +155,7 @@ class Matcher:
             return domain
         if self.compiled.has_text_rules:
             text = f"{host}{path}"
-            verdict = self._text_rules_verdict(text, mask)
+            verdict = self.text_rules_verdict(text, mask)
             if verdict is not None:
                 return verdict
         return NO_MATCH
@@ -230,7 +230,7 @@ class Matcher:
                 return self._domain_verdict(code, name, mask, None)
         if code < 0:
             if self.compiled.has_text_rules:
-                return self._text_rules_verdict(name, mask) or NO_MATCH
+                return self.text_rules_verdict(name, mask) or NO_MATCH
             return NO_MATCH
         return self._domain_verdict(code, name, mask, None)
 
@@ -328,7 +328,11 @@ class Matcher:
             kind=RuleKind.HASHED_URL,
         )
 
-    def _text_rules_verdict(self, text: str, mask: int) -> Verdict | None:
+    def text_rules_verdict(self, text: str, mask: int = ALL_CATEGORIES) -> Verdict | None:
+        """The verdict of the keywords and expressions alone on `text` (a normalised host
+        name, or host and path) under the category `mask`; None when no rule applies.
+        `check` falls back to it for a name no domain entry decides, and the DNS fast
+        path calls it for the unlisted misses it forwards."""
         hit = self.compiled.keywords.search(text)
         if hit is not None:
             verdict = self._text_verdict(hit[0], RuleKind.KEYWORD, hit[1], mask)

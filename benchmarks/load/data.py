@@ -31,6 +31,17 @@ class Dataset:
     mix_file: Path  # 80% allowed repeated, 10% blocked, 10% other
     miss_file: Path  # 50% never-asked names, rest like the mix
     warm_file: Path  # each name of the mix once (cache warming)
+    expressions_file: Path  # UT1-style expressions that no asked name matches
+
+
+# Gambling expressions in the shape of UT1's `expressions` files: a bare alternation, and
+# one bounded by UT1's delimiter class. The benchmark's names match neither, so every
+# unlisted miss runs them and still goes upstream (the `filterdns+text` run).
+EXPRESSIONS = (
+    "(baccarat|blackjack|bookmaker|casino|jackpot|lottery|pokies|roulette|sportsbook)",
+    "(^|[-.?+=/_])(free|online|live|best)?(bet|bingo|craps|gamble|keno|poker|slots?|wager)"
+    "s?([-.?+=/_]|$)",
+)
 
 
 def blocked_name(i: int) -> str:
@@ -97,7 +108,10 @@ def make_dataset(directory: Path, entries: int, seed: int = 5) -> Dataset:
     seen += [f"{n} A" for n in dict.fromkeys(asked_blocked)]
     seen += [f"{n} {t}" for n, t in others]
     warm_file.write_text("\n".join(seen) + "\n", encoding="ascii")
-    return Dataset(directory, zone_file, blocklist, domains_file, mix_file, miss_file, warm_file)
+    expressions_file = directory / "expressions"
+    expressions_file.write_text("\n".join(EXPRESSIONS) + "\n", encoding="ascii")
+    return Dataset(directory, zone_file, blocklist, domains_file, mix_file, miss_file, warm_file,
+                   expressions_file)
 
 
 def unbound_local_zones(names: list[str], path: Path) -> Path:

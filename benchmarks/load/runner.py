@@ -134,6 +134,15 @@ def measure(
     return run
 
 
+def compile_snapshot(snapshot: Path, *lists: str) -> None:
+    """`filterdns compile` the `--list` specs (PATH:CATEGORY:FORMAT) into `snapshot`."""
+    subprocess.run(
+        [sys.executable, "-m", "filterdns", "compile",
+         *(arg for spec in lists for arg in ("--list", spec)), "-o", str(snapshot)],
+        check=True, capture_output=True, timeout=3600,
+    )
+
+
 def miss_file(directory: Path, tag: str, lines: int) -> Path:
     """A miss-heavy file whose new names were never asked of any server before."""
     rng = random.Random(tag)
@@ -163,6 +172,7 @@ class Options:
     client_cpus: str = "0"
     repeat: int = 1
     querylog: bool = False
+    text_rules: bool = False
 
 
 def run_all(opts: Options, log: object = print) -> dict[str, object]:
@@ -180,11 +190,7 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
     ds = data.make_dataset(work / "data", opts.entries)
     snapshot = work / "data" / "blocklist.snap"
     compile_started = time.monotonic()
-    subprocess.run(
-        [sys.executable, "-m", "filterdns", "compile", "--list",
-         f"{ds.domains_file}:adult:domains", "-o", str(snapshot)],
-        check=True, capture_output=True, timeout=3600,
-    )
+    compile_snapshot(snapshot, f"{ds.domains_file}:adult:domains")
     say(f"compiled {opts.entries} entries in {time.monotonic() - compile_started:.1f}s")
     nsd = servers.Nsd(work, ds, cpus=opts.client_cpus)
     nsd.start()
@@ -198,6 +204,13 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
             kinds.append(
                 ("filterdns+log", servers.Filterdns,
                  {"workers": 1, "snapshot": snapshot, "querylog": True})
+            )
+        if opts.text_rules:
+            text_snapshot = work / "data" / "blocklist-text.snap"
+            compile_snapshot(text_snapshot, f"{ds.domains_file}:adult:domains",
+                             f"{ds.expressions_file}:gambling:expressions")
+            kinds.append(
+                ("filterdns+text", servers.Filterdns, {"workers": 1, "snapshot": text_snapshot})
             )
         if opts.workers > 1:
             kinds.append(
@@ -221,7 +234,9 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
                     dnsperf(server.port, ds.warm_file, 60, cpus=opts.client_cpus, once=True)
                 for mix, path, kw in (
                     ("mix", ds.mix_file, {}),
-                    ("miss", miss_file(work / "data", f"{label}-", 2_000_000), {}),
+                    # The new names must be host names ("filterdns+log" is not one).
+                    ("miss", miss_file(work / "data", f"{label.replace('+', '-')}-", 2_000_000),
+                     {}),
                     ("p99@10k", ds.mix_file, {"rate": 10_000, "verbose": True}),
                 ):
                     if opts.smoke and mix == "miss":

@@ -291,7 +291,7 @@ level = "warning"
 # Full features on: every query is mapped to a policy by its source address (the
 # loopback client gets "default"); the child policy's network is not the client's.
 [policies.default]
-block = ["adult"]
+block = ["adult", "gambling"]
 
 [policies.child]
 clients = ["10.0.0.0/8"]

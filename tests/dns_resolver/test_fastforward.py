@@ -173,3 +173,55 @@ def test_one_timed_out_upstream_is_asked_once(
         samples = server.resolver.metrics.upstream_errors.collect()[0].samples
     assert up.count_of("udp") == 1  # C's attempt; Python did not ask the same one again
     assert any(s.labels.get("kind") == "timeout" and s.value == 1 for s in samples)
+
+
+@pytest.fixture
+def text_rules(tmp_path: Path, nsd_upstream: NsdServer) -> Iterator[tuple[int, object, int]]:
+    """A fast and a Python server whose lists are text rules only: an expression that
+    blocks `multi.` and any `tracker` (the cloaked CNAME's target), a keyword that blocks
+    the `txt` label, and one whose exception (`@@short`) cancels it in `short.`."""
+    expressions = tmp_path / "expressions"
+    expressions.write_text("^multi\\.\ntracker\n")
+    keywords = tmp_path / "keywords"
+    keywords.write_text("txt$label\nshor$substring\n@@short\n")
+    matcher = Matcher.from_lists([
+        ListSpec(str(expressions), category="adult", name="expr", format="expressions"),
+        ListSpec(str(keywords), category="adult", name="words", format="keywords"),
+    ])
+    with InProcessServer(matcher, [nsd_upstream.upstream]) as (fast_port, fast), \
+            InProcessServer(matcher, [nsd_upstream.upstream], fast_path=False) as (port, _):
+        yield fast_port, fast, port
+
+
+def test_text_rules_let_unlisted_misses_be_forwarded_from_c(
+    text_rules: tuple[int, object, int],
+) -> None:
+    fast_port, fast, python_port = text_rules
+    fp = fast.fast.fp  # type: ignore[attr-defined]
+    fallbacks = fast.fast.fallbacks  # type: ignore[attr-defined]
+    # No rule applies: forwarded from C once the rules passed the name.
+    for name, rdtype, options in CASES:
+        if name in (Z.MULTI, Z.TXT):
+            continue
+        before = fp.fast_answers
+        assert _raw(fast_port, name, rdtype, **options) == _raw(  # type: ignore[arg-type]
+            python_port, name, rdtype, **options)  # type: ignore[arg-type]
+        assert fp.fast_answers == before + 1, name
+    assert fallbacks["miss"] == 0
+    # A rule blocks: Python makes the verdict and its answer.
+    for name, rcode in ((Z.MULTI, dns.rcode.NXDOMAIN), (Z.TXT, dns.rcode.NXDOMAIN)):
+        handed = fallbacks["miss"]
+        ours = _raw(fast_port, name, "A")
+        assert fallbacks["miss"] == handed + 1, name
+        assert ours == _raw(python_port, name, "A"), name
+        assert dns.message.from_wire(ours).rcode() == rcode
+    assert "multi" in str(dns.message.from_wire(_raw(fast_port, Z.MULTI, "A")).options[0])
+    # The rules ran on the CNAME targets too (alias and chain passed above): the cloaked
+    # name's target matches, so Python blocks the answer, as it would have.
+    handed = fallbacks["answer"]
+    ours = _raw(fast_port, Z.CLOAK, "A")
+    assert fallbacks["answer"] == handed + 1
+    assert ours == _raw(python_port, Z.CLOAK, "A")
+    reply = dns.message.from_wire(ours)
+    assert reply.rcode() == dns.rcode.NXDOMAIN
+    assert "cname=" + Z.CLOAK_TARGET.rstrip(".") in str(reply.options[0])

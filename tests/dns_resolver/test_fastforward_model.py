@@ -4,7 +4,9 @@ For generated upstream answers (TTLs around the clamps and past 2^31, NXDOMAIN/N
 with and without SOA, OPT or not, AA, additional records, CNAMEs), a query forwarded
 through `FastPath` over real loopback sockets must get exactly the bytes the Python chain
 makes of the same answer (`wire.strip_opt`, `Cache.store`, `render`/`wire.adopt`,
-`edns.finish`), and C must have cached it exactly when `Cache.store` does.
+`edns.finish`), and C must have cached it exactly when `Cache.store` does. With text
+rules (a stand-in rule that applies to any name with a `q`), an answer whose CNAME
+targets the rule applies to must be handed to Python, and any other finished in C.
 """
 
 from __future__ import annotations
@@ -34,16 +36,22 @@ TTLS = st.sampled_from([0, 1, 4, 5, 59, 300, 3600, 3601, 86400, 0x7FFFFFFF, 0x80
 _names = itertools.count()
 
 
+def q_rule(host: str, mask: int) -> str | None:
+    """A stand-in for `Matcher.text_rules_verdict`: applies to names with a `q`."""
+    return "q" if "q" in host else None
+
+
 class Rig:
     """A FastPath with a client, a listener and a fake upstream on loopback sockets."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, text_rules: bool) -> None:
+        self.text_rules = text_rules
         empty = tmp / "empty.txt"
         empty.write_text("listed.example\n")
         matcher = Matcher.from_lists([ListSpec(str(empty), category="adult", name="t")])
         self.fp = fastpath.FastPath(UDP_SIZE, 10_000)
         self.fp.set_acl([(4, b"\x7f\x00\x00\x00", 8, 0)], [])
-        self.fp.set_matcher(matcher._core, False)
+        self.fp.set_matcher(matcher._core, q_rule if text_rules else None)
         self.fp.set_templates(fastpath.block_templates(Blocker()))
         self.fp.set_upstream(UDP_SIZE, 2.0, True, False, MIN_TTL, MAX_TTL, NEGATIVE_MAX_TTL)
         self.socks = [self._udp() for _ in range(4)]
@@ -70,10 +78,14 @@ class Rig:
         return self.upstream.recv(4096) if self.upstream in ready else None
 
     def answer(self, response: bytes) -> bytes:
+        assert self.reply(response) == []
+        return self.client.recv(65535)
+
+    def reply(self, response: bytes) -> list[tuple[object, ...]]:
+        """Send the upstream's answer; what C hands to Python."""
         self.upstream.sendto(response, self.out.getsockname())
         assert select.select([self.out], [], [], 2.0)[0]
-        assert self.fp.serve_upstream(self.slot) == ()
-        return self.client.recv(65535)
+        return list(self.fp.serve_upstream(self.slot))
 
     def close(self) -> None:
         self.fp.release_socket(self.slot)
@@ -81,9 +93,10 @@ class Rig:
             s.close()
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    r = Rig(tmp_path_factory.mktemp("rig"))
+@pytest.fixture(scope="module", params=[False, True], ids=["lists", "text-rules"])
+def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[Rig]:
+    r = Rig(tmp_path_factory.mktemp("rig"), request.param)
     yield r
     r.close()
 
@@ -137,6 +150,12 @@ def test_c_finishes_answers_as_python_does(
         + sent[12 : 12 + len(question)]
         + b"".join(sections[1] + sections[2] + additional)
     )
+    if rig.text_rules and any(b"q" in rdata for section, rtype, _, rdata in records
+                              if section == 1 and rtype == wire.TYPE_CNAME):
+        handed = rig.reply(response)
+        assert [(h[0], fastpath.REASONS[h[3]], h[5]) for h in handed] == [  # type: ignore[index]
+            (data, "answer", response)]
+        return
     got = rig.answer(response)
 
     # What the Python chain makes of the same answer.
