@@ -19,6 +19,7 @@ cdef enum:
     QUERY_KEEP = 512       # client queries up to this size can be forwarded from C
     FWD_SIZE = 523         # an upstream query: up to QUERY_KEEP of question + our OPT
     MAX_RECORDS = 256      # records in an upstream answer handled in C (more: Python)
+    HOST_BUF = 1024        # names per slot for the text rules (more: Python)
 
 
 cdef struct Entry:
@@ -105,7 +106,8 @@ cdef struct Slot:
     uint32_t namelen
     uint8_t name[128]      # the client's sockaddr (a sockaddr_storage)
     uint32_t hostlen
-    uint8_t host[1024]     # TEXT_CHECK: normalised names for the text rules, NUL-ended
+    uint8_t *host          # TEXT_CHECK: normalised names for the text rules, NUL-ended
+                           # (HOST_BUF bytes in FastPath.hosts: the hot fields stay close)
 
 
 @cython.final
@@ -192,6 +194,7 @@ cdef class FastPath:
     # batch buffers
     cdef uint8_t *inbuf
     cdef uint8_t *outbuf
+    cdef uint8_t *hosts    # VLEN x HOST_BUF, behind Slot.host
     cdef int outsize
     cdef Slot slots[VLEN]
 

@@ -409,9 +409,13 @@ cdef class FastPath:
         self.fwdbuf = <uint8_t *>malloc(VLEN * FWD_SIZE)
         self.inbuf = <uint8_t *>malloc(VLEN * RECV_SIZE)
         self.outbuf = <uint8_t *>malloc(VLEN * self.outsize)
+        self.hosts = <uint8_t *>malloc(VLEN * HOST_BUF)
+        for i in range(VLEN):
+            self.slots[i].host = self.hosts + i * HOST_BUF
         if (self.buckets == NULL or self.ede_keys == NULL or self.ede_vals == NULL
                 or self.ede_opts == NULL or self.ede_lens == NULL or self.ede_metric == NULL
                 or self.inbuf == NULL or self.outbuf == NULL or self.fwdbuf == NULL
+                or self.hosts == NULL
                 or self.allow == NULL
                 or self.deny == NULL or self.policy_nets == NULL or self.block_json == NULL):
             raise MemoryError()
@@ -437,6 +441,7 @@ cdef class FastPath:
         free(self.punt)
         free(self.inbuf)
         free(self.outbuf)
+        free(self.hosts)
         free(self.fwdbuf)
         free(self.logbuf)
         if self.qtype_json != NULL:
@@ -1736,7 +1741,7 @@ cdef class FastPath:
                             if code >= 0 and not code & 1:
                                 return 1  # CNAME cloaking: Python blocks it, with its EDE
                             if code < 0 and text != NULL and self.text_rules:
-                                if text.hostlen + nn + 1 > sizeof(text.host):
+                                if text.hostlen + nn + 1 > HOST_BUF:
                                     return 1
                                 memcpy(text.host + text.hostlen, norm, nn)
                                 text.host[text.hostlen + nn] = 0
