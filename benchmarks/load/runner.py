@@ -275,17 +275,23 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
 
 
 def medians(runs: list[Run]) -> list[Run]:
-    """Per (server, mix), the run with the median queries/s (the machine is shared and
-    noisy: repeated, interleaved runs and their median say more than one run)."""
+    """Per (server, mix), the run with the median of what the mix measures: queries/s,
+    or the 99th percentile for a fixed-rate run, where every run has the same rate (the
+    machine is shared and noisy: repeated, interleaved runs and their median say more
+    than one run)."""
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.server, run.mix), []).append(run)
     out = []
     for group in groups.values():
-        ordered = sorted(group, key=lambda r: r.qps)
+        if all(r.p99_latency_ms is not None for r in group):
+            ordered = sorted(group, key=lambda r: r.p99_latency_ms or 0.0)
+        else:
+            ordered = sorted(group, key=lambda r: r.qps)
         chosen = ordered[(len(ordered) - 1) // 2]
         chosen.extra["qps_all"] = [round(r.qps) for r in group]
         chosen.extra["cpu_us_all"] = [round(r.cpu_us_per_query, 2) for r in group]
+        chosen.extra["p99_ms_all"] = [r.p99_latency_ms for r in group]
         out.append(chosen)
     return out
 
