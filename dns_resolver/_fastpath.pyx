@@ -845,12 +845,13 @@ cdef class FastPath:
 
     cdef object _hand_over(self, int idx, int reason, object answer):
         """Give pending `idx` up to Python: (client datagram, host, port, reason, listener
-        fd, upstream answer or None). It stops waiting and its entry is freed."""
+        fd, upstream answer or None, seconds since the client's query arrived). It stops
+        waiting and its entry is freed."""
         cdef Pending *p = &self.pend[idx]
         self._detach(idx)
         host, port = _host_port(p.name)
         out = (PyBytes_FromStringAndSize(<char *>p.query, p.qlen), host, port, reason, p.fd,
-               answer)
+               answer, _now() - p.started)
         self._pend_free(idx)
         return out
 
@@ -1819,7 +1820,8 @@ cdef class FastPath:
         """Read the answers waiting on upstream slot `s` and answer their clients.
 
         Returns what Python must finish as [(client datagram, host, port, reason,
-        listener fd, upstream answer or None)]: R_ANSWER with the answer (finish it),
+        listener fd, upstream answer or None, seconds waited)]: R_ANSWER with the answer
+        (finish it),
         R_UPSTREAM with a TC or error-rcode answer, or without one (a closed port, an
         answer longer than the buffer): Python goes on from there.
         """

@@ -209,22 +209,25 @@ class UpstreamPool:
             return
         reasons = self.fast.reasons
         fallbacks = self.fast.fallbacks
-        for data, host, port, reason, fd, answer in rest:
+        for data, host, port, reason, fd, answer, waited in rest:
             name = reasons[reason]
             fallbacks[name] += 1
             send = self.fast.sender(fd)
             if name == "answer":
-                self._finish(data, host, port, answer, send)
+                self._finish(data, host, port, answer, waited, send)
             else:
                 # timeout; upstream: TC or an error rcode (with the answer), a closed port.
                 kind = "timeout" if name == "timeout" else "network"
-                self._carry_on(data, host, port, answer, kind, send)
+                self._carry_on(data, host, port, answer, kind, waited, send)
 
-    def _finish(self, data: bytes, host: str, port: int, answer: bytes, send: Any) -> None:
+    def _finish(
+        self, data: bytes, host: str, port: int, answer: bytes, waited: float, send: Any
+    ) -> None:
         resolver = self.resolver
         try:
             out = resolver.handle(data, host, False)
             if isinstance(out, Pending):
+                out.started -= waited  # the response time counts from the client's query
                 out = resolver.answer(out, answer)
         except Exception:
             log.exception("error finishing an upstream answer for %s", host)
@@ -233,7 +236,8 @@ class UpstreamPool:
             send(out, (host, port))
 
     def _carry_on(
-        self, data: bytes, host: str, port: int, answer: bytes | None, kind: str, send: Any
+        self, data: bytes, host: str, port: int, answer: bytes | None, kind: str,
+        waited: float, send: Any,
     ) -> None:
         resolver = self.resolver
         try:
@@ -242,6 +246,7 @@ class UpstreamPool:
             log.exception("error handling a UDP query from %s", host)
             out = resolver.servfail_for(data)
         if isinstance(out, Pending):
+            out.started -= waited  # the response time counts from the client's query
             tried = self.upstream
             if tried is None or out.target:
                 self.fast.server.handle_pending(out, data, (host, port), send)

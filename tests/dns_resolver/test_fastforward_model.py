@@ -155,6 +155,7 @@ def test_c_finishes_answers_as_python_does(
         handed = rig.reply(response)
         assert [(h[0], fastpath.REASONS[h[3]], h[5]) for h in handed] == [  # type: ignore[index]
             (data, "answer", response)]
+        assert 0 <= handed[0][6] < 2.0  # type: ignore[operator]  # seconds it waited in C
         return
     got = rig.answer(response)
 
