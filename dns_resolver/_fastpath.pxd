@@ -115,7 +115,6 @@ cdef class FastPath:
     cdef MatchCore core
     cdef object text_check # the lists' text rules (set_matcher), or None
     cdef bint text_rules   # text_check is not None
-    cdef int ntext         # TEXT_CHECK slots in the batch just read (_round, _uround)
     cdef int udp_size
     cdef uint64_t k0, k1
     # response cache
@@ -226,6 +225,8 @@ cdef class FastPath:
                      uint32_t *outlen, double now, Slot *text) noexcept nogil
     cdef int _uround(self, int s, double now) noexcept nogil
     cdef Entry *_find(self, const uint8_t *key, uint32_t keylen, uint64_t h) noexcept nogil
+    cdef uint64_t _key_hash(self, bytes key)
+    cdef Entry *_lookup(self, bytes key)
     cdef void _unlink(self, Entry *e) noexcept nogil
     cdef void _drop(self, Entry *e) noexcept nogil
     cdef int _grow(self) noexcept nogil

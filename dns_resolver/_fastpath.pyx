@@ -921,9 +921,7 @@ cdef class FastPath:
             offs[i] = offsets[i]
             vals[i] = ttls[i]
         if self._store_raw(
-                <const uint8_t *>PyBytes_AS_STRING(key), keylen,
-                fc_siphash24(self.k0, self.k1, <const unsigned char *>PyBytes_AS_STRING(key),
-                             keylen),
+                <const uint8_t *>PyBytes_AS_STRING(key), keylen, self._key_hash(key),
                 <const uint8_t *>PyBytes_AS_STRING(body), bodylen, offs, vals, nttl, stored,
                 lifetime, <const uint8_t *>PyBytes_AS_STRING(ede), len(ede)) == NULL:
             raise MemoryError()
@@ -997,8 +995,7 @@ cdef class FastPath:
     def fetch(self, bytes key):
         """The entry cached under `key` as (body, offsets, ttls, stored, lifetime, ede), or
         None: for Python's cache, which does not hold what C forwarded and cached."""
-        cdef uint64_t h = fc_siphash24(self.k0, self.k1, <const unsigned char *>PyBytes_AS_STRING(key), len(key))
-        cdef Entry *e = self._find(<const uint8_t *>PyBytes_AS_STRING(key), len(key), h)
+        cdef Entry *e = self._lookup(key)
         cdef uint32_t i
         if e == NULL:
             return None
@@ -1009,10 +1006,17 @@ cdef class FastPath:
 
     def discard(self, bytes key):
         """Forget one entry, if cached."""
-        cdef uint64_t h = fc_siphash24(self.k0, self.k1, <const unsigned char *>PyBytes_AS_STRING(key), len(key))
-        cdef Entry *e = self._find(<const uint8_t *>PyBytes_AS_STRING(key), len(key), h)
+        cdef Entry *e = self._lookup(key)
         if e != NULL:
             self._drop(e)
+
+    cdef uint64_t _key_hash(self, bytes key):
+        return fc_siphash24(self.k0, self.k1, <const unsigned char *>PyBytes_AS_STRING(key),
+                            len(key))
+
+    cdef Entry *_lookup(self, bytes key):
+        """The entry cached under a key made by Python (`fastpath.wire_key`), or NULL."""
+        return self._find(<const uint8_t *>PyBytes_AS_STRING(key), len(key), self._key_hash(key))
 
     def clear(self):
         """Drop every cached answer."""
@@ -1379,8 +1383,6 @@ cdef class FastPath:
                     fwd[nf] = <int>self.slots[i].code
                     fslot[nf] = i
                     nf += 1
-                else:
-                    self.ntext += 1
             elif self.slots[i].verdict == TO_PYTHON:
                 self.python_fallbacks += 1
         self._forward(fwd, fslot, nf)
@@ -1456,7 +1458,7 @@ cdef class FastPath:
     cdef void _text_checks_answers(self, int n):
         """Run the text rules on the CNAME/DNAME targets of this round's TEXT_CHECK
         answers; finish in C the answers they pass, hand the rest to Python."""
-        cdef int i
+        cdef int i, answered = 0
         cdef uint32_t outlen
         cdef Slot *s
         cdef Pending *p
@@ -1471,8 +1473,10 @@ cdef class FastPath:
                     self.inbuf + i * RECV_SIZE, s.inlen, p, self.outbuf + i * self.outsize,
                     &outlen, _now(), NULL) == 0:
                 self._answered(s, p, outlen)
-        with nogil:
-            self._send_answered(n)
+                answered += 1
+        if answered:
+            with nogil:
+                self._send_answered(n)
 
     cdef int _send_upstream(self, int *idx, int k) noexcept nogil:
         """Send pending queries `idx` on the next active upstream socket (one sendmmsg).
@@ -1606,12 +1610,11 @@ cdef class FastPath:
             # Counted when answered: a query handed over is counted by Python's attempt.
             self.c_up_queries += 1
             r = self._answer(d, len_, p, self.outbuf + i * self.outsize, &outlen, now,
-                             &self.slots[i])
+                             &self.slots[i] if self.text_rules else NULL)
             if r == 1:
                 self.slots[i].reason = R_ANSWER
             elif r == 2:
                 self.slots[i].verdict = TEXT_CHECK
-                self.ntext += 1
             else:
                 self._answered(&self.slots[i], p, outlen)
         self._send_answered(n)
@@ -1681,7 +1684,8 @@ cdef class FastPath:
         (cache.py's TTL rules), and write the client's answer to `out`.
         Returns 1 when Python must finish it instead (a block, anything odd), and 2 when
         the text rules must first pass the targets no domain entry names: they are then
-        in `text.host`, and `_answer` is called again with `text` NULL."""
+        in `text.host`, and `_answer` is called again with `text` NULL (as it is when the
+        lists have no text rules)."""
         cdef uint8_t body[RECV_SIZE]
         cdef uint16_t offs[MAX_RECORDS]
         cdef uint32_t vals[MAX_RECORDS]
@@ -1741,7 +1745,7 @@ cdef class FastPath:
                             code = self.core.walk_buf(norm, nn, p.mask)
                             if code >= 0 and not code & 1:
                                 return 1  # CNAME cloaking: Python blocks it, with its EDE
-                            if code < 0 and text != NULL and self.text_rules:
+                            if code < 0 and text != NULL:
                                 if text.hostlen + nn + 1 > HOST_BUF:
                                     return 1
                                 memcpy(text.host + text.hostlen, norm, nn)
@@ -1821,9 +1825,8 @@ cdef class FastPath:
 
         Returns what Python must finish as [(client datagram, host, port, reason,
         listener fd, upstream answer or None, seconds waited)]: R_ANSWER with the answer
-        (finish it),
-        R_UPSTREAM with a TC or error-rcode answer, or without one (a closed port, an
-        answer longer than the buffer): Python goes on from there.
+        (finish it), R_UPSTREAM with a TC or error-rcode answer, or without one (a closed
+        port, an answer longer than the buffer): Python goes on from there.
         """
         cdef list rest = None
         cdef int r, i, n, idx
@@ -1839,8 +1842,7 @@ cdef class FastPath:
                 break
             if n <= 0:
                 break
-            if self.ntext:
-                self.ntext = 0
+            if self.text_rules:
                 self._text_checks_answers(n)
             for i in range(n):
                 if self.slots[i].verdict != TO_PYTHON:
@@ -1872,8 +1874,7 @@ cdef class FastPath:
                 n = self._round(fd)
             if n <= 0:
                 break
-            if self.ntext:
-                self.ntext = 0
+            if self.text_rules:
                 self._text_checks(n)
             for i in range(n):
                 if self.slots[i].verdict == TO_PYTHON:

@@ -1,9 +1,10 @@
 """Forwarding cache misses from the C fast path: the upstream socket pool and hand-overs.
 
-A miss that needs nothing but the upstream (not blocked, no text rules to run, no policy
-that wants Python) is sent upstream by C itself (`FastPath.set_upstream`): its answer is
-matched, inspected, cached and sent back without a Python object per query. This module
-gives C what it needs and takes back what C does not finish:
+A miss that needs nothing but the upstream (not blocked, passed by the text rules if the
+lists have any, no policy that wants Python) is sent upstream by C itself
+(`FastPath.set_upstream`): its answer is matched, inspected, cached and sent back without
+a Python object per query. This module gives C what it needs and takes back what C does
+not finish:
 
 - **Sockets.** `POOL_SIZE` UDP sockets connected to the upstream the Python `Forwarder`
   would ask first (`Forwarder.candidates()[0]`), each with a kernel-chosen random source
@@ -225,9 +226,8 @@ class UpstreamPool:
     ) -> None:
         resolver = self.resolver
         try:
-            out = resolver.handle(data, host, False)
+            out = resolver.handle(data, host, False, waited)
             if isinstance(out, Pending):
-                out.started -= waited  # the response time counts from the client's query
                 out = resolver.answer(out, answer)
         except Exception:
             log.exception("error finishing an upstream answer for %s", host)
@@ -241,12 +241,11 @@ class UpstreamPool:
     ) -> None:
         resolver = self.resolver
         try:
-            out = resolver.handle(data, host, False)
+            out = resolver.handle(data, host, False, waited)
         except Exception:
             log.exception("error handling a UDP query from %s", host)
             out = resolver.servfail_for(data)
         if isinstance(out, Pending):
-            out.started -= waited  # the response time counts from the client's query
             tried = self.upstream
             if tried is None or out.target:
                 self.fast.server.handle_pending(out, data, (host, port), send)
