@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from dns_resolver import eventloop
-from dns_resolver.config import (
+from fdconfig import (
     Config,
     ConfigError,
     apply_overrides,

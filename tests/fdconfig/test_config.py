@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dns_resolver.config import (
+from fdconfig import (
     COMMAND_LINE,
     Address,
     Config,
@@ -402,7 +402,7 @@ def test_the_reference_documents_every_key() -> None:
     import dataclasses
     import re
 
-    from dns_resolver import config as cfg
+    import fdconfig as cfg
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     documented: dict[str, set[str]] = {}
