@@ -328,12 +328,9 @@ def _key(steps: Sequence[str | int]) -> str:
 
 
 def _plain(info: mi.Type) -> mi.Type:
-    """The type without its metadata and without UNSET (an absent key is not a value)."""
+    """The type without its metadata (msgspec already leaves UNSET out of unions)."""
     while isinstance(info, mi.Metadata):
         info = info.type
-    if isinstance(info, mi.UnionType):
-        types = [_plain(t) for t in info.types if not isinstance(t, mi.UnsetType)]
-        return types[0] if len(types) == 1 else mi.UnionType(tuple(types))
     return info
 
 

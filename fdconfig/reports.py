@@ -25,7 +25,10 @@ class ReportsTable(Table):
     ] = ""
     allow: Annotated[
         tuple[str, ...],
-        doc("Networks that may submit reports (others get 403); the `[access]` default."),
+        doc(
+            "Networks that may submit reports (others get 403).",
+            default_text="the `[access]` default (loopback and private ranges)",
+        ),
     ] = DEFAULT_ALLOW_TEXT
     rate_per_minute: Annotated[
         float,
@@ -40,15 +43,15 @@ class ReportsTable(Table):
     form_url: Annotated[
         str,
         doc(
-            'Where the block page\'s "ask for a review" form posts (an http(s) URL). Empty: '
-            "`http://<admin.listen>/api/reports`."
+            'Where the block page\'s "ask for a review" form posts (an http(s) URL).',
+            default_text="`http://<admin.listen>/api/reports`",
         ),
     ] = ""
     page_url: Annotated[
         str,
         doc(
-            "The public report form (it takes `?target=&kind=appeal&category=&list=` to "
-            "pre-fill). Empty: `http://<admin.listen>/report`."
+            "The public report form (it takes `?target=&kind=appeal&category=&list=` to pre-fill).",
+            default_text="`http://<admin.listen>/report`",
         ),
     ] = ""
     trusted_proxies: Annotated[

@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dns_resolver.cli import register as register_serve
 
     register_serve(sub)
+    __import__("fdconfig.cli").cli.register(sub)
     __import__("filterdns.squid_helper").squid_helper.register(sub)
     __import__("reports.cli").cli.register(sub)
     __import__("benchmarks.load.cli").load.cli.register(sub)
