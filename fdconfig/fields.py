@@ -40,7 +40,7 @@ class ConfigError(Exception):
         super().__init__(f"{self.path}: {key}: {message}" if key else f"{self.path}: {message}")
 
 
-class Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The base of every declared TOML table: a key nobody declared is an error."""
 
 

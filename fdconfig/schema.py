@@ -132,7 +132,7 @@ def schema_keys() -> set[str]:
     """Every key of the file, dotted as `documented_keys` spells them."""
     schema = json_schema()
     top = _resolve(schema, schema)
-    keys = set()
+    keys: set[str] = set()
     for section, prop in top["properties"].items():
         nested = _nested(schema, prop)
         assert nested is not None, section

@@ -83,9 +83,7 @@ class ServerConfig:
 
 def build(table: ServerTable, where: Where) -> ServerConfig:
     listen = where.each("server.listen", table.listen, parse_address)
-    workers = table.workers
-    if workers == "auto":
-        workers = max(1, len(os.sched_getaffinity(0)))
+    workers = max(1, len(os.sched_getaffinity(0))) if table.workers == "auto" else table.workers
     return ServerConfig(
         listen=tuple(dict.fromkeys(listen)),
         udp_payload_size=table.udp_payload_size,
