@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fdconfig.fields import Address, Table, Where, doc, parse_address
+from fdconfig.fields import Address, Table, Where, doc, fill, parse_address
 
 
 class AdminTable(Table):
@@ -38,6 +38,4 @@ class AdminConfig:
 
 
 def build(table: AdminTable, where: Where) -> AdminConfig:
-    return AdminConfig(
-        enabled=table.enabled, listen=where.one("admin.listen", table.listen, parse_address)
-    )
+    return fill(AdminConfig, table, listen=where.one("admin.listen", table.listen, parse_address))

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Annotated, Literal, get_args
 
-from fdconfig.fields import ConfigError, Table, Where, doc, ip_of_version
+from fdconfig.fields import ConfigError, Table, Where, doc, fill, ip_of_version
 
 BlockMode = Literal["nxdomain", "nodata", "null", "ip"]
 BLOCK_MODES: tuple[str, ...] = get_args(BlockMode)
@@ -76,13 +76,11 @@ class BlockingConfig:
 
 
 def build(table: BlockingTable, where: Where) -> BlockingConfig:
-    cfg = BlockingConfig(
-        mode=table.mode,
+    cfg = fill(
+        BlockingConfig,
+        table,
         ipv4=where.one("blocking.ipv4", table.ipv4, ip_of_version(4)),
         ipv6=where.one("blocking.ipv6", table.ipv6, ip_of_version(6)),
-        ttl=table.ttl,
-        inspect_answers=table.inspect_answers,
-        filtered_categories=table.filtered_categories,
     )
     check_ip_mode(cfg, where.file, "blocking.mode")
     return cfg

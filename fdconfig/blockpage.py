@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fdconfig.fields import Address, Table, Where, doc, http_url, optional_address, parse_address
+from fdconfig.fields import (
+    Address,
+    Table,
+    Where,
+    doc,
+    fill,
+    http_url,
+    optional_address,
+    parse_address,
+)
 
 
 class BlockPageTable(Table):
@@ -37,8 +46,9 @@ class BlockPageConfig:
 
 def build(table: BlockPageTable, where: Where) -> BlockPageConfig:
     review_url = table.review_url.strip()
-    return BlockPageConfig(
-        enabled=table.enabled,
+    return fill(
+        BlockPageConfig,
+        table,
         listen=where.one("blockpage.listen", table.listen, parse_address),
         https_listen=where.one("blockpage.https_listen", table.https_listen, optional_address),
         review_url=where.one("blockpage.review_url", review_url, http_url) if review_url else "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fdconfig.fields import Table, Where, doc
+from fdconfig.fields import Table, Where, doc, fill
 
 
 class CacheTable(Table):
@@ -73,16 +73,4 @@ def build(table: CacheTable, where: Where) -> CacheConfig:
             "cache.min_ttl",
             f"must not exceed cache.max_ttl ({table.max_ttl}), got {table.min_ttl}",
         )
-    return CacheConfig(
-        enabled=table.enabled,
-        max_entries=table.max_entries,
-        min_ttl=table.min_ttl,
-        max_ttl=table.max_ttl,
-        negative_max_ttl=table.negative_max_ttl,
-        serve_stale=table.serve_stale,
-        stale_answer_ttl=table.stale_answer_ttl,
-        stale_max_age=table.stale_max_age,
-        prefetch=table.prefetch,
-        prefetch_threshold=table.prefetch_threshold,
-        prefetch_min_hits=table.prefetch_min_hits,
-    )
+    return fill(CacheConfig, table)

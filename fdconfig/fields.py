@@ -9,6 +9,7 @@ what a type cannot say (an address, a CIDR, a file that must exist).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -24,6 +25,7 @@ COMMAND_LINE = "command line"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 class ConfigError(Exception):
@@ -84,6 +86,13 @@ class Where:
             return parse(text)
         except ValueError as e:
             raise self.error(key, str(e)) from None
+
+
+def fill(cls: type[D], table: Table, **parsed: Any) -> D:
+    """A section's dataclass from its checked `table`: the keys both declare are copied, and
+    `parsed` gives the rest (what a type cannot say: addresses, CIDRs, resolved paths)."""
+    names = {f.name for f in dataclasses.fields(cls)} & set(table.__struct_fields__)  # type: ignore[arg-type]
+    return cls(**{name: getattr(table, name) for name in names - parsed.keys()}, **parsed)
 
 
 def choices(values: Sequence[str]) -> str:

@@ -24,6 +24,7 @@ from fdconfig.fields import (
     Table,
     Where,
     doc,
+    fill,
     parse_duration,
 )
 from filtercore.listspec import ListSpec
@@ -185,12 +186,12 @@ def build(tables: list[ListTable], where: Where, prefix: str = "lists") -> tuple
             )
         defaults = ListConfig(path="")
         out.append(
-            ListConfig(
+            fill(
+                ListConfig,
+                table,
                 path=str(path),
                 name=name,
-                format=table.format,
                 category=table.category or None,
-                action=table.action,
                 url=url,
                 refresh=_refresh(table.refresh, defaults.refresh, where, f"{key}.refresh"),
                 max_shrink=_given(table.max_shrink, defaults.max_shrink),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal, get_args
 
-from fdconfig.fields import Table, Where, doc
+from fdconfig.fields import Table, Where, doc, fill
 
 Level = Literal["debug", "info", "warning", "error"]
 Format = Literal["text", "json"]
@@ -29,4 +29,4 @@ class LoggingConfig:
 
 
 def build(table: LoggingTable, where: Where) -> LoggingConfig:
-    return LoggingConfig(level=table.level, format=table.format)
+    return fill(LoggingConfig, table)

@@ -11,7 +11,7 @@ from typing import Annotated, Literal, get_args
 from msgspec import UNSET, Meta, UnsetType
 
 from fdconfig.blocking import MAX_TTL, BlockingConfig, BlockMode, check_ip_mode
-from fdconfig.fields import IPNetwork, Table, Where, doc, parse_network
+from fdconfig.fields import IPNetwork, Table, Where, doc, fill, parse_network
 from fdconfig.lists import ListConfig
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -243,23 +243,19 @@ def _policy(
     mode = None if isinstance(table.mode, UnsetType) else table.mode
     if mode is not None:
         check_ip_mode(replace(blocking, mode=mode), where.file, f"{prefix}.mode")
-    return PolicyConfig(
+    return fill(
+        PolicyConfig,
+        table,
         name=name,
         clients=where.each(f"{prefix}.clients", table.clients, parse_network),
         macs=where.each(f"{prefix}.macs", table.macs, parse_mac),
-        cpe_ids=table.cpe_ids,
         block=block,
-        lists=table.lists,
         allow_domains=where.each(f"{prefix}.allow_domains", table.allow_domains, _domain),
         block_domains=where.each(f"{prefix}.block_domains", table.block_domains, _domain),
         mode=mode,
         ttl=None if isinstance(table.ttl, UnsetType) else table.ttl,
         child=child,
         bypass_prevention=bypass,
-        safe_search=table.safe_search,
-        youtube=table.youtube,
-        block_unsafe_search=table.block_unsafe_search,
-        timezone=table.timezone,
         schedule=tuple(
             _window(window, f"{prefix}.schedule[{i}]", known, where)
             for i, window in enumerate(table.schedule)
@@ -274,13 +270,14 @@ def check_policy_name(name: str, where: Where) -> None:
 
 
 def _window(table: ScheduleTable, key: str, known: set[str], where: Where) -> ScheduleConfig:
-    window = ScheduleConfig(
+    window = fill(
+        ScheduleConfig,
+        table,
         days=_days(table.days, f"{key}.days", where),
         start=where.one(f"{key}.start", table.start, parse_clock),
         end=where.one(f"{key}.end", table.end, parse_clock),
         block=_categories(table.block, f"{key}.block", known, where),
         allow=_categories(table.allow, f"{key}.allow", known, where),
-        name=table.name,
     )
     if not window.block and not window.allow:
         raise where.error(f"{key}.block", "a window must block or allow at least one category")

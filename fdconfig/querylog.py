@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal, get_args
 
-from fdconfig.fields import Table, Where, doc
+from fdconfig.fields import Table, Where, doc, fill
 
 Anonymize = Literal["truncate", "hash", "none"]
 ANONYMIZE_MODES: tuple[str, ...] = get_args(Anonymize)
@@ -53,9 +53,4 @@ class QueryLogConfig:
 def build(table: QueryLogTable, where: Where) -> QueryLogConfig:
     if not table.path.strip():
         raise where.error("querylog.path", "must not be empty")
-    return QueryLogConfig(
-        enabled=table.enabled,
-        path=str(where.data_dir / table.path),
-        anonymize=table.anonymize,
-        max_bytes=table.max_bytes,
-    )
+    return fill(QueryLogConfig, table, path=str(where.data_dir / table.path))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fdconfig.access import DEFAULT_ALLOW, DEFAULT_ALLOW_TEXT
 from fdconfig.admin import AdminConfig
-from fdconfig.fields import IPNetwork, Table, Where, doc, http_url, parse_network
+from fdconfig.fields import IPNetwork, Table, Where, doc, fill, http_url, parse_network
 
 
 class ReportsTable(Table):
@@ -92,11 +92,11 @@ def build(table: ReportsTable, where: Where, admin: AdminConfig) -> ReportsConfi
         )
     form_url = table.form_url.strip() or f"http://{admin.listen}/api/reports"
     page_url = table.page_url.strip() or f"http://{admin.listen}/report"
-    return ReportsConfig(
+    return fill(
+        ReportsConfig,
+        table,
         database=database,
         allow=where.each("reports.allow", table.allow, parse_network),
-        rate_per_minute=table.rate_per_minute,
-        burst=table.burst,
         form_url=where.one("reports.form_url", form_url, http_url),
         page_url=where.one("reports.page_url", page_url, http_url),
         trusted_proxies=where.each("reports.trusted_proxies", table.trusted_proxies, parse_network),

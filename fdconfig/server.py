@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from fdconfig.fields import Address, Table, Where, doc, parse_address
+from fdconfig.fields import Address, Table, Where, doc, fill, parse_address
 
 MAX_WORKERS = 256
 
@@ -84,11 +84,4 @@ class ServerConfig:
 def build(table: ServerTable, where: Where) -> ServerConfig:
     listen = where.each("server.listen", table.listen, parse_address)
     workers = max(1, len(os.sched_getaffinity(0))) if table.workers == "auto" else table.workers
-    return ServerConfig(
-        listen=tuple(dict.fromkeys(listen)),
-        udp_payload_size=table.udp_payload_size,
-        tcp_idle_timeout=table.tcp_idle_timeout,
-        data_dir=table.data_dir,
-        workers=workers,
-        fast_path=table.fast_path,
-    )
+    return fill(ServerConfig, table, listen=tuple(dict.fromkeys(listen)), workers=workers)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from fdconfig.fields import Address, Table, Where, doc, parse_address
+from fdconfig.fields import Address, Table, Where, doc, fill, parse_address
 
 DEFAULT_RESOLV_CONF = "/etc/resolv.conf"
 Strategy = Literal["failover", "parallel"]
@@ -82,12 +82,10 @@ def build(
     from_resolv = not servers
     if from_resolv:
         servers = upstreams_from_resolv_conf(resolv_conf, listen)
-    return UpstreamConfig(
+    return fill(
+        UpstreamConfig,
+        table,
         servers=tuple(dict.fromkeys(servers)),
-        strategy=table.strategy,
-        timeout=table.timeout,
-        retry_dead_after=table.retry_dead_after,
-        max_failures=table.max_failures,
         from_resolv_conf=from_resolv,
         resolv_conf=resolv_conf,
     )
