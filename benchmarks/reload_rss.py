@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks.synthetic import query_mix, synthetic_names
-from dns_resolver.config import load_config
+from fdconfig import load_config
 from filtercore import Matcher
 from listsync.reloader import ListReloader
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from dns_resolver.config import DEFAULT_ALLOW
+from fdconfig import DEFAULT_ALLOW
 
 _MEMO_LIMIT = 65536
 

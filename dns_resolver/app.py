@@ -24,10 +24,10 @@ from dns_resolver.acl import Acl
 from dns_resolver.blocking import Blocker
 from dns_resolver.blockpage.recent import RecentBlocks
 from dns_resolver.cache import Cache
-from dns_resolver.config import Config
 from dns_resolver.resolver import Resolver
 from dns_resolver.server import DnsServer
 from dns_resolver.upstream import Forwarder
+from fdconfig import Config
 
 log = logging.getLogger(__name__)
 

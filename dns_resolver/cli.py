@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from dns_resolver import eventloop
-from dns_resolver.config import (
+from fdconfig import (
     Config,
     ConfigError,
     apply_overrides,
@@ -58,6 +58,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--metrics-listen", metavar="ADDR:PORT", help='Prometheus endpoint ("" disables)'
     )
+    parser.add_argument(
+        "--data-dir", metavar="DIR",
+        help="where state lives: downloaded lists, snapshot, query log, reports "
+        "(overrides server.data_dir)",
+    )
     parser.add_argument("--log-format", choices=("text", "json"), help="log line format")
     parser.add_argument(
         "--snapshot", metavar="FILE",
@@ -95,7 +100,11 @@ def setup_logging(level: str, fmt: str) -> None:
 
 def load(args: argparse.Namespace) -> Config:
     """The effective config: the file (or the embedded default) with the flags applied."""
-    config = load_config(args.config) if args.config else default_config()
+    data_dir = getattr(args, "data_dir", None)
+    if args.config:
+        config = load_config(args.config, data_dir=data_dir)
+    else:
+        config = default_config(data_dir=data_dir)
     config = apply_overrides(
         config,
         listen=args.listen,

@@ -32,9 +32,9 @@ from typing import Any, NamedTuple
 from dns_resolver import bypass, safesearch
 from dns_resolver.allowance import AllowanceStore
 from dns_resolver.blocking import Blocker
-from dns_resolver.config import BlockingConfig, PoliciesConfig, PolicyConfig
 from dns_resolver.schedule import Schedule, Window, local_day
 from dns_resolver.wire import Edns, Query
+from fdconfig import BlockingConfig, PoliciesConfig, PolicyConfig
 from filtercore.errors import InvalidNameError
 from filtercore.verdict import NO_MATCH, Action, RuleKind, Verdict
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from dnslib import QTYPE, RCODE
 
 from dns_resolver.acl import client_ip
-from dns_resolver.config import ANONYMIZE_MODES, QueryLogConfig
+from fdconfig import ANONYMIZE_MODES, QueryLogConfig
 from filtercore._digest import siphash24
 from filtercore.verdict import Verdict
 

@@ -45,7 +45,6 @@ YOUTUBE_HOSTS = (
     "www.youtube-nocookie.com",
 )
 YOUTUBE_TARGETS = {"moderate": "restrictmoderate.youtube.com", "strict": "restrict.youtube.com"}
-YOUTUBE_MODES = ("off", "moderate", "strict")
 REWRITE_TTL = 300
 
 UNSAFE_ENGINES = (
@@ -139,7 +138,6 @@ def safesearch_answer(query: wire.Query, target: str, response: bytes, policy: A
 
 __all__ = [
     "UNSAFE_ENGINES",
-    "YOUTUBE_MODES",
     "google_hosts",
     "rewrites",
     "safesearch_answer",

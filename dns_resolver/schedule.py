@@ -19,24 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MINUTES_PER_DAY = 24 * 60
 MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
-
-
-def parse_clock(text: str) -> int:
-    """Minutes after midnight of `HH:MM` (`24:00` is the end of the day).
-
-    Raises:
-        ValueError: not a valid `HH:MM`.
-    """
-    hours, sep, minutes = text.strip().partition(":")
-    if not sep or not hours.isdigit() or not minutes.isdigit() or len(minutes) != 2:
-        raise ValueError(f'"{text}" is not a time of day (HH:MM)')
-    h, m = int(hours), int(minutes)
-    if m > 59 or h > 24 or (h == 24 and m):
-        raise ValueError(f'"{text}" is not a time of day (00:00..24:00)')
-    return h * 60 + m
 
 
 @dataclass(frozen=True)
@@ -118,4 +102,4 @@ def local_day(now: float, zone: ZoneInfo) -> tuple[str, float]:
     return when.date().isoformat(), midnight
 
 
-__all__ = ["DAYS", "Schedule", "Window", "local_day", "parse_clock"]
+__all__ = ["Schedule", "Window", "local_day"]

@@ -38,7 +38,7 @@ from dataclasses import replace
 from typing import Any
 
 from dns_resolver import eventloop
-from dns_resolver.config import Address, Config
+from fdconfig import Address, Config
 
 log = logging.getLogger(__name__)
 

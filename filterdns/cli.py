@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from dns_resolver.config import ConfigError
+from fdconfig import ConfigError
 from filtercore import FilterError, ListSpec, Matcher, Verdict
 from filtercore.matcher import parse_target
 from filterdns import __version__
@@ -37,7 +37,7 @@ def _add_list_options(parser: argparse.ArgumentParser) -> None:
 
 def _specs(args: argparse.Namespace) -> list[ListSpec]:
     """The lists named by --list, else by --config, else the bundled defaults."""
-    from dns_resolver.config import load_bundled_lists, load_config
+    from fdconfig import load_bundled_lists, load_config
 
     if args.lists:
         return [ListSpec.parse(text) for text in args.lists]
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dns_resolver.cli import register as register_serve
 
     register_serve(sub)
+    __import__("fdconfig.cli").cli.register(sub)
     __import__("filterdns.squid_helper").squid_helper.register(sub)
     __import__("reports.cli").cli.register(sub)
     __import__("benchmarks.load.cli").load.cli.register(sub)

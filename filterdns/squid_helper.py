@@ -339,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
     load = _loader(args)
     policy: PolicyLookup = block_all_categories
     if args.config and not args.lists and not args.snapshot:
-        from dns_resolver.config import load_config
+        from fdconfig import load_config
 
         config = load_config(args.config)
         if config.policy.enabled:

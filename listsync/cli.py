@@ -86,7 +86,7 @@ def _config_options(parser: argparse.ArgumentParser, need_config: bool = True) -
 
 def _load(args: argparse.Namespace) -> tuple[Any, Path]:
     """The config (with --data-dir applied) and the data directory."""
-    from dns_resolver.config import default_config, load_config
+    from fdconfig import default_config, load_config
 
     config = load_config(args.config) if args.config else default_config()
     if args.data_dir:

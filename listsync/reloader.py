@@ -53,7 +53,7 @@ from listsync.update import (
 )
 
 if TYPE_CHECKING:
-    from dns_resolver.config import Config
+    from fdconfig import Config
 
 log = logging.getLogger(__name__)
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fdconfig.lists import body_path
 from filtercore.compiler import compile_lists
 from filtercore.entries import Entry, ParsedList, Scope
 from filtercore.errors import FilterError
@@ -43,10 +44,10 @@ from filtercore.snapshot import SnapshotError, load_snapshot, write_snapshot
 from filtercore.verdict import Action
 from listsync.audit import LIST_UPDATE, AuditLog
 from listsync.fetch import Download, FetchError, SourceMeta, download
-from listsync.sources import AUDIT_NAME, INCOMING_DIR, META_NAME, SNAPSHOT_NAME, body_path
+from listsync.sources import AUDIT_NAME, INCOMING_DIR, META_NAME, SNAPSHOT_NAME
 
 if TYPE_CHECKING:
-    from dns_resolver.config import Config, ListConfig
+    from fdconfig import Config, ListConfig
 
 log = logging.getLogger(__name__)
 

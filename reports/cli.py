@@ -33,13 +33,13 @@ def _add_location(parser: argparse.ArgumentParser) -> None:
 
 def _config_and_dir(args: argparse.Namespace) -> tuple[Any, Path]:
     """The config (or the defaults) and the data directory the command works on."""
-    from dns_resolver.config import COMMAND_LINE, ConfigError, load_config
+    from fdconfig import COMMAND_LINE, ConfigError, load_config
     from listsync.update import config_data_dir
 
     if args.config:
         config = load_config(args.config)
     elif args.data_dir:
-        from dns_resolver.config import Config
+        from fdconfig import Config
 
         config = Config()
     else:
@@ -119,7 +119,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from dns_resolver.cli import setup_logging
-    from dns_resolver.config import COMMAND_LINE, ConfigError, parse_address
+    from fdconfig import COMMAND_LINE, ConfigError, parse_address
     from reports.server import serve_forever
 
     config, data_dir = _config_and_dir(args)

@@ -29,7 +29,7 @@ from reports.store import Store, database_url
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from dns_resolver.config import Config
+    from fdconfig import Config
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from reports.submission import DecisionInput, Submission
 from reports.tokens import hash_token, new_token
 
 if TYPE_CHECKING:
-    from dns_resolver.config import Config
+    from fdconfig import Config
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from dns_resolver.blockpage.recent import BlockInfo, block_info
-from dns_resolver.config import Address, Config
+from fdconfig import Address, Config
 
 log = logging.getLogger(__name__)
 

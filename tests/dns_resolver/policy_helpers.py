@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import dns.message
 
 from dns_resolver.app import build_matcher, build_policies, build_resolver
-from dns_resolver.config import Config, load_config
 from dns_resolver.resolver import Pending, Resolver
+from fdconfig import Config, load_config
 
 PARIS = ZoneInfo("Europe/Paris")
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dns_resolver.app import App, build_resolver, list_entries
-from dns_resolver.config import (
+from fdconfig import (
     AccessConfig,
     Address,
     BlockingConfig,

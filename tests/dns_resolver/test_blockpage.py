@@ -11,7 +11,7 @@ import pytest
 
 from dns_resolver.blockpage.recent import BlockInfo, RecentBlocks
 from dns_resolver.blockpage.server import BlockPageServer, host_of, pick_language, render_page
-from dns_resolver.config import Address
+from fdconfig import Address
 from filtercore.verdict import Action, Verdict
 
 INFO = BlockInfo("porn.example", "adult", "ut1/adult", "porn.example", "child", "policy=child")

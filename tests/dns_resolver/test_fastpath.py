@@ -308,7 +308,7 @@ def test_workers_that_cannot_start_stop_the_parent(tmp_path: Path) -> None:
 
 
 def test_workers_config_is_validated(tmp_path: Path) -> None:
-    from dns_resolver.config import ConfigError, load_config
+    from fdconfig import ConfigError, load_config
 
     path = tmp_path / "c.toml"
     for bad in ('"many"', "0", "true"):

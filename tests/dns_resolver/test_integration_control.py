@@ -168,3 +168,24 @@ def test_query_log(filterdns_on_nsd: Callable[..., ServerProcess], tmp_path: Pat
     assert [e["result"] for e in entries] == ["allowed", "blocked"]
     assert entries[0]["client"] == "127.0.0.0"
     assert entries[1]["category"] == "adult" and entries[1]["list"] == "test"
+
+
+def test_serve_data_dir_flag_overrides_the_file(
+    filterdns_on_nsd: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """`--data-dir` replaces server.data_dir: the query log's relative path lands there."""
+    flag_dir = tmp_path / "flag-data"
+    flag_dir.mkdir()
+    server = filterdns_on_nsd(
+        {
+            "server": {"data_dir": "file-data"},
+            "upstream": {"timeout": 0.5},
+            "querylog": {"enabled": True, "path": "queries.jsonl"},
+        },
+        extra_args=["--data-dir", str(flag_dir)],
+    )
+    assert server.dig(Z.WWW, "A").status == "NOERROR"
+    server.stop()
+    entries = [json.loads(line) for line in (flag_dir / "queries.jsonl").read_text().splitlines()]
+    assert [e["qname"] for e in entries] == [Z.WWW.rstrip(".")]
+    assert not (tmp_path / "file-data").exists()

@@ -12,10 +12,10 @@ import pytest
 
 from dns_resolver import edns
 from dns_resolver import policy as policy_mod
-from dns_resolver.config import ConfigError
 from dns_resolver.policy import OPTION_CPE_ID, OPTION_ECS, OPTION_MAC, parse_ecs, parse_mac
 from dns_resolver.resolver import Pending, Resolver
 from dns_resolver.wire import Edns
+from fdconfig import ConfigError
 from tests.dns_resolver.policy_helpers import Clock, ask, make_config, make_resolver, paris
 
 POLICIES = """
@@ -324,7 +324,7 @@ def test_list_reload_recomputes_the_masks(tmp_path: Path, resolver: Resolver) ->
 
 
 def test_block_mode_flag_reaches_policies_without_their_own_mode(tmp_path: Path) -> None:
-    from dns_resolver.config import apply_overrides
+    from fdconfig import apply_overrides
 
     config = apply_overrides(make_config(tmp_path, POLICIES), block_mode="null")
     resolver = make_resolver(config)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dns_resolver.config import QueryLogConfig
 from dns_resolver.querylog import QueryLog, anonymize_client
+from fdconfig import QueryLogConfig
 from filtercore.verdict import Action, Verdict
 
 

@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dns_resolver.schedule import Schedule, Window, local_day, parse_clock
+from dns_resolver.schedule import Schedule, Window, local_day
+from fdconfig.policies import parse_clock
 
 PARIS = ZoneInfo("Europe/Paris")
 GAMES, SOCIAL = 1, 2

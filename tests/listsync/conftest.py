@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dns_resolver.config import Config, load_config
+from fdconfig import Config, load_config
 from tests.dns_resolver.conftest import (  # noqa: F401 - fixtures are found by name
     nsd_upstream,
     start_filterdns,

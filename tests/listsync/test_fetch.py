@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from fdconfig.fields import parse_duration
+from fdconfig.lists import default_source_name, url_file_name
 from listsync.fetch import FetchError, check_gzip
-from listsync.sources import default_source_name, parse_duration, url_file_name
 
 
 def test_check_gzip_accepts_whole_streams(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from dns_resolver.config import Address, AdminConfig, Config, ReportsConfig
+from fdconfig import Address, AdminConfig, Config, ReportsConfig
 from reports.server import AdminServer
 from reports.store import Store, data_dir_url
 from tests.dns_resolver.conftest import (  # noqa: F401 - fixtures used by the e2e tests

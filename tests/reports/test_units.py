@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dns_resolver.config import ConfigError, load_config
+from fdconfig import ConfigError, load_config
 from filtercore.categories import CategoryMap
 from filtercore.errors import FilterError, InvalidNameError
 from filtercore.verdict import NO_MATCH, Action, Verdict

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dns_resolver.config import (
+from fdconfig import (
     COMMAND_LINE,
     Address,
     Config,
@@ -395,39 +395,6 @@ def test_require_upstreams(tmp_path: Path) -> None:
 )
 def test_parse_address(text: str, expected: Address) -> None:
     assert parse_address(text, default_port=53) == expected
-
-
-def test_the_reference_documents_every_key() -> None:
-    """docs/configuration.md has a row for each key the loader accepts, and no other."""
-    import dataclasses
-    import re
-
-    from dns_resolver import config as cfg
-
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
-    documented: dict[str, set[str]] = {}
-    section = None
-    for line in doc.splitlines():
-        if m := re.match(r"^## `\[\[?(\w+)\]\]?`", line):
-            section = m.group(1)
-            documented[section] = set()
-        elif section and (m := re.match(r"^\| `(\w+)` \|", line)):
-            documented[section].add(m.group(1))
-    internal = {"from_resolv_conf", "resolv_conf"}  # derived, not keys of the file
-    classes = {
-        "server": cfg.ServerConfig,
-        "upstream": cfg.UpstreamConfig,
-        "cache": cfg.CacheConfig,
-        "blocking": cfg.BlockingConfig,
-        "access": cfg.AccessConfig,
-        "metrics": cfg.MetricsConfig,
-        "querylog": cfg.QueryLogConfig,
-        "logging": cfg.LoggingConfig,
-        "lists": cfg.ListConfig,
-    }
-    for name, cls in classes.items():
-        keys = {f.name for f in dataclasses.fields(cls)} - internal
-        assert documented.get(name) == keys, name
 
 
 # --- lists given by URL (listsync) --------------------------------------------------------

@@ -1,0 +1,87 @@
+"""`[server]`: where and how clients are served."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import msgspec
+
+from fdconfig.fields import Address, Table, Where, doc, fill, parse_address
+
+MAX_WORKERS = 256
+
+
+class ServerTable(Table):
+    """Where and how clients are served."""
+
+    listen: Annotated[
+        tuple[str, ...],
+        doc(
+            "Addresses to serve, UDP and TCP on each. Port 53 needs root or "
+            "`CAP_NET_BIND_SERVICE` (`setcap cap_net_bind_service=+ep` on the Python binary, "
+            "or `AmbientCapabilities=CAP_NET_BIND_SERVICE` in a systemd unit with `User=` set "
+            "to an unprivileged account).",
+            min_length=1,
+        ),
+    ] = ("127.0.0.1:5353",)
+    udp_payload_size: Annotated[
+        int,
+        doc(
+            "The EDNS UDP payload size we accept and advertise (512..65535). Answers larger "
+            "than the client's (and this) limit are truncated with TC set, so the client "
+            "retries over TCP. 1232 avoids IP fragmentation (DNS Flag Day 2020).",
+            ge=512,
+            le=65535,
+        ),
+    ] = 1232
+    tcp_idle_timeout: Annotated[
+        float, doc("Seconds an idle client TCP connection is kept open.", gt=0)
+    ] = 10.0
+    data_dir: Annotated[
+        str,
+        doc(
+            "Folder for state files: the query log's relative path is resolved in it, and it "
+            "holds the downloaded list sources (`sources/`), the compiled snapshot "
+            "(`lists.snap`) and the audit trail (`audit.jsonl`). Empty: the config file's "
+            "folder. `filterdns serve --data-dir DIR` overrides it."
+        ),
+    ] = ""
+    workers: Annotated[
+        Annotated[int, msgspec.Meta(ge=1, le=MAX_WORKERS)] | Literal["auto"],
+        doc(
+            "Processes serving the same addresses (`SO_REUSEPORT`: the kernel spreads clients "
+            'across them), `1`..`256` or `"auto"` (one per CPU the process may run on). Each '
+            "worker has its own cache; all of them map one compiled list snapshot, so N "
+            "workers hold one copy of the lists. The parent process compiles the lists, "
+            "serves `/metrics` (the workers' figures added up) and passes SIGHUP (reload) and "
+            "SIGTERM on. See [resolver-fastpath.md](resolver-fastpath.md)."
+        ),
+    ] = 1
+    fast_path: Annotated[
+        bool,
+        doc(
+            "Serve UDP through the C fast path (batched `recvmmsg`/`sendmmsg`, cache hits and "
+            "blocks answered without Python) when the extension is built; `false` uses the "
+            "plain asyncio listener. Answers are the same either way."
+        ),
+    ] = True
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where and how clients are served."""
+
+    listen: tuple[Address, ...] = (Address("127.0.0.1", 5353),)
+    udp_payload_size: int = 1232
+    tcp_idle_timeout: float = 10.0
+    data_dir: str = ""
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT); "auto" = usable CPUs
+    fast_path: bool = True  # the C UDP fast path (dns_resolver/fastpath.py) when built
+
+
+def build(table: ServerTable, where: Where) -> ServerConfig:
+    listen = where.each("server.listen", table.listen, parse_address)
+    workers = max(1, len(os.sched_getaffinity(0))) if table.workers == "auto" else table.workers
+    return fill(ServerConfig, table, listen=tuple(dict.fromkeys(listen)), workers=workers)
