@@ -26,12 +26,12 @@ from filtercore.normalize import normalize_name
 from listsync.audit import LIST_UPDATE
 from reports import pages
 from reports.export import FORMATS, export_audit
-from reports.models import KINDS, NAME_LEN, REASON_LEN, STATUSES
 from reports.openapi import openapi_document
 from reports.service import AdminService
 from reports.store import Conflict, NotFound, TokenInfo
 from reports.submission import ValidationError, parse_decision, parse_submission, text_field
 from reports.tokens import role_allows
+from reports.vocabulary import KINDS, NAME_LEN, REASON_LEN, STATUSES
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from reports.models import NAME_LEN, ROLES
+from reports.vocabulary import NAME_LEN, ROLES
 
 EXIT_OK, EXIT_ERROR = 0, 2
 

@@ -23,18 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-KINDS = ("report", "appeal")
-STATUSES = ("open", "decided")
-ACTIONS = ("block", "allow", "reject")
-OVERRIDE_ACTIONS = ("block", "allow")
-ROLES = ("reviewer", "admin")
-
-# Column sizes: the API's limits (reports.submission) fit inside them with room to spare.
-TARGET_LEN = 2048
-HOST_LEN = 253
-COMMENT_LEN = 2000
-NAME_LEN = 100
-REASON_LEN = 2000
+from reports.vocabulary import HOST_LEN, NAME_LEN, TARGET_LEN
 
 
 def utcnow() -> datetime:

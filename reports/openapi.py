@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reports.models import ACTIONS, COMMENT_LEN, KINDS, NAME_LEN, REASON_LEN, TARGET_LEN
+from reports.vocabulary import ACTIONS, COMMENT_LEN, KINDS, NAME_LEN, REASON_LEN, TARGET_LEN
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -24,18 +24,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from reports.models import (
-    OVERRIDE_ACTIONS,
-    ROLES,
-    STATUSES,
-    Decision,
-    Override,
-    Report,
-    Token,
-    utcnow,
-)
+from reports.models import Decision, Override, Report, Token, utcnow
 from reports.submission import DecisionInput, Submission
 from reports.tokens import hash_token, new_token
+from reports.vocabulary import OVERRIDE_ACTIONS, ROLES, STATUSES
 
 if TYPE_CHECKING:
     from fdconfig import Config

@@ -17,7 +17,7 @@ from filtercore.errors import FilterError
 from filtercore.matcher import parse_target
 from filtercore.normalize import normalize_ip, normalize_name
 from filtercore.urlrules import split_squidguard_url
-from reports.models import ACTIONS, COMMENT_LEN, KINDS, NAME_LEN, REASON_LEN, TARGET_LEN
+from reports.vocabulary import ACTIONS, COMMENT_LEN, KINDS, NAME_LEN, REASON_LEN, TARGET_LEN
 
 
 class ValidationError(ValueError):

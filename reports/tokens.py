@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from reports.models import ROLES
+from reports.vocabulary import ROLES
 
 PREFIX = "fdns_"
 

@@ -1,0 +1,18 @@
+"""The report queue's words and sizes, apart from its tables.
+
+They live here, not in `reports.models`, so that the command line can offer them (token
+roles, name lengths) without importing SQLAlchemy, which costs most of a CLI start-up.
+"""
+
+KINDS = ("report", "appeal")
+STATUSES = ("open", "decided")
+ACTIONS = ("block", "allow", "reject")
+OVERRIDE_ACTIONS = ("block", "allow")
+ROLES = ("reviewer", "admin")
+
+# Column sizes: the API's limits (reports.submission) fit inside them with room to spare.
+TARGET_LEN = 2048
+HOST_LEN = 253
+COMMENT_LEN = 2000
+NAME_LEN = 100
+REASON_LEN = 2000
