@@ -6,9 +6,9 @@ time it is built, so on SIGHUP) and answers, per policy:
 - local records (`[local]`, hosts files, `[policies.NAME] records`, automatic PTRs);
 - rewrites (`[policies.NAME] rewrite`): the name to resolve instead;
 - the route of every other name: the `[[forward]]` rule's `Forwarder`, the default one, or
-  NXDOMAIN for a locally served zone (private reverse zones, RFC 6761/6762 names) that no
-  rule forwards. The most specific domain decides; at the same domain a rule naming the
-  client's policy beats one for everybody.
+  NXDOMAIN for a locally served zone (`fdconfig.local.LOCALLY_SERVED`) that no rule
+  forwards and `[local] nodefault` does not name. The most specific domain decides; at
+  the same domain a rule naming the client's policy beats one for everybody.
 
 Answers built here carry the AA bit and have no OPT record; the resolver inspects them like
 upstream answers (a local CNAME to a listed name is blocked) and finishes them.
@@ -26,27 +26,11 @@ from dns_resolver.bypass import suffixes
 from dns_resolver.upstream import Forwarder
 from fdconfig import Address, Config
 from fdconfig.forward import ROOT
-from fdconfig.local import TYPES, LocalRecord, read_hosts
+from fdconfig.local import LOCALLY_SERVED, TYPES, LocalRecord, read_hosts
 
 log = logging.getLogger(__name__)
 
 MAX_CHAIN = 8  # local CNAMEs followed before the answer stops (a loop ends here)
-
-
-def _reverse_zones() -> tuple[str, ...]:
-    v4 = ["10", "254.169", "168.192"]
-    v4 += [f"{n}.172" for n in range(16, 32)] + [f"{n}.100" for n in range(64, 128)]
-    v6 = ["c.f", "d.f", "8.e.f", "9.e.f", "a.e.f", "b.e.f"]
-    return tuple(f"{z}.in-addr.arpa" for z in v4) + tuple(f"{z}.ip6.arpa" for z in v6)
-
-
-LOCALLY_SERVED = frozenset(
-    ("local", "localhost", "invalid", "test", "home.arpa", *_reverse_zones())
-)
-"""Zones answered NXDOMAIN unless a rule forwards them or a local record names them:
-RFC 6761 (`localhost`, `invalid`, `test`), RFC 6762 (`local`), RFC 8375 (`home.arpa`) and
-the reverse zones of RFC 1918, RFC 6598 (100.64/10), link-local (169.254/16, fe80::/10)
-and ULA (fc00::/7) addresses."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +66,7 @@ class LocalData:
     ) -> None:
         loc = config.local
         self.ttl = loc.ttl
+        self.served = LOCALLY_SERVED - set(loc.nodefault)
         records = list(loc.records)
         for path in loc.hosts_files:
             records += read_hosts(path, loc.ttl)
@@ -103,7 +88,7 @@ class LocalData:
 
     def punt_names(self, policy: str = "") -> set[str]:
         """Names (and everything below them) C must hand to Python for `policy`'s clients."""
-        names = set(LOCALLY_SERVED) | set(self.names) | set(self.policy_names.get(policy, ()))
+        names = set(self.served) | set(self.names) | set(self.policy_names.get(policy, ()))
         names |= {domain for domain, _ in self.routes if domain != ROOT}
         names |= set(self.rewrites.get(policy, ()))
         return names
@@ -133,7 +118,7 @@ class LocalData:
             found = routes.get((suffix, policy)) or routes.get((suffix, ""))
             if found is not None:
                 return found
-            if suffix in LOCALLY_SERVED:
+            if suffix in self.served:
                 return suffix
         return routes.get((ROOT, policy)) or self.default
 

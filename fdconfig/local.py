@@ -19,6 +19,22 @@ TYPES = {"A": 1, "CNAME": 5, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28, "SRV": 
 TYPE_NAMES = {number: name for name, number in TYPES.items()}
 
 
+def _reverse_zones() -> tuple[str, ...]:
+    v4 = ["10", "254.169", "168.192"]
+    v4 += [f"{n}.172" for n in range(16, 32)] + [f"{n}.100" for n in range(64, 128)]
+    v6 = ["c.f", "d.f", "8.e.f", "9.e.f", "a.e.f", "b.e.f"]
+    return tuple(f"{z}.in-addr.arpa" for z in v4) + tuple(f"{z}.ip6.arpa" for z in v6)
+
+
+LOCALLY_SERVED = frozenset(
+    ("local", "localhost", "invalid", "test", "home.arpa", *_reverse_zones())
+)
+"""Zones answered NXDOMAIN unless a rule forwards them or a local record names them:
+RFC 6761 (`localhost`, `invalid`, `test`), RFC 6762 (`local`), RFC 8375 (`home.arpa`) and
+the reverse zones of RFC 1918, RFC 6598 (100.64/10), link-local (169.254/16, fe80::/10)
+and ULA (fc00::/7) addresses."""
+
+
 class LocalTable(Table):
     """Names filterdns answers itself, with the AA bit, before any forwarding rule."""
 
@@ -48,6 +64,16 @@ class LocalTable(Table):
         bool,
         doc("Answer the reverse lookup (PTR) of each local A and AAAA address with its name."),
     ] = True
+    nodefault: Annotated[
+        tuple[str, ...],
+        doc(
+            "Locally served zones to forward like any other name instead of answering them "
+            'NXDOMAIN (as Unbound\'s `local-zone: "test." nodefault`), e.g. `["test"]` when '
+            "the upstream serves a test domain. The zones: `local`, `localhost`, `invalid`, "
+            "`test`, `home.arpa` and the private reverse zones (RFC 1918, RFC 6598, "
+            "169.254/16, fc00::/7, fe80::/10)."
+        ),
+    ] = ()
     ttl: Annotated[
         int,
         doc(
@@ -88,6 +114,7 @@ class LocalConfig:
     hosts_files: tuple[str, ...] = ()
     ptr: bool = True
     ttl: int = DEFAULT_TTL
+    nodefault: tuple[str, ...] = ()
 
 
 def build(table: LocalTable, where: Where) -> LocalConfig:
@@ -108,7 +135,17 @@ def build(table: LocalTable, where: Where) -> LocalConfig:
             read_hosts(hosts_file, table.ttl)
         except (OSError, ValueError) as e:
             raise where.error(f"local.hosts_files[{i}]", str(e)) from None
-    return LocalConfig(tuple(records), hosts, table.ptr, table.ttl)
+    nodefault = where.each("local.nodefault", table.nodefault, _served_zone)
+    return LocalConfig(tuple(records), hosts, table.ptr, table.ttl, nodefault)
+
+
+def _served_zone(text: str) -> str:
+    from fdconfig.policies import normalize_domain
+
+    zone = normalize_domain(text)
+    if zone not in LOCALLY_SERVED:
+        raise ValueError(f'"{text}" is not a locally served zone (like "test" or "local")')
+    return zone
 
 
 def parse_records(

@@ -95,6 +95,7 @@ def effective(config: Config) -> dict[str, Any]:
                 "records_file": "",
                 "hosts_files": list(config.local.hosts_files),
                 "ptr": config.local.ptr,
+                "nodefault": list(config.local.nodefault),
                 "ttl": config.local.ttl,
             }
         elif f.name == "policies":
