@@ -283,7 +283,8 @@ class Resolver:
         if found is None:
             route = local.route(name, policy)
             if not isinstance(route, str):
-                pending.forwarder = route
+                if route is not self.forwarder:
+                    pending.forwarder = route
                 return pending
             body = local.nxdomain(query, route)
         elif found.target:
