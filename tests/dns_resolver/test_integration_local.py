@@ -239,3 +239,22 @@ def test_per_policy_records_and_rewrites_differ_by_client(local_server: ServerPr
         ]
     other = server.dig("www.school.lan", "A", "-b", OTHER)
     assert other.rdata("A") == []
+
+
+def test_a_root_rule_gives_a_policy_its_own_default_upstream_set(
+    start_filterdns: Callable[..., ServerProcess],
+    make_fault_upstream: Callable[..., FaultUpstream],
+) -> None:
+    usual = make_fault_upstream(answer_ip="192.0.2.10")
+    family = make_fault_upstream(answer_ip="192.0.2.20")
+    server = start_filterdns(
+        {
+            "upstream": {"servers": [usual.upstream]},
+            "forward": [{"domains": ["."], "servers": [family.upstream], "policies": ["kids"]}],
+            "policies": {"kids": {"clients": [f"{PUPIL}/32"]}},
+        }
+    )
+    for _ in range(2):  # and again from each policy's cache entry
+        assert server.dig("www.example.org", "A", "-b", PUPIL).rdata("A") == ["192.0.2.20"]
+        assert server.dig("www.example.org", "A", "-b", OTHER).rdata("A") == ["192.0.2.10"]
+    assert len(asked(family, "example.org")) == 1 and len(asked(usual, "example.org")) == 1
