@@ -85,6 +85,11 @@ def test_a_forward_rule_answers_for_the_policy_it_names(
     for _ in range(2):  # the second time from the cache (Python's: C never sees these)
         staff = server.dig("dc.corp.test", "A", "-b", STAFF)
         assert staff.status == "NOERROR" and staff.rdata("A") == [DC_A]
+    over_tcp = server.kdig("dc.corp.test", "A", "+tcp", "-b", STAFF)
+    assert over_tcp.rdata("A") == [DC_A]
+    # The rule's servers have the upstreams' metrics and health.
+    assert server.metric("filterdns_upstream_queries_total", upstream=corp_nsd.upstream) == 1
+    assert server.metric("filterdns_upstream_healthy", upstream=corp_nsd.upstream) == 1
     for client in (PUPIL, OTHER):
         other = server.dig("dc.corp.test", "A", "-b", client)
         assert other.status == "NXDOMAIN"
