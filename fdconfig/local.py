@@ -157,7 +157,7 @@ def parse_records(
         try:
             found = _records(line, ttl)
         except ValueError as e:
-            raise where.error(f"{key}[{i}]", str(e)) from None
+            raise where.error(f"{key}[{i}]", f'"{line}": {e}') from None
         if len(found) != 1:
             raise where.error(f"{key}[{i}]", f'"{line}" is not one record')
         out += found
@@ -169,20 +169,27 @@ def parse_zone(text: str, ttl: int) -> list[LocalRecord]:
     """The records of a zone file. Raises ValueError naming the first bad line."""
     try:
         return _records(text, ttl)
-    except ValueError as e:
-        error = e
+    except ValueError:
+        pass
     # The parser does not count lines: the shortest failing prefix ends at the bad one.
     lines = text.splitlines()
     low, high = 1, len(lines)
+    error = ""
     while low < high:
         mid = (low + high) // 2
         try:
             _records("\n".join(lines[:mid]), ttl)
-        except ValueError:
-            high = mid
+        except ValueError as e:
+            high, error = mid, str(e)
         else:
             low = mid + 1
-    raise ValueError(f"line {low}: {error}")
+    if not error:
+        try:
+            _records(text, ttl)
+        except ValueError as e:
+            error = str(e)
+    shown = lines[low - 1].strip() if lines else ""
+    raise ValueError(f'line {low}: "{shown}": {error}')
 
 
 def _records(text: str, ttl: int) -> list[LocalRecord]:
@@ -191,10 +198,7 @@ def _records(text: str, ttl: int) -> list[LocalRecord]:
     try:
         parsed = RR.fromZone(text, ttl=ttl)
     except Exception as e:  # dnslib raises whatever its lexer met: one message for all
-        shown = text.strip() if "\n" not in text.strip() else "a record"
-        raise ValueError(
-            f'"{shown}" is not a zone-file record (NAME [TTL] [IN] TYPE DATA): {e}'
-        ) from None
+        raise ValueError(f"not a zone-file record (NAME [TTL] [IN] TYPE DATA): {e}") from None
     out = []
     for rr in parsed:
         name = str(rr.rname).rstrip(".").lower()

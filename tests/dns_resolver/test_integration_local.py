@@ -210,6 +210,12 @@ def test_local_records_and_a_hosts_file(local_server: ServerProcess, tmp_path: P
     server.send_signal(signal.SIGHUP)
     assert eventually(lambda: server.dig("nas.home", "A").rdata("A") == ["192.168.1.21"])
     assert server.dig("nas6.home", "AAAA").rdata("AAAA") == []  # no longer local
+    # A hosts file that went bad keeps the previous local data.
+    (tmp_path / "hosts").write_text("192.168.1.300 nas.home\n")
+    server.send_signal(signal.SIGHUP)
+    assert eventually(lambda: "hosts files not reloaded" in server.stderr_text())
+    assert "line 1" in server.stderr_text()
+    assert server.dig("nas.home", "A").rdata("A") == ["192.168.1.21"]
     server.stop()
     results = {
         e["qname"]: e["result"]
