@@ -16,7 +16,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,11 @@ from dns_resolver.acl import Acl
 from dns_resolver.blocking import Blocker
 from dns_resolver.blockpage.recent import RecentBlocks
 from dns_resolver.cache import Cache
+from dns_resolver.local import LocalData, rule_servers
 from dns_resolver.resolver import Resolver
 from dns_resolver.server import DnsServer
 from dns_resolver.upstream import Forwarder
-from fdconfig import Config
+from fdconfig import Address, Config
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +100,21 @@ def build_resolver(
             on_evict=metrics.cache_evicted if metrics is not None else None,
         )
     ups = config.upstream
-    forwarder = Forwarder(
-        [(a.host, a.port) for a in ups.servers],
-        strategy=ups.strategy,
-        timeout=ups.timeout,
-        max_failures=ups.max_failures,
-        retry_dead_after=ups.retry_dead_after,
-        udp_size=config.server.udp_payload_size,
-        observer=metrics,
-    )
+
+    def upstream_set(servers: Sequence[Address]) -> Forwarder:
+        # [[forward]] rules' servers get [upstream]'s strategy, timeout and health.
+        return Forwarder(
+            [(a.host, a.port) for a in servers],
+            strategy=ups.strategy,
+            timeout=ups.timeout,
+            max_failures=ups.max_failures,
+            retry_dead_after=ups.retry_dead_after,
+            udp_size=config.server.udp_payload_size,
+            observer=metrics,
+        )
+
+    forwarder = upstream_set(ups.servers)
+    local = LocalData(config, forwarder, {s: upstream_set(s) for s in rule_servers(config)})
     blk = config.blocking
     blocker = Blocker(
         blk.mode,
@@ -128,6 +135,7 @@ def build_resolver(
         querylog=querylog,
         policies=policies,
         recent_blocks=RecentBlocks() if policies is not None else None,
+        local=local,
     )
 
 
@@ -222,8 +230,10 @@ class App:
             self.metrics.lists_loaded(list_entries(matcher))
             if self.resolver.cache is not None:
                 self.metrics.watch_cache_entries(self.resolver.cache.__len__)
-            for upstream in self.resolver.forwarder.upstreams:
-                self.metrics.upstream_healthy(upstream.name, True)
+            assert self.resolver.local is not None
+            for forwarder in self.resolver.local.forwarders():
+                for upstream in forwarder.upstreams:
+                    self.metrics.upstream_healthy(upstream.name, True)
             addr = self.config.metrics.listen
             self.metrics_server = start_metrics_server(addr.host, addr.port, self.metrics.registry)
             log.info("metrics on http://%s/metrics", addr)
@@ -343,6 +353,7 @@ class App:
             self.metrics.list_reload(report.error is None)
 
     def _on_sighup(self) -> None:
+        self.reload_local()
         if self.reloader is not None:
             log.info("SIGHUP: refreshing the lists")
             self.reloader.request_reload()
@@ -353,6 +364,20 @@ class App:
         self._reloading = True
         task = asyncio.get_running_loop().create_task(self.reload())
         task.add_done_callback(lambda _t: setattr(self, "_reloading", False))
+
+    def reload_local(self) -> None:
+        """Rebuild the local data (the hosts files are read again); the rules keep their
+        upstream sets and health. A file that cannot be read keeps the old data."""
+        if self.resolver is None or self.resolver.local is None:
+            return
+        old = self.resolver.local
+        try:
+            local = LocalData(self.config, old.default, old.forwarders_by_servers)
+        except (OSError, ValueError) as exc:
+            log.error("hosts files not reloaded, keeping the previous ones: %s", exc)
+            return
+        self.resolver.set_local(local)
+        log.info("local records reloaded")
 
     async def reload(self) -> bool:
         """Recompile the lists off the event loop and swap them in. False if it failed.

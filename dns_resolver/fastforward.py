@@ -247,7 +247,7 @@ class UpstreamPool:
             out = resolver.servfail_for(data)
         if isinstance(out, Pending):
             tried = self.upstream
-            if tried is None or out.target:
+            if tried is None or out.target or out.forwarder or out.local is not None:
                 self.fast.server.handle_pending(out, data, (host, port), send)
                 return
             if answer is None:

@@ -133,6 +133,8 @@ class UdpFastPath:
         self._policy_version: Any = None
         self._npolicies = 0
         self._policy_punt: list[tuple[int, str]] = []
+        self._policy_names: list[str] = []
+        self._local: Any = None
         self._override_names: list[str] = []
         self._block_keys: dict[tuple[str, str], int] = {}
         self._block_names: list[tuple[str, str]] = []
@@ -180,13 +182,21 @@ class UdpFastPath:
             self._blocker = resolver.blocker
             self.fp.set_templates(block_templates(resolver.blocker))
             self.fp.forget_blocks()
+        local = getattr(resolver, "local", None)
+        if local is not self._local:
+            self._local = local
+            changed = True
         if self._sync_policies(resolver) or changed:
             # Reviewers' overrides (reports/) are decided in Python: their names are
-            # punted for every policy, next to the policies' own punt names.
+            # punted for every policy, next to the policies' own punt names. So are local
+            # names and forwarding rules' domains, so C never sends them to the default
+            # upstream set (dns_resolver.local).
             indexes = range(self._npolicies or 1)
-            self.fp.set_punt_names(
-                self._policy_punt + [(i, n) for n in self._override_names for i in indexes]
-            )
+            punt = self._policy_punt + [(i, n) for n in self._override_names for i in indexes]
+            if local is not None:
+                names = self._policy_names or [""]
+                punt += [(i, n) for i in indexes for n in local.punt_names(names[i])]
+            self.fp.set_punt_names(punt)
 
     def _sync_policies(self, resolver: Any) -> bool:
         """Copy a changed policy view into C; True when it changed."""
@@ -203,16 +213,20 @@ class UdpFastPath:
             # What C does not implement of the contract goes to Python for that policy:
             # allowances (punt_mask) and block modes other than the global one. Punt names
             # (safe search, canaries, own entries) and trusted forwarders are checked in C.
+            # A policy whose `"."` rule names other upstreams is forwarded from Python.
+            local = getattr(resolver, "local", None)
             python.append(
                 bool(policy.punt_mask)
                 or policy.mode != self._blocker.mode
                 or policy.ttl != self._blocker.ttl
+                or (local is not None and local.sends_root_elsewhere(policy.name))
             )
             punt += [(index, name) for name in policy.punt_names]
         trusted = [(fam, packed, prefix, 0) for fam, packed, prefix in view.trusted_forwarders]
         self.fp.set_policies(list(view.networks), view.default_index, masks, python, trusted)
         self._npolicies = len(masks)
         self._policy_punt = punt
+        self._policy_names = [policy.name for policy in view.policies]
         return True
 
     # -- the Cache mirror (called by dns_resolver.cache.Cache) -----------------------------

@@ -65,7 +65,9 @@ QTYPE_LABELS: dict[int, str] = {
 }
 """The qtypes with their own label value; every other code is counted as "other"."""
 
-RESULTS = ("allowed", "blocked", "cached", "refused", "servfail", "formerr", "notimp")
+RESULTS = (
+    "allowed", "blocked", "cached", "local", "refused", "servfail", "formerr", "notimp"
+)
 PROTOCOLS = ("udp", "tcp")
 UPSTREAM_ERROR_KINDS = ("timeout", "refused", "servfail", "spoofed", "garbage", "network")
 RELOAD_RESULTS = ("success", "failure")

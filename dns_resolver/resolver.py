@@ -22,6 +22,7 @@ from dns_resolver.blocking import Blocker
 from dns_resolver.blockpage.recent import RecentBlocks
 from dns_resolver.cache import Cache, CacheKey, cache_key, render
 from dns_resolver.inspect import Checker, inspect_answer
+from dns_resolver.local import Answer, LocalData, compose
 from dns_resolver.policy import Policy, PolicyTable, list_categories, policy_cache_key
 from dns_resolver.safesearch import safesearch_answer, safesearch_query
 from dns_resolver.upstream import Forwarder
@@ -38,6 +39,7 @@ REFUSED = "refused"
 SERVFAIL = "servfail"
 FORMERR = "formerr"
 NOTIMP = "notimp"
+LOCAL = "local"
 
 # BADVERS is a malformed query for the metrics (their result labels are a fixed set).
 _BAD_QUERY_RESULT = {wire.FORMERR: FORMERR, wire.NOTIMP: NOTIMP, wire.BADVERS: FORMERR}
@@ -48,10 +50,14 @@ class Pending:
 
     Under policies it also carries the cache key (which includes the policy and its mask),
     the policy (its categories inspect the answer, its blocker answers a block) and, for a
-    safe-search rewrite, the CNAME target to resolve instead.
+    safe-search rewrite, the CNAME target to resolve instead. `forwarder` is the upstream
+    set a forwarding rule chose, `local` a local answer still waiting for its target.
     """
 
-    __slots__ = ("query", "client", "tcp", "started", "explicit_allow", "key", "policy", "target")
+    __slots__ = (
+        "query", "client", "tcp", "started", "explicit_allow", "key", "policy", "target",
+        "forwarder", "local",
+    )
 
     def __init__(
         self,
@@ -64,6 +70,8 @@ class Pending:
         key: CacheKey | None = None,
         policy: Policy | None = None,
         target: str = "",
+        forwarder: Forwarder | None = None,
+        local: Answer | None = None,
     ) -> None:
         self.query = query
         self.client = client
@@ -73,6 +81,8 @@ class Pending:
         self.key = key if key is not None else cache_key(query)
         self.policy = policy
         self.target = target
+        self.forwarder = forwarder  # a [[forward]] rule's servers (None: the default set)
+        self.local = local  # a local CNAME or rewrite whose target is resolved upstream
 
 
 class Resolver:
@@ -90,6 +100,8 @@ class Resolver:
         querylog: the `dns_resolver.querylog.QueryLog` to write to, or None.
         policies: per-client policies (`dns_resolver.policy`), or None for one rule set.
         recent_blocks: where blocks are remembered for the block page, or None.
+        local: local records, rewrites and forwarding rules (`dns_resolver.local`), or None
+            for none (everything goes to `forwarder`).
     """
 
     def __init__(
@@ -106,6 +118,7 @@ class Resolver:
         querylog: Any = None,
         policies: PolicyTable | None = None,
         recent_blocks: RecentBlocks | None = None,
+        local: LocalData | None = None,
     ) -> None:
         self.matcher = matcher
         # The lists' matcher without the local overrides (reports/); see set_overrides.
@@ -121,6 +134,7 @@ class Resolver:
         self.inspect_answers = inspect_answers
         self.metrics = metrics
         self.querylog = querylog
+        self.local = local
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the synchronous path -------------------------------------------------------------
@@ -155,7 +169,8 @@ class Resolver:
         verdict = self._check(query.qname)
         if verdict.action is Action.BLOCK:
             return self._block(query, verdict, None, client, tcp, started, limit)
-        return Pending(query, client, tcp, started, verdict.action is Action.ALLOW, key=key)
+        pending = Pending(query, client, tcp, started, verdict.action is Action.ALLOW, key=key)
+        return pending if self.local is None else self._local(pending, limit)
 
     def _from_cache(
         self,
@@ -238,7 +253,7 @@ class Resolver:
         )
         if hit is not None:
             return hit
-        return Pending(
+        pending = Pending(
             query,
             client,
             tcp,
@@ -248,6 +263,40 @@ class Resolver:
             policy=policy,
             target=decision.target,
         )
+        if self.local is None or decision.action == "rewrite":
+            return pending
+        return self._local(pending, limit)
+
+    def _local(self, pending: Pending, limit: int | None) -> bytes | Pending:
+        """Local records, rewrites and forwarding rules (`dns_resolver.local`): a local
+        answer (inspected like an upstream one), or the pending query with its route."""
+        local = self.local
+        assert local is not None
+        query = pending.query
+        policy = pending.policy.name if pending.policy is not None else ""
+        name = query.qname.lower().rstrip(".")
+        target = local.rewrite(name, policy)
+        if target is not None:
+            found = local.answer(query, policy, target) or Answer(target=target, rename=True)
+        else:
+            found = local.answer(query, policy)
+        if found is None:
+            route = local.route(name, policy)
+            if not isinstance(route, str):
+                if route is not self.forwarder:
+                    pending.forwarder = route
+                return pending
+            body = local.nxdomain(query, route)
+        elif found.target:
+            pending.local = found
+            return pending
+        else:
+            body = found.body
+        blocked = self._inspect(pending, body, None, limit)
+        if blocked is not None:
+            return blocked
+        self._record(query, pending.tcp, LOCAL, pending.started, pending.client)
+        return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
     def _refuse(self, data: bytes, client: str, tcp: bool, started: float) -> bytes | None:
         query: wire.Query | None = None
@@ -299,10 +348,13 @@ class Resolver:
 
     async def resolve(self, pending: Pending) -> bytes:
         """Forward a pending query, inspect and cache the answer, and answer the client."""
-        if pending.target:
+        if pending.target or pending.local is not None:
             limit = None if pending.tcp else edns.udp_limit(pending.query.edns, self.udp_size)
+            if pending.local is not None:
+                return await self._local_target(pending, pending.local, limit)
             return await self._rewrite(pending, limit)
-        return self.answer(pending, await self.forwarder.resolve(pending.query))
+        forwarder = pending.forwarder or self.forwarder
+        return self.answer(pending, await forwarder.resolve(pending.query))
 
     def answer(self, pending: Pending, response: bytes | None) -> bytes:
         """The client's answer from the upstream's `response` (None: every upstream
@@ -317,31 +369,73 @@ class Resolver:
         except wire.WireError as exc:
             log.warning("unusable upstream answer for %s: %s", query.qname, exc)
             return self._upstream_failed(pending, limit)
-        policy = pending.policy
-        if self.inspect_answers and not pending.explicit_allow:
-            found = inspect_answer(self._checker(policy), body, records)
-            if found is not None:
-                verdict, via = found
-                if policy is not None and self.recent_blocks is not None:
-                    self.recent_blocks.add(query.qname, verdict, policy.name, policy.note)
-                return self._block(
-                    query,
-                    verdict,
-                    via,
-                    pending.client,
-                    pending.tcp,
-                    pending.started,
-                    limit,
-                    blocker=policy.blocker if policy is not None else None,
-                    note=policy.note if policy is not None else None,
-                    key=pending.key,
-                )
+        blocked = self._inspect(pending, body, records, limit)
+        if blocked is not None:
+            return blocked
         # The upstream's body is stored as is (a hit patches ID, flags and question); the
         # client gets it made to fit its query once, as later cache hits will see it (TTLs
         # clamped, negative TTL from the SOA) when it was cacheable.
         entry = self.cache.store(pending.key, body, records) if self.cache is not None else None
         body = render(entry, query, 0) if entry is not None else bytes(wire.adopt(body, query))
         self._record(query, pending.tcp, ALLOWED, pending.started, pending.client)
+        return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
+
+    def _inspect(
+        self, pending: Pending, body: bytes, records: list[wire.RR] | None, limit: int | None
+    ) -> bytes | None:
+        """The block answer when inspecting `body` finds a listed CNAME target or address
+        (and the name was not explicitly allowed), else None."""
+        if not self.inspect_answers or pending.explicit_allow:
+            return None
+        policy = pending.policy
+        found = inspect_answer(self._checker(policy), body, records)
+        if found is None:
+            return None
+        verdict, via = found
+        query = pending.query
+        if policy is not None and self.recent_blocks is not None:
+            self.recent_blocks.add(query.qname, verdict, policy.name, policy.note)
+        return self._block(
+            query,
+            verdict,
+            via,
+            pending.client,
+            pending.tcp,
+            pending.started,
+            limit,
+            blocker=policy.blocker if policy is not None else None,
+            note=policy.note if policy is not None else None,
+            key=pending.key,
+        )
+
+    async def _local_target(self, pending: Pending, found: Answer, limit: int | None) -> bytes:
+        """A local CNAME chain or a rewrite: resolve the target where its route says, and
+        answer with the chain and the target's records (or those records renamed)."""
+        local = self.local
+        assert local is not None
+        query = pending.query
+        policy = pending.policy.name if pending.policy is not None else ""
+        target_query = safesearch_query(query, found.target)
+        route = local.route(found.target, policy)
+        if isinstance(route, str):
+            response: bytes | None = local.nxdomain(target_query, route)
+        else:
+            response = await route.resolve(target_query)
+        if response is None:
+            return self._upstream_failed(pending, limit)
+        try:
+            body = compose(query, found, response)
+        except wire.WireError as exc:
+            log.warning("unusable upstream answer for %s: %s", found.target, exc)
+            return self._upstream_failed(pending, limit)
+        blocked = self._inspect(pending, body, None, limit)
+        if blocked is not None:
+            return blocked
+        if self.cache is not None:
+            entry = self.cache.store(pending.key, body)
+            if entry is not None:
+                body = render(entry, query, 0)
+        self._record(query, pending.tcp, LOCAL, pending.started, pending.client)
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
     def _checker(self, policy: Policy | None) -> Checker:
@@ -390,7 +484,10 @@ class Resolver:
     async def _prefetch(self, query: wire.Query, key: CacheKey, policy: Policy | None) -> None:
         """Refresh a popular cache entry before it expires (the client already got its answer)."""
         try:
-            response = await self.forwarder.resolve(query)
+            forwarder = self._forwarder_for(query, policy)
+            if forwarder is None:
+                return  # a local answer or a rewrite: refreshed by the next query
+            response = await forwarder.resolve(query)
             if response is None or self.cache is None:
                 return  # the entry expires as usual; serve-stale still has it
             body, records = wire.strip_opt(response)
@@ -403,6 +500,18 @@ class Resolver:
             self.cache.store(key, body, records)
         except Exception:
             log.exception("prefetch of %s failed", query.qname)
+
+    def _forwarder_for(self, query: wire.Query, policy: Policy | None) -> Forwarder | None:
+        """The upstream set `query` is forwarded to, None when it is answered locally."""
+        local = self.local
+        if local is None:
+            return self.forwarder
+        name = query.qname.lower().rstrip(".")
+        who = policy.name if policy is not None else ""
+        if local.rewrite(name, who) is not None or local.answer(query, who) is not None:
+            return None
+        route = local.route(name, who)
+        return None if isinstance(route, str) else route
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -427,6 +536,13 @@ class Resolver:
             # Category bits may have moved: the policies' masks are recomputed.
             base = self.base_matcher
             self.policies.bind(base.categories, list_categories(base))
+
+    def set_local(self, local: LocalData) -> None:
+        """Swap in rebuilt local data (hosts files re-read); answers cached under the old
+        data (rewrites, local CNAMEs) are dropped."""
+        self.local = local
+        if self.cache is not None:
+            self.cache.clear()
 
     def set_overrides(self, overrides: Any) -> None:
         """Put reviewers' local overrides (`reports.overrides.OverrideMatcher`: `check(name)

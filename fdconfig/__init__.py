@@ -6,8 +6,9 @@ they read the `Config` tree this package builds.
 
 - `fdconfig.fields`: the error type and the shared field types (addresses, CIDRs, durations).
 - `fdconfig.server`, `.upstream`, `.cache`, `.blocking`, `.access`, `.metrics`,
-  `.querylog`, `.log`, `.admin`, `.reports`, `.lists`, `.policies`, `.blockpage`: one
-  section each, its declared table, its loaded dataclass and its `build`.
+  `.querylog`, `.log`, `.admin`, `.reports`, `.lists`, `.policies`, `.blockpage`,
+  `.forward`, `.local`: one section each, its declared table, its loaded dataclass and its
+  `build`.
 - `fdconfig.config`: the whole file (`ConfigTable`) and the whole configuration (`Config`).
 - `fdconfig.load`: `load_config`, `default_config`, `apply_overrides`, error translation.
 - `fdconfig.schema`: the JSON Schema and docs/configuration.md's key tables.
@@ -21,6 +22,7 @@ from fdconfig.blockpage import BlockPageConfig
 from fdconfig.cache import CacheConfig
 from fdconfig.config import Config
 from fdconfig.fields import COMMAND_LINE, Address, ConfigError, parse_address
+from fdconfig.forward import ForwardConfig
 from fdconfig.lists import ListConfig
 from fdconfig.load import (
     apply_overrides,
@@ -30,6 +32,7 @@ from fdconfig.load import (
     load_config,
     require_upstreams,
 )
+from fdconfig.local import LocalConfig, LocalRecord
 from fdconfig.log import LoggingConfig
 from fdconfig.metrics import MetricsConfig
 from fdconfig.policies import AllowanceConfig, PoliciesConfig, PolicyConfig, ScheduleConfig
@@ -53,7 +56,10 @@ __all__ = [
     "CacheConfig",
     "Config",
     "ConfigError",
+    "ForwardConfig",
     "ListConfig",
+    "LocalConfig",
+    "LocalRecord",
     "LoggingConfig",
     "MetricsConfig",
     "PoliciesConfig",

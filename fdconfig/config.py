@@ -16,7 +16,9 @@ from fdconfig.blocking import BlockingConfig, BlockingTable
 from fdconfig.blockpage import BlockPageConfig, BlockPageTable
 from fdconfig.cache import CacheConfig, CacheTable
 from fdconfig.fields import Table, doc
+from fdconfig.forward import ForwardConfig, ForwardTable
 from fdconfig.lists import ListConfig, ListTable
+from fdconfig.local import LocalConfig, LocalTable
 from fdconfig.log import LoggingConfig, LoggingTable
 from fdconfig.metrics import MetricsConfig, MetricsTable
 from fdconfig.policies import ClientsTable, PoliciesConfig, PolicyTable
@@ -57,6 +59,11 @@ class ConfigTable(Table):
         ),
     ] = {}
     blockpage: BlockPageTable = msgspec.field(default_factory=BlockPageTable)
+    forward: Annotated[
+        tuple[ForwardTable, ...],
+        doc("Forwarding rules (`[[forward]]`): domains whose queries go to other servers."),
+    ] = ()
+    local: LocalTable = msgspec.field(default_factory=LocalTable)
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ class Config:
     lists: tuple[ListConfig, ...] = ()
     policy: PoliciesConfig = field(default_factory=PoliciesConfig)
     blockpage: BlockPageConfig = field(default_factory=BlockPageConfig)
+    forward: tuple[ForwardConfig, ...] = ()
+    local: LocalConfig = field(default_factory=LocalConfig)
     source: str | None = None
 
     def list_specs(self, entries: Iterable[ListConfig] | None = None) -> list[ListSpec]:

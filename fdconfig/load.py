@@ -28,6 +28,8 @@ from fdconfig import (
     blocking,
     blockpage,
     cache,
+    forward,
+    local,
     log,
     metrics,
     policies,
@@ -117,9 +119,16 @@ def _build(
         lists = default_lists() if default_lists else ()
     blocks = blocking.build(table.blocking, where)
     adm = admin.build(table.admin, where)
+    loc = local.build(table.local, where)
+    pols = policies.build(table.policies, table.clients, where, blocks, lists, loc.ttl)
+    rules = forward.build(
+        table.forward, where, srv.listen, [p.name for p in pols.policies]
+    )
+    ups = upstream.build(table.upstream, where, srv.listen, resolv_conf)
+    ups, rules = forward.take_default(rules, ups, table.upstream.servers, where)
     return Config(
         server=srv,
-        upstream=upstream.build(table.upstream, where, srv.listen, resolv_conf),
+        upstream=ups,
         cache=cache.build(table.cache, where),
         blocking=blocks,
         access=access.build(table.access, where),
@@ -129,8 +138,10 @@ def _build(
         admin=adm,
         reports=reports.build(table.reports, where, adm),
         lists=lists,
-        policy=policies.build(table.policies, table.clients, where, blocks, lists),
+        policy=pols,
         blockpage=blockpage.build(table.blockpage, where),
+        forward=rules,
+        local=loc,
         source=file if file != DEFAULT_SOURCE else None,
     )
 

@@ -13,6 +13,7 @@ from msgspec import UNSET, Meta, UnsetType
 from fdconfig.blocking import MAX_TTL, BlockingConfig, BlockMode, check_ip_mode
 from fdconfig.fields import IPNetwork, Table, Where, doc, fill, parse_network
 from fdconfig.lists import ListConfig
+from fdconfig.local import DEFAULT_TTL, LocalRecord, parse_records
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_ALIASES = {"weekdays": DAYS[:5], "weekend": DAYS[5:], "everyday": DAYS}
@@ -110,6 +111,21 @@ class PolicyTable(Table):
     allowance: Annotated[
         tuple[AllowanceTable, ...], doc("Daily allowances (`[[policies.NAME.allowance]]`).")
     ] = ()
+    rewrite: Annotated[
+        dict[str, str],
+        doc(
+            "Names answered as other names: `{ \"NAME\" = \"TARGET\" }`; NAME and every name "
+            "below it are resolved as the same name below TARGET, and the answer is given "
+            "back under the asked name."
+        ),
+    ] = {}
+    records: Annotated[
+        tuple[str, ...],
+        doc(
+            "Local records for this policy's clients, as `[local] records`; a name given "
+            "here replaces that name's `[local]` records."
+        ),
+    ] = ()
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,8 @@ class PolicyConfig:
     timezone: str = "UTC"
     schedule: tuple[ScheduleConfig, ...] = ()
     allowances: tuple[AllowanceConfig, ...] = ()
+    rewrite: tuple[tuple[str, str], ...] = ()
+    records: tuple[LocalRecord, ...] = ()
     block_all: bool = False  # the implicit default policy: every category blocks
 
 
@@ -186,13 +204,17 @@ def build(
     where: Where,
     blocking: BlockingConfig,
     lists: Sequence[ListConfig],
+    record_ttl: int = DEFAULT_TTL,
 ) -> PoliciesConfig:
     trusted = where.each("clients.trusted_forwarders", clients.trusted_forwarders, parse_network)
     state_dir = str(where.data_dir)
     if not tables:
         return PoliciesConfig(trusted_forwarders=trusted, state_dir=state_dir)
     known = _known_categories(lists)
-    out = [_policy(name, table, where, blocking, lists, known) for name, table in tables.items()]
+    out = [
+        _policy(name, table, where, blocking, lists, known, record_ttl)
+        for name, table in tables.items()
+    ]
     if "default" not in tables:
         # Clients no policy names keep what they had without policies: every list blocks.
         out.append(PolicyConfig(name="default", block_all=True))
@@ -220,6 +242,7 @@ def _policy(
     blocking: BlockingConfig,
     lists: Sequence[ListConfig],
     known: set[str],
+    record_ttl: int = DEFAULT_TTL,
 ) -> PolicyConfig:
     prefix = f"policies.{name}"
     check_policy_name(name, where)
@@ -250,8 +273,8 @@ def _policy(
         clients=where.each(f"{prefix}.clients", table.clients, parse_network),
         macs=where.each(f"{prefix}.macs", table.macs, parse_mac),
         block=block,
-        allow_domains=where.each(f"{prefix}.allow_domains", table.allow_domains, _domain),
-        block_domains=where.each(f"{prefix}.block_domains", table.block_domains, _domain),
+        allow_domains=where.each(f"{prefix}.allow_domains", table.allow_domains, normalize_domain),
+        block_domains=where.each(f"{prefix}.block_domains", table.block_domains, normalize_domain),
         mode=mode,
         ttl=None if isinstance(table.ttl, UnsetType) else table.ttl,
         child=child,
@@ -261,6 +284,14 @@ def _policy(
             for i, window in enumerate(table.schedule)
         ),
         allowances=_allowances(table.allowance, f"{prefix}.allowance", known, where),
+        rewrite=tuple(
+            (
+                where.one(f"{prefix}.rewrite", source, normalize_domain),
+                where.one(f"{prefix}.rewrite.{source}", target, normalize_domain),
+            )
+            for source, target in table.rewrite.items()
+        ),
+        records=parse_records(table.records, record_ttl, where, f"{prefix}.records"),
     )
 
 
@@ -316,7 +347,8 @@ def _categories(values: Sequence[str], key: str, known: set[str], where: Where) 
     return tuple(dict.fromkeys(values))
 
 
-def _domain(text: str) -> str:
+def normalize_domain(text: str) -> str:
+    """A domain as lists and rules store it (filtercore's normalisation)."""
     from filtercore.errors import InvalidNameError
     from filtercore.normalize import normalize_name
 

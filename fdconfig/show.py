@@ -13,6 +13,7 @@ import tomli_w
 from fdconfig.config import Config, ConfigTable
 from fdconfig.fields import Address
 from fdconfig.lists import FETCH_KEYS, ListConfig
+from fdconfig.local import LocalRecord
 from fdconfig.policies import DAYS, PolicyConfig
 
 
@@ -22,6 +23,8 @@ def _value(value: Any) -> Any:
         return ""  # a listener that is off
     if isinstance(value, Address | ipaddress.IPv4Network | ipaddress.IPv6Network):
         return str(value)
+    if isinstance(value, LocalRecord):
+        return value.text()
     if isinstance(value, tuple):
         return [_value(v) for v in value]
     return value
@@ -48,9 +51,10 @@ def _policy(policy: PolicyConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields(policy):
         value = getattr(policy, f.name)
-        if f.name in ("name", "block_all", "schedule", "allowances") or value is None:
+        if f.name in ("name", "block_all", "schedule", "allowances", "rewrite") or value is None:
             continue  # the table's name, an implicit policy, or [blocking]'s mode/ttl
         out[f.name] = _value(value)
+    out["rewrite"] = dict(policy.rewrite)
     out["schedule"] = [
         {
             "days": [DAYS[d] for d in w.days],
@@ -75,6 +79,25 @@ def effective(config: Config) -> dict[str, Any]:
             doc["lists"] = [_list(entry) for entry in config.lists]
         elif f.name == "clients":
             doc["clients"] = {"trusted_forwarders": _value(config.policy.trusted_forwarders)}
+        elif f.name == "forward":
+            doc["forward"] = [
+                {
+                    "domains": list(rule.domains),
+                    "servers": _value(rule.servers),
+                    "policies": list(rule.policies),
+                }
+                for rule in config.forward
+            ]
+        elif f.name == "local":
+            # records_file's records are shown with the others, so the output stands alone.
+            doc["local"] = {
+                "records": _value(config.local.records),
+                "records_file": "",
+                "hosts_files": list(config.local.hosts_files),
+                "ptr": config.local.ptr,
+                "nodefault": list(config.local.nodefault),
+                "ttl": config.local.ttl,
+            }
         elif f.name == "policies":
             doc["policies"] = {
                 p.name: _policy(p) for p in config.policy.policies if not p.block_all

@@ -282,6 +282,10 @@ servers = ["127.0.0.1:{self.upstream_port}"]
 [cache]
 max_entries = 200000
 
+# The bench zone is below `test.`, served locally by default (RFC 6761): forward it.
+[local]
+nodefault = ["test"]
+
 [metrics]
 listen = "127.0.0.1:{self.metrics_port}"
 

@@ -937,7 +937,8 @@ def filterdns_config(
     """A config dict from TOML text or a dict, with test defaults filled in.
 
     Fills a free loopback `server.listen`, a free `metrics.listen` (unless set; "" keeps
-    metrics off) and `upstream.servers` from `upstreams` when the config names none.
+    metrics off), `upstream.servers` from `upstreams` when the config names none, and
+    `local.nodefault = ["test"]` unless set (the test zones are below `test.`).
     """
     if config is None:
         data: dict[str, Any] = {}
@@ -951,6 +952,9 @@ def filterdns_config(
     metrics.setdefault("listen", f"{LOOPBACK}:{free_port()}")
     if upstreams:
         data.setdefault("upstream", {}).setdefault("servers", list(upstreams))
+    # The test zones are below `test.`, which is served locally (NXDOMAIN) by default:
+    # forward it, as the load benchmark's Unbound does with `local-zone: "test." nodefault`.
+    data.setdefault("local", {}).setdefault("nodefault", ["test"])
     return data
 
 
