@@ -28,14 +28,29 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="run the filtering DNS resolver",
         description=(
             "Run the filtering DNS resolver. Without --config it runs the embedded default: "
-            "bundled lists, upstreams from /etc/resolv.conf, 127.0.0.1:5353, metrics on "
-            "127.0.0.1:9153. Flags override the config file. Port 53 needs root or "
+            "bundled lists, which serve at once, plus UT1's large categories (adult, "
+            "redirector, phishing, malware) downloaded in the background and refreshed daily "
+            "(not with --offline); upstreams from /etc/resolv.conf, 127.0.0.1:5353, metrics "
+            "on 127.0.0.1:9153, state in $XDG_DATA_HOME/filterdns (~/.local/share/filterdns; "
+            "$STATE_DIRECTORY under systemd). Flags override the config file. "
+            "Exit status 2 for a bad config or an address that cannot be bound (e.g. in "
+            "use). Port 53 needs root or "
             "CAP_NET_BIND_SERVICE (e.g. `setcap cap_net_bind_service=+ep` on the Python "
             "binary, or a systemd unit with AmbientCapabilities=CAP_NET_BIND_SERVICE and "
             "User=filterdns), so the resolver never has to run as root."
         ),
     )
     parser.add_argument("--config", metavar="FILE", help="TOML config file")
+    parser.add_argument(
+        "--data-dir", metavar="DIR",
+        help="where list copies, the snapshot and the audit trail live (default: the "
+        "config's server.data_dir; without --config $XDG_DATA_HOME/filterdns)",
+    )
+    parser.add_argument(
+        "--offline", action="store_true",
+        help="download no list: URL sources serve their copy in the data directory, if any "
+        "(config key server.offline)",
+    )
     parser.add_argument(
         "--check-config", metavar="FILE", help="validate a config file and exit (status 0 if valid)"
     )
@@ -95,7 +110,7 @@ def setup_logging(level: str, fmt: str) -> None:
 
 def load(args: argparse.Namespace) -> Config:
     """The effective config: the file (or the embedded default) with the flags applied."""
-    config = load_config(args.config) if args.config else default_config()
+    config = with_state(args, load_config(args.config) if args.config else None)
     config = apply_overrides(
         config,
         listen=args.listen,
@@ -105,6 +120,27 @@ def load(args: argparse.Namespace) -> Config:
         metrics_listen=args.metrics_listen,
     )
     require_upstreams(config)
+    return config
+
+
+def with_state(args: argparse.Namespace, config: Config | None) -> Config:
+    """`config` (None: the embedded default) with `--data-dir` and `--offline` applied."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    data_dir = getattr(args, "data_dir", None)
+    offline = bool(getattr(args, "offline", False))
+    if config is None:
+        return default_config(data_dir=data_dir, offline=offline)
+    if data_dir:
+        from listsync.update import with_data_dir
+
+        root = Path(data_dir).resolve()
+        config = with_data_dir(
+            replace(config, server=replace(config.server, data_dir=str(root))), root
+        )
+    if offline:
+        config = replace(config, server=replace(config.server, offline=True))
     return config
 
 
@@ -144,5 +180,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         return eventloop.run(app.run())
     except OSError as exc:
-        log.error("%s", exc)
-        return 1
+        # An address in use or not ours to bind: one line naming it, no traceback.
+        log.error("%s", exc.strerror or exc)
+        return 2

@@ -43,6 +43,7 @@ __all__ = [
     "UpstreamConfig",
     "apply_overrides",
     "default_config",
+    "default_data_dir",
     "load_config",
     "parse_address",
     "read_resolv_conf",
@@ -104,6 +105,7 @@ class ServerConfig:
     data_dir: str = ""
     workers: int = 1  # processes sharing the port (SO_REUSEPORT); "auto" = usable CPUs
     fast_path: bool = True  # the C UDP fast path (dns_resolver/fastpath.py) when built
+    offline: bool = False  # never download lists: URL sources serve their cached copy only
 
 
 @dataclass(frozen=True)
@@ -661,6 +663,7 @@ def _server(file: str, table: Any) -> ServerConfig:
         data_dir=s.string("data_dir", d.data_dir),
         workers=_workers(s, d.workers),
         fast_path=s.get("fast_path", bool, d.fast_path),
+        offline=s.boolean("offline", d.offline),
     )
     s.finish()
     return cfg
@@ -1318,22 +1321,69 @@ def load_bundled_lists(path: str | os.PathLike[str] | None = None) -> tuple[List
     return _lists(str(p), data.get("lists", []), p.parent.resolve())
 
 
+UT1_DOWNLOADS = "https://dsi.ut-capitole.fr/blacklists/download/"
+"""UT1's per-category archives; `FILTERDNS_UT1_BASE_URL` replaces this prefix (tests)."""
+DOWNLOADS_FILE = "downloads.toml"
+
+
+def default_data_dir() -> Path:
+    """Where the embedded default keeps its state: systemd's `$STATE_DIRECTORY` (the unit's
+    `StateDirectory=`, /var/lib/filterdns), else `$XDG_DATA_HOME/filterdns`, else
+    `~/.local/share/filterdns`."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state)
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "filterdns"
+
+
+def load_default_sources(
+    data_dir: str | os.PathLike[str], path: str | os.PathLike[str] | None = None
+) -> tuple[ListConfig, ...]:
+    """The embedded default's lists given by URL (`downloads.toml` beside the bundled
+    `lists.toml`; none if that file is absent), their copies kept under `data_dir`."""
+    p = Path(path) if path is not None else bundled_lists_file().with_name(DOWNLOADS_FILE)
+    if not p.is_file():
+        return ()
+    data = _read_toml(p)
+    top = _Section(str(p), "", data)
+    top.used.add("lists")
+    top.finish()
+    base_url = os.environ.get("FILTERDNS_UT1_BASE_URL", "").rstrip("/")
+    entries = data.get("lists", [])
+    if base_url and isinstance(entries, list):
+        entries = [
+            {**e, "url": base_url + "/" + e["url"].removeprefix(UT1_DOWNLOADS)}
+            if isinstance(e, dict) and str(e.get("url", "")).startswith(UT1_DOWNLOADS)
+            else e
+            for e in entries
+        ]
+    return _lists(str(p), entries, p.parent.resolve(), data_dir=Path(data_dir))
+
+
 def default_config(
     *,
     resolv_conf: str = DEFAULT_RESOLV_CONF,
     lists_file: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    offline: bool = False,
 ) -> Config:
     """The embedded configuration `filterdns serve` runs without `--config`.
 
-    127.0.0.1:5353, upstreams from resolv.conf minus ourselves, the bundled lists, metrics
-    on 127.0.0.1:9153; everything else at its documented default.
+    127.0.0.1:5353, upstreams from resolv.conf minus ourselves, the bundled lists plus the
+    large UT1 categories by URL (`downloads.toml`; not with `offline`), state in `data_dir`
+    (default `default_data_dir()`), metrics on 127.0.0.1:9153; everything else at its
+    documented default.
     """
+    root = Path(data_dir).resolve() if data_dir is not None else default_data_dir()
+    downloads = Path(lists_file).with_name(DOWNLOADS_FILE) if lists_file is not None else None
     return _build(
         "<default>",
-        {},
+        {"server": {"data_dir": str(root), "offline": offline}},
         Path.cwd(),
         resolv_conf,
-        default_lists=lambda: load_bundled_lists(lists_file),
+        default_lists=lambda: load_bundled_lists(lists_file) + load_default_sources(root, downloads),
     )
 
 

@@ -61,6 +61,8 @@ FALLBACK = "fallback"  # the source is unreachable; its cached copy stays in for
 REJECTED = "rejected"  # a download came back but failed validation; last good kept
 UNAVAILABLE = "unavailable"  # unreachable and never fetched: the list is left out
 CACHED = "cached"  # not due for a refresh; the cached copy was used as is
+PENDING = "pending"  # not fetched in this run and no copy yet: left out until it is
+NOT_TRIED = (CACHED, PENDING)  # statuses of sources this run did not download
 
 
 class Progress:
@@ -74,6 +76,21 @@ class Progress:
 
     def stage(self, name: str, step: int, steps: int) -> None:
         """Compilation stages: `step` of `steps` (parse and compile, write, verify)."""
+
+
+class LogProgress(Progress):
+    """Logs one line when a download starts, with its size when the server announces it
+    (the resolver's background updates: the log says what is on its way)."""
+
+    def __init__(self) -> None:
+        self.started: set[str] = set()
+
+    def download(self, source: str, done: int, total: int | None) -> None:
+        if source in self.started:
+            return
+        self.started.add(source)
+        size = f"{total / 1e6:,.1f} MB" if total is not None else "size unknown"
+        log.info("%s: downloading %s...", source, size)
 
 
 @dataclass
@@ -99,7 +116,7 @@ class SourceResult:
     def result(self) -> str:
         if self.status == FETCHED:
             return "applied"
-        if self.status in (UNCHANGED, NOT_MODIFIED, CACHED):
+        if self.status in (UNCHANGED, NOT_MODIFIED, CACHED, PENDING):
             return "unchanged"
         return "rejected"
 
@@ -494,7 +511,8 @@ def update_sources(
         data_dir: where sources, the snapshot and the audit log live; default
             `config_data_dir(config)`.
         only: names of the URL sources to fetch (the reloader passes the due ones); None
-            fetches all. The others are compiled from their cached copies.
+            fetches all. The others are compiled from their cached copies. With
+            `server.offline` nothing is fetched.
         force_compile: compile even if no list seems to have changed.
         progress: receives download and compilation progress.
 
@@ -502,6 +520,8 @@ def update_sources(
         Per-source results and the snapshot in force.
     """
     root = Path(data_dir) if data_dir is not None else config_data_dir(config)
+    if config.server.offline:
+        only = ()  # never download: URL sources serve their cached copies, if any
     report = UpdateReport()
     audit = audit_log(root)
     with _update_lock(root):
@@ -512,8 +532,12 @@ def update_sources(
                     SourceResult(
                         lc.name or "",
                         lc.url or "",
-                        CACHED if meta else UNAVAILABLE,
-                        reason=None if meta else "not fetched yet",
+                        CACHED if meta else PENDING,
+                        reason=None
+                        if meta
+                        else "offline: not downloaded"
+                        if config.server.offline
+                        else "not fetched yet",
                         entries=meta.entries if meta else None,
                     )
                 )
