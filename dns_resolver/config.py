@@ -1378,12 +1378,16 @@ def default_config(
     """
     root = Path(data_dir).resolve() if data_dir is not None else default_data_dir()
     downloads = Path(lists_file).with_name(DOWNLOADS_FILE) if lists_file is not None else None
+
+    def lists() -> tuple[ListConfig, ...]:
+        return load_bundled_lists(lists_file) + load_default_sources(root, downloads)
+
     return _build(
         "<default>",
         {"server": {"data_dir": str(root), "offline": offline}},
         Path.cwd(),
         resolv_conf,
-        default_lists=lambda: load_bundled_lists(lists_file) + load_default_sources(root, downloads),
+        default_lists=lists,
     )
 
 
