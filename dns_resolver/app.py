@@ -391,6 +391,8 @@ class App:
         ]
         if report.error:
             log.error("list reload failed, keeping the previous lists: %s", report.error)
+        elif not report.compiled:
+            log.info("lists checked: none changed")
         if self.metrics is not None and (report.compiled or report.error):
             self.metrics.list_reload(report.error is None)
 

@@ -89,7 +89,12 @@ class LogProgress(Progress):
         if source in self.started:
             return
         self.started.add(source)
-        size = f"{total / 1e6:,.1f} MB" if total is not None else "size unknown"
+        if total is None:
+            size = "size unknown"
+        elif total >= 1_000_000:
+            size = f"{total / 1e6:,.1f} MB"
+        else:
+            size = f"{total / 1e3:,.0f} kB"
         log.info("%s: downloading %s...", source, size)
 
 
