@@ -1372,7 +1372,7 @@ def default_config(
     """The embedded configuration `filterdns serve` runs without `--config`.
 
     127.0.0.1:5353, upstreams from resolv.conf minus ourselves, the bundled lists plus the
-    large UT1 categories by URL (`downloads.toml`; not with `offline`), state in `data_dir`
+    large UT1 categories by URL (`downloads.toml`; `offline`: never downloaded), state in `data_dir`
     (default `default_data_dir()`), metrics on 127.0.0.1:9153; everything else at its
     documented default.
     """
