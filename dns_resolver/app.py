@@ -373,7 +373,7 @@ class App:
             self.metrics.lists_loaded(list_entries(matcher))
         log.info("lists reloaded from %s", path)
         for name, entries in self._arrived:
-            log.info("%s: %s names, in service", name, f"{entries:,}")
+            log.info("%s: %s name%s, in service", name, f"{entries:,}", "s"[: entries != 1])
         self._arrived = []
 
     def _count_reload(self, report: Any) -> None:

@@ -74,6 +74,8 @@ def _child_main(
     # child inherits that mask: unblock them, or terminate() could not stop the child.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     logging.basicConfig(level=log_level, format="filterdns list update: %(message)s")
+    # httpx logs every request at INFO; our own lines say what each download did.
+    logging.getLogger("httpx").setLevel(max(log_level, logging.WARNING))
     try:
         report: Any = update_sources(
             config, data_dir, only=only, force_compile=force, progress=LogProgress()
