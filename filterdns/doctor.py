@@ -104,7 +104,9 @@ def diagnose(args: argparse.Namespace) -> Generator[Finding, None, None]:
 
 
 def _listeners(config: Any) -> Iterator[Finding]:
-    binds = [(str(a), a.host, a.port, ("udp", "tcp")) for a in config.server.listen]
+    binds: list[tuple[str, str, int, tuple[str, ...]]] = [
+        (str(a), a.host, a.port, ("udp", "tcp")) for a in config.server.listen
+    ]
     extra = [
         ("metrics", config.metrics.listen),
         ("block page", config.blockpage.listen if config.blockpage.enabled else None),
@@ -326,7 +328,7 @@ def _snapshot(config: Any, data_dir: Path) -> Generator[Finding, None, dict[str,
             "delete it; `filterdns lists update` or the next start builds a new one",
         )
         return {}
-    stats = matcher.stats()
+    stats: dict[str, Any] = matcher.stats()
     age = _age(time.time() - path.stat().st_mtime)
     stale = (
         ""
