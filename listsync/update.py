@@ -447,7 +447,7 @@ def _fingerprint(config: Config, specs: list[ListSpec]) -> dict[str, Any]:
     return {"specs": [_spec_record(s) for s in specs], "sources": sources, "local": local}
 
 
-def _available_specs(config: Config) -> list[ListSpec]:
+def available_specs(config: Config) -> list[ListSpec]:
     """The configured lists that can be compiled: URL sources need a cached copy."""
     return config.list_specs(lc for lc in config.lists if not lc.url or Path(lc.path).exists())
 
@@ -460,7 +460,7 @@ def snapshot_is_current(config: Config, data_dir: str | os.PathLike[str]) -> boo
     except SnapshotError:
         return False
     built_from = compiled.snapshot_meta.get("fingerprint")
-    return built_from == _fingerprint(config, _available_specs(config))
+    return built_from == _fingerprint(config, available_specs(config))
 
 
 def compile_snapshot(
@@ -476,7 +476,7 @@ def compile_snapshot(
             snapshot in place is then untouched).
     """
     final = snapshot_path(data_dir)
-    specs = _available_specs(config)
+    specs = available_specs(config)
     fingerprint = _fingerprint(config, specs)
     if progress is not None:
         progress.stage("compile", 1, 3)
@@ -571,7 +571,7 @@ def update_sources(
                     "result": "applied",
                     "snapshot": str(report.snapshot),
                     "entries": report.entries,
-                    "lists": [spec.display_name for spec in _available_specs(config)],
+                    "lists": [spec.display_name for spec in available_specs(config)],
                     "seconds": round(report.compile_seconds, 3),
                 }
             )

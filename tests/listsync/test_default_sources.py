@@ -161,6 +161,16 @@ def test_first_start_serves_bundled_at_once_and_the_download_after_a_retry(
     assert (state / "sources" / "ut1-adult" / "adult.tar.gz").is_file()
     assert (state / "lists.snap").is_file() and (state / "audit.jsonl").is_file()
     assert f"state in {state}; try it: dig @127.0.0.1 -p {server.port} example.com" in log
+    # `filterdns check` without options answers as the server does: from its snapshot.
+    checked = subprocess.run(
+        [sys.executable, "-m", "filterdns", "check", "adult-only.example", gambling],
+        cwd=REPO_ROOT, env={**os.environ, "XDG_DATA_HOME": str(state.parent)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert checked.returncode == 1, checked.stderr
+    lines = checked.stdout.splitlines()
+    assert lines[0].startswith("adult-only.example: block (category adult, list ut1-adult/adult")
+    assert lines[1].startswith(f"{gambling}: block (category gambling, list ut1-gambling")
 
 
 def test_offline_sends_no_request(
