@@ -159,7 +159,8 @@ class SourceDiff:
 
 def config_data_dir(config: Config) -> Path:
     """`server.data_dir` resolved as the config loader does: relative to the config file's
-    folder; empty means that folder (or the current directory for the embedded default)."""
+    folder; empty means that folder (the embedded default's is absolute:
+    `dns_resolver.config.default_data_dir()`)."""
     base = Path(config.source).resolve().parent if config.source else Path.cwd()
     return base / config.server.data_dir if config.server.data_dir else base
 
