@@ -142,7 +142,9 @@ def test_first_start_serves_bundled_at_once_and_the_download_after_a_retry(
     assert server.blocked(gambling), "a bundled name must be blocked from the first answer"
     assert server.dig(ADULT_ONLY).rdata("A") == [TestZone.WWW_A]
     assert _downloaded(lambda: 500 in list_server.statuses("/adult.tar.gz"))
-    assert eventually(lambda: "ut1-adult: try 1 failed, next try in 1 s" in server.stderr())
+    assert eventually(
+        lambda: "ut1-adult: try 1 failed, next try in 1 s" in server.stderr(), timeout=30.0
+    )
     assert server.proc.poll() is None, "a failed download is never fatal"
 
     list_server.mode = "ok"
