@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ from fdconfig import Address, Config
 log = logging.getLogger(__name__)
 
 ALLOWANCE_FILE = "allowances.sqlite"
+RETRY_AFTER_ENV = "FILTERDNS_RETRY_AFTER"
+"""Seconds before a failed list download is first tried again (default 60; tests)."""
 
 
 def build_matcher(config: Config) -> Any:
@@ -162,6 +165,7 @@ class App:
         self._tick: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         self._reloading = False
+        self._arrived: list[tuple[str, int]] = []  # sources fetched by the last update
 
     def _build_metrics(self) -> Any:
         if not self.config.metrics.enabled:
@@ -235,7 +239,12 @@ class App:
                 for upstream in forwarder.upstreams:
                     self.metrics.upstream_healthy(upstream.name, True)
             addr = self.config.metrics.listen
-            self.metrics_server = start_metrics_server(addr.host, addr.port, self.metrics.registry)
+            try:
+                self.metrics_server = start_metrics_server(
+                    addr.host, addr.port, self.metrics.registry
+                )
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot serve metrics on {addr}: {exc.strerror}") from exc
             log.info("metrics on http://%s/metrics", addr)
         self.server = DnsServer(
             self.resolver,
@@ -261,6 +270,7 @@ class App:
             "filterdns serving (%d upstreams, start-up %.2fs)",
             len(self.config.upstream.servers), time.monotonic() - started,
         )
+        self._say_where(matcher)
         try:
             await self._stop.wait()
         finally:
@@ -288,6 +298,37 @@ class App:
     def stop(self) -> None:
         self._stop.set()
 
+    def _say_where(self, matcher: Any) -> None:
+        """Once at start-up: what protects right now, where the state is, how to try it."""
+        from listsync.update import config_data_dir
+
+        local = [lc for lc in self.config.lists if not lc.url]
+        entries = list_entries(matcher)
+        # A tree's lists are named "<list>/<folder>": count them under their list.
+        in_service = {
+            name: sum(n for key, n in entries.items() if key.split("/")[0] == name)
+            for name in dict.fromkeys(lc.name or "" for lc in self.config.lists if lc.url)
+        }
+        names = sum(entries.values()) - sum(in_service.values())
+        parts = [f"{'bundled' if self.config.source is None else 'local'}: {names:,} names "
+                 f"({len(local)} lists)"]
+        waiting = []
+        for name, count in in_service.items():
+            if count:
+                parts.append(f"{name}: {count:,} names")
+            else:
+                waiting.append(name)
+        if waiting:
+            how = "offline: not downloaded" if self.config.server.offline else "downloading"
+            parts.append(f"{', '.join(waiting)}: {how}")
+        log.info("lists in service: %s", "; ".join(parts))
+        first = self.config.server.listen[0]
+        port = "" if first.port == 53 else f" -p {first.port}"
+        log.info(
+            "state in %s; try it: dig @%s%s example.com",
+            config_data_dir(self.config), first.host, port,
+        )
+
     def _schedule_tick(self) -> None:
         """Recompute policy masks at each schedule boundary, so that subscribers (the fast
         path) hear of a change even when no query reaches the Python path."""
@@ -305,10 +346,12 @@ class App:
         from listsync.reloader import ListReloader
 
         # Callbacks run on the reloader's thread: hand them to the event loop.
+        retry = float(os.environ.get(RETRY_AFTER_ENV) or 60.0)
         self.reloader = ListReloader(
             self.config,
             lambda path: loop.call_soon_threadsafe(self._swap_snapshot, path),
             on_report=lambda report: loop.call_soon_threadsafe(self._count_reload, report),
+            retry_after=retry,
         )
         try:
             path = await loop.run_in_executor(None, self.reloader.require_snapshot)
@@ -339,16 +382,27 @@ class App:
         if self.metrics is not None:
             self.metrics.lists_loaded(list_entries(matcher))
         log.info("lists reloaded from %s", path)
+        for name, entries in self._arrived:
+            log.info("%s: %s name%s, in service", name, f"{entries:,}", "s"[: entries != 1])
+        self._arrived = []
 
     def _count_reload(self, report: Any) -> None:
+        from listsync.update import NOT_TRIED
+
         # Each source's outcome is logged by listsync; rejected downloads are counted here.
         for source in report.sources:
-            if self.metrics is not None and source.status != "cached":
+            if self.metrics is not None and source.status not in NOT_TRIED:
                 self.metrics.list_source_update(source.source, source.result)
         if self.resolver is None:
             return  # the start-up build: not a reload
+        # Said once the new snapshot is mapped (_swap_snapshot runs right after this).
+        self._arrived = [
+            (s.source, s.entries or 0) for s in report.sources if s.status == "fetched"
+        ]
         if report.error:
             log.error("list reload failed, keeping the previous lists: %s", report.error)
+        elif not report.compiled:
+            log.info("lists checked: none changed")
         if self.metrics is not None and (report.compiled or report.error):
             self.metrics.list_reload(report.error is None)
 

@@ -9,14 +9,8 @@ import sys
 from typing import Any
 
 from dns_resolver import eventloop
-from fdconfig import (
-    Config,
-    ConfigError,
-    apply_overrides,
-    default_config,
-    load_config,
-    require_upstreams,
-)
+from fdconfig import Config, ConfigError, apply_overrides, load_config, require_upstreams
+from fdconfig.cli import load_base
 
 log = logging.getLogger("filterdns")
 
@@ -28,14 +22,29 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="run the filtering DNS resolver",
         description=(
             "Run the filtering DNS resolver. Without --config it runs the embedded default: "
-            "bundled lists, upstreams from /etc/resolv.conf, 127.0.0.1:5353, metrics on "
-            "127.0.0.1:9153. Flags override the config file. Port 53 needs root or "
+            "bundled lists, which serve at once, plus UT1's large categories (adult, "
+            "redirector, phishing, malware) downloaded in the background and refreshed daily "
+            "(not with --offline); upstreams from /etc/resolv.conf, 127.0.0.1:5353, metrics "
+            "on 127.0.0.1:9153, state in $XDG_DATA_HOME/filterdns (~/.local/share/filterdns; "
+            "$STATE_DIRECTORY under systemd). Flags override the config file. "
+            "Exit status 2 for a bad config or an address that cannot be bound (e.g. in "
+            "use). Port 53 needs root or "
             "CAP_NET_BIND_SERVICE (e.g. `setcap cap_net_bind_service=+ep` on the Python "
             "binary, or a systemd unit with AmbientCapabilities=CAP_NET_BIND_SERVICE and "
             "User=filterdns), so the resolver never has to run as root."
         ),
     )
     parser.add_argument("--config", metavar="FILE", help="TOML config file")
+    parser.add_argument(
+        "--data-dir", metavar="DIR",
+        help="where state lives: downloaded lists, snapshot, audit trail, query log, reports "
+        "(overrides server.data_dir; without --config default $XDG_DATA_HOME/filterdns)",
+    )
+    parser.add_argument(
+        "--offline", action="store_true",
+        help="download no list: URL sources serve their copy in the data directory, if any "
+        "(config key server.offline)",
+    )
     parser.add_argument(
         "--check-config", metavar="FILE", help="validate a config file and exit (status 0 if valid)"
     )
@@ -57,11 +66,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--metrics-listen", metavar="ADDR:PORT", help='Prometheus endpoint ("" disables)'
-    )
-    parser.add_argument(
-        "--data-dir", metavar="DIR",
-        help="where state lives: downloaded lists, snapshot, query log, reports "
-        "(overrides server.data_dir)",
     )
     parser.add_argument("--log-format", choices=("text", "json"), help="log line format")
     parser.add_argument(
@@ -100,11 +104,7 @@ def setup_logging(level: str, fmt: str) -> None:
 
 def load(args: argparse.Namespace) -> Config:
     """The effective config: the file (or the embedded default) with the flags applied."""
-    data_dir = getattr(args, "data_dir", None)
-    if args.config:
-        config = load_config(args.config, data_dir=data_dir)
-    else:
-        config = default_config(data_dir=data_dir)
+    config = load_base(args)
     config = apply_overrides(
         config,
         listen=args.listen,
@@ -153,5 +153,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         return eventloop.run(app.run())
     except OSError as exc:
-        log.error("%s", exc)
-        return 1
+        # An address in use or not ours to bind: one line naming it, no traceback.
+        log.error("%s", exc.strerror or exc)
+        return 2

@@ -10,7 +10,8 @@ they read the `Config` tree this package builds.
   `.forward`, `.local`: one section each, its declared table, its loaded dataclass and its
   `build`.
 - `fdconfig.config`: the whole file (`ConfigTable`) and the whole configuration (`Config`).
-- `fdconfig.load`: `load_config`, `default_config`, `apply_overrides`, error translation.
+- `fdconfig.load`: `load_config`, `default_config` (the bundled lists and the UT1 categories
+  by URL), `apply_overrides`, error translation.
 - `fdconfig.schema`: the JSON Schema and docs/configuration.md's key tables.
 - `fdconfig.show`: the effective configuration as TOML.
 """
@@ -25,11 +26,14 @@ from fdconfig.fields import COMMAND_LINE, Address, ConfigError, parse_address
 from fdconfig.forward import ForwardConfig
 from fdconfig.lists import ListConfig
 from fdconfig.load import (
+    DOWNLOADS_FILE,
+    UT1_DOWNLOADS,
     apply_overrides,
     bundled_lists_file,
     default_config,
     load_bundled_lists,
     load_config,
+    load_default_sources,
     require_upstreams,
 )
 from fdconfig.local import LocalConfig, LocalRecord
@@ -38,7 +42,7 @@ from fdconfig.metrics import MetricsConfig
 from fdconfig.policies import AllowanceConfig, PoliciesConfig, PolicyConfig, ScheduleConfig
 from fdconfig.querylog import ANONYMIZE_MODES, QueryLogConfig
 from fdconfig.reports import ReportsConfig
-from fdconfig.server import ServerConfig
+from fdconfig.server import ServerConfig, default_data_dir
 from fdconfig.upstream import DEFAULT_RESOLV_CONF, UpstreamConfig, read_resolv_conf
 
 __all__ = [
@@ -47,6 +51,7 @@ __all__ = [
     "COMMAND_LINE",
     "DEFAULT_ALLOW",
     "DEFAULT_RESOLV_CONF",
+    "DOWNLOADS_FILE",
     "AccessConfig",
     "Address",
     "AdminConfig",
@@ -68,12 +73,15 @@ __all__ = [
     "ReportsConfig",
     "ScheduleConfig",
     "ServerConfig",
+    "UT1_DOWNLOADS",
     "UpstreamConfig",
     "apply_overrides",
     "bundled_lists_file",
     "default_config",
+    "default_data_dir",
     "load_bundled_lists",
     "load_config",
+    "load_default_sources",
     "parse_address",
     "read_resolv_conf",
     "require_upstreams",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fdconfig.config import Config
 from fdconfig.load import default_config, load_config
 from fdconfig.schema import render_docs, schema_text
 from fdconfig.show import show
@@ -59,12 +60,19 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
+def load_base(args: argparse.Namespace) -> Config:
+    """`--config FILE` (without it the embedded default) with `--data-dir` and `--offline`
+    applied, for every command that reads the configuration (serve, config show, lists,
+    doctor), so they agree on where state lives."""
+    data_dir = getattr(args, "data_dir", None)
+    offline = bool(getattr(args, "offline", False))
     if args.config:
-        config = load_config(args.config, data_dir=args.data_dir)
-    else:
-        config = default_config(data_dir=args.data_dir)
-    sys.stdout.write(show(config))
+        return load_config(args.config, data_dir=data_dir, offline=offline)
+    return default_config(data_dir=data_dir, offline=offline)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    sys.stdout.write(show(load_base(args)))
     return 0
 
 

@@ -52,6 +52,7 @@ from fdconfig.fields import (
 )
 from fdconfig.lists import ListConfig, ListTable
 from fdconfig.metrics import MetricsConfig
+from fdconfig.server import default_data_dir
 from fdconfig.upstream import DEFAULT_RESOLV_CONF, is_ourselves, upstreams_from_resolv_conf
 
 S = TypeVar("S", bound=Table)
@@ -63,6 +64,7 @@ def load_config(
     *,
     resolv_conf: str = DEFAULT_RESOLV_CONF,
     data_dir: str | os.PathLike[str] | None = None,
+    offline: bool = False,
 ) -> Config:
     """Read and validate a TOML config file.
 
@@ -70,13 +72,13 @@ def load_config(
     folder, so a config works whatever the current directory of the daemon. A config file
     without `[[lists]]` filters nothing: the bundled lists are the no-config default only.
     `data_dir` (the `--data-dir` flag, relative to the current directory) replaces
-    `server.data_dir`.
+    `server.data_dir`; `offline` (the `--offline` flag) sets `server.offline`.
 
     Raises:
         ConfigError: naming the file and the offending key.
     """
     p = Path(path)
-    return _build(str(p), read_toml(p), p.parent.resolve(), resolv_conf, data_dir)
+    return _build(str(p), read_toml(p), p.parent.resolve(), resolv_conf, data_dir, offline)
 
 
 def default_config(
@@ -84,19 +86,29 @@ def default_config(
     resolv_conf: str = DEFAULT_RESOLV_CONF,
     lists_file: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
+    offline: bool = False,
 ) -> Config:
     """The embedded configuration `filterdns serve` runs without `--config`.
 
-    127.0.0.1:5353, upstreams from resolv.conf minus ourselves, the bundled lists, metrics
-    on 127.0.0.1:9153; everything else at its documented default.
+    127.0.0.1:5353, upstreams from resolv.conf minus ourselves, the bundled lists plus the
+    large UT1 categories by URL (`downloads.toml`; `offline`: never downloaded), state in
+    `data_dir` (default `default_data_dir()`), metrics on 127.0.0.1:9153; everything else at
+    its documented default.
     """
+    root = Path(data_dir).resolve() if data_dir is not None else default_data_dir()
+    downloads = Path(lists_file).with_name(DOWNLOADS_FILE) if lists_file is not None else None
+
+    def lists() -> tuple[ListConfig, ...]:
+        return load_bundled_lists(lists_file) + load_default_sources(root, downloads)
+
     return _build(
         DEFAULT_SOURCE,
         {},
         Path.cwd(),
         resolv_conf,
-        data_dir,
-        default_lists=lambda: load_bundled_lists(lists_file),
+        root,
+        offline,
+        default_lists=lists,
     )
 
 
@@ -106,12 +118,15 @@ def _build(
     base: Path,
     resolv_conf: str,
     data_dir: str | os.PathLike[str] | None,
+    offline: bool = False,
     default_lists: Callable[[], tuple[ListConfig, ...]] | None = None,
 ) -> Config:
     table = decode(file, data, ConfigTable)
     srv = server.build(table.server, Where(file, base, base))
     if data_dir is not None:
         srv = replace(srv, data_dir=str(Path(data_dir).resolve()))
+    if offline:
+        srv = replace(srv, offline=True)
     where = Where(file, base, base / srv.data_dir if srv.data_dir else base)
     if "lists" in data:
         lists = lists_mod.build(list(table.lists), where)
@@ -188,6 +203,30 @@ def load_bundled_lists(path: str | os.PathLike[str] | None = None) -> tuple[List
     table = decode(str(p), read_toml(p), _ListsFile)
     base = p.parent.resolve()
     return lists_mod.build(list(table.lists), Where(str(p), base, base))
+
+
+UT1_DOWNLOADS = "https://dsi.ut-capitole.fr/blacklists/download/"
+"""UT1's per-category archives; `FILTERDNS_UT1_BASE_URL` replaces this prefix (tests)."""
+DOWNLOADS_FILE = "downloads.toml"
+
+
+def load_default_sources(
+    data_dir: str | os.PathLike[str], path: str | os.PathLike[str] | None = None
+) -> tuple[ListConfig, ...]:
+    """The embedded default's lists given by URL (`downloads.toml` beside the bundled
+    `lists.toml`; none if that file is absent), their copies kept under `data_dir`."""
+    p = Path(path) if path is not None else bundled_lists_file().with_name(DOWNLOADS_FILE)
+    if not p.is_file():
+        return ()
+    table = decode(str(p), read_toml(p), _ListsFile)
+    base_url = os.environ.get("FILTERDNS_UT1_BASE_URL", "").rstrip("/")
+    entries = [
+        msgspec.structs.replace(t, url=base_url + "/" + t.url.removeprefix(UT1_DOWNLOADS))
+        if base_url and isinstance(t.url, str) and t.url.startswith(UT1_DOWNLOADS)
+        else t
+        for t in table.lists
+    ]
+    return lists_mod.build(entries, Where(str(p), p.parent.resolve(), Path(data_dir)))
 
 
 def require_upstreams(config: Config) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
@@ -45,7 +46,9 @@ class ServerTable(Table):
             "Folder for state files: the query log's relative path is resolved in it, and it "
             "holds the downloaded list sources (`sources/`), the compiled snapshot "
             "(`lists.snap`) and the audit trail (`audit.jsonl`). Empty: the config file's "
-            "folder. `filterdns serve --data-dir DIR` overrides it."
+            "folder (the embedded default, without `--config`: `$STATE_DIRECTORY` under systemd, "
+            "else `$XDG_DATA_HOME/filterdns`, else `~/.local/share/filterdns`). "
+            "`filterdns serve --data-dir DIR` overrides it."
         ),
     ] = ""
     workers: Annotated[
@@ -67,6 +70,14 @@ class ServerTable(Table):
             "plain asyncio listener. Answers are the same either way."
         ),
     ] = True
+    offline: Annotated[
+        bool,
+        doc(
+            "Download no list: lists given by URL serve the copy already in `data_dir` "
+            "(none: left out), neither at start, on their `refresh` timer, on SIGHUP nor in "
+            "`filterdns lists update`. `serve --offline` sets it."
+        ),
+    ] = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,19 @@ class ServerConfig:
     data_dir: str = ""
     workers: int = 1  # processes sharing the port (SO_REUSEPORT); "auto" = usable CPUs
     fast_path: bool = True  # the C UDP fast path (dns_resolver/fastpath.py) when built
+    offline: bool = False  # never download lists: URL sources serve their cached copy only
+
+
+def default_data_dir() -> Path:
+    """Where the embedded default keeps its state: systemd's `$STATE_DIRECTORY` (the unit's
+    `StateDirectory=`, /var/lib/filterdns), else `$XDG_DATA_HOME/filterdns`, else
+    `~/.local/share/filterdns`."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state)
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "filterdns"
 
 
 def build(table: ServerTable, where: Where) -> ServerConfig:

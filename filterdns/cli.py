@@ -24,8 +24,10 @@ def _add_list_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="PATH[:CATEGORY[:FORMAT]]",
-        help="a list to load (repeatable); FORMAT defaults to auto. "
-        "Without --list or --config, the bundled default lists are used.",
+        help="a list to load (repeatable); FORMAT defaults to auto. Without --list or "
+        "--config: what `filterdns serve` without a config blocks (the bundled lists, plus "
+        "the categories it has downloaded into its data directory; nothing is downloaded "
+        "here)",
     )
     parser.add_argument(
         "--config", metavar="FILE", help="load the lists of a filterdns TOML config"
@@ -36,14 +38,16 @@ def _add_list_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _specs(args: argparse.Namespace) -> list[ListSpec]:
-    """The lists named by --list, else by --config, else the bundled defaults."""
-    from fdconfig import load_bundled_lists, load_config
+    """The lists named by --list, else by --config, else the embedded default's: the
+    bundled lists and the copies of its URL sources already downloaded."""
+    from fdconfig import default_config, load_config
+    from listsync.update import available_specs
 
     if args.lists:
         return [ListSpec.parse(text) for text in args.lists]
     if args.config:
         return load_config(args.config).list_specs()
-    return [entry.to_spec() for entry in load_bundled_lists()]
+    return available_specs(default_config(offline=True))  # never download from here
 
 
 def _describe(target: str, verdict: Verdict) -> str:
@@ -60,7 +64,28 @@ def _describe(target: str, verdict: Verdict) -> str:
 def _matcher(args: argparse.Namespace) -> Matcher:
     if getattr(args, "snapshot", None):
         return Matcher.from_snapshot(args.snapshot)
+    if not args.lists and not args.config:
+        return default_matcher()
     return Matcher.from_lists(_specs(args))
+
+
+def default_matcher() -> Matcher:
+    """What `filterdns serve` without a config blocks now: its snapshot in the data
+    directory when that is current (it holds the downloaded categories; mapping it takes
+    milliseconds), else the bundled lists and whatever copies were downloaded."""
+    from fdconfig import default_config
+    from listsync.update import (
+        available_specs,
+        config_data_dir,
+        snapshot_is_current,
+        snapshot_path,
+    )
+
+    config = default_config(offline=True)  # never download from here
+    data_dir = config_data_dir(config)
+    if snapshot_is_current(config, data_dir):
+        return Matcher.from_snapshot(str(snapshot_path(data_dir)))
+    return Matcher.from_lists(available_specs(config))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -153,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_ = sub.add_parser(
         "compile",
         help="compile lists into a snapshot file",
-        description="Parse and compile every list (of --config, --list, or the bundled "
-        "defaults) into one snapshot file that the resolver maps without parsing text. "
+        description="Parse and compile every list (of --config, --list, or the embedded "
+        "default's) into one snapshot file that the resolver maps without parsing text. "
         "The file is written atomically and verified.",
     )
     _add_list_options(compile_)
@@ -182,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_serve(sub)
     __import__("fdconfig.cli").cli.register(sub)
     __import__("filterdns.squid_helper").squid_helper.register(sub)
+    __import__("filterdns.doctor").doctor.register(sub)
     __import__("reports.cli").cli.register(sub)
     __import__("benchmarks.load.cli").load.cli.register(sub)
     return parser

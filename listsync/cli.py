@@ -22,7 +22,6 @@ from listsync.update import (
     diff_source,
     update_sources,
     url_sources,
-    with_data_dir,
 )
 
 EXIT_OK, EXIT_PROBLEM, EXIT_ERROR = 0, 1, 2
@@ -42,6 +41,10 @@ def register_lists_commands(lists_sub: Any) -> None:
     _config_options(update)
     update.add_argument(
         "--force", action="store_true", help="recompile even if no list has changed"
+    )
+    update.add_argument(
+        "--offline", action="store_true",
+        help="download nothing: compile from the copies already in the data directory",
     )
     update.add_argument("--json", action="store_true", help="print the results as JSON")
     update.set_defaults(func=cmd_lists_update)
@@ -85,13 +88,11 @@ def _config_options(parser: argparse.ArgumentParser, need_config: bool = True) -
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Path]:
-    """The config (with --data-dir applied) and the data directory."""
-    from fdconfig import default_config, load_config
+    """The config (the embedded default without --config; --data-dir and --offline
+    applied as `filterdns serve` applies them) and the data directory."""
+    from fdconfig.cli import load_base
 
-    config = load_config(args.config) if args.config else default_config()
-    if args.data_dir:
-        data_dir = Path(args.data_dir).resolve()
-        return with_data_dir(config, data_dir), data_dir
+    config = load_base(args)
     return config, config_data_dir(config)
 
 

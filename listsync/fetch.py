@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import os
 import time
@@ -31,6 +32,36 @@ ByteProgress = Callable[[int, "int | None"], None]
 
 _CHUNK = 256 * 1024
 _USER_AGENT = f"filterdns/{__version__} (list updater)"
+
+LOOPBACK_ONLY_ENV = "FILTERDNS_LOOPBACK_ONLY"
+"""Set (to anything but "" or "0") by the test suite and `.ci/run`: a download from a host
+that is not a loopback address is refused, so no test can reach a real list server."""
+
+
+def loopback_only() -> bool:
+    """True when `FILTERDNS_LOOPBACK_ONLY` forbids downloads from non-loopback hosts."""
+    return os.environ.get(LOOPBACK_ONLY_ENV, "") not in ("", "0")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost` and loopback IP literals (127.0.0.0/8, ::1)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _refuse_non_loopback(request: httpx.Request) -> None:
+    """An httpx request hook: the first request and every redirect are checked."""
+    host = request.url.host
+    if not is_loopback_host(host):
+        raise FetchError(
+            f"refused to fetch from {host}: not a loopback address "
+            f"({LOOPBACK_ONLY_ENV} is set)",
+            unreachable=True,
+        )
 
 
 class FetchError(Exception):
@@ -126,10 +157,14 @@ def download(
         headers["If-Modified-Since"] = last_modified
     deadline = time.monotonic() + timeout
     dest.parent.mkdir(parents=True, exist_ok=True)
+    hooks = {"request": [_refuse_non_loopback]} if loopback_only() else {}
     try:
         with (
             httpx.Client(
-                timeout=httpx.Timeout(min(timeout, 30.0)), follow_redirects=True, headers=headers
+                timeout=httpx.Timeout(min(timeout, 30.0)),
+                follow_redirects=True,
+                headers=headers,
+                event_hooks=hooks,
             ) as client,
             client.stream("GET", url) as response,
         ):

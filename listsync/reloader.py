@@ -44,6 +44,7 @@ from listsync.update import (
     FALLBACK,
     REJECTED,
     UNAVAILABLE,
+    LogProgress,
     UpdateReport,
     config_data_dir,
     due_at,
@@ -73,8 +74,12 @@ def _child_main(
     # child inherits that mask: unblock them, or terminate() could not stop the child.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     logging.basicConfig(level=log_level, format="filterdns list update: %(message)s")
+    # httpx logs every request at INFO; our own lines say what each download did.
+    logging.getLogger("httpx").setLevel(max(log_level, logging.WARNING))
     try:
-        report: Any = update_sources(config, data_dir, only=only, force_compile=force)
+        report: Any = update_sources(
+            config, data_dir, only=only, force_compile=force, progress=LogProgress()
+        )
     except BaseException as exc:  # anything at all: the parent must hear about it
         report = UpdateReport(error=f"{type(exc).__name__}: {exc}")
     conn.send(report)
@@ -90,8 +95,10 @@ class ListReloader:
             thread (a server with an event loop hands it over with `call_soon_threadsafe`).
         on_report: called with every `UpdateReport` (for metrics), from the same thread.
         data_dir: overrides `server.data_dir`.
-        retry_after: seconds before a source whose refresh failed is tried again (capped
-            by its `refresh` interval).
+        retry_after: seconds before a source whose refresh failed is tried again; the wait
+            doubles with each failure in a row, up to `retry_max` (and at most the source's
+            `refresh` interval).
+        retry_max: the longest wait between two tries of a failing source.
         start_method: the multiprocessing start method; "spawn" (default) or "forkserver".
             Never "fork": a forked child would share the server's heap pages copy-on-write
             and its threads' locks.
@@ -105,7 +112,8 @@ class ListReloader:
         *,
         on_report: Callable[[UpdateReport], None] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
-        retry_after: float = 300.0,
+        retry_after: float = 60.0,
+        retry_max: float = 3600.0,
         start_method: str = "spawn",
         child_timeout: float = 3600.0,
     ) -> None:
@@ -116,6 +124,7 @@ class ListReloader:
         self.on_snapshot = on_snapshot
         self.on_report = on_report
         self.retry_after = retry_after
+        self.retry_max = retry_max
         self.child_timeout = child_timeout
         self._context: Any = multiprocessing.get_context(start_method)
         self._wake = threading.Event()
@@ -123,6 +132,7 @@ class ListReloader:
         self._lock = threading.Lock()
         self._force = False
         self._retry_at: dict[str, float] = {}
+        self._failures: dict[str, int] = {}  # failed tries in a row, per source
         self._thread: threading.Thread | None = None
         self._child: Any = None
         self.last_report: UpdateReport | None = None
@@ -150,12 +160,18 @@ class ListReloader:
     def ensure_snapshot(self) -> str | None:
         """`initial_snapshot()`, or build one now (in a child process) if there is none.
 
+        The first build downloads nothing when some list is at hand without a download (a
+        local list or a cached copy): the server then serves those at once and `start()`
+        fetches the URL sources in the background. Only when every list still has to be
+        downloaded does the build wait for the downloads.
+
         Returns None if no snapshot could be built (the report is in `last_report`).
         """
         path = self.initial_snapshot()
         if path is not None:
             return path
-        report = self.run_now(force=True)
+        at_hand = any(not lc.url or Path(lc.path).exists() for lc in self.config.lists)
+        report = self.run_now(only=[] if at_hand else None, force=True)
         return str(report.snapshot) if report.snapshot and not report.error else None
 
     def require_snapshot(self) -> str:
@@ -212,16 +228,32 @@ class ListReloader:
         self.runs += 1
         self.last_report = report
         now = time.time()
+        offline = self.config.server.offline
         for result in report.sources:
+            if offline or (only is not None and result.source not in only):
+                continue  # not tried in this run
             if result.status in _FAILED:
-                self._retry_at[result.source] = now + self.retry_after
+                self._back_off(result.source, now)
             else:
                 self._retry_at.pop(result.source, None)
+                self._failures.pop(result.source, None)
         if self.on_report is not None:
             self._safely(self.on_report, report)
         if report.compiled and report.snapshot is not None and not report.error:
             self._safely(self.on_snapshot, str(report.snapshot))
         return report
+
+    def _back_off(self, source: str, now: float) -> None:
+        """Schedule the next try of a failed source: `retry_after`, doubled per failure in
+        a row, at most `retry_max` or the source's refresh interval."""
+        failures = self._failures.get(source, 0) + 1
+        self._failures[source] = failures
+        refresh = next((lc.refresh for lc in url_sources(self.config) if lc.name == source), None)
+        delay = min(self.retry_after * 2 ** min(failures - 1, 32), self.retry_max)
+        if refresh is not None:
+            delay = min(delay, refresh)
+        self._retry_at[source] = now + delay
+        log.info("%s: try %d failed, next try in %s", source, failures, _duration(delay))
 
     def _run_child(self, only: list[str] | None, force: bool) -> UpdateReport:
         receive, send = self._context.Pipe(duplex=False)
@@ -284,6 +316,8 @@ class ListReloader:
         """The sources due now, and when the next one will be."""
         due: list[str] = []
         upcoming = now + 3600.0  # look again at least hourly (clock changes, new config)
+        if self.config.server.offline:
+            return due, upcoming
         for lc in url_sources(self.config):
             name = lc.name or ""
             when = max(due_at(lc), self._retry_at.get(name, 0.0))
@@ -308,3 +342,12 @@ class ListReloader:
                 continue
             self._wake.wait(max(1.0, upcoming - time.time()))
             self._wake.clear()
+
+
+def _duration(seconds: float) -> str:
+    """`45 s`, `2 min`, `1 h` for the retry log line."""
+    if seconds < 60:
+        return f"{seconds:g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"

@@ -22,7 +22,6 @@ Runs are serialised with an advisory lock on `<data_dir>/.update.lock`, so a han
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -34,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fdconfig.lists import body_path
 from filtercore.compiler import compile_lists
 from filtercore.entries import Entry, ParsedList, Scope
 from filtercore.errors import FilterError
@@ -62,6 +60,8 @@ FALLBACK = "fallback"  # the source is unreachable; its cached copy stays in for
 REJECTED = "rejected"  # a download came back but failed validation; last good kept
 UNAVAILABLE = "unavailable"  # unreachable and never fetched: the list is left out
 CACHED = "cached"  # not due for a refresh; the cached copy was used as is
+PENDING = "pending"  # not fetched in this run and no copy yet: left out until it is
+NOT_TRIED = (CACHED, PENDING)  # statuses of sources this run did not download
 
 
 class Progress:
@@ -75,6 +75,26 @@ class Progress:
 
     def stage(self, name: str, step: int, steps: int) -> None:
         """Compilation stages: `step` of `steps` (parse and compile, write, verify)."""
+
+
+class LogProgress(Progress):
+    """Logs one line when a download starts, with its size when the server announces it
+    (the resolver's background updates: the log says what is on its way)."""
+
+    def __init__(self) -> None:
+        self.started: set[str] = set()
+
+    def download(self, source: str, done: int, total: int | None) -> None:
+        if source in self.started:
+            return
+        self.started.add(source)
+        if total is None:
+            size = "size unknown"
+        elif total >= 1_000_000:
+            size = f"{total / 1e6:,.1f} MB"
+        else:
+            size = f"{total / 1e3:,.0f} kB"
+        log.info("%s: downloading %s...", source, size)
 
 
 @dataclass
@@ -100,7 +120,7 @@ class SourceResult:
     def result(self) -> str:
         if self.status == FETCHED:
             return "applied"
-        if self.status in (UNCHANGED, NOT_MODIFIED, CACHED):
+        if self.status in (UNCHANGED, NOT_MODIFIED, CACHED, PENDING):
             return "unchanged"
         return "rejected"
 
@@ -138,20 +158,10 @@ class SourceDiff:
 
 def config_data_dir(config: Config) -> Path:
     """`server.data_dir` resolved as the config loader does: relative to the config file's
-    folder; empty means that folder (or the current directory for the embedded default)."""
+    folder; empty means that folder (the embedded default's is absolute:
+    `fdconfig.default_data_dir()`)."""
     base = Path(config.source).resolve().parent if config.source else Path.cwd()
     return base / config.server.data_dir if config.server.data_dir else base
-
-
-def with_data_dir(config: Config, data_dir: str | os.PathLike[str]) -> Config:
-    """`config` with its URL sources' cached copies under `data_dir` (for `--data-dir`)."""
-    lists = tuple(
-        dataclasses.replace(lc, path=str(body_path(data_dir, lc.name or "", lc.url)))
-        if lc.url
-        else lc
-        for lc in config.lists
-    )
-    return dataclasses.replace(config, lists=lists)
 
 
 def snapshot_path(data_dir: str | os.PathLike[str]) -> Path:
@@ -426,7 +436,7 @@ def _fingerprint(config: Config, specs: list[ListSpec]) -> dict[str, Any]:
     return {"specs": [_spec_record(s) for s in specs], "sources": sources, "local": local}
 
 
-def _available_specs(config: Config) -> list[ListSpec]:
+def available_specs(config: Config) -> list[ListSpec]:
     """The configured lists that can be compiled: URL sources need a cached copy."""
     return config.list_specs(lc for lc in config.lists if not lc.url or Path(lc.path).exists())
 
@@ -439,7 +449,7 @@ def snapshot_is_current(config: Config, data_dir: str | os.PathLike[str]) -> boo
     except SnapshotError:
         return False
     built_from = compiled.snapshot_meta.get("fingerprint")
-    return built_from == _fingerprint(config, _available_specs(config))
+    return built_from == _fingerprint(config, available_specs(config))
 
 
 def compile_snapshot(
@@ -455,7 +465,7 @@ def compile_snapshot(
             snapshot in place is then untouched).
     """
     final = snapshot_path(data_dir)
-    specs = _available_specs(config)
+    specs = available_specs(config)
     fingerprint = _fingerprint(config, specs)
     if progress is not None:
         progress.stage("compile", 1, 3)
@@ -491,11 +501,12 @@ def update_sources(
 
     Args:
         config: the loaded configuration (its URL sources' paths must lie in `data_dir`;
-            use `with_data_dir` when overriding it).
+            `load_config(..., data_dir=)` puts them there when overriding it).
         data_dir: where sources, the snapshot and the audit log live; default
             `config_data_dir(config)`.
         only: names of the URL sources to fetch (the reloader passes the due ones); None
-            fetches all. The others are compiled from their cached copies.
+            fetches all. The others are compiled from their cached copies. With
+            `server.offline` nothing is fetched.
         force_compile: compile even if no list seems to have changed.
         progress: receives download and compilation progress.
 
@@ -503,6 +514,8 @@ def update_sources(
         Per-source results and the snapshot in force.
     """
     root = Path(data_dir) if data_dir is not None else config_data_dir(config)
+    if config.server.offline:
+        only = ()  # never download: URL sources serve their cached copies, if any
     report = UpdateReport()
     audit = audit_log(root)
     with _update_lock(root):
@@ -513,8 +526,12 @@ def update_sources(
                     SourceResult(
                         lc.name or "",
                         lc.url or "",
-                        CACHED if meta else UNAVAILABLE,
-                        reason=None if meta else "not fetched yet",
+                        CACHED if meta else PENDING,
+                        reason=None
+                        if meta
+                        else "offline: not downloaded"
+                        if config.server.offline
+                        else "not fetched yet",
                         entries=meta.entries if meta else None,
                     )
                 )
@@ -543,7 +560,7 @@ def update_sources(
                     "result": "applied",
                     "snapshot": str(report.snapshot),
                     "entries": report.entries,
-                    "lists": [spec.display_name for spec in _available_specs(config)],
+                    "lists": [spec.display_name for spec in available_specs(config)],
                     "seconds": round(report.compile_seconds, 3),
                 }
             )

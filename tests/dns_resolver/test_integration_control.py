@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -192,3 +193,26 @@ def test_serve_data_dir_flag_overrides_the_file(
     entries = [json.loads(line) for line in (flag_dir / "queries.jsonl").read_text().splitlines()]
     assert [e["qname"] for e in entries] == [Z.WWW.rstrip(".")]
     assert not (tmp_path / "file-data").exists()
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    port = free_port()
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", port))
+    try:
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "filterdns", "serve", "--offline",
+                "--data-dir", str(tmp_path / "state"),
+                "--listen", f"127.0.0.1:{port}", "--upstream", "127.0.0.1:9",
+                "--metrics-listen", "",
+            ],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        taken.close()
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].endswith(f"cannot listen on 127.0.0.1:{port}: Address already in use")
+    assert "Traceback" not in result.stderr

@@ -114,5 +114,8 @@ def test_every_command_has_help(command: list[str]) -> None:
 
 
 def test_version() -> None:
+    from importlib.metadata import version
+
     result = run("--version")
-    assert result.returncode == 0 and result.stdout.startswith("filterdns ")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"filterdns {version('filterdns')}"

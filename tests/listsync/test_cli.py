@@ -84,6 +84,23 @@ def test_data_dir_flag_and_unreachable_source(config_file: Path, tmp_path: Path)
     assert (other / "lists.snap").exists() and not (tmp_path / "state").exists()
 
 
+def test_offline_update_downloads_nothing(
+    config_file: Path, list_server: ListServer, tmp_path: Path
+) -> None:
+    result = filterdns("lists", "update", "--config", str(config_file), "--offline")
+    assert result.returncode == 0, result.stderr
+    assert "pending       no copy: offline: not downloaded" in result.stdout
+    assert list_server.requests == []
+    assert (tmp_path / "state" / "lists.snap").exists()  # compiled from what is at hand
+    fetched = filterdns("lists", "update", "--config", str(config_file))
+    assert fetched.returncode == 0 and "fetched" in fetched.stdout
+    # With a copy, offline serves it: the compiled snapshot keeps its 20 entries.
+    again = filterdns("lists", "update", "--config", str(config_file), "--offline", "--force")
+    assert "cached        20 entries" in again.stdout
+    assert "compiled 20 entries" in again.stdout
+    assert len(list_server.requests) == 1
+
+
 def test_update_reports_an_unreachable_source(tmp_path: Path) -> None:
     config = write_config(tmp_path, url_list("http://127.0.0.1:9/list.txt", "down"))
     result = filterdns("lists", "update", "--config", str(config))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fdconfig import load_config
 from filtercore import ListSpec, Matcher
 from filtercore.snapshot import load_snapshot
 from listsync.audit import AuditLog
@@ -23,7 +24,6 @@ from listsync.update import (
     diff_source,
     snapshot_is_current,
     update_sources,
-    with_data_dir,
 )
 from tests.listsync.conftest import (
     ListServer,
@@ -351,7 +351,9 @@ def test_data_dir_override(tmp_path: Path, list_server: ListServer) -> None:
     list_server.put("/adult.txt", domain_list(names(3)))
     config, _ = setup(tmp_path, list_server)
     other = tmp_path / "elsewhere"
-    report = update_sources(with_data_dir(config, other), other)
+    assert config.source is not None
+    config = load_config(config.source, resolv_conf="/nonexistent", data_dir=other)
+    report = update_sources(config, other)
     assert report.snapshot == other / "lists.snap"
     assert (other / "sources" / "adult" / "adult.txt").exists()
     assert not (tmp_path / "state").exists()
