@@ -26,7 +26,7 @@ from dns_resolver.blockpage.recent import RecentBlocks
 from dns_resolver.cache import Cache
 from dns_resolver.resolver import Resolver
 from dns_resolver.server import DnsServer
-from dns_resolver.upstream import Forwarder
+from dns_resolver.upstream import Forwarder, upstreams_of
 from fdconfig import Config
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def build_resolver(
         )
     ups = config.upstream
     forwarder = Forwarder(
-        [(a.host, a.port) for a in ups.servers],
+        upstreams_of(ups),
         strategy=ups.strategy,
         timeout=ups.timeout,
         max_failures=ups.max_failures,
@@ -261,6 +261,7 @@ class App:
                 # Off the loop: stop() joins the thread, which may be ending a child.
                 await loop.run_in_executor(None, self.reloader.stop)
             await self.server.stop()
+            await self.resolver.forwarder.close()
             if self.admin is not None:
                 await self.admin.stop()
             if self._tick is not None:

@@ -71,9 +71,12 @@ class UpstreamPool:
 
     @staticmethod
     def usable(resolver: Any) -> bool:
-        """True when C may forward for `resolver`: failover to plain UDP upstreams."""
+        """True when C may forward for `resolver`: failover to plain UDP upstreams. With
+        an encrypted upstream in the set, misses go to Python: C sends only plain DNS."""
         forwarder = getattr(resolver, "forwarder", None)
         if forwarder is None or not getattr(forwarder, "upstreams", None):
+            return False
+        if any(upstream.encrypted for upstream in forwarder.upstreams):
             return False
         return forwarder.strategy == "failover" or len(forwarder.upstreams) == 1
 

@@ -14,13 +14,16 @@ from fdconfig.config import Config, ConfigTable
 from fdconfig.fields import Address
 from fdconfig.lists import FETCH_KEYS, ListConfig
 from fdconfig.policies import DAYS, PolicyConfig
+from fdconfig.upstream import DohServer, DotServer
 
 
 def _value(value: Any) -> Any:
     """A loaded value as TOML writes it: addresses and networks back to their text."""
     if value is None:
         return ""  # a listener that is off
-    if isinstance(value, Address | ipaddress.IPv4Network | ipaddress.IPv6Network):
+    if isinstance(
+        value, Address | DotServer | DohServer | ipaddress.IPv4Network | ipaddress.IPv6Network
+    ):
         return str(value)
     if isinstance(value, tuple):
         return [_value(v) for v in value]

@@ -1,0 +1,314 @@
+"""Integration: DNS-over-TLS and DNS-over-HTTPS upstreams through a real `filterdns serve`,
+with Unbound on loopback as the encrypted upstream (`tls-port`, `https-port`) forwarding
+to the test NSD, and a CA made for the test.
+
+Unbound also answers plain DNS on its DoT and DoH port numbers, so a query sent there in
+plain text would be answered: the tests read Unbound's counters (`unbound-control stats`)
+to show that every query it received came over TLS or HTTPS.
+"""
+
+from __future__ import annotations
+
+import signal
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.message
+import dns.query
+import pytest
+
+from tests.dns_resolver.harness import (
+    LOOPBACK,
+    FaultUpstream,
+    NsdServer,
+    ServerProcess,
+    TestZone,
+    eventually,
+    free_port,
+)
+
+Z = TestZone
+UNBOUND = "/usr/sbin/unbound"
+UNBOUND_CONTROL = "/usr/sbin/unbound-control"
+OPENSSL = "/usr/bin/openssl"
+SERVER_NAME = "ns1.filterdns.test"  # NSD's zone gives it 127.0.0.1: the DoH bootstrap answer
+
+
+# --- a CA and a server certificate for the test ------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestCa:
+    __test__ = False
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def make_ca(directory: Path) -> TestCa:
+    """A CA and a certificate it signed for SERVER_NAME and 127.0.0.1 (openssl CLI)."""
+    out = TestCa(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    ca_key, csr = directory / "ca.key", directory / "server.csr"
+    ext = directory / "server.ext"
+    ext.write_text(
+        f"subjectAltName = DNS:{SERVER_NAME}, IP:{LOOPBACK}\n"
+        "extendedKeyUsage = serverAuth\nbasicConstraints = CA:FALSE\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for argv in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", out.ca_file, "-days", "1",
+         "-subj", "/CN=filterdns test CA"],
+        ["req", *ec, "-keyout", out.key_file, "-out", csr, "-subj", f"/CN={SERVER_NAME}"],
+        ["x509", "-req", "-in", csr, "-CA", out.ca_file, "-CAkey", ca_key,
+         "-CAcreateserial", "-out", out.cert_file, "-days", "1", "-extfile", ext],
+    ):
+        subprocess.run([OPENSSL, *map(str, argv)], check=True, capture_output=True, timeout=30)
+    return out
+
+
+# --- Unbound as a DoT and DoH server -------------------------------------------------------
+
+
+class UnboundTls:
+    """Unbound answering DoT on `dot_port` and DoH on `doh_port` (`/dns-query`) with the
+    test certificate, forwarding `filterdns.test` to NSD."""
+
+    def __init__(self, workdir: Path, ca: TestCa, nsd: NsdServer) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.ca = ca
+        self.dot_port = free_port()
+        self.doh_port = free_port()
+        self.config = workdir / "unbound.conf"
+        self.config.write_text(
+            f"""server:
+    interface: {LOOPBACK}@{self.dot_port}
+    interface: {LOOPBACK}@{self.doh_port}
+    port: {self.dot_port}
+    tls-port: {self.dot_port}
+    https-port: {self.doh_port}
+    tls-service-key: "{ca.key_file}"
+    tls-service-pem: "{ca.cert_file}"
+    do-ip6: no
+    username: ""
+    chroot: ""
+    directory: "{workdir}"
+    pidfile: "{workdir}/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    extended-statistics: yes
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    module-config: "iterator"
+    local-zone: "test." nodefault
+remote-control:
+    control-enable: yes
+    control-use-cert: no
+    control-interface: {LOOPBACK}
+    control-port: {free_port()}
+forward-zone:
+    name: "{Z.NAME}"
+    forward-addr: {nsd.address}@{nsd.port}
+"""
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with (self.workdir / "unbound.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [UNBOUND, "-d", "-c", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        context = ssl.create_default_context(cafile=str(self.ca.ca_file))
+
+        def answers() -> bool:
+            try:
+                reply = dns.query.tls(
+                    dns.message.make_query(Z.WWW, "A"), LOOPBACK, timeout=0.5,
+                    port=self.dot_port, ssl_context=context, server_hostname=SERVER_NAME,
+                )
+            except (OSError, dns.exception.DNSException):
+                return False
+            return bool(reply.answer)
+
+        if not eventually(answers, timeout=10):
+            self.stop()
+            raise RuntimeError(f"unbound did not answer over TLS: {self.log_text()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_text(self) -> str:
+        return (self.workdir / "unbound.log").read_text(errors="replace")
+
+    def queries(self) -> dict[str, int]:
+        """Queries received so far: `total`, and over `tls` and `https` (the readiness
+        probe is one TLS query)."""
+        out = subprocess.run(
+            [UNBOUND_CONTROL, "-c", str(self.config), "stats_noreset"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+        stats = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        return {
+            "total": int(float(stats["total.num.queries"])),
+            "tls": int(float(stats.get("num.query.tls", 0))),
+            "https": int(float(stats.get("num.query.https", 0))),
+        }
+
+    def dot(self, name: str = SERVER_NAME) -> str:
+        return f"tls://{LOOPBACK}:{self.dot_port}#{name}"
+
+    def doh(self, host: str = SERVER_NAME) -> str:
+        return f"https://{host}:{self.doh_port}/dns-query"
+
+
+@pytest.fixture(scope="module")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCa:
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def make_unbound(
+    tmp_path: Path, test_ca: TestCa, nsd_upstream: NsdServer
+) -> Iterator[Callable[[], UnboundTls]]:
+    started: list[UnboundTls] = []
+
+    def make() -> UnboundTls:
+        unbound = UnboundTls(tmp_path / f"unbound-{len(started)}", test_ca, nsd_upstream)
+        started.append(unbound)
+        unbound.start()
+        return unbound
+
+    yield make
+    for unbound in started:
+        unbound.stop()
+
+
+def encrypted_config(servers: list[str], test_ca: TestCa, **upstream: object) -> dict:
+    return {
+        "upstream": {"servers": servers, "ca_file": str(test_ca.ca_file), **upstream},
+        "cache": {"enabled": False},
+    }
+
+
+# --- the tests -----------------------------------------------------------------------------
+
+
+def test_misses_go_through_dot_on_one_kept_connection(
+    start_filterdns: Callable[..., ServerProcess],
+    make_unbound: Callable[[], UnboundTls],
+    test_ca: TestCa,
+) -> None:
+    unbound = make_unbound()
+    server = start_filterdns(encrypted_config([unbound.dot()], test_ca))
+    assert server.dig(Z.WWW, "A").rdata("A") == [Z.WWW_A]
+    assert server.dig(Z.MX, "MX").rdata("MX") == [f"10 {Z.MAIL}"]
+    assert server.dig(Z.TXT, "TXT", "+tcp").rdata("TXT") == [f'"{Z.TXT_TEXT}"']
+    assert server.dig(Z.NXDOMAIN, "A").status == "NXDOMAIN"
+    name = unbound.dot()
+    assert server.metric("filterdns_upstream_queries_total", upstream=name) == 4
+    assert server.metric("filterdns_upstream_errors_total", upstream=name) == 0
+    # Four queries, one connection: it is kept open and reused.
+    assert server.metric("filterdns_upstream_connections_total", transport="tls") == 1
+    assert unbound.queries() == {"total": 5, "tls": 5, "https": 0}  # with the probe
+
+
+def test_misses_go_through_doh_with_the_host_from_bootstrap(
+    start_filterdns: Callable[..., ServerProcess],
+    make_unbound: Callable[[], UnboundTls],
+    test_ca: TestCa,
+    nsd_upstream: NsdServer,
+) -> None:
+    unbound = make_unbound()
+    server = start_filterdns(
+        encrypted_config([unbound.doh()], test_ca, bootstrap=[nsd_upstream.upstream])
+    )
+    assert server.dig(Z.WWW, "A").rdata("A") == [Z.WWW_A]
+    assert server.dig(Z.WWW, "AAAA").rdata("AAAA") == [Z.WWW_AAAA]
+    assert server.dig(Z.NXDOMAIN, "A").status == "NXDOMAIN"
+    name = unbound.doh()
+    assert server.metric("filterdns_upstream_queries_total", upstream=name) == 3
+    assert server.metric("filterdns_upstream_errors_total", upstream=name) == 0
+    assert server.metric("filterdns_upstream_connections_total", transport="https") == 1
+    assert unbound.queries() == {"total": 4, "tls": 4, "https": 3}  # DoH is over TLS too
+
+
+@pytest.mark.parametrize("transport", ["tls", "https"])
+def test_a_certificate_for_another_name_is_rejected_and_counted(
+    start_filterdns: Callable[..., ServerProcess],
+    make_unbound: Callable[[], UnboundTls],
+    make_fault_upstream: Callable[..., FaultUpstream],
+    test_ca: TestCa,
+    transport: str,
+) -> None:
+    unbound = make_unbound()
+    # The certificate is for ns1.filterdns.test and 127.0.0.1, not for this name.
+    if transport == "tls":
+        upstream = unbound.dot("wrong.filterdns.test")
+        config = encrypted_config([upstream], test_ca, max_failures=10)
+    else:
+        upstream = unbound.doh("wrong.filterdns.test")
+        bootstrap = make_fault_upstream(answer_ip=LOOPBACK)  # the name is Unbound's address
+        config = encrypted_config(
+            [upstream], test_ca, max_failures=10, bootstrap=[bootstrap.upstream]
+        )
+    server = start_filterdns(config)
+    assert server.dig(Z.WWW, "A").status == "SERVFAIL"
+    assert server.dig(Z.MAIL, "A").status == "SERVFAIL"
+    assert server.metric(
+        "filterdns_upstream_errors_total", upstream=upstream, kind="certificate"
+    ) == 2
+    assert server.metric("filterdns_upstream_connections_total") == 0
+    assert "certificate rejected" in server.stderr_text()
+    assert unbound.queries()["total"] == 1  # the probe: nothing was sent in plain text
+
+
+def test_an_unknown_ca_is_rejected_without_ca_file(
+    start_filterdns: Callable[..., ServerProcess],
+    make_unbound: Callable[[], UnboundTls],
+) -> None:
+    unbound = make_unbound()
+    server = start_filterdns({"upstream": {"servers": [unbound.dot()]}})
+    assert server.dig(Z.WWW, "A").status == "SERVFAIL"
+    assert server.metric(
+        "filterdns_upstream_errors_total", upstream=unbound.dot(), kind="certificate"
+    ) == 1
+    assert unbound.queries()["total"] == 1
+
+
+def test_killing_unbound_fails_over_to_the_next_upstream(
+    start_filterdns: Callable[..., ServerProcess],
+    make_unbound: Callable[[], UnboundTls],
+    test_ca: TestCa,
+) -> None:
+    first, second = make_unbound(), make_unbound()
+    doh = f"https://{LOOPBACK}:{second.doh_port}/dns-query"  # the certificate has the IP
+    server = start_filterdns(
+        encrypted_config([first.dot(), doh], test_ca, max_failures=2, retry_dead_after=60)
+    )
+    for i in range(3):
+        assert server.dig(f"before-{i}.{Z.NAME}", "A").status == "NXDOMAIN"
+    assert server.metric("filterdns_upstream_queries_total", upstream=first.dot()) == 3
+    first.kill()
+    for i in range(5):
+        assert server.dig(f"after-{i}.{Z.NAME}", "A").status == "NXDOMAIN"
+    assert server.metric("filterdns_upstream_queries_total", upstream=doh) == 5
+    assert server.metric("filterdns_upstream_healthy", upstream=first.dot()) == 0
+    assert server.metric("filterdns_upstream_errors_total", upstream=first.dot()) == 2
