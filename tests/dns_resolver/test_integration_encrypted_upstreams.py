@@ -20,6 +20,7 @@ import dns.message
 import dns.query
 import pytest
 
+from benchmarks.load.servers import make_tls_certificate
 from tests.dns_resolver.harness import (
     LOOPBACK,
     FaultUpstream,
@@ -33,7 +34,6 @@ from tests.dns_resolver.harness import (
 Z = TestZone
 UNBOUND = "/usr/sbin/unbound"
 UNBOUND_CONTROL = "/usr/sbin/unbound-control"
-OPENSSL = "/usr/bin/openssl"
 SERVER_NAME = "ns1.filterdns.test"  # NSD's zone gives it 127.0.0.1: the DoH bootstrap answer
 
 
@@ -50,24 +50,8 @@ class TestCa:
 
 
 def make_ca(directory: Path) -> TestCa:
-    """A CA and a certificate it signed for SERVER_NAME and 127.0.0.1 (openssl CLI)."""
-    out = TestCa(directory / "ca.pem", directory / "server.pem", directory / "server.key")
-    ca_key, csr = directory / "ca.key", directory / "server.csr"
-    ext = directory / "server.ext"
-    ext.write_text(
-        f"subjectAltName = DNS:{SERVER_NAME}, IP:{LOOPBACK}\n"
-        "extendedKeyUsage = serverAuth\nbasicConstraints = CA:FALSE\n"
-    )
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for argv in (
-        ["req", "-x509", *ec, "-keyout", ca_key, "-out", out.ca_file, "-days", "1",
-         "-subj", "/CN=filterdns test CA"],
-        ["req", *ec, "-keyout", out.key_file, "-out", csr, "-subj", f"/CN={SERVER_NAME}"],
-        ["x509", "-req", "-in", csr, "-CA", out.ca_file, "-CAkey", ca_key,
-         "-CAcreateserial", "-out", out.cert_file, "-days", "1", "-extfile", ext],
-    ):
-        subprocess.run([OPENSSL, *map(str, argv)], check=True, capture_output=True, timeout=30)
-    return out
+    """A CA and a certificate it signed for SERVER_NAME and 127.0.0.1."""
+    return TestCa(*make_tls_certificate(directory, SERVER_NAME, LOOPBACK))
 
 
 # --- Unbound as a DoT and DoH server -------------------------------------------------------
