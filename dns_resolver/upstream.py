@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 _BAD_RCODES = frozenset({wire.SERVFAIL, wire.REFUSED, wire.FORMERR, wire.NOTIMP})
 _RECV_SIZE = 65535
+_TLS_FAILURES = frozenset({"certificate", "tls"})  # logged as warnings: not passing troubles
 
 
 class UpstreamObserver(Protocol):
@@ -293,6 +294,8 @@ class Forwarder:
                 "upstream %s marked dead for %.0fs after %d failures (%s)",
                 upstream.name, self.retry_dead_after, upstream.failures, error,
             )
+        elif kind in _TLS_FAILURES:
+            log.warning("upstream %s failed: %s", upstream.name, error)
         else:
             log.info("upstream %s failed: %s", upstream.name, error)
 

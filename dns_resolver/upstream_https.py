@@ -76,7 +76,7 @@ class HttpsUpstream(EncryptedUpstream):
         except httpx.ConnectError as exc:
             cause = _ssl_cause(exc)
             if cause is not None:
-                raise handshake_error(self.name, cause) from None
+                raise handshake_error(cause) from None
             raise UpstreamError("network", f"cannot connect: {exc}") from None
         except httpx.TransportError as exc:
             raise UpstreamError("network", f"{type(exc).__name__}: {exc}") from None

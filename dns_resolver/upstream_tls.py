@@ -16,7 +16,6 @@ which is logged and counted as an error of this upstream (`certificate` or `tls`
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 import ssl
 import struct
@@ -24,8 +23,6 @@ from collections.abc import Callable
 
 from dns_resolver.upstream import EncryptedUpstream, UpstreamError, matches
 from fdconfig.upstream import DotServer
-
-log = logging.getLogger(__name__)
 
 # A new connection opens when every open one has this many queries in flight: servers work
 # on a bounded number of a connection's queries at once (Unbound: 32), the rest queue.
@@ -41,15 +38,14 @@ def client_context(ca_file: str) -> ssl.SSLContext:
     return context
 
 
-def handshake_error(upstream: str, exc: BaseException) -> UpstreamError:
-    """The `UpstreamError` for a failed TLS handshake, logged as the warning it deserves
-    (a wrong certificate is a misconfiguration or an attack, not a passing failure)."""
+def handshake_error(exc: BaseException) -> UpstreamError:
+    """The `UpstreamError` for a failed TLS handshake (the Forwarder logs it as a warning:
+    a wrong certificate is a misconfiguration or an attack, not a passing failure)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         kind, why = "certificate", f"certificate rejected: {exc.verify_message}"
     else:
         kind, why = "tls", f"TLS handshake failed: {exc}"
-    log.warning("upstream %s: %s; not asked (no fallback to plain DNS)", upstream, why)
-    return UpstreamError(kind, why)
+    return UpstreamError(kind, f"{why} (not asked: no fallback to plain DNS)")
 
 
 class _Broken(Exception):
@@ -219,7 +215,7 @@ class TlsUpstream(EncryptedUpstream):
                 server_hostname=self.server_name or self.host,
             )
         except ssl.SSLError as exc:
-            raise handshake_error(self.name, exc) from None
+            raise handshake_error(exc) from None
         except OSError as exc:
             raise UpstreamError("network", f"cannot connect: {exc.strerror or exc}") from None
         self.connected()
