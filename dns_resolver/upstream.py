@@ -309,16 +309,17 @@ class Forwarder:
     async def exchange(
         self, upstream: Upstream, query: wire.Query, udp_response: bytes | None = None
     ) -> bytes:
-        """Ask one upstream over UDP (unless `udp_response` is its UDP answer already),
-        then TCP when the answer is truncated; an encrypted one over its connection."""
+        """Ask one upstream over UDP (unless `udp_response` is its answer already, from the
+        C fast path), then TCP when the answer is truncated; an encrypted one over its
+        connection."""
         qid = secrets.randbelow(0x10000)
         message = build_query(query, qid, self.udp_size)
-        if isinstance(upstream, EncryptedUpstream):
+        if udp_response is not None:
+            response = udp_response  # C's answer (for an encrypted upstream, relayed)
+        elif isinstance(upstream, EncryptedUpstream):
             response = await upstream.ask(message, qid, query.question, self.timeout)
-        elif udp_response is None:
-            response = await self._udp(upstream, message, qid, query.question)
         else:
-            response = udp_response
+            response = await self._udp(upstream, message, qid, query.question)
         if response[2] & (wire.TC >> 8) and not upstream.encrypted:
             response = await self._tcp(upstream, message, qid, query.question)
         rcode = wire.rcode_of(response)
