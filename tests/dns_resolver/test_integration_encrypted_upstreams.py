@@ -185,23 +185,33 @@ def make_unbound(
         unbound.stop()
 
 
-def encrypted_config(servers: list[str], test_ca: TestCa, **upstream: object) -> dict:
+def encrypted_config(
+    servers: list[str], test_ca: TestCa, fast_path: bool = True, **upstream: object
+) -> dict:
     return {
+        "server": {"fast_path": fast_path},
         "upstream": {"servers": servers, "ca_file": str(test_ca.ca_file), **upstream},
         "cache": {"enabled": False},
     }
 
 
+def fast_path_misses(server: ServerProcess) -> float:
+    """Misses the C fast path handed to the Python chain instead of forwarding them."""
+    return server.metric("filterdns_fastpath_fallbacks_total", reason="miss")
+
+
 # --- the tests -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["relayed-from-c", "python"])
 def test_misses_go_through_dot_on_one_kept_connection(
     start_filterdns: Callable[..., ServerProcess],
     make_unbound: Callable[[], UnboundTls],
     test_ca: TestCa,
+    fast_path: bool,
 ) -> None:
     unbound = make_unbound()
-    server = start_filterdns(encrypted_config([unbound.dot()], test_ca))
+    server = start_filterdns(encrypted_config([unbound.dot()], test_ca, fast_path))
     assert server.dig(Z.WWW, "A").rdata("A") == [Z.WWW_A]
     assert server.dig(Z.MX, "MX").rdata("MX") == [f"10 {Z.MAIL}"]
     assert server.dig(Z.TXT, "TXT", "+tcp").rdata("TXT") == [f'"{Z.TXT_TEXT}"']
@@ -212,6 +222,10 @@ def test_misses_go_through_dot_on_one_kept_connection(
     # Four queries, one connection: it is kept open and reused.
     assert server.metric("filterdns_upstream_connections_total", transport="tls") == 1
     assert unbound.queries() == {"total": 5, "tls": 5, "https": 0}  # with the probe
+    # With the fast path, C forwarded the three UDP misses through the relay and answered
+    # them (the +tcp one is Python's); without it, Python asked.
+    assert server.metric("filterdns_fastpath_answers_total") == (3 if fast_path else 0)
+    assert fast_path_misses(server) == 0
 
 
 def test_misses_go_through_doh_with_the_host_from_bootstrap(
@@ -277,15 +291,19 @@ def test_an_unknown_ca_is_rejected_without_ca_file(
     assert unbound.queries()["total"] == 1
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["relayed-from-c", "python"])
 def test_killing_unbound_fails_over_to_the_next_upstream(
     start_filterdns: Callable[..., ServerProcess],
     make_unbound: Callable[[], UnboundTls],
     test_ca: TestCa,
+    fast_path: bool,
 ) -> None:
     first, second = make_unbound(), make_unbound()
     doh = f"https://{LOOPBACK}:{second.doh_port}/dns-query"  # the certificate has the IP
     server = start_filterdns(
-        encrypted_config([first.dot(), doh], test_ca, max_failures=2, retry_dead_after=60)
+        encrypted_config(
+            [first.dot(), doh], test_ca, fast_path, max_failures=2, retry_dead_after=60
+        )
     )
     for i in range(3):
         assert server.dig(f"before-{i}.{Z.NAME}", "A").status == "NXDOMAIN"
