@@ -185,37 +185,29 @@ class UpstreamPool:
 
     def _relay_readable(self, relay: socket.socket, upstream: EncryptedUpstream) -> None:
         assert self._loop is not None
+        timeout = self.forwarder.timeout * RELAY_TIMEOUT_SHARE
         for _ in range(256):  # a few batches of C's; the rest at the next wake-up
             try:
                 message = relay.recv(65535)
-            except (BlockingIOError, InterruptedError):
+            except OSError:  # empty (BlockingIOError), or closed meanwhile
                 return
-            except OSError:
-                return
-            task = self._loop.create_task(self._relay_one(relay, upstream, message))
-            self._relay_tasks.add(task)
-            task.add_done_callback(self._relay_tasks.discard)
+            try:
+                question = message[12 : wire.question_end(message)]
+            except (wire.WireError, IndexError):
+                continue  # C built it: never happens
+            relayed = _Relayed(self, relay, upstream, message, question)
+            qid = message[0] << 8 | message[1]
+            if not upstream.submit(
+                message, qid, question, timeout, relayed.answered, relayed.failed
+            ):
+                relayed.ask()
 
-    async def _relay_one(
-        self, relay: socket.socket, upstream: EncryptedUpstream, message: bytes
-    ) -> None:
-        try:
-            question = message[12 : wire.question_end(message)]
-        except (wire.WireError, IndexError):
-            return  # C built it: never happens
-        qid = message[0] << 8 | message[1]
-        try:
-            answer = await upstream.ask(
-                message, qid, question, self.forwarder.timeout * RELAY_TIMEOUT_SHARE
-            )
-            # A pipelined DoT query may have been given another ID: C matches on its own.
-            answer = message[:2] + answer[2:]
-        except UpstreamError as exc:
-            answer = _marked_servfail(message)
-            if len(self._relay_failures) >= MAX_RELAY_FAILURES:
-                self._relay_failures.clear()
-            self._relay_failures[answer] = exc
-        with contextlib.suppress(OSError):  # released meanwhile, or C's buffer full
+    def _relay_failed(self, relay: socket.socket, message: bytes, exc: UpstreamError) -> None:
+        answer = _marked_servfail(message)
+        if len(self._relay_failures) >= MAX_RELAY_FAILURES:
+            self._relay_failures.clear()
+        self._relay_failures[answer] = exc
+        with contextlib.suppress(OSError):
             relay.send(answer)
 
     def _follow(self) -> None:
@@ -354,3 +346,48 @@ def _marked_servfail(message: bytes) -> bytes:
     keeps the failure under these bytes, which no upstream sends (the reserved Z bit)."""
     flags = wire.QR | (message[2] << 8 & wire.RD) | 0x0040 | wire.SERVFAIL
     return message[:2] + flags.to_bytes(2, "big") + message[4:]
+
+
+class _Relayed:
+    """One query C sent to an encrypted upstream through the relay, on its way."""
+
+    __slots__ = ("pool", "relay", "upstream", "message", "question")
+
+    def __init__(
+        self, pool: UpstreamPool, relay: socket.socket, upstream: EncryptedUpstream,
+        message: bytes, question: bytes,
+    ) -> None:
+        self.pool = pool
+        self.relay = relay
+        self.upstream = upstream
+        self.message = message
+        self.question = question
+
+    def answered(self, answer: bytes) -> None:
+        # A pipelined DoT query may have gone with another ID: C matches on its own.
+        with contextlib.suppress(OSError):  # released meanwhile, or C's buffer full
+            self.relay.send(self.message[:2] + answer[2:])
+
+    def failed(self, exc: UpstreamError | None) -> None:
+        if exc is None:  # the connection broke: once more, on a new one
+            self.ask()
+        else:
+            self.pool._relay_failed(self.relay, self.message, exc)
+
+    def ask(self) -> None:
+        """The query through `EncryptedUpstream.ask`, in a task (opens connections)."""
+        pool = self.pool
+        assert pool._loop is not None
+        task = pool._loop.create_task(self._ask())
+        pool._relay_tasks.add(task)
+        task.add_done_callback(pool._relay_tasks.discard)
+
+    async def _ask(self) -> None:
+        timeout = self.pool.forwarder.timeout * RELAY_TIMEOUT_SHARE
+        qid = self.message[0] << 8 | self.message[1]
+        try:
+            answer = await self.upstream.ask(self.message, qid, self.question, timeout)
+        except UpstreamError as exc:
+            self.pool._relay_failed(self.relay, self.message, exc)
+            return
+        self.answered(answer)

@@ -24,7 +24,7 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from dns_resolver import edns, wire
@@ -104,6 +104,20 @@ class EncryptedUpstream(Upstream):
             UpstreamError: timeout, network, certificate, tls, http, garbage.
         """
         raise NotImplementedError
+
+    def submit(
+        self,
+        message: bytes,
+        qid: int,
+        question: bytes,
+        timeout: float,
+        on_answer: Callable[[bytes], None],
+        on_error: Callable[[UpstreamError | None], None],
+    ) -> bool:
+        """Like `ask` without a task per query, when the transport can (DoT): True when
+        sent, the answer then going to `on_answer`, a failure to `on_error` (None: the
+        connection broke, `ask` again). False: nothing sent, use `ask`."""
+        return False
 
     async def close(self) -> None:
         """Close the open connections (the next `ask` opens new ones)."""

@@ -52,6 +52,23 @@ class _Broken(Exception):
     """The connection closed or failed while a query was in flight on it."""
 
 
+class _Callback:
+    """A query whose answer goes to a function rather than to an awaiting coroutine (the
+    fast path's relay: no task or future per query)."""
+
+    __slots__ = ("on_answer", "on_error", "timer")
+
+    def __init__(
+        self, on_answer: Callable[[bytes], None], on_error: Callable[[UpstreamError | None], None]
+    ) -> None:
+        self.on_answer = on_answer
+        self.on_error = on_error
+        self.timer: asyncio.TimerHandle | None = None
+
+
+_Waiter = asyncio.Future[bytes] | _Callback
+
+
 class _Connection(asyncio.Protocol):
     """One TLS connection and the queries waiting on it, by ID.
 
@@ -63,7 +80,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, idle_timeout: float, on_close: Callable[[_Connection], None]) -> None:
         self.idle_timeout = idle_timeout
         self.on_close = on_close
-        self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+        self.pending: dict[int, tuple[bytes, _Waiter]] = {}
         self.closed = False
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -75,28 +92,40 @@ class _Connection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
         self._idle = self._loop.call_later(self.idle_timeout, self.close)
 
-    async def ask(self, message: bytes, qid: int, question: bytes) -> bytes:
-        if self.closed:
-            raise _Broken("closed")
+    def send(self, message: bytes, qid: int, question: bytes, waiter: _Waiter) -> int:
+        """Queue `message` for the next write; returns the ID it went with."""
         # IDs are unique per connection so answers can be told apart.
         while qid in self.pending:
             qid = secrets.randbelow(0x10000)
             message = struct.pack("!H", qid) + message[2:]
-        future: asyncio.Future[bytes] = self._loop.create_future()
-        self.pending[qid] = (question, future)
+        self.pending[qid] = (question, waiter)
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
         if not self._outgoing:
             self._loop.call_soon(self._flush)
         self._outgoing.append(struct.pack("!H", len(message)) + message)
+        return qid
+
+    def forget(self, qid: int, waiter: _Waiter) -> None:
+        """`waiter` gave up (a timeout): its ID is free again."""
+        if self.pending.get(qid, (None, None))[1] is waiter:
+            del self.pending[qid]
+            self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if not self.pending and not self.closed and self._idle is None:
+            self._idle = self._loop.call_later(self.idle_timeout, self.close)
+
+    async def ask(self, message: bytes, qid: int, question: bytes) -> bytes:
+        if self.closed:
+            raise _Broken("closed")
+        future: asyncio.Future[bytes] = self._loop.create_future()
+        qid = self.send(message, qid, question, future)
         try:
             return await future
         finally:
-            if self.pending.get(qid, (None, future))[1] is future:
-                del self.pending[qid]
-            if not self.pending and not self.closed:
-                self._idle = self._loop.call_later(self.idle_timeout, self.close)
+            self.forget(qid, future)
 
     def _flush(self) -> None:
         if self._transport is not None and not self.closed and self._outgoing:
@@ -107,6 +136,7 @@ class _Connection(asyncio.Protocol):
         buf = self._received
         buf += data
         start = 0
+        pending = self.pending
         while len(buf) - start >= 2:
             end = start + 2 + (buf[start] << 8 | buf[start + 1])
             if end > len(buf):
@@ -116,12 +146,21 @@ class _Connection(asyncio.Protocol):
             if len(answer) < 12:
                 continue
             rid = answer[0] << 8 | answer[1]
-            entry = self.pending.get(rid)
+            entry = pending.get(rid)
             # No entry: the answer to a query that timed out here. Late, not spoofed:
             # only the authenticated server can write on this connection.
-            if entry is not None and not entry[1].done() and matches(answer, rid, entry[0]):
-                entry[1].set_result(answer)
+            if entry is None or not matches(answer, rid, entry[0]):
+                continue
+            del pending[rid]
+            waiter = entry[1]
+            if isinstance(waiter, _Callback):
+                if waiter.timer is not None:
+                    waiter.timer.cancel()
+                waiter.on_answer(answer)
+            elif not waiter.done():
+                waiter.set_result(answer)
         del buf[:start]
+        self._maybe_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()
@@ -132,12 +171,18 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self._idle is not None:
             self._idle.cancel()
-        for _, future in self.pending.values():
-            if not future.done():
-                future.set_exception(_Broken("connection closed"))
+        waiting = list(self.pending.values())
+        self.pending.clear()
         if self._transport is not None:
             self._transport.close()
         self.on_close(self)
+        for _, waiter in waiting:
+            if isinstance(waiter, _Callback):
+                if waiter.timer is not None:
+                    waiter.timer.cancel()
+                waiter.on_error(None)  # broken: the caller asks again on a new connection
+            elif not waiter.done():
+                waiter.set_exception(_Broken("connection closed"))
 
 
 class TlsUpstream(EncryptedUpstream):
@@ -175,6 +220,38 @@ class TlsUpstream(EncryptedUpstream):
                     raise UpstreamError("network", f"connection lost: {exc}") from None
         except TimeoutError:
             raise UpstreamError("timeout", "timeout") from None
+
+    def submit(
+        self,
+        message: bytes,
+        qid: int,
+        question: bytes,
+        timeout: float,
+        on_answer: Callable[[bytes], None],
+        on_error: Callable[[UpstreamError | None], None],
+    ) -> bool:
+        """Send on an open connection now, the answer to `on_answer`; a timeout goes to
+        `on_error`, and so does a broken connection, as None (then `ask` again: it opens a
+        new one). False, nothing sent, when no connection is ready: use `ask`."""
+        connections = self._connections
+        if not connections:
+            return False
+        best = min(connections, key=lambda c: len(c.pending)) if len(connections) > 1 else (
+            connections[0]
+        )
+        if len(best.pending) >= PIPELINE_DEPTH and len(connections) < MAX_CONNECTIONS:
+            return False
+        callback = _Callback(on_answer, on_error)
+        sent = best.send(message, qid, question, callback)
+        callback.timer = asyncio.get_running_loop().call_later(
+            timeout, self._expired, best, sent, callback
+        )
+        return True
+
+    @staticmethod
+    def _expired(connection: _Connection, qid: int, callback: _Callback) -> None:
+        connection.forget(qid, callback)
+        callback.on_error(UpstreamError("timeout", "timeout"))
 
     async def _connect(self) -> tuple[_Connection, bool]:
         """The open connection with the fewest queries in flight; a new one (True) when
