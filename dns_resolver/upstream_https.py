@@ -1,7 +1,7 @@
 """DNS over HTTPS upstreams (RFC 8484): POSTs multiplexed on one kept-open HTTP/2 connection.
 
 httpx (with `h2`) keeps the connection and runs concurrent queries as streams on it; it
-closes the connection after `idle_timeout` seconds without a query. A query that fails
+is closed after `idle_timeout` seconds without a query. A query that fails
 because a kept-open connection broke is sent once more (httpx then opens a new one).
 
 A DoH host that is a name is resolved through `[upstream] bootstrap` (plain DNS to those
@@ -50,19 +50,52 @@ class HttpsUpstream(EncryptedUpstream):
             self._target = (server.url, float("inf"))
         self._extensions = {"sni_hostname": server.host, "trace": self._trace}
         self._headers = {**_HEADERS, "host": httpx.URL(server.url).netloc.decode()}
-        self._client = httpx.AsyncClient(
-            http2=True,
-            verify=client_context(ca_file),
-            limits=httpx.Limits(keepalive_expiry=idle_timeout),
-            timeout=None,  # the caller's asyncio timeout bounds the whole attempt
-            trust_env=False,  # no proxy from the environment between us and the upstream
-        )
+        self.idle_timeout = idle_timeout
+        self._context = client_context(ca_file)
+        self._client: httpx.AsyncClient | None = None
+        self._asking = 0  # queries in flight
+        self._idle: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _http(self) -> httpx.AsyncClient:
+        """The client with the kept-open connection; a new one after an idle close."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                http2=True,
+                verify=self._context,
+                timeout=None,  # the caller's asyncio timeout bounds the whole attempt
+                trust_env=False,  # no proxy from the environment between us and the server
+            )
+        return self._client
+
+    def _idle_close(self) -> None:
+        """No query for `idle_timeout` seconds: close the connection (httpx itself would
+        only notice at the next query)."""
+        self._idle = None
+        client, self._client = self._client, None
+        if client is not None:
+            task = asyncio.ensure_future(client.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     @property
     def name(self) -> str:
         return self.url
 
     async def ask(self, message: bytes, qid: int, question: bytes, timeout: float) -> bytes:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self._asking += 1
+        try:
+            return await self._ask(message, qid, question, timeout)
+        finally:
+            self._asking -= 1
+            if not self._asking and self._client is not None:
+                loop = asyncio.get_running_loop()
+                self._idle = loop.call_later(self.idle_timeout, self._idle_close)
+
+    async def _ask(self, message: bytes, qid: int, question: bytes, timeout: float) -> bytes:
         try:
             async with asyncio.timeout(timeout):
                 url = await self._url()
@@ -87,7 +120,7 @@ class HttpsUpstream(EncryptedUpstream):
         return reply.content
 
     async def _post(self, url: str, message: bytes) -> httpx.Response:
-        return await self._client.post(
+        return await self._http().post(
             url, content=message, headers=self._headers, extensions=self._extensions
         )
 
@@ -128,7 +161,12 @@ class HttpsUpstream(EncryptedUpstream):
         raise UpstreamError("network", f"{host} has no address (asked the bootstrap servers)")
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
 
 def _ip_text(rdata: bytes, family: int) -> str:

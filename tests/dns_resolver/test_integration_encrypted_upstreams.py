@@ -314,3 +314,34 @@ def test_killing_unbound_fails_over_to_the_next_upstream(
     assert server.metric("filterdns_upstream_queries_total", upstream=doh) == 5
     assert server.metric("filterdns_upstream_healthy", upstream=first.dot()) == 0
     assert server.metric("filterdns_upstream_errors_total", upstream=first.dot()) == 2
+
+
+def established_to(port: int) -> int:
+    """TCP connections in state ESTABLISHED to 127.0.0.1:`port` (from /proc/net/tcp)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01" and int(fields[2].split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("transport", ["tls", "https"])
+def test_an_idle_connection_is_closed_and_the_next_query_opens_another(
+    start_filterdns: Callable[..., ServerProcess],
+    make_unbound: Callable[[], UnboundTls],
+    test_ca: TestCa,
+    transport: str,
+) -> None:
+    unbound = make_unbound()
+    if transport == "tls":
+        upstream, port = unbound.dot(), unbound.dot_port
+    else:
+        upstream, port = f"https://{LOOPBACK}:{unbound.doh_port}/dns-query", unbound.doh_port
+    server = start_filterdns(encrypted_config([upstream], test_ca, idle_timeout=0.5))
+    assert server.dig(Z.WWW, "A").rdata("A") == [Z.WWW_A]
+    assert established_to(port) == 1
+    assert eventually(lambda: established_to(port) == 0, timeout=5)
+    assert server.dig(Z.MAIL, "A").rdata("A") == [Z.MAIL_A]
+    assert server.metric("filterdns_upstream_connections_total", transport=transport) == 2
+    assert server.metric("filterdns_upstream_errors_total") == 0
