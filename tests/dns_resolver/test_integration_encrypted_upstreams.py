@@ -346,3 +346,22 @@ def test_an_idle_connection_is_closed_and_the_next_query_opens_another(
     assert server.dig(Z.MAIL, "A").rdata("A") == [Z.MAIL_A]
     assert server.metric("filterdns_upstream_connections_total", transport=transport) == 2
     assert server.metric("filterdns_upstream_errors_total") == 0
+
+
+def test_parallel_takes_the_answer_of_the_good_encrypted_upstream(
+    start_filterdns: Callable[..., ServerProcess],
+    make_unbound: Callable[[], UnboundTls],
+    test_ca: TestCa,
+) -> None:
+    unbound = make_unbound()
+    wrong = unbound.dot("wrong.filterdns.test")
+    doh = f"https://{LOOPBACK}:{unbound.doh_port}/dns-query"
+    server = start_filterdns(
+        encrypted_config([wrong, doh], test_ca, strategy="parallel", max_failures=10)
+    )
+    assert server.dig(Z.WWW, "A").rdata("A") == [Z.WWW_A]
+    assert server.dig(Z.MAIL, "A").rdata("A") == [Z.MAIL_A]
+    # (The rejected DoT attempt may be cancelled mid-handshake once DoH has answered, so
+    # its error count is not fixed; DoH's answers are.)
+    assert server.metric("filterdns_upstream_queries_total", upstream=doh) == 2
+    assert server.metric("filterdns_upstream_errors_total", upstream=doh) == 0
