@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -275,11 +276,10 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
     return report
 
 
-def run_transport(opts: Options, log: object = print) -> dict[str, object]:
+def run_transport(opts: Options, say: Callable[[str], None] = print) -> dict[str, object]:
     """`--upstream-transport dot`: the miss-heavy mix forwarded to one Unbound (in front of
     NSD) by filterdns over plain UDP, by filterdns over DoT, and by Unbound itself over
     DoT (`forward-tls-upstream`), in one run; returns the report (also written as JSON)."""
-    say = log  # type: ignore[assignment]
     missing = servers.missing_tools(("dnsperf", "nsd", "unbound", "openssl"))
     if missing:
         raise SystemExit("missing tools: " + ", ".join(missing))
