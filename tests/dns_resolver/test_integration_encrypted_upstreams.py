@@ -365,3 +365,16 @@ def test_parallel_takes_the_answer_of_the_good_encrypted_upstream(
     # its error count is not fixed; DoH's answers are.)
     assert server.metric("filterdns_upstream_queries_total", upstream=doh) == 2
     assert server.metric("filterdns_upstream_errors_total", upstream=doh) == 0
+
+
+def test_an_http_error_from_doh_is_an_upstream_error(
+    start_filterdns: Callable[..., ServerProcess],
+    make_unbound: Callable[[], UnboundTls],
+    test_ca: TestCa,
+) -> None:
+    unbound = make_unbound()
+    wrong_path = f"https://{LOOPBACK}:{unbound.doh_port}/not-dns"  # Unbound: 404
+    server = start_filterdns(encrypted_config([wrong_path], test_ca, max_failures=10))
+    assert server.dig(Z.WWW, "A").status == "SERVFAIL"
+    assert server.metric("filterdns_upstream_errors_total", upstream=wrong_path, kind="http") == 1
+    assert "HTTP status 404" in server.stderr_text()
