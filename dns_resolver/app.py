@@ -28,7 +28,7 @@ from dns_resolver.cache import Cache
 from dns_resolver.local import LocalData, rule_servers
 from dns_resolver.resolver import Resolver
 from dns_resolver.server import DnsServer
-from dns_resolver.upstream import Forwarder
+from dns_resolver.upstream import Forwarder, upstreams_of
 from fdconfig import Address, Config
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def build_resolver(
     def upstream_set(servers: Sequence[Address]) -> Forwarder:
         # [[forward]] rules' servers get [upstream]'s strategy, timeout and health.
         return Forwarder(
-            [(a.host, a.port) for a in servers],
+            upstreams_of(ups, servers),
             strategy=ups.strategy,
             timeout=ups.timeout,
             max_failures=ups.max_failures,
@@ -281,6 +281,7 @@ class App:
                 # Off the loop: stop() joins the thread, which may be ending a child.
                 await loop.run_in_executor(None, self.reloader.stop)
             await self.server.stop()
+            await self.resolver.forwarder.close()
             if self.admin is not None:
                 await self.admin.stop()
             if self._tick is not None:

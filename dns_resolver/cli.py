@@ -54,7 +54,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--upstream", metavar="ADDR:PORT", action="append", default=[],
-        help="upstream server (repeatable, tried in order)",
+        help="upstream server (repeatable, tried in order); also tls://ADDR[:PORT]#NAME "
+        "or https://HOST[:PORT]/PATH",
     )
     parser.add_argument(
         "--list", metavar="PATH[:CATEGORY]", action="append", default=[], dest="lists",

@@ -25,6 +25,15 @@ not finish:
   block found by inspection, records C does not parse) is finished by `Resolver.answer`
   with the answer C received. Nothing is asked twice.
 
+- **Encrypted upstreams.** C speaks only plain DNS, so for a DoT or DoH upstream its
+  sockets are one end of an in-process datagram socket pair (`socket.socketpair`), not a
+  network socket: Python reads each query C built from the other end and asks it over the
+  upstream's TLS or HTTPS connection (`EncryptedUpstream.ask`), then writes the answer
+  back, which C takes as it would a UDP answer. No query leaves the process in plain text.
+  A failed ask is recorded as that upstream's failure (certificate, tls, network, ...) and
+  handed back to C as a marked SERVFAIL, so the query goes on in `Forwarder.resume`
+  without the upstream, as after a closed port.
+
 C forwards only with the `failover` strategy; `parallel` stays in Python.
 """
 
@@ -36,7 +45,9 @@ import logging
 import socket
 from typing import Any
 
+from dns_resolver import wire
 from dns_resolver.resolver import Pending
+from dns_resolver.upstream import EncryptedUpstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,10 @@ TICK_SECONDS = 0.05  # how often overdue queries are looked for
 # slots, so rotation pauses while this many drain (a silent upstream, a long timeout).
 MAX_DRAINING = 32 - 2 * POOL_SIZE
 UPSTREAM_RCVBUF = 4 << 20  # answers of a full batch of batches, as the listeners have
+# An encrypted upstream's ask gives up a little before C's own timeout, so that C hears of
+# the failure (and its kind) rather than timing out itself.
+RELAY_TIMEOUT_SHARE = 0.9
+MAX_RELAY_FAILURES = 10_000  # failures C has not taken back yet (a bound, never reached)
 
 
 class UpstreamPool:
@@ -63,6 +78,10 @@ class UpstreamPool:
         self.forwarder = self.resolver.forwarder
         self.upstream: Any = None  # the Upstream the sockets are connected to
         self._active: list[tuple[int, socket.socket]] = []  # (slot, socket), oldest first
+        self._relays: dict[int, socket.socket] = {}  # slot -> Python's end of a socket pair
+        self._relay_tasks: set[asyncio.Task[None]] = set()
+        # The marked SERVFAILs sent to C for failed encrypted asks -> the failure.
+        self._relay_failures: dict[bytes, UpstreamError] = {}
         self._draining: list[tuple[int, socket.socket, float]] = []  # + when to close
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -71,7 +90,8 @@ class UpstreamPool:
 
     @staticmethod
     def usable(resolver: Any) -> bool:
-        """True when C may forward for `resolver`: failover to plain UDP upstreams."""
+        """True when C may forward for `resolver`: failover (encrypted upstreams through
+        the in-process relay)."""
         forwarder = getattr(resolver, "forwarder", None)
         if forwarder is None or not getattr(forwarder, "upstreams", None):
             return False
@@ -96,6 +116,8 @@ class UpstreamPool:
     def close(self) -> None:
         """Stop forwarding from C; what is in flight goes to Python, the sockets close."""
         self.fp.stop_forwarding()
+        for task in self._relay_tasks:
+            task.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -110,24 +132,39 @@ class UpstreamPool:
 
     def _open(self) -> None:
         upstream = self.upstream
-        sock = socket.socket(upstream.family, socket.SOCK_DGRAM)
+        relay = None
         try:
+            if isinstance(upstream, EncryptedUpstream):
+                sock, relay = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+                relay.setblocking(False)
+            else:
+                sock = socket.socket(upstream.family, socket.SOCK_DGRAM)
             sock.setblocking(False)
             with contextlib.suppress(OSError):  # capped by net.core.rmem_max: best effort
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UPSTREAM_RCVBUF)
-            sock.connect((upstream.host, upstream.port))
+                if relay is not None:
+                    relay.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UPSTREAM_RCVBUF)
+            if relay is None:
+                sock.connect((upstream.host, upstream.port))
         except OSError as exc:
             sock.close()
+            if relay is not None:
+                relay.close()
             log.warning("cannot open a socket to upstream %s: %s", upstream.name, exc)
             return
         try:
             slot = self.fp.add_socket(sock.fileno())
         except RuntimeError as exc:  # every slot taken: the misses go to Python meanwhile
             sock.close()
+            if relay is not None:
+                relay.close()
             log.warning("no fast path socket to upstream %s: %s", upstream.name, exc)
             return
         assert self._loop is not None
         self._loop.add_reader(sock.fileno(), self._readable, slot)
+        if relay is not None:
+            self._relays[slot] = relay
+            self._loop.add_reader(relay.fileno(), self._relay_readable, relay, upstream)
         self._active.append((slot, sock))
 
     def _retire(self, slot: int, sock: socket.socket, now: float) -> None:
@@ -139,6 +176,39 @@ class UpstreamPool:
         self._loop.remove_reader(sock.fileno())
         self._take(self.fp.release_socket(slot))
         sock.close()
+        relay = self._relays.pop(slot, None)
+        if relay is not None:
+            self._loop.remove_reader(relay.fileno())
+            relay.close()  # asks still running find it closed and drop their answers
+
+    # -- the relay to an encrypted upstream --------------------------------------------------
+
+    def _relay_readable(self, relay: socket.socket, upstream: EncryptedUpstream) -> None:
+        assert self._loop is not None
+        timeout = self.forwarder.timeout * RELAY_TIMEOUT_SHARE
+        for _ in range(256):  # a few batches of C's; the rest at the next wake-up
+            try:
+                message = relay.recv(65535)
+            except OSError:  # empty (BlockingIOError), or closed meanwhile
+                return
+            try:
+                question = message[12 : wire.question_end(message)]
+            except (wire.WireError, IndexError):
+                continue  # C built it: never happens
+            relayed = _Relayed(self, relay, upstream, message, question)
+            qid = message[0] << 8 | message[1]
+            if not upstream.submit(
+                message, qid, question, timeout, relayed.answered, relayed.failed
+            ):
+                relayed.ask()
+
+    def _relay_failed(self, relay: socket.socket, message: bytes, exc: UpstreamError) -> None:
+        answer = _marked_servfail(message)
+        if len(self._relay_failures) >= MAX_RELAY_FAILURES:
+            self._relay_failures.clear()
+        self._relay_failures[answer] = exc
+        with contextlib.suppress(OSError):
+            relay.send(answer)
 
     def _follow(self) -> None:
         """Connect to the Forwarder's first candidate (again, when it changed)."""
@@ -250,7 +320,13 @@ class UpstreamPool:
             if tried is None or out.target or out.forwarder or out.local is not None:
                 self.fast.server.handle_pending(out, data, (host, port), send)
                 return
-            if answer is None:
+            failure = self._relay_failures.pop(answer, None) if answer is not None else None
+            if failure is not None:
+                # The relay's ask failed: that failure, not the marked SERVFAIL, counts.
+                kind, answer = failure.kind, None
+                self.forwarder.record_failure(tried, kind, str(failure))
+                self._follow()
+            elif answer is None:
                 # Recorded now, not in the task: the next batch must already see it (a
                 # dead upstream is left after max_failures, and C follows at once).
                 self.forwarder.record_failure(tried, kind, f"{kind} (fast path)")
@@ -263,3 +339,55 @@ class UpstreamPool:
             self.fast.server.handle_pending(out, data, (host, port), send, resume)
         elif out is not None:
             send(out, (host, port))
+
+
+def _marked_servfail(message: bytes) -> bytes:
+    """A SERVFAIL for `message` that C hands back to Python (an error rcode): the relay
+    keeps the failure under these bytes, which no upstream sends (the reserved Z bit)."""
+    flags = wire.QR | (message[2] << 8 & wire.RD) | 0x0040 | wire.SERVFAIL
+    return message[:2] + flags.to_bytes(2, "big") + message[4:]
+
+
+class _Relayed:
+    """One query C sent to an encrypted upstream through the relay, on its way."""
+
+    __slots__ = ("pool", "relay", "upstream", "message", "question")
+
+    def __init__(
+        self, pool: UpstreamPool, relay: socket.socket, upstream: EncryptedUpstream,
+        message: bytes, question: bytes,
+    ) -> None:
+        self.pool = pool
+        self.relay = relay
+        self.upstream = upstream
+        self.message = message
+        self.question = question
+
+    def answered(self, answer: bytes) -> None:
+        # A pipelined DoT query may have gone with another ID: C matches on its own.
+        with contextlib.suppress(OSError):  # released meanwhile, or C's buffer full
+            self.relay.send(self.message[:2] + answer[2:])
+
+    def failed(self, exc: UpstreamError | None) -> None:
+        if exc is None:  # the connection broke: once more, on a new one
+            self.ask()
+        else:
+            self.pool._relay_failed(self.relay, self.message, exc)
+
+    def ask(self) -> None:
+        """The query through `EncryptedUpstream.ask`, in a task (opens connections)."""
+        pool = self.pool
+        assert pool._loop is not None
+        task = pool._loop.create_task(self._ask())
+        pool._relay_tasks.add(task)
+        task.add_done_callback(pool._relay_tasks.discard)
+
+    async def _ask(self) -> None:
+        timeout = self.pool.forwarder.timeout * RELAY_TIMEOUT_SHARE
+        qid = self.message[0] << 8 | self.message[1]
+        try:
+            answer = await self.upstream.ask(self.message, qid, self.question, timeout)
+        except UpstreamError as exc:
+            self.pool._relay_failed(self.relay, self.message, exc)
+            return
+        self.answered(answer)

@@ -69,7 +69,12 @@ RESULTS = (
     "allowed", "blocked", "cached", "local", "refused", "servfail", "formerr", "notimp"
 )
 PROTOCOLS = ("udp", "tcp")
-UPSTREAM_ERROR_KINDS = ("timeout", "refused", "servfail", "spoofed", "garbage", "network")
+UPSTREAM_ERROR_KINDS = (
+    "timeout", "refused", "servfail", "spoofed", "garbage", "network",
+    # encrypted upstreams: a certificate rejected, another TLS failure, an HTTP error status
+    "certificate", "tls", "http",
+)
+UPSTREAM_TRANSPORTS = ("tls", "https")
 RELOAD_RESULTS = ("success", "failure")
 
 LATENCY_BUCKETS = (
@@ -274,6 +279,13 @@ class Metrics:
             ["upstream", "kind"],
             registry=r,
         )
+        self.upstream_connections = Counter(
+            "filterdns_upstream_connections",
+            "Connections opened to encrypted upstreams, by transport (tls: DoT, https: DoH);"
+            " far fewer than queries while connections are reused.",
+            ["upstream", "transport"],
+            registry=r,
+        )
         # Registered here, after the hot-path collector (whose scrape hooks flush bulk
         # counts first) and in the place the family always had in the exposition.
         r.register(_UpstreamLatencyCollector(self))
@@ -441,6 +453,12 @@ class Metrics:
 
     def upstream_healthy(self, upstream: str, healthy: bool) -> None:
         self.upstream_healthy_gauge.labels(upstream).set(1 if healthy else 0)
+
+    def upstream_connected(self, upstream: str, transport: str) -> None:
+        """Count a connection opened to an encrypted upstream."""
+        if transport not in UPSTREAM_TRANSPORTS:
+            raise ValueError(f"unknown upstream transport {transport!r}")
+        self.upstream_connections.labels(upstream, transport).inc()
 
     # -- lists --
 

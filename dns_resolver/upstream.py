@@ -9,6 +9,11 @@ kernel drops datagrams from any other address or port and reports a closed port 
 SERVFAIL, REFUSED, FORMERR and NOTIMP from an upstream count as failures: the next
 upstream is asked. An upstream failing `max_failures` times in a row is skipped for
 `retry_dead_after` seconds, then tried again; when all are dead, all are tried.
+
+Encrypted upstreams (`EncryptedUpstream`: DoT in upstream_tls.py, DoH in upstream_https.py)
+keep a connection open and ask over it; they share the health, failover and strategies
+here. A failed TLS handshake or certificate is an error of that upstream like any other,
+and the query never goes anywhere in plain text because of it.
 """
 
 from __future__ import annotations
@@ -19,15 +24,19 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from dns_resolver import edns, wire
+
+if TYPE_CHECKING:
+    from fdconfig.upstream import Address, DohServer, DotServer, UpstreamConfig
 
 log = logging.getLogger(__name__)
 
 _BAD_RCODES = frozenset({wire.SERVFAIL, wire.REFUSED, wire.FORMERR, wire.NOTIMP})
 _RECV_SIZE = 65535
+_TLS_FAILURES = frozenset({"certificate", "tls"})  # logged as warnings: not passing troubles
 
 
 class UpstreamObserver(Protocol):
@@ -39,9 +48,12 @@ class UpstreamObserver(Protocol):
 
     def upstream_healthy(self, upstream: str, healthy: bool) -> None: ...
 
+    def upstream_connected(self, upstream: str, transport: str) -> None: ...
+
 
 class UpstreamError(Exception):
-    """One attempt failed. `kind` is a metrics label: timeout, refused, servfail, network."""
+    """One attempt failed. `kind` is a metrics label: timeout, refused, servfail, network;
+    for encrypted upstreams also certificate, tls and http."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -50,6 +62,9 @@ class UpstreamError(Exception):
 
 class Upstream:
     """One upstream server and its health."""
+
+    transport = "udp"  # plain DNS: UDP, TCP after a truncated answer
+    encrypted = False
 
     def __init__(self, host: str, port: int = 53) -> None:
         self.host = host
@@ -68,7 +83,80 @@ class Upstream:
         return now >= self.dead_until
 
     def __repr__(self) -> str:
-        return f"Upstream({self.name}, failures={self.failures})"
+        return f"{type(self).__name__}({self.name}, failures={self.failures})"
+
+
+class EncryptedUpstream(Upstream):
+    """An upstream asked over a kept-open encrypted connection, never in plain text."""
+
+    encrypted = True
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.observer: UpstreamObserver | None = None  # set by the Forwarder
+
+    async def ask(self, message: bytes, qid: int, question: bytes, timeout: float) -> bytes:
+        """Send `message` (ID `qid`) and return the matching answer within `timeout` s.
+
+        A connection found broken is replaced and the query sent once more on the new one.
+
+        Raises:
+            UpstreamError: timeout, network, certificate, tls, http, garbage.
+        """
+        raise NotImplementedError
+
+    def submit(
+        self,
+        message: bytes,
+        qid: int,
+        question: bytes,
+        timeout: float,
+        on_answer: Callable[[bytes], None],
+        on_error: Callable[[UpstreamError | None], None],
+    ) -> bool:
+        """Like `ask` without a task per query, when the transport can (DoT): True when
+        sent, the answer then going to `on_answer`, a failure to `on_error` (None: the
+        connection broke, `ask` again). False: nothing sent, use `ask`."""
+        return False
+
+    async def close(self) -> None:
+        """Close the open connections (the next `ask` opens new ones)."""
+
+    def connected(self) -> None:
+        """A new connection is up: counted per upstream and transport."""
+        if self.observer is not None:
+            self.observer.upstream_connected(self.name, self.transport)
+
+
+def upstreams_of(
+    config: UpstreamConfig, servers: Sequence[Address | DotServer | DohServer] | None = None
+) -> list[Upstream]:
+    """The `Upstream`s of `servers` (default: `[upstream] servers`): plain, DoT and DoH, in
+    the configured order, with `[upstream]`'s CA, idle time and bootstrap servers."""
+    from fdconfig.upstream import Address, DotServer
+
+    out: list[Upstream] = []
+    bootstrap: Forwarder | None = None
+    for server in config.servers if servers is None else servers:
+        if isinstance(server, Address):
+            out.append(Upstream(server.host, server.port))
+        elif isinstance(server, DotServer):
+            from dns_resolver.upstream_tls import TlsUpstream
+
+            out.append(TlsUpstream(server, config.ca_file, config.idle_timeout))
+        else:
+            from dns_resolver.upstream_https import HttpsUpstream
+
+            if bootstrap is None and config.bootstrap:
+                # Plain DNS to the configured servers only: never through ourselves.
+                bootstrap = Forwarder(
+                    [(a.host, a.port) for a in config.bootstrap],
+                    timeout=config.timeout,
+                    max_failures=config.max_failures,
+                    retry_dead_after=config.retry_dead_after,
+                )
+            out.append(HttpsUpstream(server, config.ca_file, config.idle_timeout, bootstrap))
+    return out
 
 
 def build_query(query: wire.Query, qid: int, udp_size: int) -> bytes:
@@ -111,7 +199,7 @@ class Forwarder:
 
     def __init__(
         self,
-        servers: Sequence[tuple[str, int]],
+        servers: Sequence[tuple[str, int] | Upstream],
         *,
         strategy: str = "failover",
         timeout: float = 2.0,
@@ -122,13 +210,22 @@ class Forwarder:
     ) -> None:
         if strategy not in ("failover", "parallel"):
             raise ValueError(f"unknown upstream strategy {strategy!r}")
-        self.upstreams = [Upstream(host, port) for host, port in servers]
+        self.upstreams = [s if isinstance(s, Upstream) else Upstream(*s) for s in servers]
+        for upstream in self.upstreams:
+            if isinstance(upstream, EncryptedUpstream):
+                upstream.observer = observer
         self.strategy = strategy
         self.timeout = timeout
         self.max_failures = max_failures
         self.retry_dead_after = retry_dead_after
         self.udp_size = udp_size
         self.observer = observer
+
+    async def close(self) -> None:
+        """Close the connections kept open to encrypted upstreams."""
+        for upstream in self.upstreams:
+            if isinstance(upstream, EncryptedUpstream):
+                await upstream.close()
 
     def candidates(self) -> list[Upstream]:
         """Upstreams to try, in order: the live ones, or all when none is live."""
@@ -214,6 +311,8 @@ class Forwarder:
                 "upstream %s marked dead for %.0fs after %d failures (%s)",
                 upstream.name, self.retry_dead_after, upstream.failures, error,
             )
+        elif kind in _TLS_FAILURES:
+            log.warning("upstream %s failed: %s", upstream.name, error)
         else:
             log.info("upstream %s failed: %s", upstream.name, error)
 
@@ -227,15 +326,18 @@ class Forwarder:
     async def exchange(
         self, upstream: Upstream, query: wire.Query, udp_response: bytes | None = None
     ) -> bytes:
-        """Ask one upstream over UDP (unless `udp_response` is its UDP answer already),
-        then TCP when the answer is truncated."""
+        """Ask one upstream over UDP (unless `udp_response` is its answer already, from the
+        C fast path), then TCP when the answer is truncated; an encrypted one over its
+        connection."""
         qid = secrets.randbelow(0x10000)
         message = build_query(query, qid, self.udp_size)
-        if udp_response is None:
-            response = await self._udp(upstream, message, qid, query.question)
+        if udp_response is not None:
+            response = udp_response  # C's answer (for an encrypted upstream, relayed)
+        elif isinstance(upstream, EncryptedUpstream):
+            response = await upstream.ask(message, qid, query.question, self.timeout)
         else:
-            response = udp_response
-        if response[2] & (wire.TC >> 8):
+            response = await self._udp(upstream, message, qid, query.question)
+        if response[2] & (wire.TC >> 8) and not upstream.encrypted:
             response = await self._tcp(upstream, message, qid, query.question)
         rcode = wire.rcode_of(response)
         if rcode in _BAD_RCODES:

@@ -53,9 +53,15 @@ from fdconfig.fields import (
 from fdconfig.lists import ListConfig, ListTable
 from fdconfig.metrics import MetricsConfig
 from fdconfig.server import default_data_dir
-from fdconfig.upstream import DEFAULT_RESOLV_CONF, is_ourselves, upstreams_from_resolv_conf
+from fdconfig.upstream import (
+    DEFAULT_RESOLV_CONF,
+    is_ourselves,
+    parse_server,
+    upstreams_from_resolv_conf,
+)
 
 S = TypeVar("S", bound=Table)
+P = TypeVar("P")
 DEFAULT_SOURCE = "<default>"
 
 
@@ -268,13 +274,13 @@ def apply_overrides(
         parsed = _flag_list("--listen", listen, parse_address)
         srv = replace(srv, listen=tuple(dict.fromkeys(parsed)))
     if upstream:
-        parsed = _flag_list("--upstream", upstream, lambda t: parse_address(t, default_port=53))
-        for item in parsed:
-            if is_ourselves(item, srv.listen):
+        servers = _flag_list("--upstream", upstream, parse_server)
+        for item in servers:
+            if isinstance(item, Address) and is_ourselves(item, srv.listen):
                 raise ConfigError(
                     COMMAND_LINE, "--upstream", f"{item} is one of our own listen addresses"
                 )
-        ups = replace(ups, servers=tuple(dict.fromkeys(parsed)), from_resolv_conf=False)
+        ups = replace(ups, servers=tuple(dict.fromkeys(servers)), from_resolv_conf=False)
     elif listen and ups.from_resolv_conf:
         ups = replace(ups, servers=upstreams_from_resolv_conf(ups.resolv_conf, srv.listen))
     new_lists = tuple(lists_mod.from_flag(text) for text in lists) if lists else config.lists
@@ -294,7 +300,7 @@ def apply_overrides(
     return replace(config, server=srv, upstream=ups, blocking=blocks, metrics=mets, lists=new_lists)
 
 
-def _flag_list(flag: str, items: Sequence[str], parse: Callable[[str], Address]) -> list[Address]:
+def _flag_list(flag: str, items: Sequence[str], parse: Callable[[str], P]) -> list[P]:
     out = []
     for item in items:
         try:

@@ -15,13 +15,16 @@ from fdconfig.fields import Address
 from fdconfig.lists import FETCH_KEYS, ListConfig
 from fdconfig.local import LocalRecord
 from fdconfig.policies import DAYS, PolicyConfig
+from fdconfig.upstream import DohServer, DotServer
 
 
 def _value(value: Any) -> Any:
     """A loaded value as TOML writes it: addresses and networks back to their text."""
     if value is None:
         return ""  # a listener that is off
-    if isinstance(value, Address | ipaddress.IPv4Network | ipaddress.IPv6Network):
+    if isinstance(
+        value, Address | DotServer | DohServer | ipaddress.IPv4Network | ipaddress.IPv6Network
+    ):
         return str(value)
     if isinstance(value, LocalRecord):
         return value.text()

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-rules", action="store_true",
                         help="also run filterdns with an expressions list added "
                         "(filterdns+text): misses run the text rules")
+    parser.add_argument("--upstream-transport", choices=("udp", "dot"), default="udp",
+                        help="dot: instead of the peer comparison, the miss-heavy mix "
+                        "forwarded over DoT to an Unbound in front of NSD, against the "
+                        "same over UDP and Unbound forwarding over DoT (forward-tls-upstream)")
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="where JSON and PNG go (default ./results)")
     parser.add_argument("--server-cpus", default="1", help="taskset CPU list for servers")
@@ -72,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
         repeat=1 if args.smoke else max(1, args.repeat),
         querylog=args.querylog,
         text_rules=args.text_rules,
+        upstream_transport=args.upstream_transport,
     )
+    if opts.upstream_transport == "dot":
+        runner.run_transport(opts)
+        return 0
     report = runner.run_all(opts)
     lost = [
         r for r in report["runs"]  # type: ignore[attr-defined]

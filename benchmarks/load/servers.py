@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.load import data
@@ -95,6 +96,42 @@ def memory_kb(pids: list[int]) -> tuple[int, int]:
                 elif line.startswith("Pss:"):
                     pss += int(line.split()[1])
     return rss, pss
+
+
+def make_tls_certificate(
+    directory: Path, name: str, ip: str = "127.0.0.1"
+) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate it signed for `name` and `ip` (openssl CLI,
+    EC P-256, valid one day): returns (CA file, certificate, key). Shared with the tests."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_file, cert, key = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    ca_key, csr, ext = directory / "ca.key", directory / "server.csr", directory / "server.ext"
+    ext.write_text(
+        f"subjectAltName = DNS:{name}, IP:{ip}\n"
+        "extendedKeyUsage = serverAuth\nbasicConstraints = CA:FALSE\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for argv in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca_file, "-days", "1",
+         "-subj", "/CN=filterdns test CA"],
+        ["req", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={name}"],
+        ["x509", "-req", "-in", csr, "-CA", ca_file, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "1", "-extfile", ext],
+    ):
+        subprocess.run(
+            [_which("openssl") or "openssl", *map(str, argv)],
+            check=True, capture_output=True, timeout=30,
+        )
+    return ca_file, cert, key
+
+
+@dataclass(frozen=True)
+class TlsUpstream:
+    """A DoT server to forward to: port, certificate name, the CA file that signed it."""
+
+    port: int
+    name: str
+    ca_file: Path
 
 
 class Server:
@@ -250,12 +287,13 @@ class Filterdns(Server):
 
     def __init__(
         self, *args: object, workers: int = 1, snapshot: Path | None = None,
-        querylog: bool = False, **kwargs: object,
+        querylog: bool = False, tls: TlsUpstream | None = None, **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.workers = workers
         self.snapshot = snapshot
         self.querylog = querylog
+        self.tls = tls
         self.metrics_port = free_port()
 
     def prepare(self) -> None:
@@ -271,13 +309,19 @@ class Filterdns(Server):
                 f'[[lists]]\npath = "{self.dataset.domains_file}"\nformat = "domains"\n'
                 'category = "adult"\nname = "bench"\n'
             )
+        upstream = f'servers = ["127.0.0.1:{self.upstream_port}"]'
+        if self.tls is not None:
+            upstream = (
+                f'servers = ["tls://127.0.0.1:{self.tls.port}#{self.tls.name}"]\n'
+                f'ca_file = "{self.tls.ca_file}"'
+            )
         self.config.write_text(
             f"""[server]
 listen = ["127.0.0.1:{self.port}"]
 workers = {self.workers}
 
 [upstream]
-servers = ["127.0.0.1:{self.upstream_port}"]
+{upstream}
 
 [cache]
 max_entries = 200000
@@ -353,13 +397,26 @@ safe_search = true
 
 
 class Unbound(Server):
-    """Unbound forwarding to NSD, the blocklist as `local-zone: always_nxdomain`."""
+    """Unbound forwarding to NSD, the blocklist as `local-zone: always_nxdomain`; or, with
+    `tls`, forwarding over DoT (`forward-tls-upstream`) to that server instead."""
 
     name = "unbound"
+
+    def __init__(self, *args: object, tls: TlsUpstream | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.tls = tls
 
     def prepare(self) -> None:
         d = self.workdir
         self.control_port = free_port()
+        forward = f"forward-addr: 127.0.0.1@{self.upstream_port}"
+        tls_bundle = ""
+        if self.tls is not None:
+            forward = (
+                f"forward-addr: 127.0.0.1@{self.tls.port}#{self.tls.name}\n"
+                "    forward-tls-upstream: yes"
+            )
+            tls_bundle = f'\n    tls-cert-bundle: "{self.tls.ca_file}"'
         zones = data.unbound_local_zones(self.dataset.blocklist, d / "blocklist.conf")
         (d / "unbound.conf").write_text(
             f"""server:
@@ -385,7 +442,7 @@ class Unbound(Server):
     # `test.` is one of Unbound's default local zones (RFC 6761): it would answer the
     # bench zone NXDOMAIN itself instead of asking NSD.
     local-zone: "test." nodefault
-    extended-statistics: no
+    extended-statistics: no{tls_bundle}
     include: "{zones}"
 remote-control:
     control-enable: yes
@@ -394,7 +451,7 @@ remote-control:
     control-port: {self.control_port}
 forward-zone:
     name: "."
-    forward-addr: 127.0.0.1@{self.upstream_port}
+    {forward}
 """
         )
 
@@ -417,6 +474,53 @@ forward-zone:
         queries = float(stats.get("total.num.queries", 0))
         hits = float(stats.get("total.num.cachehits", 0))
         return hits / queries if queries else None
+
+
+class UnboundDot(Server):
+    """Unbound answering DNS over TLS on `tls.port` (and plain DNS on `port`), forwarding
+    to NSD: the DoT upstream of the `--upstream-transport dot` runs. No blocklist."""
+
+    name = "unbound-dot-upstream"
+
+    def prepare(self) -> None:
+        d = self.workdir
+        ca_file, cert, key = make_tls_certificate(d / "tls", "dot.bench.test")
+        self.tls = TlsUpstream(free_port(), "dot.bench.test", ca_file)
+        (d / "unbound.conf").write_text(
+            f"""server:
+    interface: 127.0.0.1@{self.port}
+    interface: 127.0.0.1@{self.tls.port}
+    port: {self.port}
+    tls-port: {self.tls.port}
+    tls-service-key: "{key}"
+    tls-service-pem: "{cert}"
+    do-ip6: no
+    num-threads: {self.threads}
+    username: ""
+    chroot: ""
+    directory: "{d}"
+    pidfile: "{d}/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    module-config: "iterator"
+    msg-cache-size: 256m
+    rrset-cache-size: 512m
+    incoming-num-tcp: 100
+    qname-minimisation: no
+    local-zone: "test." nodefault
+remote-control:
+    control-enable: no
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@{self.upstream_port}
+"""
+        )
+
+    def command(self) -> list[str]:
+        return [_which("unbound") or "unbound", "-d", "-c", str(self.workdir / "unbound.conf")]
 
 
 class Dnsmasq(Server):
