@@ -24,6 +24,7 @@ from dns_resolver.acl import Acl
 from dns_resolver.blocking import Blocker
 from dns_resolver.blockpage.recent import RecentBlocks
 from dns_resolver.cache import Cache
+from dns_resolver.ratelimit import RateLimitCollector, build_limiter
 from dns_resolver.resolver import Resolver
 from dns_resolver.server import DnsServer
 from dns_resolver.upstream import Forwarder
@@ -128,6 +129,7 @@ def build_resolver(
         querylog=querylog,
         policies=policies,
         recent_blocks=RecentBlocks() if policies is not None else None,
+        ratelimit=build_limiter(config.ratelimit),
     )
 
 
@@ -224,6 +226,8 @@ class App:
                 self.metrics.watch_cache_entries(self.resolver.cache.__len__)
             for upstream in self.resolver.forwarder.upstreams:
                 self.metrics.upstream_healthy(upstream.name, True)
+            if self.resolver.ratelimit is not None:
+                self.metrics.registry.register(RateLimitCollector(self.resolver.ratelimit))
             addr = self.config.metrics.listen
             self.metrics_server = start_metrics_server(addr.host, addr.port, self.metrics.registry)
             log.info("metrics on http://%s/metrics", addr)

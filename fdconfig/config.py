@@ -21,6 +21,7 @@ from fdconfig.log import LoggingConfig, LoggingTable
 from fdconfig.metrics import MetricsConfig, MetricsTable
 from fdconfig.policies import ClientsTable, PoliciesConfig, PolicyTable
 from fdconfig.querylog import QueryLogConfig, QueryLogTable
+from fdconfig.ratelimit import RateLimitConfig, RateLimitTable
 from fdconfig.reports import ReportsConfig, ReportsTable
 from fdconfig.server import ServerConfig, ServerTable
 from fdconfig.upstream import UpstreamConfig, UpstreamTable
@@ -57,6 +58,7 @@ class ConfigTable(Table):
         ),
     ] = {}
     blockpage: BlockPageTable = msgspec.field(default_factory=BlockPageTable)
+    ratelimit: RateLimitTable = msgspec.field(default_factory=RateLimitTable)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Config:
     lists: tuple[ListConfig, ...] = ()
     policy: PoliciesConfig = field(default_factory=PoliciesConfig)
     blockpage: BlockPageConfig = field(default_factory=BlockPageConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     source: str | None = None
 
     def list_specs(self, entries: Iterable[ListConfig] | None = None) -> list[ListSpec]:

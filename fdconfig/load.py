@@ -32,6 +32,7 @@ from fdconfig import (
     metrics,
     policies,
     querylog,
+    ratelimit,
     reports,
     server,
     upstream,
@@ -131,6 +132,7 @@ def _build(
         lists=lists,
         policy=policies.build(table.policies, table.clients, where, blocks, lists),
         blockpage=blockpage.build(table.blockpage, where),
+        ratelimit=ratelimit.build(table.ratelimit, where),
         source=file if file != DEFAULT_SOURCE else None,
     )
 
