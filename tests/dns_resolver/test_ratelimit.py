@@ -17,6 +17,7 @@ from typing import Any
 
 import dns.rcode
 import dns.rdatatype
+import pytest
 
 from dns_resolver._ratelimit import RateLimiter
 from dns_resolver.ratelimit import LIMITED, LIMITED_LOG, PASS
@@ -135,18 +136,34 @@ def test_flood_gets_burst_plus_rate_while_another_client_gets_every_answer(
     assert answered == flood["completed"] + 30
 
 
-def test_refused_action_and_the_python_chain(
-    filterdns_on_nsd: Callable[..., ServerProcess],
+def ratelimited_lines(log_path: Path) -> list[dict[str, Any]]:
+    """The query log's lines for limited queries."""
+    text = log_path.read_text() if log_path.exists() else ""
+    lines = [json.loads(line) for line in text.splitlines()]
+    return [entry for entry in lines if entry["result"] == "ratelimited"]
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["c", "python"])
+def test_refused_action_in_c_and_in_the_python_chain(
+    filterdns_on_nsd: Callable[..., ServerProcess], tmp_path: Path, fast_path: bool
 ) -> None:
-    for fast_path in (True, False):
-        server = filterdns_on_nsd(
-            {**limits("refused", 0.001, 2), "server": {"fast_path": fast_path}}
-        )
-        statuses = [server.dig(Z.WWW, "A", "-b", FLOODER).status for _ in range(4)]
-        assert statuses == ["NOERROR", "NOERROR", "REFUSED", "REFUSED"], fast_path
-        assert server.dig(Z.WWW, "A", "-b", OTHER).status == "NOERROR"
-        assert server.metric("filterdns_ratelimited_total", action="refused") == 2
-        server.stop()
+    log_path = tmp_path / "queries.jsonl"
+    server = filterdns_on_nsd(
+        {
+            **limits("refused", 0.001, 2),
+            "server": {"fast_path": fast_path},
+            "querylog": {"enabled": True, "path": str(log_path), "anonymize": "none"},
+        }
+    )
+    statuses = [server.dig(Z.WWW, "A", "-b", FLOODER).status for _ in range(4)]
+    assert statuses == ["NOERROR", "NOERROR", "REFUSED", "REFUSED"]
+    assert server.dig(Z.WWW, "A", "-b", OTHER).status == "NOERROR"
+    assert server.metric("filterdns_ratelimited_total", action="refused") == 2
+    # Two limited queries: one line, or two when a second passed between them.
+    assert eventually(lambda: len(ratelimited_lines(log_path)) >= 1)
+    lines = ratelimited_lines(log_path)
+    assert 1 <= len(lines) <= 2
+    assert {(e["client"], e["protocol"]) for e in lines} == {(FLOODER, "udp")}
 
 
 def test_truncate_then_the_tcp_retry_succeeds(
@@ -185,14 +202,8 @@ def test_query_log_has_one_line_per_limited_client_per_second(
     dropped = flood["sent"] - flood["completed"]
     assert dropped > 1000, flood
 
-    def limited_lines() -> list[dict[str, Any]]:
-        if not log_path.exists():
-            return []
-        lines = [json.loads(line) for line in log_path.read_text().splitlines()]
-        return [entry for entry in lines if entry["result"] == "ratelimited"]
-
-    assert eventually(lambda: len(limited_lines()) >= 2)
-    lines = limited_lines()
+    assert eventually(lambda: len(ratelimited_lines(log_path)) >= 2)
+    lines = ratelimited_lines(log_path)
     seconds = [entry["timestamp"][:19] for entry in lines]
     assert len(seconds) == len(set(seconds)) <= 4  # one a second over a ~2 s flood
     assert {entry["client"] for entry in lines} == {"127.0.0.0"}  # anonymised: its /24
