@@ -218,4 +218,8 @@ def test_any_is_answered_with_one_hinfo(filterdns_on_nsd: Callable[..., ServerPr
         assert [(r.rtype, r.data) for r in answer.answer] == [("HINFO", '"RFC8482" ""')], opts
     reply = query(server.port, Z.MX, "ANY")
     assert [rrset.rdtype for rrset in reply.answer] == [dns.rdatatype.HINFO]
-    assert server.metric("filterdns_queries_total", qtype="ANY", result="allowed") == 4
+    # A blocked name's ANY reveals nothing either: no address, no upstream answer.
+    blocked = server.dig(Z.BLOCKED, "ANY")
+    assert [r.rtype for r in blocked.answer] == ["HINFO"]
+    assert server.metric("filterdns_queries_total", qtype="ANY", result="allowed") == 5
+    assert server.metric("filterdns_upstream_queries_total") == 0
