@@ -281,7 +281,9 @@ class Resolver:
     ) -> bytes | None:
         """The answer to a query over its network's rate limit: none (`drop`; over TCP the
         limiter says `refused` instead), REFUSED, or an empty answer with TC (`truncate`).
-        `log_it`: the first limited query of its network this second gets a query log line."""
+        `log_it`: a query log line is due (at most one a second per network)."""
+        if action == "drop" and not (log_it and self.querylog is not None):
+            return None  # a flood's common case: nothing to parse
         try:
             query = wire.parse_query(data)
         except wire.BadQuery as bad:
