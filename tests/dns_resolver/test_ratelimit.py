@@ -166,6 +166,18 @@ def test_refused_action_in_c_and_in_the_python_chain(
     assert {(e["client"], e["protocol"]) for e in lines} == {(FLOODER, "udp")}
 
 
+def test_drop_in_the_python_chain_and_tcp_refused(
+    filterdns_on_nsd: Callable[..., ServerProcess],
+) -> None:
+    server = filterdns_on_nsd({**limits("drop", 0.001, 1), "server": {"fast_path": False}})
+    assert server.dig(Z.WWW, "A", "-b", FLOODER).status == "NOERROR"
+    assert server.dig(Z.WWW, "A", "-b", FLOODER, "+time=1").status is None  # no answer
+    assert server.dig(Z.WWW, "A", "-b", FLOODER, "+tcp").status == "NOERROR"
+    assert server.dig(Z.WWW, "A", "-b", FLOODER, "+tcp").status == "REFUSED"
+    assert server.metric("filterdns_ratelimited_total", action="drop") == 1
+    assert server.metric("filterdns_ratelimited_total", action="refused") == 1
+
+
 def test_truncate_then_the_tcp_retry_succeeds(
     filterdns_on_nsd: Callable[..., ServerProcess],
 ) -> None:
