@@ -15,6 +15,12 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension(
+        "dns_resolver._ratelimit",
+        ["dns_resolver/_ratelimit.pyx"],
+        include_dirs=["filtercore"],  # _siphash.h
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
         "dns_resolver._fastpath",
         ["dns_resolver/_fastpath.pyx"],
         include_dirs=["filtercore"],  # _siphash.h

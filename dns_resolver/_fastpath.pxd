@@ -2,6 +2,7 @@
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
+from dns_resolver._ratelimit cimport RateLimiter
 from filtercore._table cimport MatchCore
 
 
@@ -196,6 +197,9 @@ cdef class FastPath:
     cdef uint8_t *hosts    # VLEN x HOST_BUF, behind Slot.host
     cdef int outsize
     cdef Slot slots[VLEN]
+    # rate limits per client network (set_ratelimit), shared with the Python chain
+    cdef RateLimiter limiter
+    cdef bint limiting
 
     cdef Entry *_store_raw(self, const uint8_t *key, uint32_t keylen, uint64_t h,
                            const uint8_t *body, uint32_t bodylen, const uint16_t *offsets,
@@ -234,6 +238,10 @@ cdef class FastPath:
     cdef bint _punted(self, int policy, const char *name, uint32_t n) noexcept nogil
     cdef bint _allowed(self, int family, const uint8_t *addr) noexcept nogil
     cdef int _ede_find(self, int64_t key) noexcept nogil
+    cdef bint _limited(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
+                       Slot *slot, double now) noexcept nogil
+    cdef uint32_t _any_answer(self, const uint8_t *d, uint32_t qend, uint16_t qflags,
+                              uint16_t qclass, bint edns, bint do, uint8_t *out) noexcept nogil
     cdef void _one(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
                    Slot *slot, double now) noexcept nogil
     cdef int _round(self, int fd) noexcept nogil

@@ -31,6 +31,8 @@ from libc.string cimport memchr, memcmp, memcpy, memset, strlen
 
 import os
 
+from dns_resolver._ratelimit cimport (RL_DROP, RL_LIMITED_LOG, RL_PASS, RL_TRUNCATE,
+                                      RateLimiter)
 from filtercore._table cimport MatchCore, normalize_ascii
 
 
@@ -125,11 +127,14 @@ cdef enum:
     L_CACHED = 0
     L_BLOCKED = 1
     L_ALLOWED = 2
+    L_LIMITED = 3       # over the rate limit, the first time this second for its network
+    L_QUIET = -1        # over the rate limit again within the second: no line
 
-cdef const char *_RESULTS[3]
+cdef const char *_RESULTS[4]
 _RESULTS[0] = "cached"
 _RESULTS[1] = "blocked"
 _RESULTS[2] = "allowed"
+_RESULTS[3] = "ratelimited"
 
 DEF LOG_LINE_MAX = 1024  # the longest line: a 253-byte name escaped, labels, the rest
 
@@ -150,6 +155,7 @@ DEF TYPE_CNAME = 5
 DEF TYPE_SOA = 6
 DEF TYPE_AAAA = 28
 DEF TYPE_DNAME = 39
+DEF TYPE_ANY = 255
 DEF MAX_TTL_VALUE = 0x7FFFFFFF  # RFC 2181 8: larger TTLs are treated as 0
 DEF PLAIN_UDP = 512
 DEF EDE_SLOTS = 65536  # open addressing, twice MAX_EDE
@@ -1067,6 +1073,79 @@ cdef class FastPath:
                 return self.policy_nets[i].value
         return self.default_policy
 
+    # -- rate limits per client network and RFC 8482 ANY answers --------------------------
+
+    def set_ratelimit(self, RateLimiter limiter):
+        """Charge every UDP query to `limiter` (None: no limits) before anything else; the
+        Python chain charges TCP queries to the same `limiter`."""
+        self.limiter = limiter
+        self.limiting = limiter is not None
+
+    cdef bint _limited(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
+                       Slot *slot, double now) noexcept nogil:
+        """Charge the query to its client network's bucket. Over the limit: True, and
+        `slot` holds the configured action (no answer, REFUSED, or an empty answer with
+        TC); a query whose question cannot be echoed is dropped whatever the action."""
+        cdef int family, verdict, action
+        cdef const uint8_t *addr
+        cdef uint32_t qend
+        cdef uint16_t qflags
+        cdef bint edns = False, do = False
+        if _client(sa, &family, &addr) < 0:
+            return False
+        verdict = self.limiter.check(family, addr, now, False)
+        if verdict == RL_PASS:
+            return False
+        action = self.limiter.action
+        slot.verdict = DROPPED
+        slot.result = L_LIMITED if verdict == RL_LIMITED_LOG else L_QUIET
+        slot.qtype = 0
+        qend = _skip_name(d, n, 12) if _u16(d + 4) == 1 else 0
+        if qend == 0 or qend + 4 > n or qend - 12 > 255:
+            self.limiter.count(RL_DROP)
+            return True
+        slot.qtype = _u16(d + qend)
+        qend += 4
+        if action == RL_DROP:
+            self.limiter.count(RL_DROP)
+            return True
+        # An OPT right after the question: echo EDNS (and DO) as every answer does.
+        if _u16(d + 10) == 1 and qend + 11 <= n and d[qend] == 0 and (
+                _u16(d + qend + 1) == TYPE_OPT):
+            edns = True
+            do = (d[qend + 7] & 0x80) != 0
+        qflags = _u16(d + 2)
+        out[0] = d[0]
+        out[1] = d[1]
+        _put16(out + 2, QR | RA | (qflags & (0x7800 | RD | CD))
+               | (TC if action == RL_TRUNCATE else 5))  # 5: REFUSED
+        _put16(out + 4, 1)
+        memset(out + 6, 0, 6)
+        out[11] = 1 if edns else 0
+        memcpy(out + 12, d + 12, qend - 12)
+        slot.outlen = _add_opt(out, qend, edns, do, self.udp_size, NULL, 0)
+        slot.verdict = ANSWERED
+        self.limiter.count(action)
+        return True
+
+    cdef uint32_t _any_answer(self, const uint8_t *d, uint32_t qend, uint16_t qflags,
+                              uint16_t qclass, bint edns, bint do, uint8_t *out) noexcept nogil:
+        """RFC 8482 4.2: ANY is answered with one synthesised HINFO ("RFC8482" ""), so no
+        query draws a large answer. `Resolver._any` builds the same answer."""
+        out[0] = d[0]
+        out[1] = d[1]
+        _put16(out + 2, QR | RA | (qflags & (0x7800 | RD | CD)))
+        _put16(out + 4, 1)
+        _put16(out + 6, 1)
+        _put16(out + 8, 0)
+        _put16(out + 10, 1 if edns else 0)
+        memcpy(out + 12, d + 12, qend - 12)
+        # Owner: the question name; type HINFO; class (below); TTL 3600; "RFC8482" "".
+        memcpy(out + qend, b"\xc0\x0c\x00\x0d\x00\x01\x00\x00\x0e\x10\x00\x09"
+               b"\x07RFC8482\x00", 21)
+        _put16(out + qend + 4, qclass)
+        return _add_opt(out, qend + 21, edns, do, self.udp_size, NULL, 0)
+
     # -- one query ------------------------------------------------------------------------
 
     cdef void _one(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
@@ -1090,8 +1169,11 @@ cdef class FastPath:
         cdef uint32_t edelen = 0
         slot.verdict = TO_PYTHON
         slot.reason = R_ODD
+        slot.result = L_CACHED
         if n < 12 or d[2] & 0x80:
             slot.verdict = DROPPED  # garbage or a response: Python drops these too
+            return
+        if self.limiting and self._limited(d, n, sa, out, slot, now):
             return
         qflags = _u16(d + 2)
         ar = _u16(d + 10)
@@ -1159,6 +1241,13 @@ cdef class FastPath:
             return
         if not self._allowed(family, addr):
             slot.reason = R_REFUSE
+            return
+        if qtype == TYPE_ANY:
+            slot.outlen = self._any_answer(d, qend, qflags, qclass, edns, do, out)
+            slot.verdict = ANSWERED
+            slot.result = L_ALLOWED
+            slot.qtype = qtype
+            self.c_allowed[TYPE_ANY] += 1
             return
         if self.ntrusted:
             for i in range(self.ntrusted):
@@ -1362,6 +1451,7 @@ cdef class FastPath:
             self.slots[i].namelen = msgs[i].msg_hdr.msg_namelen
             if msgs[i].msg_hdr.msg_flags & MSG_TRUNC:
                 self.slots[i].verdict = DROPPED  # longer than any sane query
+                self.slots[i].result = L_CACHED
                 continue
             self._one(self.inbuf + i * RECV_SIZE, msgs[i].msg_len, self.slots[i].name,
                       self.outbuf + i * self.outsize, &self.slots[i], now)
@@ -1389,17 +1479,21 @@ cdef class FastPath:
         # Counted before sending: a client that has its answer sees it counted.
         self.fast_answers += k
         _send_all(fd, outm, k)
+        lat = 0
         if k:
             lat = _now() - now
             self.c_latency[_bucket(lat)] += k
             self.c_latency_sum += lat * k
-            if self.logging:
-                wall = _wallclock()
-                for i in range(n):
-                    if self.slots[i].verdict == ANSWERED:
-                        self._log(self.slots[i].name, self.inbuf + i * RECV_SIZE,
-                                  self.slots[i].inlen, self.slots[i].qtype,
-                                  self.slots[i].result, self.slots[i].metric, lat, wall)
+        if self.logging:
+            wall = _wallclock()
+            for i in range(n):
+                # Answers, and one line per second for a network over its rate limit
+                # (whether its queries are answered or dropped).
+                if ((self.slots[i].verdict == ANSWERED and self.slots[i].result >= 0)
+                        or self.slots[i].result == L_LIMITED):
+                    self._log(self.slots[i].name, self.inbuf + i * RECV_SIZE,
+                              self.slots[i].inlen, self.slots[i].qtype,
+                              self.slots[i].result, self.slots[i].metric, lat, wall)
         return n
 
     # -- forwarding: queries out, answers in ------------------------------------------

@@ -26,6 +26,7 @@ from dns_resolver.blocking import Blocker
 from dns_resolver.blockpage.recent import RecentBlocks
 from dns_resolver.cache import Cache
 from dns_resolver.local import LocalData, rule_servers
+from dns_resolver.ratelimit import RateLimitCollector, build_limiter
 from dns_resolver.resolver import Resolver
 from dns_resolver.server import DnsServer
 from dns_resolver.upstream import Forwarder, upstreams_of
@@ -139,6 +140,7 @@ def build_resolver(
         policies=policies,
         recent_blocks=RecentBlocks() if policies is not None else None,
         local=local,
+        ratelimit=build_limiter(config.ratelimit),
     )
 
 
@@ -238,6 +240,8 @@ class App:
             for forwarder in self.resolver.local.forwarders():
                 for upstream in forwarder.upstreams:
                     self.metrics.upstream_healthy(upstream.name, True)
+            if self.resolver.ratelimit is not None:
+                self.metrics.registry.register(RateLimitCollector(self.resolver.ratelimit))
             addr = self.config.metrics.listen
             try:
                 self.metrics_server = start_metrics_server(

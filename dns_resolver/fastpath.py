@@ -126,6 +126,10 @@ class UdpFastPath:
         )
         self.fp.set_acl(_networks(resolver.acl.allow), _networks(resolver.acl.deny))
         self.fp.set_templates(block_templates(resolver.blocker))
+        if resolver.ratelimit is not None:
+            # UDP queries are charged in C, before any hand-over to the Python chain.
+            self.fp.set_ratelimit(resolver.ratelimit)
+            resolver.udp_charged = True
         if cache is not None:
             cache.mirror = self
         self._matcher: Any = None

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from dns_resolver import edns, wire
+from dns_resolver._ratelimit import RateLimiter
 from dns_resolver.acl import Acl
 from dns_resolver.blocking import Blocker
 from dns_resolver.blockpage.recent import RecentBlocks
@@ -24,6 +25,8 @@ from dns_resolver.cache import Cache, CacheKey, cache_key, render
 from dns_resolver.inspect import Checker, inspect_answer
 from dns_resolver.local import Answer, LocalData, compose
 from dns_resolver.policy import Policy, PolicyTable, list_categories, policy_cache_key
+from dns_resolver.ratelimit import LIMITED_LOG, PASS
+from dns_resolver.ratelimit import RESULT as RATELIMITED
 from dns_resolver.safesearch import safesearch_answer, safesearch_query
 from dns_resolver.upstream import Forwarder
 from filtercore.errors import InvalidNameError
@@ -102,6 +105,8 @@ class Resolver:
         recent_blocks: where blocks are remembered for the block page, or None.
         local: local records, rewrites and forwarding rules (`dns_resolver.local`), or None
             for none (everything goes to `forwarder`).
+        ratelimit: the per-client `RateLimiter` (dns_resolver.ratelimit), or None. The UDP
+            fast path charges UDP queries itself and sets `udp_charged`.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class Resolver:
         policies: PolicyTable | None = None,
         recent_blocks: RecentBlocks | None = None,
         local: LocalData | None = None,
+        ratelimit: RateLimiter | None = None,
     ) -> None:
         self.matcher = matcher
         # The lists' matcher without the local overrides (reports/); see set_overrides.
@@ -135,6 +141,8 @@ class Resolver:
         self.metrics = metrics
         self.querylog = querylog
         self.local = local
+        self.ratelimit = ratelimit
+        self.udp_charged = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the synchronous path -------------------------------------------------------------
@@ -146,6 +154,10 @@ class Resolver:
         `waited`: seconds the query spent before it came here (in the C fast path, when
         it hands a query over), counted in its response time."""
         started = time.perf_counter() - waited
+        if self.ratelimit is not None and (tcp or not self.udp_charged):
+            limited, action = self.ratelimit.limit(client, tcp)
+            if limited != PASS:
+                return self._limited(data, client, tcp, started, action, limited == LIMITED_LOG)
         if not self.acl.allowed(client):
             return self._refuse(data, client, tcp, started)
         try:
@@ -160,6 +172,8 @@ class Resolver:
             log.debug("dropped garbage from %s: %s", client, exc)
             return None
         limit = None if tcp else edns.udp_limit(query.edns, self.udp_size)
+        if query.qtype == wire.TYPE_ANY:
+            return self._any(query, client, tcp, started, limit)
         if self.policies is not None:
             return self._handle_policy(query, client, tcp, started, limit)
         key = cache_key(query)
@@ -310,6 +324,54 @@ class Resolver:
             qid, flags, question, opt = query.id, query.flags, query.question, query.edns
         self._record(query, tcp, REFUSED, started, client)
         return edns.error_response(qid, flags, wire.REFUSED, question, opt, udp_size=self.udp_size)
+
+    def _limited(
+        self, data: bytes, client: str, tcp: bool, started: float, action: str, log_it: bool
+    ) -> bytes | None:
+        """The answer to a query over its network's rate limit: none (`drop`; over TCP the
+        limiter says `refused` instead), REFUSED, or an empty answer with TC (`truncate`).
+        `log_it`: a query log line is due (at most one a second per network)."""
+        if action == "drop" and not (log_it and self.querylog is not None):
+            return None  # a flood's common case: nothing to parse
+        try:
+            query = wire.parse_query(data)
+        except wire.BadQuery as bad:
+            qid, flags, question, opt = bad.qid, bad.flags, bad.question, bad.edns
+            query = None
+        except wire.WireError:
+            return None
+        else:
+            qid, flags, question, opt = query.id, query.flags, query.question, query.edns
+        if log_it and self.querylog is not None and query is not None:
+            self.querylog.log(
+                client=client,
+                qname=query.qname,
+                qtype=query.qtype,
+                protocol="tcp" if tcp else "udp",
+                result=RATELIMITED,
+                duration=time.perf_counter() - started,
+            )
+        if action == "drop":
+            return None
+        rcode = wire.REFUSED if action == "refused" else wire.NOERROR
+        out = edns.error_response(qid, flags, rcode, question, opt, udp_size=self.udp_size)
+        if action == "truncate":
+            out = out[:2] + bytes([out[2] | 0x02]) + out[3:]  # TC: a real client asks over TCP
+        return out
+
+    def _any(
+        self, query: wire.Query, client: str, tcp: bool, started: float, limit: int | None
+    ) -> bytes:
+        """RFC 8482 4.2: ANY gets one synthesised HINFO ("RFC8482" ""), so no query draws
+        a large answer (the C fast path answers the same, `FastPath._any_answer`)."""
+        flags = wire.response_flags(query.flags, wire.NOERROR)
+        body = (
+            wire.header(query.id, flags, 1, 1, 0, 0)
+            + query.question
+            + wire.rr(wire.QNAME_POINTER, wire.TYPE_HINFO, 3600, b"\x07RFC8482\x00", query.qclass)
+        )
+        self._record(query, tcp, ALLOWED, started, client)
+        return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
     def _check(self, name: str) -> Verdict:
         try:

@@ -23,6 +23,7 @@ from fdconfig.log import LoggingConfig, LoggingTable
 from fdconfig.metrics import MetricsConfig, MetricsTable
 from fdconfig.policies import ClientsTable, PoliciesConfig, PolicyTable
 from fdconfig.querylog import QueryLogConfig, QueryLogTable
+from fdconfig.ratelimit import RateLimitConfig, RateLimitTable
 from fdconfig.reports import ReportsConfig, ReportsTable
 from fdconfig.server import ServerConfig, ServerTable
 from fdconfig.upstream import UpstreamConfig, UpstreamTable
@@ -64,6 +65,7 @@ class ConfigTable(Table):
         doc("Forwarding rules (`[[forward]]`): domains whose queries go to other servers."),
     ] = ()
     local: LocalTable = msgspec.field(default_factory=LocalTable)
+    ratelimit: RateLimitTable = msgspec.field(default_factory=RateLimitTable)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Config:
     blockpage: BlockPageConfig = field(default_factory=BlockPageConfig)
     forward: tuple[ForwardConfig, ...] = ()
     local: LocalConfig = field(default_factory=LocalConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     source: str | None = None
 
     def list_specs(self, entries: Iterable[ListConfig] | None = None) -> list[ListSpec]:

@@ -34,6 +34,7 @@ from fdconfig import (
     metrics,
     policies,
     querylog,
+    ratelimit,
     reports,
     server,
     upstream,
@@ -163,6 +164,7 @@ def _build(
         blockpage=blockpage.build(table.blockpage, where),
         forward=rules,
         local=loc,
+        ratelimit=ratelimit.build(table.ratelimit, where),
         source=file if file != DEFAULT_SOURCE else None,
     )
 

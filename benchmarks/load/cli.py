@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run every server this many times, interleaved; report medians")
     parser.add_argument("--querylog", action="store_true",
                         help="also run filterdns with the query log on (filterdns+log)")
+    parser.add_argument("--ratelimit", action="store_true",
+                        help="also run filterdns with rate limiting on, its limits far "
+                        "above the load (filterdns+rl): the cost of the check per query")
     parser.add_argument("--text-rules", action="store_true",
                         help="also run filterdns with an expressions list added "
                         "(filterdns+text): misses run the text rules")
@@ -77,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         querylog=args.querylog,
         text_rules=args.text_rules,
         upstream_transport=args.upstream_transport,
+        ratelimit=args.ratelimit,
     )
     if opts.upstream_transport == "dot":
         runner.run_transport(opts)

@@ -175,6 +175,7 @@ class Options:
     querylog: bool = False
     text_rules: bool = False
     upstream_transport: str = "udp"
+    ratelimit: bool = False
 
 
 def run_all(opts: Options, log: object = print) -> dict[str, object]:
@@ -206,6 +207,11 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
             kinds.append(
                 ("filterdns+log", servers.Filterdns,
                  {"workers": 1, "snapshot": snapshot, "querylog": True})
+            )
+        if opts.ratelimit:
+            kinds.append(
+                ("filterdns+rl", servers.Filterdns,
+                 {"workers": 1, "snapshot": snapshot, "ratelimit": True})
             )
         if opts.text_rules:
             text_snapshot = work / "data" / "blocklist-text.snap"

@@ -287,13 +287,15 @@ class Filterdns(Server):
 
     def __init__(
         self, *args: object, workers: int = 1, snapshot: Path | None = None,
-        querylog: bool = False, tls: TlsUpstream | None = None, **kwargs: object,
+        querylog: bool = False, tls: TlsUpstream | None = None, ratelimit: bool = False,
+        **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.workers = workers
         self.snapshot = snapshot
         self.querylog = querylog
         self.tls = tls
+        self.ratelimit = ratelimit
         self.metrics_port = free_port()
 
     def prepare(self) -> None:
@@ -304,6 +306,9 @@ class Filterdns(Server):
                 f'[querylog]\nenabled = true\npath = "{self.workdir / "queries.jsonl"}"\n'
                 "max_bytes = 104857600\n\n"
             )
+        if self.ratelimit:
+            # Far above any load here: every query is charged to its bucket, none limited.
+            tail += "[ratelimit]\nenabled = true\nqps = 100000000.0\nburst = 100000000\n\n"
         if self.snapshot is None:
             tail += (
                 f'[[lists]]\npath = "{self.dataset.domains_file}"\nformat = "domains"\n'
