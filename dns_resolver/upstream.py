@@ -20,7 +20,7 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from dns_resolver import edns, wire
 
@@ -129,6 +129,8 @@ class Forwarder:
         self.retry_dead_after = retry_dead_after
         self.udp_size = udp_size
         self.observer = observer
+        # dns_resolver.dnstap.Dnstap when it wants forwarder messages (App sets it).
+        self.tap: Any = None
 
     def candidates(self) -> list[Upstream]:
         """Upstreams to try, in order: the live ones, or all when none is live."""
@@ -231,12 +233,16 @@ class Forwarder:
         then TCP when the answer is truncated."""
         qid = secrets.randbelow(0x10000)
         message = build_query(query, qid, self.udp_size)
+        sent = time.time()
         if udp_response is None:
             response = await self._udp(upstream, message, qid, query.question)
         else:
             response = udp_response
-        if response[2] & (wire.TC >> 8):
+        tcp = bool(response[2] & (wire.TC >> 8))
+        if tcp:
             response = await self._tcp(upstream, message, qid, query.question)
+        if self.tap is not None:
+            self.tap.forwarder(message, response, upstream.host, upstream.port, tcp, sent)
         rcode = wire.rcode_of(response)
         if rcode in _BAD_RCODES:
             kind = "refused" if rcode == wire.REFUSED else "servfail"

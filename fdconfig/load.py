@@ -28,6 +28,7 @@ from fdconfig import (
     blocking,
     blockpage,
     cache,
+    dnstap,
     log,
     metrics,
     policies,
@@ -131,6 +132,7 @@ def _build(
         lists=lists,
         policy=policies.build(table.policies, table.clients, where, blocks, lists),
         blockpage=blockpage.build(table.blockpage, where),
+        dnstap=dnstap.build(table.dnstap, where),
         source=file if file != DEFAULT_SOURCE else None,
     )
 
