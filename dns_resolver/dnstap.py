@@ -34,6 +34,7 @@ from filtercore._digest import siphash24
 __all__ = [
     "CONTENT_TYPE",
     "Dnstap",
+    "control_frame",
     "dnstap_prefix",
     "encode_dnstap",
     "policy_fields",
@@ -195,7 +196,8 @@ def tap_address(host: str, mode: str, key: bytes) -> tuple[int, bytes]:
     return (INET if ip.version == 4 else INET6), packed
 
 
-def _control(kind: int, content_type: bool = True) -> bytes:
+def control_frame(kind: int, content_type: bool = True) -> bytes:
+    """A Frame Streams control frame of `kind`, naming our content type if asked."""
     body = struct.pack("!I", kind)
     if content_type:
         body += struct.pack("!II", FIELD_CONTENT_TYPE, len(CONTENT_TYPE)) + CONTENT_TYPE
@@ -472,11 +474,11 @@ class Dnstap:
         try:
             sock.settimeout(SEND_TIMEOUT)
             sock.connect(target)
-            sock.sendall(_control(READY))
+            sock.sendall(control_frame(READY))
             kind, types = read_control(sock)
             if kind != ACCEPT or CONTENT_TYPE not in types:
                 raise ConnectionError(f"the collector did not accept {CONTENT_TYPE.decode()}")
-            sock.sendall(_control(START))
+            sock.sendall(control_frame(START))
         except BaseException:
             sock.close()
             raise
@@ -523,6 +525,6 @@ class Dnstap:
         if sock is None:
             return
         with contextlib.suppress(OSError):
-            sock.sendall(_control(STOP, content_type=False))
+            sock.sendall(control_frame(STOP, content_type=False))
             read_control(sock)
         self._drop_connection()

@@ -8,17 +8,15 @@ decoded by the protobuf runtime (dnstap_fields_pb2, from the published field num
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import struct
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks.load.servers import DnstapSink
 from fdconfig import ConfigError, load_config
 from tests.dns_resolver import dnstap_fields_pb2 as pb
 from tests.dns_resolver.harness import (
@@ -89,65 +87,21 @@ class Collector:
 
 
 class PolicyReader:
-    """A Frame Streams reader for the Policy message, which the `dnstap` command does not
-    print: it answers the handshake (READY -> ACCEPT, START; STOP -> FINISH) on a Unix
-    socket and decodes each frame with the protobuf runtime (dnstap_fields_pb2)."""
+    """The frames a `DnstapSink` (the benchmark's collector) receives, decoded by the
+    protobuf runtime: for the Policy message, which the `dnstap` command does not print."""
 
     def __init__(self, path: Path) -> None:
         self.frames: list[pb.Dnstap] = []
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(path))
-        self._listener.listen(4)
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self._thread.join(5)
+        self.sink = DnstapSink(path, lambda frame: self.frames.append(pb.Dnstap.FromString(frame)))
 
     def asked(self) -> list[pb.Dnstap]:
         """The frames whose DNS message has a question (not the harness's readiness
         probe, a bare header)."""
         return [
-            f for f in list(self.frames)
+            f
+            for f in list(self.frames)
             if (f.message.query_message or f.message.response_message)[4:6] == b"\0\1"
-        ]  # fmt: skip
-
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = self._listener.accept()
-                with conn:
-                    self._read(conn)
-
-    def _read(self, conn: socket.socket) -> None:
-        while True:
-            head = _exactly(conn, 4)
-            if head is None:
-                return
-            (length,) = struct.unpack("!I", head)
-            if length:
-                self.frames.append(pb.Dnstap.FromString(_exactly(conn, length) or b""))
-                continue
-            (length,) = struct.unpack("!I", _exactly(conn, 4) or b"")
-            body = _exactly(conn, length) or b""
-            kind = struct.unpack("!I", body[:4])[0]
-            if kind == 4:  # READY: ACCEPT the content type it offers
-                conn.sendall(struct.pack("!II", 0, len(body)) + struct.pack("!I", 1) + body[4:])
-            elif kind == 3:  # STOP
-                conn.sendall(struct.pack("!III", 0, 4, 5))
-                return
-
-
-def _exactly(conn: socket.socket, n: int) -> bytes | None:
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
+        ]
 
 
 @pytest.fixture
@@ -261,7 +215,7 @@ def test_messages_field_by_field(
 def policy_reader(tmp_path: Path) -> Iterator[PolicyReader]:
     reader = PolicyReader(tmp_path / "policy.sock")
     yield reader
-    reader.close()
+    reader.sink.close()
 
 
 def test_policy_messages(
