@@ -281,6 +281,27 @@ def test_policy_actions_as_answered(
     assert actions == {1: pb.Policy.LOCAL_DATA, 15: pb.Policy.NODATA}
 
 
+def test_hashed_client_same_from_c_and_python(
+    tmp_path: Path, policy_reader: PolicyReader, filterdns_on_nsd: Callable[..., ServerProcess]
+) -> None:
+    """`[querylog] anonymize = "hash"`: one client has one pseudonym, whether C or Python
+    answered (a first block goes through Python, the next one is answered in C)."""
+    server = filterdns_on_nsd(
+        {
+            **_dnstap({"socket": str(tmp_path / "policy.sock")}, messages=["client_query"]),
+            "querylog": {"anonymize": "hash"},
+        }
+    )
+    for _ in range(2):
+        assert server.dig(TestZone.BLOCKED).status == "NXDOMAIN"
+    assert eventually(lambda: len(policy_reader.asked()) == 2)
+    addresses = {f.message.query_address for f in policy_reader.asked()}
+    assert len(addresses) == 1
+    (address,) = addresses
+    assert len(address) == 4
+    assert address not in (socket.inet_aton(LOOPBACK), bytes([127, 0, 0, 0]))
+
+
 def _qname(message: bytes) -> str:
     labels, pos = [], 12
     while message[pos]:
