@@ -274,7 +274,11 @@ class Dnstap:
     # -- producers (the event loop) -------------------------------------------------------
 
     def _room(self, n: int) -> bool:
-        if self._queued - self._taken + n > self.config.queue_size:
+        """Count `n` messages in, or as dropped when the backlog would pass `queue_size`.
+        An empty queue takes any one piece (the C fast path hands over a drain's worth of
+        frames at once, which may be more than a small `queue_size`)."""
+        backlog = self._queued - self._taken
+        if backlog and backlog + n > self.config.queue_size:
             self.dropped += n
             return False
         self._queued += n

@@ -8,12 +8,15 @@ decoded by the protobuf runtime (dnstap_fields_pb2, from the published field num
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.rcode
 import pytest
 
 from benchmarks.load.servers import DnstapSink
@@ -365,6 +368,36 @@ def test_collector_killed_and_restarted(
     assert server.metric("filterdns_dnstap_connections_total") == 2
     assert server.dig(TestZone.MAIL).status == "NOERROR"
     assert eventually(lambda: len(_of(second.documents(), "CLIENT_RESPONSE", TestZone.MAIL)) == 1)
+
+
+def test_stalled_collector_never_stalls_answers(
+    tmp_path: Path, collectors: Callable[..., Collector], filterdns_on_nsd: Callable[...,
+    ServerProcess],
+) -> None:  # fmt: skip
+    """A collector that stops reading (SIGSTOP) fills the socket: the writer thread waits
+    on it, the queue fills and drops, and answers go on at their usual pace."""
+    sock = tmp_path / "dnstap.sock"
+    collector = collectors(str(sock))
+    server = filterdns_on_nsd(_dnstap({"socket": str(sock)}, queue_size=64))
+    assert eventually(_connected(server))
+    collector.proc.send_signal(signal.SIGSTOP)
+    try:
+        slowest = 0.0
+        # Far more than the socket's buffer holds (a message is about 150 bytes).
+        for i in range(3000):
+            started = time.monotonic()
+            reply = server.query(TestZone.BLOCKED if i % 2 else TestZone.WWW, timeout=1.0)
+            slowest = max(slowest, time.monotonic() - started)
+            assert reply.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
+        assert slowest < 0.5
+        assert server.metric("filterdns_dnstap_dropped_total") > 0
+    finally:
+        collector.proc.send_signal(signal.SIGCONT)
+    assert server.dig(TestZone.MAIL).status == "NOERROR"
+    assert eventually(
+        lambda: len(_of(collector.documents(), "CLIENT_RESPONSE", TestZone.MAIL)) == 1,
+        timeout=15,
+    )
 
 
 @pytest.mark.parametrize(
