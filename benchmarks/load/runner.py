@@ -209,7 +209,8 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
         if opts.dnstap:
             kinds.append(
                 ("filterdns+tap", servers.Filterdns,
-                 {"workers": 1, "snapshot": snapshot, "dnstap": True})
+                 {"workers": 1, "snapshot": snapshot, "dnstap": True,
+                  "sink_cpus": opts.client_cpus})
             )
         if opts.text_rules:
             text_snapshot = work / "data" / "blocklist-text.snap"

@@ -245,16 +245,32 @@ def nsd_config(
 {zone_blocks}"""
 
 
+def _cpu_set(cpus: str) -> set[int]:
+    """A taskset CPU list ("0", "0,2", "0-3") as a set."""
+    out: set[int] = set()
+    for part in cpus.split(","):
+        first, _, last = part.partition("-")
+        out.update(range(int(first), int(last or first) + 1))
+    return out
+
+
 class DnstapSink:
     """A dnstap collector on a Unix socket: it answers the Frame Streams handshake (READY
     -> ACCEPT with the offered content type, STOP -> FINISH) and hands each data frame to
     `on_frame`, or, without one, reads and discards the stream (what a fast collector
-    costs the sender: the load benchmark's `--dnstap`). Counts `received` bytes."""
+    costs the sender: the load benchmark's `--dnstap`). Counts `received` bytes. `cpus`
+    (a taskset list) pins its thread."""
 
-    def __init__(self, path: Path, on_frame: Callable[[bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_frame: Callable[[bytes], None] | None = None,
+        cpus: str | None = None,
+    ) -> None:
         from dns_resolver.dnstap import READY, STOP, control_frame
 
         self.on_frame = on_frame
+        self.cpus = cpus
         self.received = 0
         self._stop_frame = control_frame(STOP, content_type=False)
         self._ready = READY
@@ -272,6 +288,9 @@ class DnstapSink:
         self._thread.join(5)
 
     def _serve(self) -> None:
+        if self.cpus:
+            # On the client's cores, as a remote collector would be: not on the server's.
+            os.sched_setaffinity(threading.get_native_id(), _cpu_set(self.cpus))
         with contextlib.suppress(OSError):
             while True:
                 conn, _ = self._listener.accept()
@@ -335,13 +354,15 @@ class Filterdns(Server):
 
     def __init__(
         self, *args: object, workers: int = 1, snapshot: Path | None = None,
-        querylog: bool = False, dnstap: bool = False, **kwargs: object,
+        querylog: bool = False, dnstap: bool = False, sink_cpus: str | None = None,
+        **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.workers = workers
         self.snapshot = snapshot
         self.querylog = querylog
         self.dnstap = dnstap
+        self.sink_cpus = sink_cpus
         self.sink: DnstapSink | None = None
         self.metrics_port = free_port()
 
@@ -350,7 +371,7 @@ class Filterdns(Server):
         tail = ""
         if self.dnstap:
             sock = self.workdir / "dnstap.sock"
-            self.sink = DnstapSink(sock)
+            self.sink = DnstapSink(sock, cpus=self.sink_cpus)
             tail += f'[dnstap]\nsocket = "{sock}"\n\n'
         if self.querylog:
             tail += (
