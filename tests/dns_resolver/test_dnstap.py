@@ -2,8 +2,9 @@
 golang-github-dnstap-golang-dnstap-cli) listens, `filterdns serve` connects to it (Frame
 Streams, bidirectional handshake), and what the collector prints is checked field by
 field. Its YAML output has every field but the Policy message (and its raw output is not
-flushed when it stops), so the Policy is read by a small Frame Streams reader here and
-decoded by the protobuf runtime (dnstap_fields_pb2, from the published field numbers).
+flushed when it stops), so the Policy is read by the load benchmark's collector
+(`DnstapSink`) and decoded by the protobuf runtime with the published schema (`dnstap-pb`,
+the generated module of dnstap.proto).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from typing import Any
 
 import dns.rcode
 import pytest
+from dnstap_pb import dnstap_pb2 as pb
 
 from benchmarks.load.servers import DnstapSink
 from fdconfig import ConfigError, load_config
-from tests.dns_resolver import dnstap_fields_pb2 as pb
 from tests.dns_resolver.harness import (
     LOOPBACK,
     NsdServer,
