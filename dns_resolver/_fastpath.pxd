@@ -179,6 +179,17 @@ cdef class FastPath:
     cdef char log_stamp[32]
     cdef char **qtype_json   # NQTYPE JSON strings
     cdef char **block_json   # per block metric index: "category":..,"list":..
+    # dnstap (set_dnstap): whole Frame Streams frames, drained by take_tap()
+    cdef bint tapping
+    cdef bint tap_query, tap_response  # CLIENT_QUERY, CLIENT_RESPONSE wanted
+    cdef int tap_anon       # as log_anon
+    cdef uint64_t tk0, tk1
+    cdef uint8_t *tapbuf
+    cdef size_t taplen, tapcap
+    cdef uint64_t tapcount
+    cdef readonly uint64_t tap_dropped
+    cdef uint8_t tap_prefix[512]  # Dnstap.identity and .version, encoded
+    cdef size_t tap_prefixlen
     # counters, read and zeroed by counters()
     cdef uint64_t c_cached[NQTYPE]
     cdef uint64_t c_blocked[NQTYPE]
@@ -211,6 +222,8 @@ cdef class FastPath:
                         const uint8_t *ede, uint32_t edelen, uint8_t *out) noexcept nogil
     cdef void _log(self, const void *sa, const uint8_t *q, uint32_t qlen, uint16_t qtype,
                    int result, int metric, double duration, double wall) noexcept nogil
+    cdef void _tap(self, const void *sa, const uint8_t *q, uint32_t qlen, const uint8_t *r,
+                   uint32_t rlen, int edeidx, double qwall, double rwall) noexcept nogil
     cdef int _pend_new(self) noexcept nogil
     cdef void _pend_free(self, int idx) noexcept nogil
     cdef void _detach(self, int idx) noexcept nogil

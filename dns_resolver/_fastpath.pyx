@@ -39,6 +39,30 @@ from filtercore._table cimport MatchCore, normalize_ascii
 cdef extern from "_siphash.h":
     uint64_t fc_siphash24(uint64_t k0, uint64_t k1, const unsigned char *data, size_t n) nogil
 
+cdef extern from "_dnstap.h" nogil:
+    ctypedef struct fd_tap_msg:
+        int type
+        int family
+        int protocol
+        const uint8_t *addr
+        size_t addrlen
+        uint32_t port
+        uint64_t qsec
+        uint32_t qnsec
+        const uint8_t *query
+        size_t querylen
+        uint64_t rsec
+        uint32_t rnsec
+        const uint8_t *response
+        size_t responselen
+        const uint8_t *rule
+        size_t rulelen
+        int action
+        const uint8_t *value
+        size_t valuelen
+    size_t fd_tap_frame(uint8_t *out, size_t room, const uint8_t *prefix, size_t prefixlen,
+                        const fd_tap_msg *m)
+
 cdef extern from "<sys/random.h>" nogil:
     ssize_t getrandom(void *buf, size_t n, unsigned int flags)
 
@@ -450,6 +474,7 @@ cdef class FastPath:
         free(self.hosts)
         free(self.fwdbuf)
         free(self.logbuf)
+        free(self.tapbuf)
         if self.qtype_json != NULL:
             for i in range(65536):
                 free(self.qtype_json[i])
@@ -721,6 +746,121 @@ cdef class FastPath:
                       '","qtype":%s,"protocol":"udp","result":"%s",%s,"rcode":null,'
                       '"duration_ms":%s}\n', qt, _RESULTS[result], fields, ms)
         self.loglen += k
+
+    # -- dnstap ---------------------------------------------------------------------------
+
+    def set_dnstap(self, bint query, bint response, int anonymize, bytes key, bytes prefix,
+                   size_t capacity):
+        """Write dnstap frames (dns_resolver/dnstap.py) for every client exchange answered
+        in C into a buffer of `capacity` bytes that `take_tap` drains (frames that do not
+        fit are counted in `tap_dropped`).
+
+        Args:
+            query, response: write CLIENT_QUERY, CLIENT_RESPONSE.
+            anonymize: as for `set_querylog`: 0 truncate, 1 hash (keyed with `key`), 2 none.
+            prefix: the encoded `Dnstap.identity` and `.version` fields.
+        """
+        if len(key) != 16 or len(prefix) > sizeof(self.tap_prefix):
+            raise ValueError("dnstap: a 16-byte key and at most 512 bytes of prefix")
+        if self.tapbuf == NULL:
+            self.tapbuf = <uint8_t *>malloc(capacity)
+            if self.tapbuf == NULL:
+                raise MemoryError()
+            self.tapcap = capacity
+        memcpy(self.tap_prefix, PyBytes_AS_STRING(prefix), len(prefix))
+        self.tap_prefixlen = len(prefix)
+        self.tap_anon = anonymize
+        self.tk0 = int.from_bytes(key[:8], "little")
+        self.tk1 = int.from_bytes(key[8:], "little")
+        self.tap_query = query
+        self.tap_response = response
+        self.tapping = query or response
+
+    def take_tap(self):
+        """(frames written since the last call, back to back; how many)."""
+        cdef bytes out
+        cdef uint64_t n = self.tapcount
+        if self.taplen == 0:
+            return b"", 0
+        out = PyBytes_FromStringAndSize(<char *>self.tapbuf, self.taplen)
+        self.taplen = 0
+        self.tapcount = 0
+        return out, n
+
+    cdef void _tap(self, const void *sa, const uint8_t *q, uint32_t qlen, const uint8_t *r,
+                   uint32_t rlen, int edeidx, double qwall, double rwall) noexcept nogil:
+        """CLIENT_QUERY and CLIENT_RESPONSE frames for query `q` answered with `r`; a
+        block (`edeidx` >= 0) carries its Policy: the EDE text as the rule."""
+        cdef fd_tap_msg m
+        cdef int family
+        cdef const uint8_t *addr
+        cdef uint8_t packed[16]
+        cdef char text[64]
+        cdef uint64_t h
+        cdef uint32_t qend, ancount
+        cdef size_t n
+        cdef int i
+        if _client(sa, &family, &addr) < 0:
+            return
+        memset(&m, 0, sizeof(m))
+        m.family = 1 if family == 4 else 2
+        m.addrlen = 4 if family == 4 else 16
+        m.protocol = 1
+        memcpy(packed, addr, m.addrlen)
+        # querylog's anonymize modes, as dnstap.tap_address does them.
+        if self.tap_anon == 0:
+            memset(packed + (3 if family == 4 else 6), 0, m.addrlen - (3 if family == 4 else 6))
+        elif self.tap_anon == 1:
+            if family == 4:
+                snprintf(text, 64, "%u.%u.%u.%u", addr[0], addr[1], addr[2], addr[3])
+            else:
+                inet_ntop(AF_INET6, addr, text, 64)
+            h = fc_siphash24(self.tk0, self.tk1, <const unsigned char *>text, strlen(text))
+            memset(packed, 0, 16)
+            for i in range(4 if family == 4 else 8):
+                packed[i] = (h >> (56 - 8 * i)) & 0xFF
+        m.addr = packed
+        m.port = ntohs((<const sockaddr_in *>sa).sin_port)  # same offset in sockaddr_in6
+        m.qsec = <uint64_t>qwall
+        m.qnsec = <uint32_t>((qwall - <double>m.qsec) * 1e9)
+        if self.tap_query:
+            m.type = 5
+            m.query = q
+            m.querylen = qlen
+            n = fd_tap_frame(self.tapbuf + self.taplen, self.tapcap - self.taplen,
+                             self.tap_prefix, self.tap_prefixlen, &m)
+            if n == 0:
+                self.tap_dropped += 1
+            self.taplen += n
+            self.tapcount += n != 0
+        if not self.tap_response:
+            return
+        m.type = 6
+        m.query = NULL
+        m.querylen = 0
+        m.rsec = <uint64_t>rwall
+        m.rnsec = <uint32_t>((rwall - <double>m.rsec) * 1e9)
+        m.response = r
+        m.responselen = rlen
+        if 0 <= edeidx < self.nede and self.ede_lens[edeidx] > 6 and rlen >= 12:
+            # The EDE option: code, length, info code, then the text ("blocked: ...").
+            m.rule = self.ede_opts[edeidx] + 6
+            m.rulelen = self.ede_lens[edeidx] - 6
+            if m.rulelen >= 9 and memcmp(m.rule, b"blocked: ", 9) == 0:
+                m.rule += 9
+                m.rulelen -= 9
+            ancount = _u16(r + 6)
+            m.action = 1 if (r[3] & 0xF) == 3 else (6 if ancount else 2)
+            qend = _skip_name(q, qlen, 12)
+            if qend:
+                m.value = q + 12
+                m.valuelen = qend - 12
+        n = fd_tap_frame(self.tapbuf + self.taplen, self.tapcap - self.taplen,
+                         self.tap_prefix, self.tap_prefixlen, &m)
+        if n == 0:
+            self.tap_dropped += 1
+        self.taplen += n
+        self.tapcount += n != 0
 
     # -- forwarding (from Python: `dns_resolver.fastforward`) ----------------------------
 
@@ -1383,6 +1523,7 @@ cdef class FastPath:
             self.c_blocks[self.ede_metric[idx]] += 1
             slot.result = L_BLOCKED
             slot.metric = self.ede_metric[idx]
+            slot.code = idx  # dnstap's Policy reads the EDE text
             slot.qtype = qtype
         slot.verdict = ANSWERED
         slot.outlen = _add_opt(out, total, edns, do, self.udp_size, ede, edelen)
@@ -1494,6 +1635,16 @@ cdef class FastPath:
                     self._log(self.slots[i].name, self.inbuf + i * RECV_SIZE,
                               self.slots[i].inlen, self.slots[i].qtype,
                               self.slots[i].result, self.slots[i].metric, lat, wall)
+        if self.tapping:
+            wall = _wallclock()
+            for i in range(n):
+                if self.slots[i].verdict == ANSWERED:
+                    self._tap(self.slots[i].name, self.inbuf + i * RECV_SIZE,
+                              self.slots[i].inlen, self.outbuf + i * self.outsize,
+                              self.slots[i].outlen,
+                              <int>self.slots[i].code
+                              if self.slots[i].result == L_BLOCKED else -1,
+                              wall - lat, wall)
         return n
 
     # -- forwarding: queries out, answers in ------------------------------------------
@@ -1717,6 +1868,7 @@ cdef class FastPath:
     cdef void _answered(self, Slot *s, Pending *p, uint32_t outlen) noexcept nogil:
         """Count and log the answer to pending `p` that `s` holds, to be sent."""
         cdef double lat = _now() - p.started
+        cdef double wall
         s.verdict = ANSWERED
         s.outlen = outlen
         self.c_latency[_bucket(lat)] += 1
@@ -1724,6 +1876,10 @@ cdef class FastPath:
         self.c_allowed[p.qtype if p.qtype < 256 else 256] += 1
         if self.logging:
             self._log(p.name, p.query, p.qlen, p.qtype, L_ALLOWED, -1, lat, _wallclock())
+        if self.tapping:
+            wall = _wallclock()
+            self._tap(p.name, p.query, p.qlen, self.outbuf + (s - self.slots) * self.outsize,
+                      outlen, -1, wall - lat, wall)
         if self.max_entries:
             self.c_misses += 1  # its cache lookup (a hand-over is counted by Python)
 

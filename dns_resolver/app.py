@@ -160,6 +160,7 @@ class App:
         self.metrics: Any = None
         self.metrics_server: Any = None
         self.querylog: Any = None
+        self.dnstap: Any = None  # dns_resolver.dnstap.Dnstap when [dnstap] is on
         self.resolver: Resolver | None = None
         self.server: DnsServer | None = None
         self.blockpage: Any = None
@@ -250,6 +251,8 @@ class App:
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot serve metrics on {addr}: {exc.strerror}") from exc
             log.info("metrics on http://%s/metrics", addr)
+        if self.config.dnstap.enabled:
+            self._start_dnstap(self.resolver)
         self.server = DnsServer(
             self.resolver,
             [(a.host, a.port) for a in self.config.server.listen],
@@ -298,7 +301,20 @@ class App:
                 self.metrics_server.stop()
             if self.querylog is not None:
                 self.querylog.close()
+            if self.dnstap is not None:
+                await loop.run_in_executor(None, self.dnstap.close)
         return 0
+
+    def _start_dnstap(self, resolver: Resolver) -> None:
+        from dns_resolver.dnstap import Dnstap
+
+        self.dnstap = Dnstap(self.config.dnstap, self.config.querylog.anonymize)
+        resolver.dnstap = self.dnstap
+        if self.dnstap.forwarders:
+            resolver.forwarder.tap = self.dnstap
+        if self.metrics is not None:
+            self.metrics.registry.register(self.dnstap)
+        log.info("dnstap to %s", self.dnstap.target)
 
     def stop(self) -> None:
         self._stop.set()

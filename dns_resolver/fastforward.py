@@ -95,6 +95,8 @@ class UpstreamPool:
         forwarder = getattr(resolver, "forwarder", None)
         if forwarder is None or not getattr(forwarder, "upstreams", None):
             return False
+        if getattr(forwarder, "tap", None) is not None:
+            return False  # dnstap's forwarder messages are written by Forwarder.exchange
         return forwarder.strategy == "failover" or len(forwarder.upstreams) == 1
 
     def start(self) -> None:
@@ -295,15 +297,18 @@ class UpstreamPool:
         self, data: bytes, host: str, port: int, answer: bytes, waited: float, send: Any
     ) -> None:
         resolver = self.resolver
+        pending = None
         try:
             out = resolver.handle(data, host, False, waited)
             if isinstance(out, Pending):
+                pending = out
                 out = resolver.answer(out, answer)
         except Exception:
             log.exception("error finishing an upstream answer for %s", host)
             out = resolver.servfail_for(data)
         if out is not None:
             send(out, (host, port))
+        self.fast.server.tap(data, out, (host, port), "udp", pending)
 
     def _carry_on(
         self, data: bytes, host: str, port: int, answer: bytes | None, kind: str,
@@ -339,6 +344,7 @@ class UpstreamPool:
             self.fast.server.handle_pending(out, data, (host, port), send, resume)
         elif out is not None:
             send(out, (host, port))
+            self.fast.server.tap(data, out, (host, port), "udp")
 
 
 def _marked_servfail(message: bytes) -> bytes:

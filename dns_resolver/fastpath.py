@@ -38,6 +38,7 @@ from typing import Any
 from dns_resolver import wire
 from dns_resolver.cache import CacheEntry
 from dns_resolver.fastforward import UpstreamPool
+from fdconfig import ANONYMIZE_MODES
 
 try:
     from dns_resolver._fastpath import REASONS, FastPath
@@ -51,6 +52,7 @@ FLUSH_INTERVAL = 1.0  # seconds between metrics flushes
 ROUNDS = 8  # batches per readable event before yielding to the event loop
 LOG_BUFFER = 8 << 20  # query log lines C keeps between drains: ~0.4 s at 100,000 q/s
 LOG_DRAIN_SECONDS = 0.1
+TAP_BUFFER = 16 << 20  # dnstap frames C keeps between drains (two per query, ~150 B each)
 _TEMPLATE_TYPES = (wire.TYPE_A, wire.TYPE_AAAA, wire.TYPE_TXT)
 _EDE_FIELDS = re.compile(r"category=(\S+) list=(\S+)")
 
@@ -155,6 +157,12 @@ class UdpFastPath:
             anonymize, key, qtypes = resolver.querylog.fast_path_settings()
             self.fp.set_querylog(anonymize, key, qtypes, LOG_BUFFER)
             resolver.querylog.earlier_lines = self.fp.take_log
+        dnstap = getattr(resolver, "dnstap", None)
+        if dnstap is not None:
+            mode = ANONYMIZE_MODES.index(dnstap.mode)
+            self.fp.set_dnstap(dnstap.client_query, dnstap.client_response, mode, dnstap.key,
+                               dnstap.prefix(), TAP_BUFFER)  # fmt: skip
+            dnstap.more_dropped.append(lambda: int(self.fp.tap_dropped))
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.sync()
@@ -271,7 +279,8 @@ class UdpFastPath:
         if len(self._socks) == 1:
             if self.pool is not None:
                 self.pool.start()
-            if self.server.resolver.querylog is not None:
+            resolver = self.server.resolver
+            if resolver.querylog is not None or getattr(resolver, "dnstap", None) is not None:
                 self._log_drainer = loop.call_later(LOG_DRAIN_SECONDS, self._drain_log)
         metrics = self.server.resolver.metrics
         if self._flusher is None and metrics is not None:
@@ -358,10 +367,13 @@ class UdpFastPath:
         return index
 
     def _drain_log(self, again: bool = True) -> None:
-        """Hand the lines C wrote to the query log's writer thread."""
+        """Hand the lines (and dnstap frames) C wrote to their writer threads."""
         querylog = self.server.resolver.querylog
         if querylog is not None:
             querylog.log_formatted(self.fp.take_log())
+        dnstap = getattr(self.server.resolver, "dnstap", None)
+        if dnstap is not None:
+            dnstap.frames(*self.fp.take_tap())
         if again:
             loop = asyncio.get_running_loop()
             self._log_drainer = loop.call_later(LOG_DRAIN_SECONDS, self._drain_log)

@@ -143,6 +143,10 @@ class Resolver:
         self.local = local
         self.ratelimit = ratelimit
         self.udp_charged = False
+        # dns_resolver.dnstap.Dnstap when [dnstap] is on (App sets it; servers tap).
+        self.dnstap: Any = None
+        # The last block answer and its EDE option, for dnstap's Policy (see tap_option).
+        self._last_block: tuple[bytes, bytes] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the synchronous path -------------------------------------------------------------
@@ -404,7 +408,10 @@ class Resolver:
         if self.metrics is not None:
             self.metrics.block(verdict.category, verdict.list)
         self._record(query, tcp, BLOCKED, started, client, verdict)
-        return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size, options=option)
+        out = edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size, options=option)
+        if self.dnstap is not None:
+            self._last_block = (out, option)
+        return out
 
     # -- the asynchronous path ------------------------------------------------------------
 
@@ -612,6 +619,13 @@ class Resolver:
         under the old overrides are dropped, so the change shows in the next query."""
         self.overrides = overrides if overrides is not None and len(overrides) else None
         self.replace_matcher(self.base_matcher)
+
+    def tap_option(self, out: bytes) -> bytes:
+        """The EDE option `out` was built with when it is a block answer, else b"" (known
+        even when the client's query had no EDNS to carry it). Matched by identity: the
+        answer is sent right after `_block` returns it, with no other query in between."""
+        last = self._last_block
+        return last[1] if last is not None and last[0] is out else b""
 
     def servfail_for(self, data: bytes) -> bytes | None:
         """A SERVFAIL for a query whose handling raised (None when even the header is bad)."""

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from dns_resolver import fastpath
@@ -129,7 +130,26 @@ class DnsServer:
             self.handle_pending(out, data, addr, send)
         else:
             send(out, addr)
+            self.tap(data, out, addr, "udp")
         return out
+
+    def tap(
+        self,
+        data: bytes,
+        out: bytes | None,
+        addr: tuple,  # type: ignore[type-arg]
+        protocol: str,
+        pending: Pending | None = None,
+    ) -> None:
+        """Copy a client exchange answered by the Python chain to dnstap, if it is on."""
+        tap = self.resolver.dnstap
+        if tap is None or not addr:
+            return
+        received = time.time()
+        if pending is not None:
+            received -= time.perf_counter() - pending.started
+        option = self.resolver.tap_option(out) if out is not None else b""
+        tap.client(data, out, addr[0], addr[1], protocol, received, option)
 
     def handle_pending(
         self,
@@ -162,6 +182,7 @@ class DnsServer:
             out = self.resolver.servfail_for(data)
         if out is not None:
             send(out, addr)
+        self.tap(data, out, addr, "udp", pending)
 
     def spawn(self, coro: object) -> None:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -239,6 +260,7 @@ class DnsServer:
                 slots.release()
             if out is not None:
                 send(out)
+            self.tap(data, out, peer, "tcp", pending)
 
         try:
             while True:
@@ -263,6 +285,7 @@ class DnsServer:
                     task.add_done_callback(inflight.discard)
                 else:
                     send(out)
+                    self.tap(data, out, peer, "tcp")
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
             log.debug("TCP client %s: %s", client, exc)

@@ -25,7 +25,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dns_resolver import edns, wire
 
@@ -220,6 +220,8 @@ class Forwarder:
         self.retry_dead_after = retry_dead_after
         self.udp_size = udp_size
         self.observer = observer
+        # dns_resolver.dnstap.Dnstap when it wants forwarder messages (App sets it).
+        self.tap: Any = None
 
     async def close(self) -> None:
         """Close the connections kept open to encrypted upstreams."""
@@ -331,14 +333,18 @@ class Forwarder:
         connection."""
         qid = secrets.randbelow(0x10000)
         message = build_query(query, qid, self.udp_size)
+        sent = time.time()
         if udp_response is not None:
             response = udp_response  # C's answer (for an encrypted upstream, relayed)
         elif isinstance(upstream, EncryptedUpstream):
             response = await upstream.ask(message, qid, query.question, self.timeout)
         else:
             response = await self._udp(upstream, message, qid, query.question)
-        if response[2] & (wire.TC >> 8) and not upstream.encrypted:
+        tcp = bool(response[2] & (wire.TC >> 8)) and not upstream.encrypted
+        if tcp:
             response = await self._tcp(upstream, message, qid, query.question)
+        if self.tap is not None:
+            self.tap.forwarder(message, response, upstream.host, upstream.port, tcp, sent)
         rcode = wire.rcode_of(response)
         if rcode in _BAD_RCODES:
             kind = "refused" if rcode == wire.REFUSED else "servfail"

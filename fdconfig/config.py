@@ -15,6 +15,7 @@ from fdconfig.admin import AdminConfig, AdminTable
 from fdconfig.blocking import BlockingConfig, BlockingTable
 from fdconfig.blockpage import BlockPageConfig, BlockPageTable
 from fdconfig.cache import CacheConfig, CacheTable
+from fdconfig.dnstap import DnstapConfig, DnstapTable
 from fdconfig.fields import Table, doc
 from fdconfig.forward import ForwardConfig, ForwardTable
 from fdconfig.lists import ListConfig, ListTable
@@ -66,6 +67,7 @@ class ConfigTable(Table):
     ] = ()
     local: LocalTable = msgspec.field(default_factory=LocalTable)
     ratelimit: RateLimitTable = msgspec.field(default_factory=RateLimitTable)
+    dnstap: DnstapTable = msgspec.field(default_factory=DnstapTable)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Config:
     forward: tuple[ForwardConfig, ...] = ()
     local: LocalConfig = field(default_factory=LocalConfig)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    dnstap: DnstapConfig = field(default_factory=DnstapConfig)
     source: str | None = None
 
     def list_specs(self, entries: Iterable[ListConfig] | None = None) -> list[ListSpec]:

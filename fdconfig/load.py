@@ -28,6 +28,7 @@ from fdconfig import (
     blocking,
     blockpage,
     cache,
+    dnstap,
     forward,
     local,
     log,
@@ -165,6 +166,7 @@ def _build(
         forward=rules,
         local=loc,
         ratelimit=ratelimit.build(table.ratelimit, where),
+        dnstap=dnstap.build(table.dnstap, where),
         source=file if file != DEFAULT_SOURCE else None,
     )
 

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ratelimit", action="store_true",
                         help="also run filterdns with rate limiting on, its limits far "
                         "above the load (filterdns+rl): the cost of the check per query")
+    parser.add_argument("--dnstap", action="store_true",
+                        help="also run filterdns with dnstap on (filterdns+tap): client "
+                        "queries and responses to a collector that reads and discards")
     parser.add_argument("--text-rules", action="store_true",
                         help="also run filterdns with an expressions list added "
                         "(filterdns+text): misses run the text rules")
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         client_cpus=args.client_cpus,
         repeat=1 if args.smoke else max(1, args.repeat),
         querylog=args.querylog,
+        dnstap=args.dnstap,
         text_rules=args.text_rules,
         upstream_transport=args.upstream_transport,
         ratelimit=args.ratelimit,

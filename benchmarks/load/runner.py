@@ -173,6 +173,7 @@ class Options:
     client_cpus: str = "0"
     repeat: int = 1
     querylog: bool = False
+    dnstap: bool = False
     text_rules: bool = False
     upstream_transport: str = "udp"
     ratelimit: bool = False
@@ -212,6 +213,12 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
             kinds.append(
                 ("filterdns+rl", servers.Filterdns,
                  {"workers": 1, "snapshot": snapshot, "ratelimit": True})
+            )
+        if opts.dnstap:
+            kinds.append(
+                ("filterdns+tap", servers.Filterdns,
+                 {"workers": 1, "snapshot": snapshot, "dnstap": True,
+                  "sink_cpus": opts.client_cpus})
             )
         if opts.text_rules:
             text_snapshot = work / "data" / "blocklist-text.snap"

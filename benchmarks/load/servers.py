@@ -16,8 +16,10 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -280,6 +282,108 @@ def nsd_config(
 {zone_blocks}"""
 
 
+def _cpu_set(cpus: str) -> set[int]:
+    """A taskset CPU list ("0", "0,2", "0-3") as a set."""
+    out: set[int] = set()
+    for part in cpus.split(","):
+        first, _, last = part.partition("-")
+        out.update(range(int(first), int(last or first) + 1))
+    return out
+
+
+class DnstapSink:
+    """A dnstap collector on a Unix socket: it answers the Frame Streams handshake (READY
+    -> ACCEPT with the offered content type, STOP -> FINISH) and hands each data frame to
+    `on_frame`, or, without one, reads and discards the stream (what a fast collector
+    costs the sender: the load benchmark's `--dnstap`). Counts `received` bytes. `cpus`
+    (a taskset list) pins its thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        on_frame: Callable[[bytes], None] | None = None,
+        cpus: str | None = None,
+    ) -> None:
+        from dns_resolver.dnstap import READY, STOP, control_frame
+
+        self.on_frame = on_frame
+        self.cpus = cpus
+        self.received = 0
+        self._stop_frame = control_frame(STOP, content_type=False)
+        self._ready = READY
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(str(path))
+        self._listener.listen(4)
+        self._thread = threading.Thread(target=self._serve, name="dnstap-sink", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join(5)
+
+    def _serve(self) -> None:
+        if self.cpus:
+            # On the client's cores, as a remote collector would be: not on the server's.
+            os.sched_setaffinity(threading.get_native_id(), _cpu_set(self.cpus))
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self._listener.accept()
+                with conn:
+                    self._handshake(conn)
+                    if self.on_frame is None:
+                        self._discard(conn)
+                    else:
+                        self._frames(conn)
+
+    def _handshake(self, conn: socket.socket) -> None:
+        from dns_resolver.dnstap import ACCEPT, CONTENT_TYPE, read_control
+
+        kind, types = read_control(conn)
+        if kind != self._ready or CONTENT_TYPE not in types:
+            raise ConnectionError("not a dnstap sender")
+        body = struct.pack("!III", ACCEPT, 1, len(CONTENT_TYPE)) + CONTENT_TYPE
+        conn.sendall(struct.pack("!II", 0, len(body)) + body)
+        read_control(conn)  # START
+
+    def _discard(self, conn: socket.socket) -> None:
+        buf = bytearray(1 << 20)
+        tail = b""
+        while True:
+            n = conn.recv_into(buf)
+            if n == 0:
+                return
+            self.received += n
+            # STOP comes last (a data frame ends with Dnstap.type, never with these bytes).
+            tail = (tail + bytes(buf[max(0, n - 12) : n]))[-12:]
+            if tail == self._stop_frame:
+                self._finish(conn)
+                return
+
+    def _frames(self, conn: socket.socket) -> None:
+        stream = conn.makefile("rb")
+        while True:
+            head = stream.read(4)
+            if len(head) < 4:
+                return
+            (length,) = struct.unpack("!I", head)
+            if length == 0:  # a control frame: after START, only STOP comes
+                self._finish(conn)
+                return
+            frame = stream.read(length)
+            self.received += 4 + length
+            assert self.on_frame is not None
+            self.on_frame(frame)
+
+    def _finish(self, conn: socket.socket) -> None:
+        from dns_resolver.dnstap import FINISH, control_frame
+
+        with contextlib.suppress(OSError):
+            conn.sendall(control_frame(FINISH, content_type=False))
+
+
 class Filterdns(Server):
     """`filterdns serve` from this source tree, the blocklist as a compiled snapshot."""
 
@@ -288,7 +392,7 @@ class Filterdns(Server):
     def __init__(
         self, *args: object, workers: int = 1, snapshot: Path | None = None,
         querylog: bool = False, tls: TlsUpstream | None = None, ratelimit: bool = False,
-        **kwargs: object,
+        dnstap: bool = False, sink_cpus: str | None = None, **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.workers = workers
@@ -296,11 +400,18 @@ class Filterdns(Server):
         self.querylog = querylog
         self.tls = tls
         self.ratelimit = ratelimit
+        self.dnstap = dnstap
+        self.sink_cpus = sink_cpus
+        self.sink: DnstapSink | None = None
         self.metrics_port = free_port()
 
     def prepare(self) -> None:
         self.config = self.workdir / "filterdns.toml"
         tail = ""
+        if self.dnstap:
+            sock = self.workdir / "dnstap.sock"
+            self.sink = DnstapSink(sock, cpus=self.sink_cpus)
+            tail += f'[dnstap]\nsocket = "{sock}"\n\n'
         if self.querylog:
             tail += (
                 f'[querylog]\nenabled = true\npath = "{self.workdir / "queries.jsonl"}"\n'
@@ -388,6 +499,7 @@ safe_search = true
 
         fast = answered = 0.0
         fallbacks: dict[str, float] = {}
+        dnstap: dict[str, float] = {}
         for family in text_string_to_metric_families(self.metrics_text()):
             for sample in family.samples:
                 if sample.name == "filterdns_fastpath_answers_total":
@@ -397,8 +509,21 @@ safe_search = true
                     fallbacks[reason] = fallbacks.get(reason, 0) + sample.value
                 elif sample.name == "filterdns_queries_total":
                     answered += sample.value
+                elif sample.name.startswith("filterdns_dnstap_") and sample.name.endswith(
+                    ("sent_total", "dropped_total")
+                ):
+                    dnstap[sample.name.removeprefix("filterdns_dnstap_")] = sample.value
         share = round(fast / answered, 4) if answered else None
-        return {"fast_path_share": share, "fallbacks": fallbacks}
+        out: dict[str, object] = {"fast_path_share": share, "fallbacks": fallbacks}
+        if self.sink is not None:
+            out["dnstap"] = {**dnstap, "sink_bytes": self.sink.received}
+        return out
+
+    def stop(self) -> None:
+        super().stop()
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
 
 
 class Unbound(Server):
