@@ -1,12 +1,14 @@
 """Builds the resolver from a `Config` and runs it until SIGTERM/SIGINT.
 
-SIGHUP reloads the lists. With `server.data_dir` set, `listsync.reloader.ListReloader`
-does it: sources are refreshed and compiled into `<data_dir>/lists.snap` in a child process
-(its memory is returned when it exits) and the server only maps the new snapshot and swaps
-it in; a valid snapshot on disk is served at once at start-up. Without data_dir the new
-matcher is compiled in a worker thread so the event loop keeps answering with the old one,
-then swapped in. Either way the cache is cleared, and a reload that fails keeps the old
-lists and logs why.
+SIGHUP (and POST /api/reload) re-reads the configuration file (`reconfigure.py`): a file
+that validates is put in force at once (`App.apply_config`; what needs a restart is logged
+and kept), then the lists it names are reloaded. With `server.data_dir` set,
+`listsync.reloader.ListReloader` does that: sources are refreshed and compiled into
+`<data_dir>/lists.snap` in a child process (its memory is returned when it exits) and the
+server only maps the new snapshot and swaps it in; a valid snapshot on disk is served at
+once at start-up. Without data_dir the new matcher is compiled in a worker thread so the
+event loop keeps answering with the old one, then swapped in. Either way the cache is
+cleared, and a reload that fails keeps the old lists and logs why.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dns_resolver.blocking import Blocker
 from dns_resolver.blockpage.recent import RecentBlocks
 from dns_resolver.cache import Cache
 from dns_resolver.config import Config
+from dns_resolver.reconfigure import ConfigSource, apply_logging, reread
 from dns_resolver.resolver import Resolver
 from dns_resolver.server import DnsServer
 from dns_resolver.upstream import Forwarder
@@ -41,17 +44,19 @@ def build_matcher(config: Config) -> Any:
     return Matcher.from_lists(config.list_specs())
 
 
-def build_policies(config: Config, matcher: Any, *, clock: Any = None) -> Any:
+def build_policies(config: Config, matcher: Any, *, clock: Any = None, store: Any = None) -> Any:
     """The `PolicyTable` of the config (None without `[policies]`).
 
-    The allowance store is opened only when a policy has an allowance.
+    The allowance store is opened only when a policy has an allowance; `store` is the one
+    already open (a config reload keeps counting in it).
     """
     if not config.policy.enabled:
         return None
     from dns_resolver.policy import PolicyTable, list_categories
 
-    store = None
-    if any(p.allowances for p in config.policy.policies):
+    if not any(p.allowances for p in config.policy.policies):
+        store = None
+    elif store is None:
         from dns_resolver.allowance import AllowanceStore
 
         store = AllowanceStore(Path(config.policy.state_dir) / ALLOWANCE_FILE)
@@ -134,8 +139,12 @@ def build_resolver(
 class App:
     """The running resolver: listeners, metrics endpoint, signal handling."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, source: ConfigSource | None = None) -> None:
         self.config = config
+        # What a config reload reads (workers.py: the configuration the parent validated).
+        self.reread: Callable[[], Config] = (source or ConfigSource(config.source)).load
+        # With workers the parent counts config reloads (it re-reads and validates).
+        self.counts_config_reloads = True
         # Workers and `serve --snapshot` load a compiled snapshot instead (workers.py).
         self.load_matcher: Callable[[], Any] = lambda: build_matcher(self.config)
         # The list reloader owns the lists when there is a data_dir to keep them in;
@@ -153,7 +162,8 @@ class App:
         self.admin: Any = None  # reports.server.AdminServer when [admin] enabled
         self._tick: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
-        self._reloading = False
+        self._reload_lock = asyncio.Lock()  # SIGHUP and /api/reload, one at a time
+        self._reloads: set[asyncio.Task[Any]] = set()
 
     def _build_metrics(self) -> Any:
         if not self.config.metrics.enabled:
@@ -196,7 +206,9 @@ class App:
             from reports.server import AdminServer
 
             try:
-                self.admin = AdminServer(self.config, resolver=self.resolver, reload=self.reload)
+                self.admin = AdminServer(
+                    self.config, resolver=self.resolver, reload=self.reload_config
+                )
                 await self.admin.start()
             except Exception as exc:
                 log.error("cannot start the admin API: %s", exc)
@@ -222,8 +234,7 @@ class App:
             self.metrics.lists_loaded(list_entries(matcher))
             if self.resolver.cache is not None:
                 self.metrics.watch_cache_entries(self.resolver.cache.__len__)
-            for upstream in self.resolver.forwarder.upstreams:
-                self.metrics.upstream_healthy(upstream.name, True)
+            self.metrics.upstreams_in_use(u.name for u in self.resolver.forwarder.upstreams)
             addr = self.config.metrics.listen
             self.metrics_server = start_metrics_server(addr.host, addr.port, self.metrics.registry)
             log.info("metrics on http://%s/metrics", addr)
@@ -343,16 +354,77 @@ class App:
             self.metrics.list_reload(report.error is None)
 
     def _on_sighup(self) -> None:
-        if self.reloader is not None:
-            log.info("SIGHUP: refreshing the lists")
-            self.reloader.request_reload()
-            return
-        if self._reloading:
-            log.info("SIGHUP: a reload is already running")
-            return
-        self._reloading = True
-        task = asyncio.get_running_loop().create_task(self.reload())
-        task.add_done_callback(lambda _t: setattr(self, "_reloading", False))
+        log.info("SIGHUP: re-reading the configuration")
+        # Each signal gets its reload, in order (a worker hears of a new configuration
+        # and then of a new snapshot): reload_config takes them one at a time.
+        task = asyncio.get_running_loop().create_task(self.reload_config())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload_config(self) -> dict[str, Any]:
+        """Re-read the configuration (SIGHUP, POST /api/reload), put it in force, then
+        reload the lists it names. A file that does not validate changes nothing.
+
+        Returns the admin API's answer: `reloaded` (the lists' outcome, as `reload`),
+        `config` ("applied" or "rejected"), and `error` or `restart_needed` when any.
+        """
+        async with self._reload_lock:
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(None, reread, self.reread, self.config)
+            if self.counts_config_reloads and self.metrics is not None:
+                self.metrics.config_reload(outcome.result)
+            if outcome.config is None:
+                return {"reloaded": False, **outcome.as_dict()}
+            if outcome.config != self.config:
+                self.apply_config(outcome.config)
+            if self.reloader is not None:
+                self.reloader.update_config(self.config)  # refreshes the sources now
+                lists = True
+            else:
+                lists = await self.reload()
+            return {"reloaded": lists, **outcome.as_dict()}
+
+    def apply_config(self, config: Config) -> None:
+        """Serve with `config` from now on: its restart-only keys are the running ones
+        (`reconfigure.reread`). Runs on the event loop, so between two fast path batches;
+        the caches start empty. The lists are reloaded by the caller."""
+        resolver = self.resolver
+        assert resolver is not None
+        old, self.config = self.config, config
+        apply_logging(config)
+        querylog = self._build_querylog() if config.querylog != old.querylog else self.querylog
+        store = resolver.policies.allowances if resolver.policies is not None else None
+        policies = build_policies(config, resolver.base_matcher, store=store)
+        if store is not None and (policies is None or policies.allowances is not store):
+            store.close()
+        resolver.take_settings(
+            build_resolver(
+                config,
+                resolver.base_matcher,
+                metrics=self.metrics,
+                querylog=querylog,
+                policies=policies,
+            )
+        )
+        if self.server is not None:
+            self.server.tcp_idle_timeout = config.server.tcp_idle_timeout
+            if self.server.fast is not None:
+                self.server.fast.reconfigure()
+            elif self.metrics is not None:
+                cache = resolver.cache
+                self.metrics.watch_cache_entries(cache.__len__ if cache is not None else lambda: 0)
+        if querylog is not self.querylog:
+            if self.querylog is not None:
+                self.querylog.close()
+            self.querylog = querylog
+        if self.metrics is not None:
+            self.metrics.upstreams_in_use(u.name for u in resolver.forwarder.upstreams)
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        if policies is not None:
+            self._schedule_tick()
+        log.info("configuration applied from %s", config.source or "the built-in defaults")
 
     async def reload(self) -> bool:
         """Recompile the lists off the event loop and swap them in. False if it failed.

@@ -9,14 +9,8 @@ import sys
 from typing import Any
 
 from dns_resolver import eventloop
-from dns_resolver.config import (
-    Config,
-    ConfigError,
-    apply_overrides,
-    default_config,
-    load_config,
-    require_upstreams,
-)
+from dns_resolver.config import ConfigError, load_config
+from dns_resolver.reconfigure import ConfigSource
 
 log = logging.getLogger("filterdns")
 
@@ -93,21 +87,6 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
 
 
-def load(args: argparse.Namespace) -> Config:
-    """The effective config: the file (or the embedded default) with the flags applied."""
-    config = load_config(args.config) if args.config else default_config()
-    config = apply_overrides(
-        config,
-        listen=args.listen,
-        upstream=args.upstream,
-        lists=args.lists,
-        block_mode=args.block_mode,
-        metrics_listen=args.metrics_listen,
-    )
-    require_upstreams(config)
-    return config
-
-
 def run(args: argparse.Namespace) -> int:
     """Run `filterdns serve`; returns the exit status."""
     if args.check_config:
@@ -122,20 +101,21 @@ def run(args: argparse.Namespace) -> int:
             f"{len(config.upstream.servers)} upstreams)"
         )
         return 0
+    source = ConfigSource.from_args(args)
     try:
-        config = load(args)
+        config = source.load()
     except (ConfigError, OSError) as exc:
         print(f"filterdns: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.logging.level, args.log_format or config.logging.format)
+    setup_logging(config.logging.level, config.logging.format)
     snapshot = getattr(args, "snapshot", None)
     if config.server.workers > 1:
         from dns_resolver import workers
 
-        return workers.serve(config, snapshot)
+        return workers.serve(config, snapshot, source=source)
     from dns_resolver.app import App
 
-    app = App(config)
+    app = App(config, source=source)
     if snapshot:
         from dns_resolver.workers import snapshot_loader
 

@@ -428,6 +428,23 @@ class Resolver:
             base = self.base_matcher
             self.policies.bind(base.categories, list_categories(base))
 
+    def take_settings(self, other: Resolver) -> None:
+        """Serve with `other`'s configured parts from now on (a config reload): ACL,
+        cache, blocker, upstreams, policies, query log. The lists, the reviewers'
+        overrides and the recent blocks stay; the new cache starts empty, and the new
+        policies are bound to the lists' categories."""
+        self.acl = other.acl
+        self.cache = other.cache
+        self.blocker = other.blocker
+        self.forwarder = other.forwarder
+        self.policies = other.policies
+        self.udp_size = other.udp_size
+        self.inspect_answers = other.inspect_answers
+        self.querylog = other.querylog
+        if self.recent_blocks is None or other.recent_blocks is None:
+            self.recent_blocks = other.recent_blocks
+        self.replace_matcher(self.base_matcher)
+
     def set_overrides(self, overrides: Any) -> None:
         """Put reviewers' local overrides (`reports.overrides.OverrideMatcher`: `check(name)
         -> Verdict | None`) above the lists, or remove them (None or empty). Answers cached
