@@ -9,6 +9,7 @@ rest applies.
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -252,3 +253,54 @@ def test_the_admin_api_reload_answers_with_the_result(
     }
     assert _always(server, _refused, WWW, "-b", OTHER_CLIENT)
     assert _reloads(server, "applied") == 1
+
+
+def test_cache_query_log_and_logging_settings_apply_policies_go(
+    start: Callable[..., ServerProcess], fault_upstream: FaultUpstream, tmp_path: Path
+) -> None:
+    def from_upstream(result: DigResult) -> bool:
+        return result.rdata("A") == [fault_upstream.answer_ip]
+
+    server = start(
+        1,
+        upstream={"servers": [fault_upstream.upstream]},
+        policies={"default": {"block": ["adult"]}},
+        ready=from_upstream,
+    )
+    asked = fault_upstream.count
+    assert _always(server, from_upstream, WWW)
+    assert fault_upstream.count == asked  # cached
+
+    # No cache, no policies (every category of the lists blocks), a query log, JSON logs.
+    _rewrite(
+        server,
+        _with(
+            server.config,
+            policies=None,
+            cache={"enabled": False},
+            querylog={"enabled": True, "path": "queries.log", "anonymize": "none"},
+            logging={"format": "json"},
+        ),
+    )
+    assert eventually(lambda: _reloads(server, "applied") == 1, timeout=APPLY_TIMEOUT)
+    asked = fault_upstream.count
+    assert _always(server, from_upstream, WWW)
+    assert fault_upstream.count == asked + ASKS  # each one asked upstream
+    assert _always(server, lambda r: r.status == "NXDOMAIN", TestZone.BLOCKED)
+    log = tmp_path / "queries.log"
+    assert eventually(
+        lambda: log.is_file() and log.read_text().count(f'"qname":"{WWW}"') >= ASKS,
+        timeout=APPLY_TIMEOUT,
+    )
+    lines = server.stderr_text().splitlines()
+    applied = [line for line in lines if "configuration applied" in line]
+    assert json.loads(applied[-1])["message"].startswith("configuration applied from")
+
+    # The cache back on, without policies: answers are cached (in C) again.
+    _rewrite(server, _with(server.config, policies=None, cache={"max_entries": 100}))
+    assert eventually(lambda: _reloads(server, "applied") == 2, timeout=APPLY_TIMEOUT)
+    asked = fault_upstream.count
+    fast = server.metric("filterdns_fastpath_answers_total")
+    assert _always(server, from_upstream, WWW)
+    assert fault_upstream.count == asked + 1
+    assert server.metric("filterdns_fastpath_answers_total") >= fast + ASKS - 1
