@@ -27,7 +27,7 @@ from dns_resolver.blocking import Blocker
 from dns_resolver.blockpage.recent import RecentBlocks
 from dns_resolver.cache import Cache
 from dns_resolver.config import Config
-from dns_resolver.reconfigure import ConfigSource, apply_logging, reread
+from dns_resolver.reconfigure import ConfigSource, Reread, apply_logging, reread
 from dns_resolver.resolver import Resolver
 from dns_resolver.server import DnsServer
 from dns_resolver.upstream import Forwarder
@@ -172,12 +172,13 @@ class App:
 
         return Metrics()
 
-    def _build_querylog(self) -> Any:
-        if not self.config.querylog.enabled:
+    @staticmethod
+    def _build_querylog(config: Config) -> Any:
+        if not config.querylog.enabled:
             return None
         from dns_resolver.querylog import QueryLog
 
-        return QueryLog.from_config(self.config.querylog)
+        return QueryLog.from_config(config.querylog)
 
     async def run(self) -> int:
         """Serve until stopped; returns the process exit status."""
@@ -193,7 +194,7 @@ class App:
             # A list that cannot be read or compiled: say which and why, no traceback.
             log.error("cannot load the lists: %s", exc)
             return 1
-        self.querylog = self._build_querylog()
+        self.querylog = self._build_querylog(self.config)
         policies = build_policies(self.config, matcher)
         self.resolver = build_resolver(
             self.config,
@@ -371,12 +372,17 @@ class App:
         async with self._reload_lock:
             loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(None, reread, self.reread, self.config)
+            if outcome.config is not None and outcome.config != self.config:
+                try:
+                    self.apply_config(outcome.config)
+                except Exception as exc:  # e.g. a query log that cannot be opened
+                    log.error("config reload failed, keeping the running configuration: %s",
+                              exc)
+                    outcome = Reread(None, error=str(exc))
             if self.counts_config_reloads and self.metrics is not None:
                 self.metrics.config_reload(outcome.result)
             if outcome.config is None:
                 return {"reloaded": False, **outcome.as_dict()}
-            if outcome.config != self.config:
-                self.apply_config(outcome.config)
             if self.reloader is not None:
                 self.reloader.update_config(self.config)  # refreshes the sources now
                 lists = True
@@ -387,25 +393,35 @@ class App:
     def apply_config(self, config: Config) -> None:
         """Serve with `config` from now on: its restart-only keys are the running ones
         (`reconfigure.reread`). Runs on the event loop, so between two fast path batches;
-        the caches start empty. The lists are reloaded by the caller."""
+        the caches start empty. The lists are reloaded by the caller.
+
+        The new parts are built first: when one cannot be (the query log's file), this
+        raises and the running configuration stays whole.
+        """
         resolver = self.resolver
         assert resolver is not None
-        old, self.config = self.config, config
-        apply_logging(config)
-        querylog = self._build_querylog() if config.querylog != old.querylog else self.querylog
+        querylog = self.querylog
+        if config.querylog != self.config.querylog:
+            querylog = self._build_querylog(config)
         store = resolver.policies.allowances if resolver.policies is not None else None
-        policies = build_policies(config, resolver.base_matcher, store=store)
-        if store is not None and (policies is None or policies.allowances is not store):
-            store.close()
-        resolver.take_settings(
-            build_resolver(
+        try:
+            policies = build_policies(config, resolver.base_matcher, store=store)
+            fresh = build_resolver(
                 config,
                 resolver.base_matcher,
                 metrics=self.metrics,
                 querylog=querylog,
                 policies=policies,
             )
-        )
+        except Exception:
+            if querylog is not None and querylog is not self.querylog:
+                querylog.close()
+            raise
+        self.config = config
+        apply_logging(config)
+        if store is not None and (policies is None or policies.allowances is not store):
+            store.close()
+        resolver.take_settings(fresh)
         if self.server is not None:
             self.server.tcp_idle_timeout = config.server.tcp_idle_timeout
             if self.server.fast is not None:

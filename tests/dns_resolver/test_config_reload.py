@@ -304,3 +304,22 @@ def test_cache_query_log_and_logging_settings_apply_policies_go(
     assert _always(server, from_upstream, WWW)
     assert fault_upstream.count == asked + 1
     assert server.metric("filterdns_fastpath_answers_total") >= fast + ASKS - 1
+
+
+def test_a_part_that_cannot_be_built_keeps_the_running_configuration(
+    start: Callable[..., ServerProcess],
+) -> None:
+    server = start(1)
+    # Valid, but the query log cannot be opened (its folder is a file): nothing applies.
+    _rewrite(
+        server,
+        _with(
+            server.config,
+            access={"deny": [f"{OTHER_CLIENT}/32"]},
+            querylog={"enabled": True, "path": "block.txt/queries.log"},
+        ),
+    )
+    assert eventually(lambda: _reloads(server, "rejected") == 1, timeout=APPLY_TIMEOUT)
+    assert "config reload failed, keeping the running configuration" in server.stderr_text()
+    assert _always(server, _www_from_nsd, WWW, "-b", OTHER_CLIENT)
+    assert _reloads(server, "applied") == 0
