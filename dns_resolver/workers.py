@@ -373,7 +373,7 @@ class _WorkersCollector:
         values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
         for text in self.supervisor.scrape():
             for family in text_string_to_metric_families(text):
-                if family.name in _PARENT_OWNS:
+                if family.name.removesuffix("_created") in _PARENT_OWNS:
                     continue
                 families.setdefault(family.name, family)
                 acc = values.setdefault(family.name, {})

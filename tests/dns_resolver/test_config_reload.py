@@ -135,11 +135,17 @@ def test_a_policy_starts_blocking_gambling(
     assert _reloads(server, "applied") == 1 and _reloads(server, "rejected") == 0
 
 
-@WORKERS
+@pytest.mark.parametrize(
+    ("workers", "data_dir"),
+    [(1, ""), (2, ""), (1, "state"), (2, "state")],
+    ids=["one-process", "two-workers", "one-process-reloader", "two-workers-reloader"],
+)
 def test_an_acl_starts_refusing_a_client(
-    start: Callable[..., ServerProcess], workers: int
+    start: Callable[..., ServerProcess], workers: int, data_dir: str
 ) -> None:
-    server = start(workers)
+    # With data_dir the list reloader (a child process) rebuilds the snapshot after the
+    # reload; the configuration does not wait for it.
+    server = start(workers, server={"workers": workers, "data_dir": data_dir})
     assert _always(server, _www_from_nsd, WWW, "-b", OTHER_CLIENT)
 
     _rewrite(server, _with(server.config, access={"deny": [f"{OTHER_CLIENT}/32"]}))
@@ -188,6 +194,9 @@ def test_a_broken_file_keeps_the_running_configuration(
     assert "keeping the running configuration" in server.stderr_text()
     assert eventually(lambda: _reloads(server, "rejected") == 1, timeout=APPLY_TIMEOUT)
     assert _reloads(server, "applied") == 0
+    # Each family once: with workers the parent's own counter replaces the workers'.
+    families = [line for line in server.metrics_text().splitlines() if line.startswith("# HELP")]
+    assert len(families) == len(set(families))
     assert _always(server, _refused, WWW, "-b", OTHER_CLIENT)
     assert _always(server, _www_from_nsd, WWW)
 
