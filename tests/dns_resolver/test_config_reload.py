@@ -34,6 +34,8 @@ from tests.reports.conftest import filterdns_cli
 pytestmark = pytest.mark.timeout(120)
 
 APPLY_TIMEOUT = 2.0  # the bound: a reload shows in answers within 2 s
+# The list reloader (server.data_dir) compiles in a child process it spawns: seconds more.
+LIST_REFRESH_TIMEOUT = 30.0
 WWW = TestZone.WWW.rstrip(".")
 OTHER_CLIENT = "127.0.0.2"
 GAMBLING_LIST = REPO_ROOT / "lists" / "default" / "ut1" / "gambling" / "domains"
@@ -133,6 +135,25 @@ def test_a_policy_starts_blocking_gambling(
     assert _always(server, lambda r: r.status == "NXDOMAIN", TestZone.BLOCKED)
     assert _always(server, _www_from_nsd, WWW)
     assert _reloads(server, "applied") == 1 and _reloads(server, "rejected") == 0
+
+
+@pytest.mark.parametrize(
+    ("workers", "data_dir", "timeout"),
+    [(1, "", APPLY_TIMEOUT), (2, "", APPLY_TIMEOUT), (2, "state", LIST_REFRESH_TIMEOUT)],
+    ids=["one-process", "two-workers", "two-workers-reloader"],
+)
+def test_the_lists_of_the_new_file_are_loaded(
+    start: Callable[..., ServerProcess], tmp_path: Path, workers: int, data_dir: str,
+    timeout: float,
+) -> None:
+    server = start(workers, server={"workers": workers, "data_dir": data_dir})
+    (tmp_path / "more.txt").write_text(f"{WWW}\n", encoding="utf-8")
+    lists = [*server.config["lists"], {"path": "more.txt", "name": "more", "category": "adult"}]
+    _rewrite(server, _with(server.config, lists=lists))
+    assert eventually(
+        lambda: _always(server, lambda r: r.status == "NXDOMAIN", WWW), timeout=timeout
+    ), server.stderr_text()
+    assert server.metric("filterdns_list_entries", list="more") == 1
 
 
 @pytest.mark.parametrize(
