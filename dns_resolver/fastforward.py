@@ -232,7 +232,7 @@ class UpstreamPool:
 
     def _again(self, rest: Any) -> None:
         """Run queries C had sent upstream through the Python chain from the start."""
-        for data, host, port, _reason, fd, _answer, _waited in rest or ():
+        for data, host, port, _reason, fd, _answer, _waited in rest:
             self.fast.server.handle_datagram(data, (host, port), self.fast.sender(fd))
 
     def _finish(

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +98,11 @@ def start(
     start_filterdns: Callable[..., ServerProcess], nsd_upstream: NsdServer, tmp_path: Path
 ) -> Callable[..., ServerProcess]:
     """Start a server with `workers` processes on NSD with the test blocklist (`sections`
-    replace those), and wait until `ready(dig www)` holds."""
+    replace those), and wait until `ready(dig www)` holds (None: until it answers at all)."""
 
     def run(
-        workers: int, ready: Callable[[DigResult], bool] = _www_from_nsd, **sections: Any
+        workers: int, ready: Callable[[DigResult], bool] | None = _www_from_nsd,
+        **sections: Any,
     ) -> ServerProcess:
         blocklist = tmp_path / "block.txt"
         blocklist.write_text("\n".join(TestZone.BLOCKLIST) + "\n", encoding="utf-8")
@@ -110,7 +113,8 @@ def start(
         }
         config.update(sections)
         server = start_filterdns(config)
-        assert _applied(server, ready, WWW), server.stderr_text()
+        if ready is not None:
+            assert _applied(server, ready, WWW), server.stderr_text()
         return server
 
     return run
@@ -192,6 +196,30 @@ def test_a_new_upstream_answers(
     assert _applied(server, _www_from_nsd, WWW), server.stderr_text()
     assert server.metric("filterdns_upstream_healthy", upstream=nsd_upstream.upstream) == 1
     assert server.metric("filterdns_upstream_healthy", upstream=fault_upstream.upstream) == 0
+
+
+@WORKERS
+def test_queries_in_flight_go_to_the_new_upstream(
+    start: Callable[..., ServerProcess],
+    make_fault_upstream: Callable[..., FaultUpstream],
+    nsd_upstream: NsdServer,
+    workers: int,
+) -> None:
+    silent = make_fault_upstream(mode="timeout")
+    server = start(
+        workers, upstream={"servers": [silent.upstream], "timeout": 10.0}, ready=None
+    )
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        asked = pool.submit(_ask, server, WWW, "+time=8")
+        assert eventually(lambda: silent.count == 1, timeout=APPLY_TIMEOUT)
+        # The query waits on the silent upstream (for 10 s) when the file changes: it is
+        # asked again of the new upstream, not failed with the old one.
+        _rewrite(server, _with(server.config, upstream={"servers": [nsd_upstream.upstream]}))
+        started = time.monotonic()
+        answer = asked.result(timeout=10)
+    assert _www_from_nsd(answer), (answer, server.stderr_text())
+    assert time.monotonic() - started < APPLY_TIMEOUT
+    assert silent.count == 1
 
 
 @WORKERS
