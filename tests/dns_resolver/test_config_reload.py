@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import dns.exception
+import dns.rcode
 import httpx
 import pytest
 
@@ -29,6 +32,7 @@ from tests.dns_resolver.harness import (
     TestZone,
     eventually,
     free_port,
+    query,
     to_toml,
 )
 from tests.reports.conftest import filterdns_cli
@@ -381,3 +385,52 @@ def test_a_part_that_cannot_be_built_keeps_the_running_configuration(
     assert "config reload failed, keeping the running configuration" in server.stderr_text()
     assert _always(server, _www_from_nsd, WWW, "-b", OTHER_CLIENT)
     assert _reloads(server, "applied") == 0
+
+
+@WORKERS
+def test_no_query_lost_or_wrong_across_config_reloads(
+    start: Callable[..., ServerProcess],
+    fault_upstream: FaultUpstream,
+    nsd_upstream: NsdServer,
+    workers: int,
+) -> None:
+    """A client asks without pause while the upstream switches back and forth: every
+    query gets the answer of one of the two upstreams."""
+    addresses = {TestZone.WWW_A, fault_upstream.answer_ip}
+    server = start(workers)
+    stop = threading.Event()
+    lost: list[str] = []
+    wrong: list[str] = []
+    sent = 0
+
+    def ask_without_pause() -> None:
+        nonlocal sent
+        while not stop.is_set() and sent < 50_000:
+            sent += 1
+            try:
+                reply = query(server.port, WWW, "A", timeout=2.0)
+            except dns.exception.Timeout:
+                lost.append(WWW)
+                continue
+            got = {rr.address for rrset in reply.answer for rr in rrset}
+            if reply.rcode() != dns.rcode.NOERROR or len(got) != 1 or not got <= addresses:
+                wrong.append(str(reply))
+
+    client = threading.Thread(target=ask_without_pause, name="dns-client", daemon=True)
+    client.start()
+    try:
+        for reload in range(6):
+            upstream = fault_upstream if reload % 2 == 0 else nsd_upstream
+            address = fault_upstream.answer_ip if upstream is fault_upstream else TestZone.WWW_A
+            _rewrite(server, _with(server.config, upstream={"servers": [upstream.upstream]}))
+            assert _applied(
+                server, lambda r, a=address: r.rdata("A") == [a], WWW  # type: ignore[misc]
+            ), f"reload {reload + 1} not in force\n{server.stderr_text()}"
+    finally:
+        stop.set()
+        client.join(30)
+    assert not client.is_alive()
+    assert sent > 100  # the client really ran throughout
+    assert lost == [], f"{len(lost)} of {sent} queries unanswered"
+    assert wrong == [], wrong[:3]
+    assert _reloads(server, "applied") == 6
