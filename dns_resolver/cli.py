@@ -26,7 +26,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
             "127.0.0.1:9153. Flags override the config file. Port 53 needs root or "
             "CAP_NET_BIND_SERVICE (e.g. `setcap cap_net_bind_service=+ep` on the Python "
             "binary, or a systemd unit with AmbientCapabilities=CAP_NET_BIND_SERVICE and "
-            "User=filterdns), so the resolver never has to run as root."
+            "User=filterdns), so the resolver never has to run as root. SIGHUP re-reads the "
+            "config file and reloads the lists: a file that does not validate is rejected "
+            "(the running configuration stays), keys that need a restart (listen addresses, "
+            "workers, the metrics and admin listeners) are logged and kept."
         ),
     )
     parser.add_argument("--config", metavar="FILE", help="TOML config file")
