@@ -3,9 +3,9 @@
 The file is read and validated again, with the command-line flags applied on top as at
 start-up (`ConfigSource`). A file that does not validate changes nothing: the error (file
 and key) is logged and the reload counts as rejected. Otherwise what can change live does
-(`app.App.apply_config` and, with workers, each worker), and what cannot (`RESTART_ONLY`:
-sockets, processes and listeners opened once at start-up) is named in one log line and kept
-as it was (`reread`).
+(`app.App.apply_config` and, with workers, each worker), and what cannot
+(`RESTART_ONLY_KEYS`, `RESTART_ONLY_SECTIONS`: sockets, processes and listeners opened once
+at start-up) is named in one log line and kept as it was (`reread`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from dns_resolver.config import (
@@ -96,7 +96,7 @@ class Reread:
 
     config: Config | None
     error: str = ""
-    restart_needed: tuple[str, ...] = field(default=())
+    restart_needed: tuple[str, ...] = ()
 
     @property
     def result(self) -> str:
