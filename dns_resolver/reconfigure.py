@@ -145,10 +145,28 @@ def keep_running(running: Config, new: Config) -> Config:
     return replace(new, **parts)
 
 
+def _check_files(config: Config) -> None:
+    """Open what the new configuration writes to, as applying it will: with workers the
+    parent validates for every worker, so a file that cannot be opened is found here."""
+    if not config.querylog.enabled:
+        return
+    path = config.querylog.path
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            config.source or "<default>", "querylog.path",
+            f"{path}: cannot be opened: {exc.strerror or exc}",
+        ) from None
+
+
 def reread(load: Callable[[], Config], running: Config) -> Reread:
     """Load the configuration again and decide what of it applies now (logged here)."""
     try:
         new = load()
+        if new.querylog != running.querylog:
+            _check_files(new)
     except (ConfigError, OSError) as exc:
         log.error("config reload rejected, keeping the running configuration: %s", exc)
         return Reread(None, error=str(exc))

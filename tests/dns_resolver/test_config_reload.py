@@ -368,10 +368,11 @@ def test_cache_query_log_and_logging_settings_apply_policies_go(
     assert server.metric("filterdns_fastpath_answers_total") >= fast + ASKS - 1
 
 
-def test_a_part_that_cannot_be_built_keeps_the_running_configuration(
-    start: Callable[..., ServerProcess],
+@WORKERS
+def test_a_query_log_that_cannot_be_opened_keeps_the_running_configuration(
+    start: Callable[..., ServerProcess], workers: int
 ) -> None:
-    server = start(1)
+    server = start(workers)
     # Valid, but the query log cannot be opened (its folder is a file): nothing applies.
     _rewrite(
         server,
@@ -382,7 +383,10 @@ def test_a_part_that_cannot_be_built_keeps_the_running_configuration(
         ),
     )
     assert eventually(lambda: _reloads(server, "rejected") == 1, timeout=APPLY_TIMEOUT)
-    assert "config reload failed, keeping the running configuration" in server.stderr_text()
+    assert (
+        f"keeping the running configuration: {server.config_path}: querylog.path: "
+        f"{server.workdir / 'block.txt' / 'queries.log'}: cannot be opened: Not a directory"
+    ) in server.stderr_text()
     assert _always(server, _www_from_nsd, WWW, "-b", OTHER_CLIENT)
     assert _reloads(server, "applied") == 0
 

@@ -161,3 +161,19 @@ def test_the_command_line_flags_still_win_on_reload(tmp_path: Path) -> None:
     assert new.upstream.servers == (Address("127.0.0.1", 5999),)
     assert new.blocking.mode == "nodata"
     assert new.logging.format == "json"
+
+
+def test_a_query_log_that_cannot_be_opened_is_rejected(tmp_path: Path) -> None:
+    running = _load(tmp_path)
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    path = _write(tmp_path, querylog={"enabled": True, "path": "a-file/queries.log"})
+    outcome = reread(ConfigSource(str(path)).load, running)
+    assert outcome.config is None
+    assert outcome.error == (
+        f"{path}: querylog.path: {tmp_path / 'a-file' / 'queries.log'}: cannot be opened: "
+        "Not a directory"
+    )
+    # Openable, it applies (and the file is there for the log to append to).
+    path = _write(tmp_path, querylog={"enabled": True, "path": "queries.log"})
+    assert reread(ConfigSource(str(path)).load, running).config is not None
+    assert (tmp_path / "queries.log").is_file()
