@@ -48,10 +48,14 @@ class Pending:
 
     Under policies it also carries the cache key (which includes the policy and its mask),
     the policy (its categories inspect the answer, its blocker answers a block) and, for a
-    safe-search rewrite, the CNAME target to resolve instead.
+    safe-search rewrite, the CNAME target to resolve instead. `generation` is the
+    resolver's when the query was decided (see `Resolver.generation`).
     """
 
-    __slots__ = ("query", "client", "tcp", "started", "explicit_allow", "key", "policy", "target")
+    __slots__ = (
+        "query", "client", "tcp", "started", "explicit_allow", "key", "policy", "target",
+        "generation",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -64,6 +68,7 @@ class Pending:
         key: CacheKey | None = None,
         policy: Policy | None = None,
         target: str = "",
+        generation: int = 0,
     ) -> None:
         self.query = query
         self.client = client
@@ -73,6 +78,7 @@ class Pending:
         self.key = key if key is not None else cache_key(query)
         self.policy = policy
         self.target = target
+        self.generation = generation
 
 
 class Resolver:
@@ -121,6 +127,10 @@ class Resolver:
         self.inspect_answers = inspect_answers
         self.metrics = metrics
         self.querylog = querylog
+        # Bumped by every swap of the lists or the settings: an upstream answer to a query
+        # decided before the swap still goes to its client, but is not cached (the cache
+        # was cleared by the swap, and the answer was judged by the rules it replaced).
+        self.generation = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the synchronous path -------------------------------------------------------------
@@ -155,7 +165,10 @@ class Resolver:
         verdict = self._check(query.qname)
         if verdict.action is Action.BLOCK:
             return self._block(query, verdict, None, client, tcp, started, limit)
-        return Pending(query, client, tcp, started, verdict.action is Action.ALLOW, key=key)
+        return Pending(
+            query, client, tcp, started, verdict.action is Action.ALLOW, key=key,
+            generation=self.generation,
+        )
 
     def _from_cache(
         self,
@@ -247,6 +260,7 @@ class Resolver:
             key=key,
             policy=policy,
             target=decision.target,
+            generation=self.generation,
         )
 
     def _refuse(self, data: bytes, client: str, tcp: bool, started: float) -> bytes | None:
@@ -282,14 +296,15 @@ class Resolver:
         blocker: Blocker | None = None,
         note: str | None = None,
         key: CacheKey | None = None,
+        cache: Cache | None = None,
     ) -> bytes:
         blocker = blocker or self.blocker
         body = blocker.body(query)
         option = blocker.ede(verdict, via=via, note=note)
-        if via is not None and self.cache is not None:
+        if via is not None and cache is not None:
             # A block found by inspecting an upstream answer costs an upstream query, so it
             # is cached like the answer it replaces (the cache is cleared on list reloads).
-            self.cache.store(key if key is not None else cache_key(query), body, ede=option)
+            cache.store(key if key is not None else cache_key(query), body, ede=option)
         if self.metrics is not None:
             self.metrics.block(verdict.category, verdict.list)
         self._record(query, tcp, BLOCKED, started, client, verdict)
@@ -318,6 +333,7 @@ class Resolver:
             log.warning("unusable upstream answer for %s: %s", query.qname, exc)
             return self._upstream_failed(pending, limit)
         policy = pending.policy
+        cache = self._cache_for(pending)
         if self.inspect_answers and not pending.explicit_allow:
             found = inspect_answer(self._checker(policy), body, records)
             if found is not None:
@@ -335,14 +351,20 @@ class Resolver:
                     blocker=policy.blocker if policy is not None else None,
                     note=policy.note if policy is not None else None,
                     key=pending.key,
+                    cache=cache,
                 )
         # The upstream's body is stored as is (a hit patches ID, flags and question); the
         # client gets it made to fit its query once, as later cache hits will see it (TTLs
         # clamped, negative TTL from the SOA) when it was cacheable.
-        entry = self.cache.store(pending.key, body, records) if self.cache is not None else None
+        entry = cache.store(pending.key, body, records) if cache is not None else None
         body = render(entry, query, 0) if entry is not None else bytes(wire.adopt(body, query))
         self._record(query, pending.tcp, ALLOWED, pending.started, pending.client)
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
+
+    def _cache_for(self, pending: Pending) -> Cache | None:
+        """The cache to store `pending`'s answer in: None when the lists or settings were
+        swapped since it was decided (`generation`)."""
+        return self.cache if pending.generation == self.generation else None
 
     def _checker(self, policy: Policy | None) -> Checker:
         """The matcher answer inspection uses: restricted to the policy's categories."""
@@ -362,8 +384,9 @@ class Resolver:
         except wire.WireError as exc:
             log.warning("unusable upstream answer for %s: %s", pending.target, exc)
             return self._upstream_failed(pending, limit)
-        if self.cache is not None:
-            entry = self.cache.store(pending.key, body)
+        cache = self._cache_for(pending)
+        if cache is not None:
+            entry = cache.store(pending.key, body)
             if entry is not None:
                 body = render(entry, query, 0)
         self._record(query, pending.tcp, ALLOWED, pending.started, pending.client)
@@ -389,10 +412,13 @@ class Resolver:
 
     async def _prefetch(self, query: wire.Query, key: CacheKey, policy: Policy | None) -> None:
         """Refresh a popular cache entry before it expires (the client already got its answer)."""
+        generation = self.generation
         try:
             response = await self.forwarder.resolve(query)
-            if response is None or self.cache is None:
-                return  # the entry expires as usual; serve-stale still has it
+            if response is None or self.cache is None or generation != self.generation:
+                # The entry expires as usual (serve-stale still has it), or a swap of the
+                # lists or settings cleared it meanwhile.
+                return
             body, records = wire.strip_opt(response)
             if self.inspect_answers and (
                 inspect_answer(self._checker(policy), body, records) is not None
@@ -416,6 +442,7 @@ class Resolver:
         lists and a newly listed name must not be served from the cache, so it is cleared.
         Local overrides (`set_overrides`) stay on top of the new matcher."""
         self.base_matcher = matcher
+        self.generation += 1
         if self.overrides is not None:
             from reports.overrides import LayeredMatcher
 

@@ -134,7 +134,7 @@ def test_a_policy_starts_blocking_gambling(
         {"path": str(GAMBLING_LIST), "name": "ut1-gambling", "category": "gambling"},
     ]
     server = start(workers, lists=lists, policies={"default": {"block": ["adult"]}})
-    # NSD serves no such zone (SERVFAIL from here), but the name is not blocked.
+    # NSD serves no such zone (whatever it answers), but the name is not blocked here.
     assert _always(server, lambda r: not _gambling_block(r), CASINO)
     assert _ask(server, TestZone.BLOCKED).status == "NXDOMAIN"
 
@@ -158,10 +158,13 @@ def test_the_lists_of_the_new_file_are_loaded(
     (tmp_path / "more.txt").write_text(f"{WWW}\n", encoding="utf-8")
     lists = [*server.config["lists"], {"path": "more.txt", "name": "more", "category": "adult"}]
     _rewrite(server, _with(server.config, lists=lists))
+    # No query until the new lists are mapped: an answer the C fast path forwarded before
+    # a list swap and received after it is still cached by C (a known gap; the Python
+    # chain does not cache such answers), which would make this check depend on timing.
     assert eventually(
-        lambda: _always(server, lambda r: r.status == "NXDOMAIN", WWW), timeout=timeout
+        lambda: server.metric("filterdns_list_entries", list="more") == 1, timeout=timeout
     ), server.stderr_text()
-    assert server.metric("filterdns_list_entries", list="more") == 1
+    assert _applied(server, lambda r: r.status == "NXDOMAIN", WWW), server.stderr_text()
 
 
 @pytest.mark.parametrize(
@@ -224,6 +227,32 @@ def test_queries_in_flight_go_to_the_new_upstream(
     assert _www_from_nsd(answer), (answer, server.stderr_text())
     assert time.monotonic() - started < APPLY_TIMEOUT
     assert silent.count == 1
+
+
+def test_an_answer_in_flight_across_the_reload_is_not_cached(
+    start: Callable[..., ServerProcess],
+    make_fault_upstream: Callable[..., FaultUpstream],
+    tmp_path: Path,
+) -> None:
+    """A query decided under the old lists and answered after the new ones are in force
+    gets its answer, which is not cached: the next query is judged by the new lists."""
+    slow = make_fault_upstream(delay=1.0)
+    server = start(1, upstream={"servers": [slow.upstream], "timeout": 5.0}, ready=None)
+    (tmp_path / "more.txt").write_text(f"{WWW}\n", encoding="utf-8")
+    lists = [*server.config["lists"], {"path": "more.txt", "name": "more", "category": "adult"}]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Over TCP: the Python chain forwards it (UDP misses are forwarded from C).
+        asked = pool.submit(_ask, server, WWW, "+tcp", "+time=4")
+        assert eventually(lambda: slow.count == 1, timeout=APPLY_TIMEOUT)
+        _rewrite(server, _with(server.config, lists=lists))
+        assert eventually(
+            lambda: server.metric("filterdns_list_entries", list="more") == 1,
+            timeout=APPLY_TIMEOUT,
+        ), server.stderr_text()
+        before = asked.result(timeout=10)
+    assert before.rdata("A") == [slow.answer_ip]  # asked before the reload: answered
+    assert _always(server, lambda r: r.status == "NXDOMAIN", WWW)
+    assert _always(server, lambda r: r.status == "NXDOMAIN", WWW, "+tcp")
 
 
 @WORKERS
