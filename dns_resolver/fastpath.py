@@ -149,6 +149,7 @@ class UdpFastPath:
         self._reconfigure_querylog(resolver.querylog)
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        resolver.on_swap = self._swapped
         self.sync()
 
     # -- state from the resolver ----------------------------------------------------------
@@ -185,6 +186,17 @@ class UdpFastPath:
             self.fp.set_punt_names(
                 self._policy_punt + [(i, n) for n in self._override_names for i in indexes]
             )
+
+    def _swapped(self) -> None:
+        """After a swap of the lists (or overrides, or settings): C would cache the answers
+        to queries it forwarded under the old rules, so they are asked again through the
+        Python chain under the new ones (the upstream pool is opened anew)."""
+        if self.pool is None or not self._socks:
+            return
+        self.flush()
+        self.pool.close(again=True)
+        self.pool = UpstreamPool(self)
+        self.pool.start()
 
     def reconfigure(self) -> None:
         """Take the resolver's new parts after a config reload (`Resolver.take_settings`).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dns_resolver import edns, wire
@@ -131,6 +132,8 @@ class Resolver:
         # decided before the swap still goes to its client, but is not cached (the cache
         # was cleared by the swap, and the answer was judged by the rules it replaced).
         self.generation = 0
+        # Called after each swap (the C fast path re-asks what it forwarded before it).
+        self.on_swap: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the synchronous path -------------------------------------------------------------
@@ -454,6 +457,8 @@ class Resolver:
             # Category bits may have moved: the policies' masks are recomputed.
             base = self.base_matcher
             self.policies.bind(base.categories, list_categories(base))
+        if self.on_swap is not None:
+            self.on_swap()
 
     def take_settings(self, other: Resolver) -> None:
         """Serve with `other`'s configured parts from now on (a config reload): ACL,
