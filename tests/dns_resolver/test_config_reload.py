@@ -219,7 +219,8 @@ def test_a_new_local_record_and_forwarding_rule_apply(
         server,
         _with(
             server.config,
-            local={"records": [f"{printer} 300 IN A {PRINTER_A}"]},
+            # The harness's `nodefault` stays: the test zone is below `test.`.
+            local={**server.config["local"], "records": [f"{printer} 300 IN A {PRINTER_A}"]},
             forward=[{"domains": ["corp.example"], "servers": [corp.upstream]}],
         ),
     )
