@@ -536,6 +536,30 @@ cdef class FastPath:
             self.policy_python[i] = needs_python[i]
         self.forget_blocks()
 
+    def clear_policies(self):
+        """No policy layer from now on (a config reload removed the policies)."""
+        free(self.policy_nets)
+        self.policy_nets = NULL
+        self.npolicy_nets = 0
+        free(self.trusted)
+        self.trusted = NULL
+        self.ntrusted = 0
+        self.default_policy = 0
+        self.policy_mask[0] = 0xFFFFFFFFFFFFFFFF
+        self.policy_python[0] = False
+        self.policies_on = False
+        self.forget_blocks()
+
+    def set_cache(self, uint64_t max_entries, bint prefetch, double prefetch_threshold,
+                  uint32_t prefetch_min_hits):
+        """New cache settings (a config reload), as in the constructor; the cache is
+        emptied, so no entry outlives the settings it was stored under."""
+        self.clear()
+        self.max_entries = max_entries
+        self.prefetch = prefetch
+        self.prefetch_threshold = prefetch_threshold
+        self.prefetch_min_hits = prefetch_min_hits
+
     def set_punt_names(self, list punt_names):
         """[(policy index, normalised name)]: queries of that policy for the name or below
         it, and upstream answers with it as a CNAME target or address, go to Python (index
@@ -649,6 +673,11 @@ cdef class FastPath:
         self.lk1 = int.from_bytes(key[8:], "little")
         self.log_sec = -1
         self.logging = True
+
+    def stop_querylog(self):
+        """Write no more query log lines (a config reload turned the query log off); the
+        lines already written stay for `take_log`."""
+        self.logging = False
 
     def label_block(self, int metric, bytes fields):
         """The query log's `"category":..,"list":..` for blocks counted under `metric`."""

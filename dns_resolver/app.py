@@ -1,12 +1,14 @@
 """Builds the resolver from a `Config` and runs it until SIGTERM/SIGINT.
 
-SIGHUP reloads the lists. With `server.data_dir` set, `listsync.reloader.ListReloader`
-does it: sources are refreshed and compiled into `<data_dir>/lists.snap` in a child process
-(its memory is returned when it exits) and the server only maps the new snapshot and swaps
-it in; a valid snapshot on disk is served at once at start-up. Without data_dir the new
-matcher is compiled in a worker thread so the event loop keeps answering with the old one,
-then swapped in. Either way the cache is cleared, and a reload that fails keeps the old
-lists and logs why.
+SIGHUP (and POST /api/reload) re-reads the configuration file (`reconfigure.py`): a file
+that validates is put in force at once (`App.apply_config`; what needs a restart is logged
+and kept), then the lists it names are reloaded. With `server.data_dir` set,
+`listsync.reloader.ListReloader` does that: sources are refreshed and compiled into
+`<data_dir>/lists.snap` in a child process (its memory is returned when it exits) and the
+server only maps the new snapshot and swaps it in; a valid snapshot on disk is served at
+once at start-up. Without data_dir the new matcher is compiled in a worker thread so the
+event loop keeps answering with the old one, then swapped in. Either way the cache is
+cleared, and a reload that fails keeps the old lists and logs why.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dns_resolver.blockpage.recent import RecentBlocks
 from dns_resolver.cache import Cache
 from dns_resolver.local import LocalData, rule_servers
 from dns_resolver.ratelimit import RateLimitCollector, build_limiter
+from dns_resolver.reconfigure import ConfigSource, Reread, apply_logging, reread
 from dns_resolver.resolver import Resolver
 from dns_resolver.server import DnsServer
 from dns_resolver.upstream import Forwarder, upstreams_of
@@ -46,17 +49,19 @@ def build_matcher(config: Config) -> Any:
     return Matcher.from_lists(config.list_specs())
 
 
-def build_policies(config: Config, matcher: Any, *, clock: Any = None) -> Any:
+def build_policies(config: Config, matcher: Any, *, clock: Any = None, store: Any = None) -> Any:
     """The `PolicyTable` of the config (None without `[policies]`).
 
-    The allowance store is opened only when a policy has an allowance.
+    The allowance store is opened only when a policy has an allowance; `store` is the one
+    already open (a config reload keeps counting in it).
     """
     if not config.policy.enabled:
         return None
     from dns_resolver.policy import PolicyTable, list_categories
 
-    store = None
-    if any(p.allowances for p in config.policy.policies):
+    if not any(p.allowances for p in config.policy.policies):
+        store = None
+    elif store is None:
         from dns_resolver.allowance import AllowanceStore
 
         store = AllowanceStore(Path(config.policy.state_dir) / ALLOWANCE_FILE)
@@ -73,6 +78,20 @@ def build_policies(config: Config, matcher: Any, *, clock: Any = None) -> Any:
 def list_entries(matcher: Any) -> dict[str, int]:
     """Entries per list name, from `Matcher.stats()`."""
     return {item["list"]: item["entries"] for item in matcher.stats()["lists"]}
+
+
+def upstream_sets(resolver: Resolver) -> list[Forwarder]:
+    """Every upstream set the resolver forwards to: the default one and the forwarding
+    rules' (each once)."""
+    if resolver.local is None:
+        return [resolver.forwarder]
+    return list(resolver.local.forwarders())
+
+
+def upstream_names(resolver: Resolver) -> list[str]:
+    """The names of the upstreams of every set, each once (the health gauge's labels)."""
+    names = (u.name for forwarder in upstream_sets(resolver) for u in forwarder.upstreams)
+    return list(dict.fromkeys(names))
 
 
 def build_resolver(
@@ -147,8 +166,12 @@ def build_resolver(
 class App:
     """The running resolver: listeners, metrics endpoint, signal handling."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, source: ConfigSource | None = None) -> None:
         self.config = config
+        # What a config reload reads (workers.py: the configuration the parent validated).
+        self.reread: Callable[[], Config] = (source or ConfigSource(config.source)).load
+        # With workers the parent counts config reloads (it re-reads and validates).
+        self.counts_config_reloads = True
         # Workers and `serve --snapshot` load a compiled snapshot instead (workers.py).
         self.load_matcher: Callable[[], Any] = lambda: build_matcher(self.config)
         # The list reloader owns the lists when there is a data_dir to keep them in;
@@ -167,8 +190,9 @@ class App:
         self.admin: Any = None  # reports.server.AdminServer when [admin] enabled
         self._tick: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
-        self._reloading = False
         self._arrived: list[tuple[str, int]] = []  # sources fetched by the last update
+        self._reload_lock = asyncio.Lock()  # SIGHUP and /api/reload, one at a time
+        self._reloads: set[asyncio.Task[Any]] = set()
 
     def _build_metrics(self) -> Any:
         if not self.config.metrics.enabled:
@@ -177,12 +201,13 @@ class App:
 
         return Metrics()
 
-    def _build_querylog(self) -> Any:
-        if not self.config.querylog.enabled:
+    @staticmethod
+    def _build_querylog(config: Config) -> Any:
+        if not config.querylog.enabled:
             return None
         from dns_resolver.querylog import QueryLog
 
-        return QueryLog.from_config(self.config.querylog)
+        return QueryLog.from_config(config.querylog)
 
     async def run(self) -> int:
         """Serve until stopped; returns the process exit status."""
@@ -198,7 +223,7 @@ class App:
             # A list that cannot be read or compiled: say which and why, no traceback.
             log.error("cannot load the lists: %s", exc)
             return 1
-        self.querylog = self._build_querylog()
+        self.querylog = self._build_querylog(self.config)
         policies = build_policies(self.config, matcher)
         self.resolver = build_resolver(
             self.config,
@@ -211,7 +236,9 @@ class App:
             from reports.server import AdminServer
 
             try:
-                self.admin = AdminServer(self.config, resolver=self.resolver, reload=self.reload)
+                self.admin = AdminServer(
+                    self.config, resolver=self.resolver, reload=self.reload_config
+                )
                 await self.admin.start()
             except Exception as exc:
                 log.error("cannot start the admin API: %s", exc)
@@ -237,10 +264,7 @@ class App:
             self.metrics.lists_loaded(list_entries(matcher))
             if self.resolver.cache is not None:
                 self.metrics.watch_cache_entries(self.resolver.cache.__len__)
-            assert self.resolver.local is not None
-            for forwarder in self.resolver.local.forwarders():
-                for upstream in forwarder.upstreams:
-                    self.metrics.upstream_healthy(upstream.name, True)
+            self.metrics.upstreams_in_use(upstream_names(self.resolver))
             if self.resolver.ratelimit is not None:
                 self.metrics.registry.register(RateLimitCollector(self.resolver.ratelimit))
             addr = self.config.metrics.listen
@@ -288,7 +312,8 @@ class App:
                 # Off the loop: stop() joins the thread, which may be ending a child.
                 await loop.run_in_executor(None, self.reloader.stop)
             await self.server.stop()
-            await self.resolver.forwarder.close()
+            for forwarder in upstream_sets(self.resolver):
+                await forwarder.close()
             if self.admin is not None:
                 await self.admin.stop()
             if self._tick is not None:
@@ -428,17 +453,114 @@ class App:
             self.metrics.list_reload(report.error is None)
 
     def _on_sighup(self) -> None:
-        self.reload_local()
-        if self.reloader is not None:
-            log.info("SIGHUP: refreshing the lists")
-            self.reloader.request_reload()
+        log.info("SIGHUP: re-reading the configuration")
+        # Each signal gets its reload, in order (a worker hears of a new configuration
+        # and then of a new snapshot): reload_config takes them one at a time.
+        task = asyncio.get_running_loop().create_task(self.reload_config())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload_config(self) -> dict[str, Any]:
+        """Re-read the configuration (SIGHUP, POST /api/reload), put it in force, then
+        reload the lists it names. A file that does not validate changes nothing.
+
+        Returns the admin API's answer: `reloaded` (the lists' outcome, as `reload`),
+        `config` ("applied" or "rejected"), and `error` or `restart_needed` when any.
+        """
+        async with self._reload_lock:
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(None, reread, self.reread, self.config)
+            if outcome.config is not None and outcome.config != self.config:
+                try:
+                    self.apply_config(outcome.config)
+                except Exception as exc:  # e.g. a query log or hosts file that cannot be opened
+                    log.error("config reload failed, keeping the running configuration: %s",
+                              exc)
+                    outcome = Reread(None, error=str(exc))
+            elif outcome.config is not None:
+                self.reload_local()  # the same file: its hosts files may have changed
+            if self.counts_config_reloads and self.metrics is not None:
+                self.metrics.config_reload(outcome.result)
+            if outcome.config is None:
+                return {"reloaded": False, **outcome.as_dict()}
+            if self.reloader is not None:
+                self.reloader.update_config(self.config)  # refreshes the sources now
+                lists = True
+            else:
+                lists = await self.reload()
+            return {"reloaded": lists, **outcome.as_dict()}
+
+    def apply_config(self, config: Config) -> None:
+        """Serve with `config` from now on: its restart-only keys are the running ones
+        (`reconfigure.reread`). Runs on the event loop, so between two fast path batches;
+        the caches start empty. The lists are reloaded by the caller.
+
+        The new parts are built first: when one cannot be (the query log's file), this
+        raises and the running configuration stays whole.
+        """
+        resolver = self.resolver
+        assert resolver is not None
+        querylog = self.querylog
+        if config.querylog != self.config.querylog:
+            querylog = self._build_querylog(config)
+        store = resolver.policies.allowances if resolver.policies is not None else None
+        old_sets = upstream_sets(resolver)
+        try:
+            policies = build_policies(config, resolver.base_matcher, store=store)
+            fresh = build_resolver(
+                config,
+                resolver.base_matcher,
+                metrics=self.metrics,
+                querylog=querylog,
+                policies=policies,
+            )
+        except Exception:
+            if querylog is not None and querylog is not self.querylog:
+                querylog.close()
+            raise
+        self.config = config
+        apply_logging(config)
+        if store is not None and (policies is None or policies.allowances is not store):
+            store.close()
+        resolver.take_settings(fresh)
+        if self.dnstap is not None and self.dnstap.forwarders:
+            resolver.forwarder.tap = self.dnstap  # the new default set writes them too
+        if self.server is not None:
+            self.server.tcp_idle_timeout = config.server.tcp_idle_timeout
+            if self.server.fast is not None:
+                self.server.fast.reconfigure()
+            elif self.metrics is not None:
+                cache = resolver.cache
+                self.metrics.watch_cache_entries(cache.__len__ if cache is not None else lambda: 0)
+        if querylog is not self.querylog:
+            if self.querylog is not None:
+                self.querylog.close()
+            self.querylog = querylog
+        if self.metrics is not None:
+            self.metrics.upstreams_in_use(upstream_names(resolver))
+        self._close_later(old_sets)
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        if policies is not None:
+            self._schedule_tick()
+        log.info("configuration applied from %s", config.source or "the built-in defaults")
+
+    def _close_later(self, forwarders: list[Forwarder]) -> None:
+        """Close replaced upstream sets' connections (DoT, DoH) once the queries still in
+        flight on them have had their answer or their timeouts."""
+        if not forwarders:
             return
-        if self._reloading:
-            log.info("SIGHUP: a reload is already running")
-            return
-        self._reloading = True
-        task = asyncio.get_running_loop().create_task(self.reload())
-        task.add_done_callback(lambda _t: setattr(self, "_reloading", False))
+        grace = max(f.timeout * max(len(f.upstreams), 1) for f in forwarders)
+        loop = asyncio.get_running_loop()
+
+        def close() -> None:
+            for forwarder in forwarders:
+                task = loop.create_task(forwarder.close())
+                self._reloads.add(task)
+                task.add_done_callback(self._reloads.discard)
+
+        loop.call_later(grace, close)
 
     def reload_local(self) -> None:
         """Rebuild the local data (the hosts files are read again); the rules keep their

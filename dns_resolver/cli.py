@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from dns_resolver import eventloop
-from fdconfig import Config, ConfigError, apply_overrides, load_config, require_upstreams
-from fdconfig.cli import load_base
+from dns_resolver.reconfigure import ConfigSource
+from fdconfig import ConfigError, load_config
 
 log = logging.getLogger("filterdns")
 
@@ -31,7 +31,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
             "use). Port 53 needs root or "
             "CAP_NET_BIND_SERVICE (e.g. `setcap cap_net_bind_service=+ep` on the Python "
             "binary, or a systemd unit with AmbientCapabilities=CAP_NET_BIND_SERVICE and "
-            "User=filterdns), so the resolver never has to run as root."
+            "User=filterdns), so the resolver never has to run as root. SIGHUP re-reads the "
+            "config file and reloads the lists: a file that does not validate is rejected "
+            "(the running configuration stays), keys that need a restart (listen addresses, "
+            "workers, the metrics and admin listeners) are logged and kept."
         ),
     )
     parser.add_argument("--config", metavar="FILE", help="TOML config file")
@@ -103,21 +106,6 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
 
 
-def load(args: argparse.Namespace) -> Config:
-    """The effective config: the file (or the embedded default) with the flags applied."""
-    config = load_base(args)
-    config = apply_overrides(
-        config,
-        listen=args.listen,
-        upstream=args.upstream,
-        lists=args.lists,
-        block_mode=args.block_mode,
-        metrics_listen=args.metrics_listen,
-    )
-    require_upstreams(config)
-    return config
-
-
 def run(args: argparse.Namespace) -> int:
     """Run `filterdns serve`; returns the exit status."""
     if args.check_config:
@@ -132,20 +120,21 @@ def run(args: argparse.Namespace) -> int:
             f"{len(config.upstream.servers)} upstreams)"
         )
         return 0
+    source = ConfigSource.from_args(args)
     try:
-        config = load(args)
+        config = source.load()
     except (ConfigError, OSError) as exc:
         print(f"filterdns: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.logging.level, args.log_format or config.logging.format)
+    setup_logging(config.logging.level, config.logging.format)
     snapshot = getattr(args, "snapshot", None)
     if config.server.workers > 1:
         from dns_resolver import workers
 
-        return workers.serve(config, snapshot)
+        return workers.serve(config, snapshot, source=source)
     from dns_resolver.app import App
 
-    app = App(config)
+    app = App(config, source=source)
     if snapshot:
         from dns_resolver.workers import snapshot_loader
 

@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from dns_resolver import wire
@@ -115,18 +116,24 @@ class UpstreamPool:
         self._follow()
         self._timer = self._loop.call_later(TICK_SECONDS, self._tick)
 
-    def close(self) -> None:
-        """Stop forwarding from C; what is in flight goes to Python, the sockets close."""
+    def close(self, *, again: bool = False) -> None:
+        """Stop forwarding from C; what is in flight goes to Python, the sockets close.
+
+        `again`: the queries in flight are asked again from the start of the Python chain
+        (a config reload: the new upstreams answer them) instead of carrying on from C's
+        attempt as failures of the upstream they were sent to.
+        """
         self.fp.stop_forwarding()
         for task in self._relay_tasks:
             task.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        take = self._again if again else self._take
         for slot, sock in self._active:
-            self._release(slot, sock)
+            self._release(slot, sock, take)
         for slot, sock, _ in self._draining:
-            self._release(slot, sock)
+            self._release(slot, sock, take)
         self._active.clear()
         self._draining.clear()
 
@@ -173,10 +180,12 @@ class UpstreamPool:
         self.fp.retire_socket(slot)
         self._draining.append((slot, sock, now + self.forwarder.timeout + TICK_SECONDS))
 
-    def _release(self, slot: int, sock: socket.socket) -> None:
+    def _release(
+        self, slot: int, sock: socket.socket, take: Callable[[Any], None] | None = None
+    ) -> None:
         assert self._loop is not None
         self._loop.remove_reader(sock.fileno())
-        self._take(self.fp.release_socket(slot))
+        (take or self._take)(self.fp.release_socket(slot))
         sock.close()
         relay = self._relays.pop(slot, None)
         if relay is not None:
@@ -292,6 +301,11 @@ class UpstreamPool:
                 # timeout; upstream: TC or an error rcode (with the answer), a closed port.
                 kind = "timeout" if name == "timeout" else "network"
                 self._carry_on(data, host, port, answer, kind, waited, send)
+
+    def _again(self, rest: Any) -> None:
+        """Run queries C had sent upstream through the Python chain from the start."""
+        for data, host, port, _reason, fd, _answer, _waited in rest:
+            self.fast.server.handle_datagram(data, (host, port), self.fast.sender(fd))
 
     def _finish(
         self, data: bytes, host: str, port: int, answer: bytes, waited: float, send: Any

@@ -153,10 +153,8 @@ class UdpFastPath:
         if UpstreamPool.usable(resolver):
             self.pool = UpstreamPool(self)
         self._log_drainer: asyncio.TimerHandle | None = None
-        if resolver.querylog is not None:
-            anonymize, key, qtypes = resolver.querylog.fast_path_settings()
-            self.fp.set_querylog(anonymize, key, qtypes, LOG_BUFFER)
-            resolver.querylog.earlier_lines = self.fp.take_log
+        self._querylog: Any = None
+        self._reconfigure_querylog(resolver.querylog)
         dnstap = getattr(resolver, "dnstap", None)
         if dnstap is not None:
             mode = ANONYMIZE_MODES.index(dnstap.mode)
@@ -165,6 +163,7 @@ class UdpFastPath:
             dnstap.more_dropped.append(lambda: int(self.fp.tap_dropped))
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        resolver.on_swap = self._swapped
         self.sync()
 
     # -- state from the resolver ----------------------------------------------------------
@@ -209,6 +208,69 @@ class UdpFastPath:
                 names = self._policy_names or [""]
                 punt += [(i, n) for i in indexes for n in local.punt_names(names[i])]
             self.fp.set_punt_names(punt)
+
+    def _swapped(self) -> None:
+        """After a swap of the lists (or overrides, or settings): C would cache the answers
+        to queries it forwarded under the old rules, so they are asked again through the
+        Python chain under the new ones (the upstream pool is opened anew)."""
+        if self.pool is None or not self._socks:
+            return
+        self.flush()
+        self.pool.close(again=True)
+        self.pool = UpstreamPool(self)
+        self.pool.start()
+
+    def reconfigure(self) -> None:
+        """Take the resolver's new parts after a config reload (`Resolver.take_settings`).
+
+        Runs on the event loop, so between two batches. The C cache is emptied (the
+        policies or the blocking rules its answers were stored under may have changed);
+        the ACL, the cache settings, the query log and the upstream pool are set anew,
+        and the next `sync` copies the blocker's templates and the policies again.
+        """
+        resolver = self.server.resolver
+        cache = resolver.cache
+        self.fp.set_cache(
+            cache.max_entries if cache is not None else 0,
+            cache.prefetch if cache is not None else False,
+            cache.prefetch_threshold if cache is not None else 0.1,
+            cache.prefetch_min_hits if cache is not None else 3,
+        )
+        if cache is not None:
+            cache.mirror = self
+        self.fp.set_acl(_networks(resolver.acl.allow), _networks(resolver.acl.deny))
+        if resolver.policies is None and self._npolicies:
+            self.fp.clear_policies()
+            self._npolicies = 0
+            self._policy_punt = []
+        self._policy_version = None
+        self._matcher = None  # punt names again, for the policies there are now
+        self._reconfigure_querylog(resolver.querylog)
+        if self.pool is not None:
+            self.flush()  # the forwarded counts so far belong to the old upstream
+            self.pool.close(again=True)
+        self.pool = UpstreamPool(self) if UpstreamPool.usable(resolver) else None
+        if self.pool is not None and self._socks:
+            self.pool.start()
+        self.sync()
+
+    def _reconfigure_querylog(self, querylog: Any) -> None:
+        if querylog is self._querylog:
+            return
+        if self._querylog is not None:
+            # Lines C wrote under the old settings go to the old log before it closes.
+            self._querylog.log_formatted(self.fp.take_log())
+        self._querylog = querylog
+        if querylog is None:
+            self.fp.stop_querylog()
+            return
+        anonymize, key, qtypes = querylog.fast_path_settings()
+        self.fp.set_querylog(anonymize, key, qtypes, LOG_BUFFER)
+        querylog.earlier_lines = self.fp.take_log
+        if self._socks and self._log_drainer is None:
+            self._log_drainer = asyncio.get_running_loop().call_later(
+                LOG_DRAIN_SECONDS, self._drain_log
+            )
 
     def _sync_policies(self, resolver: Any) -> bool:
         """Copy a changed policy view into C; True when it changed."""

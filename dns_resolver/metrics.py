@@ -37,6 +37,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from dns_resolver.reconfigure import RESULTS as RESULTS_OF_RECONFIGURE
+
 __all__ = [
     "LATENCY_BUCKETS",
     "PROTOCOLS",
@@ -318,6 +320,7 @@ class Metrics:
         )
         for result in RELOAD_RESULTS:
             self.list_reloads.labels(result)  # export 0 before the first reload
+        self.config_reloads = config_reloads_counter(r)
 
     # -- per query (hot path) --
 
@@ -460,6 +463,12 @@ class Metrics:
             raise ValueError(f"unknown upstream transport {transport!r}")
         self.upstream_connections.labels(upstream, transport).inc()
 
+    def upstreams_in_use(self, upstreams: Iterable[str]) -> None:
+        """The configured upstreams, healthy until they fail; others are no longer shown."""
+        self.upstream_healthy_gauge.clear()
+        for name in upstreams:
+            self.upstream_healthy(name, True)
+
     # -- lists --
 
     def lists_loaded(self, entries: dict[str, int], when: float | None = None) -> None:
@@ -476,6 +485,25 @@ class Metrics:
     def list_reload(self, ok: bool) -> None:
         """Count a reload attempt (the initial load is not a reload)."""
         self.list_reloads.labels("success" if ok else "failure").inc()
+
+    def config_reload(self, result: str) -> None:
+        """Count a configuration reload: "applied" or "rejected"."""
+        self.config_reloads.labels(result).inc()
+
+
+def config_reloads_counter(registry: CollectorRegistry) -> Counter:
+    """`filterdns_config_reloads_total{result}` in `registry`, both results exported from
+    the start. The parent of several workers counts in its own registry (it re-reads)."""
+    counter = Counter(
+        "filterdns_config_reloads",
+        "Configuration reloads (SIGHUP, POST /api/reload) by result: applied, or rejected "
+        "(the file did not validate; the running configuration kept).",
+        ["result"],
+        registry=registry,
+    )
+    for result in RESULTS_OF_RECONFIGURE:
+        counter.labels(result)
+    return counter
 
 
 class MetricsServer(NamedTuple):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dns_resolver import edns, wire
@@ -55,12 +56,13 @@ class Pending:
     the policy (its categories inspect the answer, its blocker answers a block) and, for a
     safe-search rewrite, the CNAME target to resolve instead. `forwarder` is the upstream
     set a forwarding rule chose, `local` a local answer still waiting for its target.
+    `generation` is the resolver's when the query was decided (see `Resolver.generation`).
     """
 
     __slots__ = (
         "query", "client", "tcp", "started", "explicit_allow", "key", "policy", "target",
-        "forwarder", "local",
-    )
+        "forwarder", "local", "generation",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -75,6 +77,7 @@ class Pending:
         target: str = "",
         forwarder: Forwarder | None = None,
         local: Answer | None = None,
+        generation: int = 0,
     ) -> None:
         self.query = query
         self.client = client
@@ -86,6 +89,7 @@ class Pending:
         self.target = target
         self.forwarder = forwarder  # a [[forward]] rule's servers (None: the default set)
         self.local = local  # a local CNAME or rewrite whose target is resolved upstream
+        self.generation = generation
 
 
 class Resolver:
@@ -147,6 +151,12 @@ class Resolver:
         self.dnstap: Any = None
         # The last block answer and its EDE option, for dnstap's Policy (see tap_option).
         self._last_block: tuple[bytes, bytes] | None = None
+        # Bumped by every swap of the lists or the settings: an upstream answer to a query
+        # decided before the swap still goes to its client, but is not cached (the cache
+        # was cleared by the swap, and the answer was judged by the rules it replaced).
+        self.generation = 0
+        # Called after each swap (the C fast path re-asks what it forwarded before it).
+        self.on_swap: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the synchronous path -------------------------------------------------------------
@@ -187,7 +197,10 @@ class Resolver:
         verdict = self._check(query.qname)
         if verdict.action is Action.BLOCK:
             return self._block(query, verdict, None, client, tcp, started, limit)
-        pending = Pending(query, client, tcp, started, verdict.action is Action.ALLOW, key=key)
+        pending = Pending(
+            query, client, tcp, started, verdict.action is Action.ALLOW, key=key,
+            generation=self.generation,
+        )
         return pending if self.local is None else self._local(pending, limit)
 
     def _from_cache(
@@ -280,6 +293,7 @@ class Resolver:
             key=key,
             policy=policy,
             target=decision.target,
+            generation=self.generation,
         )
         if self.local is None or decision.action == "rewrite":
             return pending
@@ -397,14 +411,15 @@ class Resolver:
         blocker: Blocker | None = None,
         note: str | None = None,
         key: CacheKey | None = None,
+        cache: Cache | None = None,
     ) -> bytes:
         blocker = blocker or self.blocker
         body = blocker.body(query)
         option = blocker.ede(verdict, via=via, note=note)
-        if via is not None and self.cache is not None:
+        if via is not None and cache is not None:
             # A block found by inspecting an upstream answer costs an upstream query, so it
             # is cached like the answer it replaces (the cache is cleared on list reloads).
-            self.cache.store(key if key is not None else cache_key(query), body, ede=option)
+            cache.store(key if key is not None else cache_key(query), body, ede=option)
         if self.metrics is not None:
             self.metrics.block(verdict.category, verdict.list)
         self._record(query, tcp, BLOCKED, started, client, verdict)
@@ -438,13 +453,14 @@ class Resolver:
         except wire.WireError as exc:
             log.warning("unusable upstream answer for %s: %s", query.qname, exc)
             return self._upstream_failed(pending, limit)
+        cache = self._cache_for(pending)
         blocked = self._inspect(pending, body, records, limit)
         if blocked is not None:
             return blocked
         # The upstream's body is stored as is (a hit patches ID, flags and question); the
         # client gets it made to fit its query once, as later cache hits will see it (TTLs
         # clamped, negative TTL from the SOA) when it was cacheable.
-        entry = self.cache.store(pending.key, body, records) if self.cache is not None else None
+        entry = cache.store(pending.key, body, records) if cache is not None else None
         body = render(entry, query, 0) if entry is not None else bytes(wire.adopt(body, query))
         self._record(query, pending.tcp, ALLOWED, pending.started, pending.client)
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
@@ -475,6 +491,7 @@ class Resolver:
             blocker=policy.blocker if policy is not None else None,
             note=policy.note if policy is not None else None,
             key=pending.key,
+            cache=self._cache_for(pending),
         )
 
     async def _local_target(self, pending: Pending, found: Answer, limit: int | None) -> bytes:
@@ -500,12 +517,18 @@ class Resolver:
         blocked = self._inspect(pending, body, None, limit)
         if blocked is not None:
             return blocked
-        if self.cache is not None:
-            entry = self.cache.store(pending.key, body)
+        cache = self._cache_for(pending)
+        if cache is not None:
+            entry = cache.store(pending.key, body)
             if entry is not None:
                 body = render(entry, query, 0)
         self._record(query, pending.tcp, LOCAL, pending.started, pending.client)
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
+
+    def _cache_for(self, pending: Pending) -> Cache | None:
+        """The cache to store `pending`'s answer in: None when the lists or settings were
+        swapped since it was decided (`generation`)."""
+        return self.cache if pending.generation == self.generation else None
 
     def _checker(self, policy: Policy | None) -> Checker:
         """The matcher answer inspection uses: restricted to the policy's categories."""
@@ -525,8 +548,9 @@ class Resolver:
         except wire.WireError as exc:
             log.warning("unusable upstream answer for %s: %s", pending.target, exc)
             return self._upstream_failed(pending, limit)
-        if self.cache is not None:
-            entry = self.cache.store(pending.key, body)
+        cache = self._cache_for(pending)
+        if cache is not None:
+            entry = cache.store(pending.key, body)
             if entry is not None:
                 body = render(entry, query, 0)
         self._record(query, pending.tcp, ALLOWED, pending.started, pending.client)
@@ -552,13 +576,16 @@ class Resolver:
 
     async def _prefetch(self, query: wire.Query, key: CacheKey, policy: Policy | None) -> None:
         """Refresh a popular cache entry before it expires (the client already got its answer)."""
+        generation = self.generation
         try:
             forwarder = self._forwarder_for(query, policy)
             if forwarder is None:
                 return  # a local answer or a rewrite: refreshed by the next query
             response = await forwarder.resolve(query)
-            if response is None or self.cache is None:
-                return  # the entry expires as usual; serve-stale still has it
+            if response is None or self.cache is None or generation != self.generation:
+                # The entry expires as usual (serve-stale still has it), or a swap of the
+                # lists or settings cleared it meanwhile.
+                return
             body, records = wire.strip_opt(response)
             if self.inspect_answers and (
                 inspect_answer(self._checker(policy), body, records) is not None
@@ -594,6 +621,7 @@ class Resolver:
         lists and a newly listed name must not be served from the cache, so it is cleared.
         Local overrides (`set_overrides`) stay on top of the new matcher."""
         self.base_matcher = matcher
+        self.generation += 1
         if self.overrides is not None:
             from reports.overrides import LayeredMatcher
 
@@ -605,6 +633,27 @@ class Resolver:
             # Category bits may have moved: the policies' masks are recomputed.
             base = self.base_matcher
             self.policies.bind(base.categories, list_categories(base))
+        if self.on_swap is not None:
+            self.on_swap()
+
+    def take_settings(self, other: Resolver) -> None:
+        """Serve with `other`'s configured parts from now on (a config reload): ACL,
+        cache, blocker, upstreams (and forwarding rules' sets), local data, policies, query
+        log. The lists, the reviewers'
+        overrides and the recent blocks stay; the new cache starts empty, and the new
+        policies are bound to the lists' categories."""
+        self.acl = other.acl
+        self.cache = other.cache
+        self.blocker = other.blocker
+        self.forwarder = other.forwarder
+        self.local = other.local
+        self.policies = other.policies
+        self.udp_size = other.udp_size
+        self.inspect_answers = other.inspect_answers
+        self.querylog = other.querylog
+        if self.recent_blocks is None or other.recent_blocks is None:
+            self.recent_blocks = other.recent_blocks
+        self.replace_matcher(self.base_matcher)
 
     def set_local(self, local: LocalData) -> None:
         """Swap in rebuilt local data (hosts files re-read); answers cached under the old

@@ -10,16 +10,23 @@ worker, so N workers cost one copy.
 
 The parent serves nothing itself. It
 - passes SIGTERM/SIGINT on and waits for the workers (bounded, then SIGKILL);
-- on SIGHUP recompiles the lists into a new snapshot (written to a temporary file and
-  renamed over the old one, so a worker maps either the old or the new file, never half of
-  one) and passes SIGHUP on: each worker re-maps the file and clears its cache. With
-  data_dir the reloader does the refresh (on SIGHUP and on its timers) in a child process
-  and each new snapshot is passed on to the workers the same way;
+- on SIGHUP re-reads and validates the configuration file (`reconfigure.py`; a file that
+  does not validate changes nothing, and the parent counts the outcome). A changed
+  configuration is handed to the workers in a file of the parent's (`ConfigHandoff`),
+  read by each worker on the SIGHUP that follows, so the workers apply what the parent
+  validated, never a file edited in between. Then it recompiles the lists into a new
+  snapshot (written to a temporary file and renamed over the old one, so a worker maps
+  either the old or the new file, never half of one) and passes SIGHUP on: each worker
+  applies the configuration, re-maps the file and clears its cache. With data_dir the
+  reloader does the refresh (on SIGHUP and on its timers) in a child process and each new
+  snapshot is passed on to the workers the same way (a changed configuration is passed on
+  at once, without waiting for the lists);
 - restarts a worker that died (at most once a second);
 - serves `/metrics`: at each scrape it reads every worker's own metrics listener (an
   ephemeral loopback port each worker reports through a pipe) and adds the samples up, so
   nothing is shared or locked per query. Gauges that every worker reports alike (list
   entries, load time, upstream health) are taken from one worker rather than summed.
+  The config reload counter is the parent's own.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import signal
 import sys
 import tempfile
@@ -38,6 +46,7 @@ from dataclasses import replace
 from typing import Any
 
 from dns_resolver import eventloop
+from dns_resolver.reconfigure import ConfigSource, apply_logging, reread
 from fdconfig import Address, Config
 
 log = logging.getLogger(__name__)
@@ -50,6 +59,8 @@ _SAME_IN_EVERY_WORKER = (
     "filterdns_lists_loaded_timestamp_seconds",
     "filterdns_upstream_healthy",
 )
+# Counted by the parent, which re-reads the file: the workers' own figures are left out.
+_PARENT_OWNS = ("filterdns_config_reloads",)
 
 
 def snapshot_loader(path: str) -> Any:
@@ -63,11 +74,48 @@ def snapshot_loader(path: str) -> Any:
     return load
 
 
+class ConfigHandoff:
+    """The configuration the parent validated, in a private file the workers read on
+    SIGHUP (replaced atomically, like the snapshot)."""
+
+    def __init__(self, folder: str) -> None:
+        self.path = os.path.join(folder, "config.pickle")
+
+    def write(self, config: Config) -> None:
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(config, f)
+        os.replace(tmp, self.path)
+
+    def read(self) -> Config:
+        """The configuration for a worker (its metrics on its own ephemeral port)."""
+        with open(self.path, "rb") as f:
+            return _worker_config(pickle.load(f))
+
+
+def _worker_config(config: Config) -> Config:
+    if config.metrics.listen is None:
+        return config
+    # Each worker serves its own figures on an ephemeral loopback port; the parent adds
+    # them up on its configured listener.
+    return replace(config, metrics=replace(config.metrics, listen=Address("127.0.0.1", 0)))
+
+
 class Supervisor:
     """The parent of the workers. `run()` returns the exit status."""
 
-    def __init__(self, config: Config, workers: int, snapshot: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        workers: int,
+        snapshot: str | None = None,
+        source: ConfigSource | None = None,
+    ) -> None:
         self.config = config
+        self.source = source or ConfigSource(config.source)
+        self._handoff_dir = tempfile.TemporaryDirectory(prefix="filterdns-config-")
+        self.handoff = ConfigHandoff(self._handoff_dir.name)
+        self.config_reloads: Any = None  # the parent's counter, with a metrics listener
         self.count = workers
         self.given_snapshot = snapshot
         self.snapshot = snapshot or ""
@@ -114,7 +162,9 @@ class Supervisor:
             os.close(read_end)
             status = 1
             try:
-                status = _worker_main(self.config, self.snapshot, index, write_end)
+                status = _worker_main(
+                    self.config, self.snapshot, index, write_end, self.handoff
+                )
             except BaseException:
                 log.exception("worker %d failed", index)
             finally:
@@ -197,6 +247,7 @@ class Supervisor:
                 except Exception as exc:
                     log.error("cannot load the lists: %s", exc)
                     return 1
+            self.handoff.write(self.config)
             for index in range(self.count):
                 self._spawn(index)
             if self.reloader is not None:
@@ -217,6 +268,7 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
             if self._tmpdir is not None:
                 self._tmpdir.cleanup()
+            self._handoff_dir.cleanup()
 
     def _supervise(self, handled: set[int]) -> int:
         while True:
@@ -252,15 +304,28 @@ class Supervisor:
         self._spawn(index)
 
     def _reload(self) -> None:
+        outcome = reread(self.source.load, self.config)
+        if self.config_reloads is not None:
+            self.config_reloads.labels(outcome.result).inc()
+        if outcome.config is None:
+            return  # the running configuration stays, lists included
+        changed = outcome.config != self.config
+        if changed:
+            self.config = outcome.config  # restarted workers start with it too
+            apply_logging(self.config)
+            self.handoff.write(self.config)
         if self.reloader is not None:
-            self.reloader.request_reload()  # the workers hear of a new snapshot
+            self.reloader.update_config(self.config)  # the workers hear of a new snapshot
+            if changed:
+                self._signal_all(signal.SIGHUP)  # the configuration now, not after the lists
             return
         if not self.given_snapshot:
             try:
                 self._compile()
             except Exception as exc:
                 log.error("list reload failed, keeping the previous lists: %s", exc)
-                return
+                if not changed:
+                    return
         self._signal_all(signal.SIGHUP)
 
     # -- metrics --------------------------------------------------------------------------
@@ -271,10 +336,11 @@ class Supervisor:
             return None
         from prometheus_client import CollectorRegistry
 
-        from dns_resolver.metrics import start_metrics_server
+        from dns_resolver.metrics import config_reloads_counter, start_metrics_server
 
         registry = CollectorRegistry()
         registry.register(_WorkersCollector(self))
+        self.config_reloads = config_reloads_counter(registry)
         server = start_metrics_server(addr.host, addr.port, registry)
         log.info("metrics on http://%s/metrics (%d workers added up)", addr, self.count)
         return server
@@ -307,6 +373,8 @@ class _WorkersCollector:
         values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
         for text in self.supervisor.scrape():
             for family in text_string_to_metric_families(text):
+                if family.name.removesuffix("_created") in _PARENT_OWNS:
+                    continue
                 families.setdefault(family.name, family)
                 acc = values.setdefault(family.name, {})
                 same = family.name in _SAME_IN_EVERY_WORKER
@@ -325,18 +393,19 @@ class _WorkersCollector:
             yield out
 
 
-def _worker_main(config: Config, snapshot: str, index: int, report_fd: int) -> int:
-    """One worker: the ordinary App on shared ports, lists from the snapshot."""
+def _worker_main(
+    config: Config, snapshot: str, index: int, report_fd: int, handoff: ConfigHandoff
+) -> int:
+    """One worker: the ordinary App on shared ports, lists from the snapshot, and on
+    SIGHUP the configuration the parent validated."""
     from dns_resolver.app import App
 
     signal.pthread_sigmask(
         signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
     )
-    if config.metrics.listen is not None:
-        # Each worker serves its own figures on an ephemeral loopback port; the parent
-        # adds them up on its configured listener.
-        config = replace(config, metrics=replace(config.metrics, listen=Address("127.0.0.1", 0)))
-    app = App(config)
+    app = App(_worker_config(config))
+    app.reread = handoff.read
+    app.counts_config_reloads = False  # the parent counts
     app.load_matcher = snapshot_loader(snapshot)
     app.use_reloader = False  # the parent owns the reloader
     app.reuse_port = True
@@ -352,9 +421,12 @@ def _worker_main(config: Config, snapshot: str, index: int, report_fd: int) -> i
     return eventloop.run(app.run())
 
 
-def serve(config: Config, snapshot: str | None = None) -> int:
-    """Run `config` with `config.server.workers` processes; returns the exit status."""
-    return Supervisor(config, config.server.workers, snapshot).run()
+def serve(
+    config: Config, snapshot: str | None = None, source: ConfigSource | None = None
+) -> int:
+    """Run `config` with `config.server.workers` processes; returns the exit status.
+    `source` is what SIGHUP re-reads (default: `config.source` without flags)."""
+    return Supervisor(config, config.server.workers, snapshot, source).run()
 
 
-__all__ = ["Supervisor", "serve", "snapshot_loader"]
+__all__ = ["ConfigHandoff", "Supervisor", "serve", "snapshot_loader"]

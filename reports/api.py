@@ -326,9 +326,9 @@ async def check(request: web.Request) -> web.Response:
 
 async def reload(request: web.Request) -> web.Response:
     await require(request, "admin")
-    ok = await request.app[SERVICE].reload()
-    # A failed reload keeps the old lists (and says so in the log): not a server error.
-    return web.json_response({"reloaded": ok})
+    # A rejected file or a failed list reload keeps what runs (and says so in the log and
+    # in the answer): not a server error.
+    return web.json_response(await request.app[SERVICE].reload())
 
 
 async def whoami(request: web.Request) -> web.Response:

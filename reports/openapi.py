@@ -335,12 +335,28 @@ def openapi_document(server: str = "http://127.0.0.1:8081") -> dict[str, Any]:
             },
             "/api/reload": {
                 "post": {
-                    "summary": "Reload the lists and the overrides (admin)",
+                    "summary": "Re-read the configuration file, reload the lists and the "
+                    "overrides (admin)",
                     "security": reviewer,
                     "responses": {
                         "200": _json(
-                            {"type": "object", "properties": {"reloaded": {"type": "boolean"}}},
-                            "reloaded is false when the lists failed to load (old ones kept)",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "reloaded": {"type": "boolean"},
+                                    "config": {"enum": ["applied", "rejected"]},
+                                    "error": {"type": "string"},
+                                    "restart_needed": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                    },
+                                },
+                                "required": ["reloaded"],
+                            },
+                            "reloaded is false when the lists failed to load or the file "
+                            "was rejected (what runs is kept); config says whether the "
+                            "file was applied, error why it was rejected (file and key), "
+                            "restart_needed the changed keys that only a restart applies",
                         ),
                         **_ERRORS,
                     },

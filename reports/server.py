@@ -1,6 +1,6 @@
 """The admin API listener: runs in `filterdns serve`'s event loop, or alone.
 
-    admin = AdminServer(config, resolver=resolver, reload=app.reload)
+    admin = AdminServer(config, resolver=resolver, reload=app.reload_config)
     await admin.start()        # database migrated, overrides in force, listening
     ...
     await admin.stop()
@@ -43,7 +43,7 @@ class AdminServer:
     Args:
         config: the loaded config (`[admin]`, `[reports]`, `server.data_dir`).
         resolver: the running `Resolver`, or None.
-        reload: the app's list reload (`App.reload`), or None.
+        reload: the app's reload (`App.reload_config`), or None.
         data_dir: overrides the config's data directory (`--data-dir`).
         port: overrides `admin.listen`'s port (0 = any free one; tests).
     """
@@ -53,7 +53,7 @@ class AdminServer:
         config: Config,
         *,
         resolver: Any = None,
-        reload: Callable[[], Awaitable[bool]] | None = None,
+        reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         data_dir: str | Path | None = None,
         port: int | None = None,
     ) -> None:

@@ -7,7 +7,8 @@ through three callables (docs/reports-api.md, "The resolver hook"):
 
 - `check(name) -> Verdict`: the effective verdict, overrides included;
 - `on_overrides(OverrideMatcher)`: put a new override list in force (called on the loop);
-- `reload() -> bool` (async, optional): reload the lists.
+- `reload() -> dict` (async, optional): re-read the configuration and reload the lists;
+  the answer of POST /api/reload (`App.reload_config`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class AdminService:
         matcher: returns the resolver's effective matcher (overrides included), with
             `check(name)` and `check_url(url)`; None: the overrides alone.
         on_overrides: installs a new `OverrideMatcher` in the resolver.
-        reload: reloads the lists (POST /api/reload); None when there is no resolver.
+        reload: re-reads the configuration and reloads the lists (POST /api/reload),
+            returning `{"reloaded": bool, "config": "applied" | "rejected", ...}`; None
+            when there is no resolver.
     """
 
     def __init__(
@@ -58,7 +61,7 @@ class AdminService:
         limiter: RateLimiter | None = None,
         matcher: Callable[[], Any] | None = None,
         on_overrides: Callable[[OverrideMatcher], None] | None = None,
-        reload: Callable[[], Awaitable[bool]] | None = None,
+        reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.store = store
         self.data_dir = Path(data_dir)
@@ -213,13 +216,14 @@ class AdminService:
 
     # -- lists ----------------------------------------------------------------------------
 
-    async def reload(self) -> bool:
-        """Reload the lists (when a resolver is attached) and the overrides."""
-        ok = True
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the configuration and reload the lists (when a resolver is attached),
+        and the overrides. The answer of POST /api/reload."""
+        outcome: dict[str, Any] = {"reloaded": True}
         if self._reload is not None:
-            ok = await self._reload()
+            outcome = await self._reload()
         await self.publish_overrides()
-        return ok
+        return outcome
 
     async def audit_records(
         self, since: str | None = None, kind: str | None = None

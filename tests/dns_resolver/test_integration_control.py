@@ -84,11 +84,16 @@ def test_sighup_reloads_lists_and_keeps_them_on_failure(
     assert eventually(lambda: server.dig(Z.WWW, "A").status == "NXDOMAIN")
     assert server.dig(Z.BLOCKED, "A").status == "NOERROR"
     assert server.metric("filterdns_list_reloads_total", result="success") == 1
-    listed.unlink()  # a failed reload keeps the lists in use
+    # A list file gone: the configuration no longer validates, so the reload is rejected
+    # and the lists in use stay.
+    listed.unlink()
     server.send_signal(signal.SIGHUP)
-    assert eventually(lambda: server.metric("filterdns_list_reloads_total", result="failure") == 1)
+    assert eventually(
+        lambda: server.metric("filterdns_config_reloads_total", result="rejected") == 1
+    )
     assert server.dig(Z.WWW, "A").status == "NXDOMAIN"
-    assert "list reload failed" in server.stderr_text()
+    assert f"lists[0].path: {listed}: no such file or folder" in server.stderr_text()
+    assert server.metric("filterdns_list_reloads_total", result="success") == 1
 
 
 def _filterdns(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:

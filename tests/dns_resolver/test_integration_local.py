@@ -210,11 +210,17 @@ def test_local_records_and_a_hosts_file(local_server: ServerProcess, tmp_path: P
     server.send_signal(signal.SIGHUP)
     assert eventually(lambda: server.dig("nas.home", "A").rdata("A") == ["192.168.1.21"])
     assert server.dig("nas6.home", "AAAA").rdata("AAAA") == []  # no longer local
-    # A hosts file that went bad keeps the previous local data.
+    # A hosts file that went bad makes the reload rejected (the configuration is read
+    # again and the hosts files with it): the previous local data stays.
     (tmp_path / "hosts").write_text("192.168.1.300 nas.home\n")
     server.send_signal(signal.SIGHUP)
-    assert eventually(lambda: "hosts files not reloaded" in server.stderr_text())
-    assert "line 1" in server.stderr_text()
+    rejected = (
+        "config reload rejected, keeping the running configuration: "
+        f"{server.config_path}: local.hosts_files[0]: {tmp_path / 'hosts'}: line 1: "
+        '"192.168.1.300" is not an IP address'
+    )
+    assert eventually(lambda: rejected in server.stderr_text()), server.stderr_text()
+    assert server.metric("filterdns_config_reloads_total", result="rejected") == 1
     assert server.dig("nas.home", "A").rdata("A") == ["192.168.1.21"]
     server.stop()
     results = {

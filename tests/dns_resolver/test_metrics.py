@@ -80,6 +80,10 @@ def test_blocks_cache_and_lists(served: tuple[Metrics, MetricsServer]) -> None:
     metrics.list_reload(True)
     metrics.list_reload(False)
     metrics.list_reload(False)
+    assert value(server, "filterdns_config_reloads_total", result="applied") == 0
+    metrics.config_reload("applied")
+    metrics.config_reload("rejected")
+    metrics.config_reload("rejected")
     assert value(server, "filterdns_blocks_total", category="adult", list="ut1") == 2
     assert value(server, "filterdns_blocks_total", category="gambling") == 1
     assert value(server, "filterdns_cache_hits_total") == 1
@@ -90,6 +94,8 @@ def test_blocks_cache_and_lists(served: tuple[Metrics, MetricsServer]) -> None:
     assert value(server, "filterdns_lists_loaded_timestamp_seconds") == 1_700_000_000.0
     assert value(server, "filterdns_list_reloads_total", result="success") == 1
     assert value(server, "filterdns_list_reloads_total", result="failure") == 2
+    assert value(server, "filterdns_config_reloads_total", result="applied") == 1
+    assert value(server, "filterdns_config_reloads_total", result="rejected") == 2
     # A reload without a list drops its series.
     metrics.lists_loaded({"ut1": 900})
     assert value(server, "filterdns_list_entries", list="custom") == 0
@@ -119,6 +125,14 @@ def test_upstream_metrics(served: tuple[Metrics, MetricsServer]) -> None:
     assert value(server, "filterdns_upstream_healthy", upstream=up) == 0
     metrics.upstream_healthy(up, True)
     assert value(server, "filterdns_upstream_healthy", upstream=up) == 1
+    # A config reload's upstreams replace the series (healthy until they fail).
+    metrics.upstreams_in_use(["192.0.2.2:53"])
+    assert value(server, "filterdns_upstream_healthy", upstream="192.0.2.2:53") == 1
+    healthy = [
+        line for line in scrape("127.0.0.1", server.port).splitlines()
+        if line.startswith("filterdns_upstream_healthy{")
+    ]
+    assert healthy == ['filterdns_upstream_healthy{upstream="192.0.2.2:53"} 1.0']
     with pytest.raises(ValueError):
         metrics.upstream_error(up, "bored")
 
@@ -140,6 +154,7 @@ def test_every_name_is_prefixed_and_registries_are_separate() -> None:
         "filterdns_cache_evictions", "filterdns_upstream_queries", "filterdns_upstream_errors",
         "filterdns_upstream_seconds", "filterdns_upstream_healthy", "filterdns_list_entries",
         "filterdns_lists_loaded_timestamp_seconds", "filterdns_list_reloads",
+        "filterdns_config_reloads",
     }  # fmt: skip
     assert expected <= names
 

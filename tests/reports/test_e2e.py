@@ -115,7 +115,7 @@ def test_report_then_block_then_appeal_then_allow(
     # A list reload keeps the overrides on top.
     admin = reviewer_token(server, "admin")
     r = httpx.post(f"{base}/api/reload", headers={"Authorization": f"Bearer {admin}"}, timeout=30)
-    assert r.json() == {"reloaded": True}
+    assert r.json() == {"reloaded": True, "config": "applied"}
     assert server.dig(www).status == "NXDOMAIN"
     assert server.dig(listed).status == "NOERROR"
 
