@@ -67,6 +67,8 @@ def test_the_same_file_needs_no_restart(tmp_path: Path) -> None:
         ),
         ({"blockpage": {"enabled": True}}, ["blockpage.enabled"]),
         ({"reports": {"burst": 3}}, ["reports.burst"]),
+        ({"ratelimit": {"enabled": True, "qps": 5.0}}, ["ratelimit.enabled", "ratelimit.qps"]),
+        ({"dnstap": {"socket": "tap.sock"}}, ["dnstap.socket"]),
     ],
 )
 def test_keys_bound_to_start_up_are_named(
