@@ -151,6 +151,7 @@ class App:
         self.server: DnsServer | None = None
         self.blockpage: Any = None
         self.admin: Any = None  # reports.server.AdminServer when [admin] enabled
+        self.observer: Any = None  # dns_resolver.observed.Observer when [observed] enabled
         self._tick: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         self._reloading = False
@@ -239,6 +240,10 @@ class App:
             # The C cache holds Python's entries and the answers C forwarded itself.
             fp = self.server.fast.fp
             self.metrics.watch_cache_entries(lambda: int(fp.entries))
+        if self.config.observed.enabled:
+            from dns_resolver.observed import start_observer
+
+            self.observer = start_observer(self.config, self.resolver, self.server.fast, self.admin)
         if self.reloader is not None:
             # Refresh timers only once clients are served: the first pass may download.
             self.reloader.start()
@@ -261,6 +266,8 @@ class App:
                 # Off the loop: stop() joins the thread, which may be ending a child.
                 await loop.run_in_executor(None, self.reloader.stop)
             await self.server.stop()
+            if self.observer is not None:
+                await self.observer.stop()
             if self.admin is not None:
                 await self.admin.stop()
             if self._tick is not None:

@@ -16,9 +16,11 @@ from fdconfig.blocking import BlockingConfig, BlockingTable
 from fdconfig.blockpage import BlockPageConfig, BlockPageTable
 from fdconfig.cache import CacheConfig, CacheTable
 from fdconfig.fields import Table, doc
+from fdconfig.leads import LeadsConfig, LeadsTable
 from fdconfig.lists import ListConfig, ListTable
 from fdconfig.log import LoggingConfig, LoggingTable
 from fdconfig.metrics import MetricsConfig, MetricsTable
+from fdconfig.observed import ObservedConfig, ObservedTable
 from fdconfig.policies import ClientsTable, PoliciesConfig, PolicyTable
 from fdconfig.querylog import QueryLogConfig, QueryLogTable
 from fdconfig.reports import ReportsConfig, ReportsTable
@@ -57,6 +59,8 @@ class ConfigTable(Table):
         ),
     ] = {}
     blockpage: BlockPageTable = msgspec.field(default_factory=BlockPageTable)
+    observed: ObservedTable = msgspec.field(default_factory=ObservedTable)
+    leads: LeadsTable = msgspec.field(default_factory=LeadsTable)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ class Config:
     lists: tuple[ListConfig, ...] = ()
     policy: PoliciesConfig = field(default_factory=PoliciesConfig)
     blockpage: BlockPageConfig = field(default_factory=BlockPageConfig)
+    observed: ObservedConfig = field(default_factory=ObservedConfig)
+    leads: LeadsConfig = field(default_factory=LeadsConfig)
     source: str | None = None
 
     def list_specs(self, entries: Iterable[ListConfig] | None = None) -> list[ListSpec]:

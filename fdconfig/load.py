@@ -28,8 +28,10 @@ from fdconfig import (
     blocking,
     blockpage,
     cache,
+    leads,
     log,
     metrics,
+    observed,
     policies,
     querylog,
     reports,
@@ -131,6 +133,8 @@ def _build(
         lists=lists,
         policy=policies.build(table.policies, table.clients, where, blocks, lists),
         blockpage=blockpage.build(table.blockpage, where),
+        observed=observed.build(table.observed, where),
+        leads=leads.build(table.leads, where),
         source=file if file != DEFAULT_SOURCE else None,
     )
 

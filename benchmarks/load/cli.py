@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-rules", action="store_true",
                         help="also run filterdns with an expressions list added "
                         "(filterdns+text): misses run the text rules")
+    parser.add_argument("--observed", action="store_true",
+                        help="also run filterdns with newly observed domains tracked "
+                        "(filterdns+nod: [observed] enabled, docs/leads.md)")
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="where JSON and PNG go (default ./results)")
     parser.add_argument("--server-cpus", default="1", help="taskset CPU list for servers")
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         repeat=1 if args.smoke else max(1, args.repeat),
         querylog=args.querylog,
         text_rules=args.text_rules,
+        observed=args.observed,
     )
     report = runner.run_all(opts)
     lost = [

@@ -173,6 +173,7 @@ class Options:
     repeat: int = 1
     querylog: bool = False
     text_rules: bool = False
+    observed: bool = False
 
 
 def run_all(opts: Options, log: object = print) -> dict[str, object]:
@@ -204,6 +205,11 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
             kinds.append(
                 ("filterdns+log", servers.Filterdns,
                  {"workers": 1, "snapshot": snapshot, "querylog": True})
+            )
+        if opts.observed:
+            kinds.append(
+                ("filterdns+nod", servers.Filterdns,
+                 {"workers": 1, "snapshot": snapshot, "observed": True})
             )
         if opts.text_rules:
             text_snapshot = work / "data" / "blocklist-text.snap"
