@@ -17,7 +17,11 @@ class LeadsTable(Table):
         doc("Distinct client networks (see `ipv4_prefix`) that must ask within `window`.", ge=1),
     ] = 20
     min_queries: Annotated[
-        int, doc("Queries (cache misses) that must arrive within `window`.", ge=1)
+        int, doc(
+            "Queries (misses, and a new cache entry's first hits) that must arrive within "
+            "`window`.",
+            ge=1,
+        )
     ] = 1
     window: Annotated[
         float | str,
@@ -30,7 +34,7 @@ class LeadsTable(Table):
         bool,
         doc(
             "Raise only domains with a signal (suspect text rule, a listed CNAME target or "
-            "answer address, a look-alike of a reported or overridden name). `false`: enough "
+            "answer address, a look-alike of a host a reviewer blocked). `false`: enough "
             "clients alone raise a lead."
         ),
     ] = True
@@ -60,4 +64,5 @@ class LeadsConfig:
 
 
 def build(table: LeadsTable, where: Where) -> LeadsConfig:
-    return fill(LeadsConfig, table, window=where.one("leads.window", table.window, parse_duration))
+    seconds = where.one("leads.window", table.window, parse_duration)  # type: ignore[arg-type]
+    return fill(LeadsConfig, table, window=seconds)

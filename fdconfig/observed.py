@@ -52,6 +52,5 @@ class ObservedConfig:
 
 
 def build(table: ObservedTable, where: Where) -> ObservedConfig:
-    return fill(
-        ObservedConfig, table, window=where.one("observed.window", table.window, parse_duration)
-    )
+    seconds = where.one("observed.window", table.window, parse_duration)  # type: ignore[arg-type]
+    return fill(ObservedConfig, table, window=seconds)
