@@ -60,6 +60,7 @@ DRAIN_SECONDS = 0.5  # how often the C records are handed to the tracker
 OBSERVE_BUFFER = 1 << 20  # bytes of C records between drains (a full buffer drops, counted)
 NETWORKS_KEPT = 4  # a candidate keeps up to this many times min_clients network hashes
 DAY = 86_400.0
+KNOWN_CACHE = 1 << 16  # recently asked known domains kept in a set (see Tracker.observe)
 
 _EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
@@ -234,6 +235,11 @@ class Tracker:
         self._raise = raise_lead
         self._clock = clock
         self.candidates: OrderedDict[str, Candidate] = OrderedDict()
+        # Domains the filters already hold, recently asked: most misses are of these, and a
+        # set lookup is a fraction of the filters' k probes. Emptied at each rotation (so a
+        # domain is forgotten as the filters say) and when it reaches KNOWN_CACHE.
+        self._known: set[str] = set()
+        self._rotations = 0
         self._keep = NETWORKS_KEPT * leads.min_clients
         self._day_start = clock()
         self.raised_today = 0
@@ -262,9 +268,16 @@ class Tracker:
         domain = registrable(name)
         if domain is None:
             return
+        if domain in self._known:
+            return
         candidate = self.candidates.get(domain)
         if candidate is None:
-            if not self.filters.add(domain):
+            new = self.filters.add(domain)
+            if self.filters.rotations != self._rotations or len(self._known) >= KNOWN_CACHE:
+                self._rotations = self.filters.rotations
+                self._known.clear()
+            if not new:
+                self._known.add(domain)
                 return
             self.new += 1
             log.info("newly observed domain %s", domain)
