@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from fdconfig.leads import LeadsConfig
 from fdconfig.observed import ObservedConfig
 from filtercore import ListSpec, Matcher
 from reports.overrides import LayeredMatcher, OverrideMatcher
+from tests.dns_resolver.harness import InProcessServer, NsdServer, TestZone, query
 
 
 class Clock:
@@ -193,3 +196,32 @@ def test_a_lookalike_of_a_blocked_override_is_a_signal(tmp_path: Path) -> None:
 )
 def test_lookalikes_are_one_edit_away(domain: str, hosts: list[str], twin: str | None) -> None:
     assert lookalike(domain, hosts) == twin
+
+
+def test_c_records_a_miss_and_a_new_entrys_first_hits_with_networks_not_addresses(
+    nsd_upstream: NsdServer,
+) -> None:
+    matcher = Matcher.from_lists([])
+    in_process = InProcessServer(matcher, [nsd_upstream.upstream])
+    with in_process as (port, server):
+        fp = server.fast.fp
+
+        async def on_loop(call: Callable[[], Any]) -> Any:
+            return call()
+
+        def run(call: Callable[[], Any]) -> Any:
+            # The C state belongs to the loop's thread (it reads between batches there).
+            return asyncio.run_coroutine_threadsafe(on_loop(call), in_process.loop).result(5)
+
+        run(lambda: fp.set_observe(1 << 16, 24, 48, 3))
+        for _ in range(6):  # a miss, then five cache hits
+            assert query(port, TestZone.WWW).rcode() == 0
+        records = run(fp.take_observed)
+        name = TestZone.WWW.rstrip(".").encode()
+        one = bytes([4, 127, 0, 0, 0]) + bytes(12) + bytes([len(name)]) + name
+        assert records == one * 4  # the miss and the first three hits; the /24, not .1
+        assert query(port, TestZone.WWW).rcode() == 0
+        assert run(fp.take_observed) == b""  # hits past the watch cost no record
+        run(lambda: fp.set_observe(0, 24, 48))
+        assert query(port, TestZone.MAIL).rcode() == 0
+        assert run(fp.take_observed) == b""
