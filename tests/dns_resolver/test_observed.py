@@ -17,6 +17,7 @@ from fdconfig.observed import ObservedConfig
 from filtercore import ListSpec, Matcher
 from reports.overrides import LayeredMatcher, OverrideMatcher
 from tests.dns_resolver.harness import InProcessServer, NsdServer, TestZone, query
+from tests.filtercore.formats_support import UT1
 
 
 class Clock:
@@ -32,6 +33,23 @@ def test_registrable_domains_come_from_the_public_suffix_list() -> None:
     assert registrable("a.b.example.com") == "example.com"
     assert registrable("co.uk") is None
     assert registrable("192.0.2.1") is None
+
+
+def test_registrable_domains_agree_with_tldextract_on_real_names() -> None:
+    from dns_resolver.observed import _EXTRACT
+
+    names = [
+        "www.example.co.uk", "a.b.c.kawasaki.jp", "city.kawasaki.jp", "x.city.kawasaki.jp",
+        "www.ck", "foo.www.ck", "bar.ck", "a.bar.ck", "example.com.", "WWW.Example.COM",
+        "localhost", "test", "a.b.unknowntld", "xn--bcher-kva.de", "s3.amazonaws.com",
+    ]
+    for category in ("gambling", "dating", "vpn"):
+        names += (UT1 / category / "domains").read_text(errors="replace").split()[:3000]
+    for name in names:
+        parts = _EXTRACT(name)
+        whole = parts.domain and parts.suffix
+        expected = f"{parts.domain}.{parts.suffix}".lower() if whole else None
+        assert registrable(name) == expected, name
 
 
 def test_false_positive_rate_is_the_predicted_one() -> None:
