@@ -154,12 +154,19 @@ class BloomPair:
     def add(self, key: str) -> bool:
         """Remember `key`; True when it was in neither filter (newly observed)."""
         positions = self._positions(key)
-        if self._has(self._current, positions):
+        current = self._current
+        # One pass over the current filter, setting as it goes: the bits it sets for a key
+        # it already holds were set anyway.
+        missing = 0
+        for p in positions:
+            bit = 1 << (p & 7)
+            byte = current[p >> 3]
+            if not byte & bit:
+                missing += 1
+                current[p >> 3] = byte | bit
+        if not missing:
             return False
         new = not self._has(self._previous, positions)
-        current = self._current
-        for p in positions:
-            current[p >> 3] |= 1 << (p & 7)
         self.count += 1
         if self.count >= self.capacity or self._clock() - self._rotated_at >= self.window / 2:
             self.rotate()
