@@ -12,6 +12,7 @@ import pytest
 
 from tests.dns_resolver.harness import NsdServer, ServerProcess, eventually, free_port, query
 from tests.dns_resolver.policy_zone import _zone
+from tests.reports.browser import Browser
 from tests.reports.test_e2e import DECISION_DEADLINE, reviewer_token, wait_for_dig
 
 NEW_DOMAIN = "lucky-spins-online.com"  # CNAME to a name the gambling list holds
@@ -81,6 +82,22 @@ def test_a_new_domain_with_a_gambling_cname_becomes_a_lead_and_is_blocked_by_dec
     assert not any(address in json.dumps(lead) for address in CLIENTS)
     # One client: newly observed, but no lead.
     assert all(r["host"] != "quiet-newsite.org" for r in leads())
+
+    # The review page says what the lead is and why it was raised.
+    browser = Browser(tmp_path / "browser")
+    try:
+        browser.open(f"{base}/review#token={auth['Authorization'].split()[1]}")
+        browser.wait_for("document.querySelectorAll('#queue tbody tr').length > 0")
+        browser.evaluate("document.querySelector('#queue tbody tr').click()")
+        browser.wait_for("!document.getElementById('details').hidden")
+        assert browser.evaluate("document.getElementById('d-kind').innerText") == (
+            "lead: a newly observed domain"
+        )
+        why = browser.evaluate("document.getElementById('d-why').innerText")
+        assert f"cname_target cname=play.{CASINO} (gambling)" in why
+        assert "client networks" in why
+    finally:
+        browser.close()
 
     r = httpx.post(
         f"{base}/api/reports/{lead['id']}/decision",
