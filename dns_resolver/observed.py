@@ -41,7 +41,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -452,6 +452,31 @@ class Observer:
         if self.fp is not None:
             self.tracker.feed(self.fp.take_observed())
 
+    def collect(self) -> Iterator[Any]:
+        """Prometheus families of the tracking (a `Metrics` registry collector)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        tracker = self.tracker
+        counters = (
+            ("filterdns_observed_records", "Misses (and new entries' first hits) tracked.",
+             tracker.misses),
+            ("filterdns_observed_domains", "Newly observed registrable domains.", tracker.new),
+            ("filterdns_observed_dropped", "Records dropped: the C buffer was full.",
+             self.fp.obs_dropped if self.fp is not None else 0),
+            ("filterdns_leads_raised", "Leads put in the review queue.", tracker.raised),
+            ("filterdns_leads_without_signal",
+             "Candidates that earned attention but had no signal (require_signal).",
+             tracker.not_raised),
+            ("filterdns_leads_over_daily_cap", "Leads not raised: max_per_day was spent.",
+             tracker.over_budget),
+        )
+        for name, text, value in counters:
+            yield CounterMetricFamily(name, text, value=value)
+        yield GaugeMetricFamily(
+            "filterdns_observed_candidates", "Newly observed domains within the lead window.",
+            value=len(tracker.candidates),
+        )
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(DRAIN_SECONDS)
@@ -486,5 +511,7 @@ def start_observer(config: Any, resolver: Any, fast: Any, admin: Any) -> Observe
         raise_lead=raise_lead,
     )
     observer = Observer(tracker, fp)
+    if resolver.metrics is not None:
+        resolver.metrics.registry.register(observer)
     observer.start()
     return observer

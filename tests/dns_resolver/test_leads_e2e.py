@@ -82,6 +82,9 @@ def test_a_new_domain_with_a_gambling_cname_becomes_a_lead_and_is_blocked_by_dec
     assert not any(address in json.dumps(lead) for address in CLIENTS)
     # One client: newly observed, but no lead.
     assert all(r["host"] != "quiet-newsite.org" for r in leads())
+    assert server.metric("filterdns_observed_domains_total") == 2
+    assert server.metric("filterdns_leads_raised_total") == 1
+    assert server.metric("filterdns_observed_dropped_total") == 0
 
     # The review page says what the lead is and why it was raised.
     browser = Browser(tmp_path / "browser")
