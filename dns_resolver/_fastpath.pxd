@@ -32,6 +32,7 @@ cdef struct Entry:
     double stored          # CLOCK_MONOTONIC seconds, the same clock as time.monotonic()
     uint32_t lifetime
     uint32_t hits
+    uint32_t watch         # hits still to record for newly observed domains (set_observe)
     uint32_t keylen
     uint32_t bodylen
     uint32_t edelen
@@ -168,6 +169,13 @@ cdef class FastPath:
     cdef uint8_t rnd[4096]
     cdef int rndpos
     cdef uint8_t *fwdbuf
+    # newly observed domains (set_observe, issue 17): miss names and client networks
+    # (masked here: addresses never leave C), drained by take_observed()
+    cdef uint8_t *obsbuf
+    cdef size_t obslen, obscap
+    cdef int obs_v4, obs_v6    # network prefixes kept of a client address
+    cdef uint32_t obs_watch    # a new cache entry's first hits recorded (see set_observe)
+    cdef readonly uint64_t obs_dropped
     # the query log (set_querylog): formatted JSON lines, drained by take_log()
     cdef bint logging
     cdef int log_anon       # index in config.ANONYMIZE_MODES: truncate, hash, none
@@ -250,6 +258,8 @@ cdef class FastPath:
     cdef int _policy_of(self, int family, const uint8_t *addr) noexcept nogil
     cdef bint _punted(self, int policy, const char *name, uint32_t n) noexcept nogil
     cdef bint _allowed(self, int family, const uint8_t *addr) noexcept nogil
+    cdef void _observe(self, const uint8_t *name, uint32_t namelen, int family,
+                       const uint8_t *addr) noexcept nogil
     cdef int _ede_find(self, int64_t key) noexcept nogil
     cdef bint _limited(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
                        Slot *slot, double now) noexcept nogil

@@ -475,6 +475,7 @@ cdef class FastPath:
         free(self.fwdbuf)
         free(self.logbuf)
         free(self.tapbuf)
+        free(self.obsbuf)
         if self.qtype_json != NULL:
             for i in range(65536):
                 free(self.qtype_json[i])
@@ -688,6 +689,58 @@ cdef class FastPath:
         if self.block_json[metric] == NULL:
             raise MemoryError()
         memcpy(self.block_json[metric], PyBytes_AS_STRING(fields), len(fields))
+
+    # -- newly observed domains (dns_resolver.observed) ---------------------------------
+
+    def set_observe(self, size_t capacity, int v4_prefix, int v6_prefix, uint32_t watch=0):
+        """Record every cache miss's name and client network (the address cut to
+        `v4_prefix`/`v6_prefix` bits) in a buffer of `capacity` bytes, for
+        take_observed(); capacity 0 stops recording. A full buffer drops (counted).
+
+        A cache entry stored from now on also records its first `watch` hits: the
+        clients of a new domain are counted though most of them hit the cache, and an
+        entry costs one untaken branch per hit after that."""
+        free(self.obsbuf)
+        self.obsbuf = NULL
+        self.obslen = 0
+        self.obscap = 0
+        if capacity:
+            self.obsbuf = <uint8_t *>malloc(capacity)
+            if self.obsbuf == NULL:
+                raise MemoryError()
+            self.obscap = capacity
+        self.obs_v4 = max(0, min(v4_prefix, 32))
+        self.obs_v6 = max(0, min(v6_prefix, 128))
+        self.obs_watch = watch
+
+    def take_observed(self):
+        """The records since the last call: per miss, family (1 byte: 4 or 6), network
+        (16 bytes), name length (1 byte), the lower-case dotted name."""
+        cdef bytes out
+        if self.obslen == 0:
+            return b""
+        out = PyBytes_FromStringAndSize(<char *>self.obsbuf, self.obslen)
+        self.obslen = 0
+        return out
+
+    cdef void _observe(self, const uint8_t *name, uint32_t namelen, int family,
+                       const uint8_t *addr) noexcept nogil:
+        cdef uint8_t *rec
+        cdef int prefix, full, i
+        if self.obslen + 18 + namelen > self.obscap:
+            self.obs_dropped += 1
+            return
+        rec = self.obsbuf + self.obslen
+        memset(rec, 0, 17)
+        rec[0] = family
+        prefix = self.obs_v4 if family == 4 else self.obs_v6
+        full = prefix >> 3
+        memcpy(rec + 1, addr, full)
+        if prefix & 7:
+            rec[1 + full] = addr[full] & ((0xFF << (8 - (prefix & 7))) & 0xFF)
+        rec[17] = namelen
+        memcpy(rec + 18, name, namelen)
+        self.obslen += 18 + namelen
 
     def take_log(self):
         """The query log lines written since the last call (bytes, whole lines)."""
@@ -1135,6 +1188,7 @@ cdef class FastPath:
         e.stored = stored
         e.lifetime = lifetime
         e.hits = 0
+        e.watch = self.obs_watch if self.obsbuf != NULL else 0
         e.chain = self.buckets[h & (self.nbuckets - 1)]
         self.buckets[h & (self.nbuckets - 1)] = e
         e.newer = NULL
@@ -1457,6 +1511,10 @@ cdef class FastPath:
                 slot.reason = R_STALE
                 return
             e.hits += 1
+            if e.watch:
+                e.watch -= 1
+                if self.obsbuf != NULL and namelen:
+                    self._observe(<const uint8_t *>name, namelen, family, addr)
             if e != self.lru_head:
                 self._unlink(e)
                 e.older = self.lru_head
@@ -1471,6 +1529,8 @@ cdef class FastPath:
             self.c_hits += 1
             return
         else:
+            if self.obsbuf != NULL and namelen:
+                self._observe(<const uint8_t *>name, namelen, family, addr)
             if self.core is None or not self.blocking_ready or namelen == 0:
                 slot.reason = R_MISS
                 return

@@ -188,6 +188,7 @@ class App:
         self.server: DnsServer | None = None
         self.blockpage: Any = None
         self.admin: Any = None  # reports.server.AdminServer when [admin] enabled
+        self.observer: Any = None  # dns_resolver.observed.Observer when [observed] enabled
         self._tick: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         self._arrived: list[tuple[str, int]] = []  # sources fetched by the last update
@@ -289,6 +290,10 @@ class App:
             # The C cache holds Python's entries and the answers C forwarded itself.
             fp = self.server.fast.fp
             self.metrics.watch_cache_entries(lambda: int(fp.entries))
+        if self.config.observed.enabled:
+            from dns_resolver.observed import start_observer
+
+            self.observer = start_observer(self.config, self.resolver, self.server.fast, self.admin)
         if self.reloader is not None:
             # Refresh timers only once clients are served: the first pass may download.
             self.reloader.start()
@@ -314,6 +319,8 @@ class App:
             await self.server.stop()
             for forwarder in upstream_sets(self.resolver):
                 await forwarder.close()
+            if self.observer is not None:
+                await self.observer.stop()
             if self.admin is not None:
                 await self.admin.stop()
             if self._tick is not None:

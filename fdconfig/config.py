@@ -18,10 +18,12 @@ from fdconfig.cache import CacheConfig, CacheTable
 from fdconfig.dnstap import DnstapConfig, DnstapTable
 from fdconfig.fields import Table, doc
 from fdconfig.forward import ForwardConfig, ForwardTable
+from fdconfig.leads import LeadsConfig, LeadsTable
 from fdconfig.lists import ListConfig, ListTable
 from fdconfig.local import LocalConfig, LocalTable
 from fdconfig.log import LoggingConfig, LoggingTable
 from fdconfig.metrics import MetricsConfig, MetricsTable
+from fdconfig.observed import ObservedConfig, ObservedTable
 from fdconfig.policies import ClientsTable, PoliciesConfig, PolicyTable
 from fdconfig.querylog import QueryLogConfig, QueryLogTable
 from fdconfig.ratelimit import RateLimitConfig, RateLimitTable
@@ -68,6 +70,8 @@ class ConfigTable(Table):
     local: LocalTable = msgspec.field(default_factory=LocalTable)
     ratelimit: RateLimitTable = msgspec.field(default_factory=RateLimitTable)
     dnstap: DnstapTable = msgspec.field(default_factory=DnstapTable)
+    observed: ObservedTable = msgspec.field(default_factory=ObservedTable)
+    leads: LeadsTable = msgspec.field(default_factory=LeadsTable)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ class Config:
     local: LocalConfig = field(default_factory=LocalConfig)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     dnstap: DnstapConfig = field(default_factory=DnstapConfig)
+    observed: ObservedConfig = field(default_factory=ObservedConfig)
+    leads: LeadsConfig = field(default_factory=LeadsConfig)
     source: str | None = None
 
     def list_specs(self, entries: Iterable[ListConfig] | None = None) -> list[ListSpec]:

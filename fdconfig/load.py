@@ -30,9 +30,11 @@ from fdconfig import (
     cache,
     dnstap,
     forward,
+    leads,
     local,
     log,
     metrics,
+    observed,
     policies,
     querylog,
     ratelimit,
@@ -167,6 +169,8 @@ def _build(
         local=loc,
         ratelimit=ratelimit.build(table.ratelimit, where),
         dnstap=dnstap.build(table.dnstap, where),
+        observed=observed.build(table.observed, where),
+        leads=leads.build(table.leads, where),
         source=file if file != DEFAULT_SOURCE else None,
     )
 

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from reports.vocabulary import HOST_LEN, NAME_LEN, TARGET_LEN
+from reports.vocabulary import HOST_LEN, NAME_LEN, SOURCE_LEN, TARGET_LEN
 
 
 def utcnow() -> datetime:
@@ -36,7 +36,8 @@ class Base(DeclarativeBase):
 
 
 class Report(Base):
-    """A report (a miss: "this should be blocked") or an appeal ("this should not be").
+    """A report (a miss: "this should be blocked"), an appeal ("this should not be"), or a
+    lead (a newly observed domain that earned attention: docs/leads.md).
 
     Duplicates of an open report (same `target` and `kind`) are merged into it: `count`
     goes up and `updated_at` moves. The partial unique index makes that merge safe when
@@ -56,6 +57,10 @@ class Report(Base):
     count: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(16), default="open")
     reporter: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # "public" (a report or appeal) or "observed" (a lead: docs/leads.md), whose reasons
+    # (counts of client networks, never addresses, and signals) are `evidence`, as JSON.
+    source: Mapped[str] = mapped_column(String(SOURCE_LEN), default="public")
+    evidence: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from reports.vocabulary import ACTIONS, COMMENT_LEN, KINDS, NAME_LEN, REASON_LEN, TARGET_LEN
+from reports.vocabulary import (
+    ACTIONS,
+    COMMENT_LEN,
+    KINDS,
+    NAME_LEN,
+    PUBLIC_KINDS,
+    REASON_LEN,
+    SOURCES,
+    TARGET_LEN,
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -85,7 +94,7 @@ def openapi_document(server: str = "http://127.0.0.1:8081") -> dict[str, Any]:
                             "maxLength": TARGET_LEN,
                             "description": "a host name or http(s) URL",
                         },
-                        "kind": {"type": "string", "enum": list(KINDS)},
+                        "kind": {"type": "string", "enum": list(PUBLIC_KINDS)},
                         "category": {"type": "string", "maxLength": NAME_LEN},
                         "comment": {"type": "string", "maxLength": COMMENT_LEN},
                         "list": {"type": "string", "maxLength": NAME_LEN},
@@ -107,6 +116,11 @@ def openapi_document(server: str = "http://127.0.0.1:8081") -> dict[str, Any]:
                         "target": {"type": "string"},
                         "host": {"type": "string"},
                         "kind": {"type": "string", "enum": list(KINDS)},
+                        "source": {"type": "string", "enum": list(SOURCES)},
+                        "evidence": {
+                            "type": ["object", "null"],
+                            "description": "a lead's reasons (docs/leads.md); null otherwise",
+                        },
                         "category": _NULLABLE_STRING,
                         "list": _NULLABLE_STRING,
                         "policy": _NULLABLE_STRING,

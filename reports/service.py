@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 OVERRIDE_CHANGE = "override-change"
 """Audit record kind of every change of the override list (listsync.audit has the others)."""
+LEAD_RAISED = "lead-raised"
+"""Audit record kind of a lead put in the queue by the resolver (docs/leads.md)."""
 
 
 class AdminService:
@@ -154,6 +156,24 @@ class AdminService:
         """Store a report durably (committed before this returns)."""
         return await asyncio.to_thread(self.store.submit, submission, reporter)
 
+    async def raise_lead(
+        self, host: str, category: str | None, evidence: dict[str, Any]
+    ) -> Accepted:
+        """Put a newly observed domain in the queue as a lead (source "observed"), on
+        record: `evidence` says why (counts and signals, never client addresses)."""
+        accepted = await asyncio.to_thread(self.store.submit_lead, host, category, evidence)
+        await self._audit(
+            {
+                "kind": LEAD_RAISED,
+                "report_id": accepted.id,
+                "host": host,
+                "category": category,
+                "source": "observed",
+                "evidence": evidence,
+            }
+        )
+        return accepted
+
     async def queue(self, **filters: Any) -> tuple[list[dict[str, Any]], int]:
         """The queue with each target's current verdict (`verdict`) attached."""
         rows, total = await asyncio.to_thread(self.store.queue, **filters)
@@ -187,6 +207,7 @@ class AdminService:
                 "kind": REVIEW_DECISION,
                 "report_id": report["id"],
                 "report_kind": report["kind"],
+                "source": report["source"],
                 "target": report["target"],
                 "host": report["host"],
                 "reports": report["count"],
@@ -206,6 +227,8 @@ class AdminService:
                     "category": decided.override["category"],
                     "previous": decided.previous,
                     "report_id": report["id"],
+                    "report_kind": report["kind"],
+                    "source": report["source"],
                     "reviewer": who.identity,
                     "role": who.role,
                     "reason": decision.reason,

@@ -8,6 +8,7 @@ the API calls them from a worker thread so the event loop keeps answering DNS.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -118,6 +119,8 @@ def report_dict(report: Report) -> dict[str, Any]:
         "count": report.count,
         "status": report.status,
         "reporter": report.reporter,
+        "source": report.source,
+        "evidence": json.loads(report.evidence) if report.evidence else None,
         "created_at": iso(report.created_at),
         "updated_at": iso(report.updated_at),
     }
@@ -247,6 +250,40 @@ class Store:
             except IntegrityError:
                 continue  # someone inserted the same open target meanwhile: merge into it
         raise RuntimeError(f"could not store a report of {sub.target} (constant contention)")
+
+    def submit_lead(self, host: str, category: str | None, evidence: dict[str, Any]) -> Accepted:
+        """Store a lead (kind "lead", source "observed"), or refresh the evidence of the open
+        lead of the same host (its `count` counts how often it was raised)."""
+        text = json.dumps(evidence, sort_keys=True)
+        for _ in range(5):
+            with self._tx() as session:
+                merged = session.execute(
+                    update(Report)
+                    .where(Report.target == host, Report.kind == "lead", Report.status == "open")
+                    .values(count=Report.count + 1, evidence=text, updated_at=utcnow())
+                    .returning(Report.id, Report.count)
+                ).first()
+                if merged is not None:
+                    report_id, count = merged
+                    return Accepted(id=report_id, count=count, duplicate=True)
+            try:
+                with self._tx() as session:
+                    report = Report(
+                        target=host,
+                        host=host,
+                        kind="lead",
+                        category=category,
+                        count=1,
+                        status="open",
+                        source="observed",
+                        evidence=text,
+                    )
+                    session.add(report)
+                    session.flush()
+                    return Accepted(id=report.id, count=1, duplicate=False)
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not store a lead for {host} (constant contention)")
 
     def queue(
         self,

@@ -17,7 +17,14 @@ from filtercore.errors import FilterError
 from filtercore.matcher import parse_target
 from filtercore.normalize import normalize_ip, normalize_name
 from filtercore.urlrules import split_squidguard_url
-from reports.vocabulary import ACTIONS, COMMENT_LEN, KINDS, NAME_LEN, REASON_LEN, TARGET_LEN
+from reports.vocabulary import (
+    ACTIONS,
+    COMMENT_LEN,
+    NAME_LEN,
+    PUBLIC_KINDS,
+    REASON_LEN,
+    TARGET_LEN,
+)
 
 
 class ValidationError(ValueError):
@@ -132,7 +139,7 @@ def parse_submission(data: Any, categories: CategoryMap) -> Submission:
     assert raw_target is not None
     target, host = parse_report_target(raw_target)
     kind = text_field(data, "kind", 16) or "report"
-    if kind not in KINDS:
+    if kind not in PUBLIC_KINDS:
         raise ValidationError("kind", f'must be "report" or "appeal", got {kind!r}')
     return Submission(
         target=target,

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dot: instead of the peer comparison, the miss-heavy mix "
                         "forwarded over DoT to an Unbound in front of NSD, against the "
                         "same over UDP and Unbound forwarding over DoT (forward-tls-upstream)")
+    parser.add_argument("--observed", action="store_true",
+                        help="also run filterdns with newly observed domains tracked "
+                        "(filterdns+nod: [observed] enabled, docs/leads.md)")
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="where JSON and PNG go (default ./results)")
     parser.add_argument("--server-cpus", default="1", help="taskset CPU list for servers")
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         text_rules=args.text_rules,
         upstream_transport=args.upstream_transport,
         ratelimit=args.ratelimit,
+        observed=args.observed,
     )
     if opts.upstream_transport == "dot":
         runner.run_transport(opts)

@@ -177,6 +177,7 @@ class Options:
     text_rules: bool = False
     upstream_transport: str = "udp"
     ratelimit: bool = False
+    observed: bool = False
 
 
 def run_all(opts: Options, log: object = print) -> dict[str, object]:
@@ -219,6 +220,11 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
                 ("filterdns+tap", servers.Filterdns,
                  {"workers": 1, "snapshot": snapshot, "dnstap": True,
                   "sink_cpus": opts.client_cpus})
+            )
+        if opts.observed:
+            kinds.append(
+                ("filterdns+nod", servers.Filterdns,
+                 {"workers": 1, "snapshot": snapshot, "observed": True})
             )
         if opts.text_rules:
             text_snapshot = work / "data" / "blocklist-text.snap"

@@ -392,7 +392,8 @@ class Filterdns(Server):
     def __init__(
         self, *args: object, workers: int = 1, snapshot: Path | None = None,
         querylog: bool = False, tls: TlsUpstream | None = None, ratelimit: bool = False,
-        dnstap: bool = False, sink_cpus: str | None = None, **kwargs: object,
+        dnstap: bool = False, sink_cpus: str | None = None, observed: bool = False,
+        **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.workers = workers
@@ -403,6 +404,7 @@ class Filterdns(Server):
         self.dnstap = dnstap
         self.sink_cpus = sink_cpus
         self.sink: DnstapSink | None = None
+        self.observed = observed
         self.metrics_port = free_port()
 
     def prepare(self) -> None:
@@ -420,6 +422,8 @@ class Filterdns(Server):
         if self.ratelimit:
             # Far above any load here: every query is charged to its bucket, none limited.
             tail += "[ratelimit]\nenabled = true\nqps = 100000000.0\nburst = 100000000\n\n"
+        if self.observed:
+            tail += "[observed]\nenabled = true\n\n"
         if self.snapshot is None:
             tail += (
                 f'[[lists]]\npath = "{self.dataset.domains_file}"\nformat = "domains"\n'

@@ -35,7 +35,7 @@ def test_migrations_create_the_models_schema(store: Store) -> None:
         tables = set(inspect(conn).get_table_names())
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     assert {"reports", "decisions", "tokens", "overrides", "alembic_version"} <= tables
-    assert version == "0001"
+    assert version == "0002"
     # Columns, types and indexes agree (server-side details like constraint names aside).
     assert [
         d for d in diff if d[0] in ("add_table", "remove_table", "add_column", "remove_column")
@@ -47,6 +47,48 @@ def test_migrating_twice_is_harmless(database_url: str) -> None:
     again = Store(database_url)
     assert again.queue() == ([], 0)
     again.close()
+
+
+def test_the_leads_migration_keeps_the_queue_and_marks_it_public(database_url: str) -> None:
+    from reports.store import make_engine, migrate
+
+    engine = make_engine(database_url)
+    migrate(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO reports (target, host, kind, count, status, created_at, updated_at)"
+                " VALUES ('old.example', 'old.example', 'report', 3, 'open', "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+    engine.dispose()
+    upgraded = Store(database_url)
+    (row,), _ = upgraded.queue()
+    assert (row["host"], row["count"], row["source"], row["evidence"]) == (
+        "old.example", 3, "public", None
+    )
+    upgraded.close()
+
+
+def test_a_lead_is_stored_with_its_evidence_and_merged_while_open(store: Store) -> None:
+    evidence = {"client_networks": 25, "signals": [{"signal": "cname_target"}]}
+    first = store.submit_lead("new.example", "gambling", evidence)
+    again = store.submit_lead("new.example", "gambling", {**evidence, "client_networks": 40})
+    report = store.submit(sub("new.example"), "192.0.2.0")
+    assert not first.duplicate and again.duplicate and again.id == first.id
+    assert report.id != first.id  # a public report of the same host is its own item
+    rows, total = store.queue(kind="lead")
+    assert total == 1
+    (lead,) = rows
+    assert (lead["kind"], lead["source"], lead["category"], lead["count"]) == (
+        "lead", "observed", "gambling", 2
+    )
+    assert lead["evidence"]["client_networks"] == 40
+    assert store.report(report.id)["source"] == "public"
+    decided = store.decide(first.id, decision("block", category="gambling"), "alice")
+    assert decided.override is not None and decided.override["report_id"] == first.id
+    assert store.submit_lead("new.example", "gambling", evidence).id != first.id
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path) -> None:

@@ -1,0 +1,517 @@
+"""Newly observed domains and the leads they raise (`[observed]`, `[leads]`; docs/leads.md).
+
+The C fast path records, for every cache miss, the name and the client's network (cut to
+`leads.ipv4_prefix`/`ipv6_prefix` bits in C: addresses never reach Python). Most clients of
+a domain hit the cache, so a cache entry also records its first `NETWORKS_KEPT *
+min_clients` hits; after that a hit costs one untaken branch. Every `DRAIN_SECONDS` the
+records are handed to `Tracker.feed` in one batch. Queries only the Python chain sees (TCP,
+DoH, names a policy hands to Python before the cache) are not tracked.
+
+- **Registrable domain.** `registrable()` uses tldextract's bundled Public Suffix List
+  snapshot, offline (no download at run time); results are memoised per name.
+- **Seen before?** `BloomPair`: two Bloom filters of `observed.memory / 2` bytes each,
+  sized by the classic formulas for `observed.false_positive_rate`. New domains go into the
+  current filter; when it holds its capacity or half the window has passed, the older one
+  is dropped and a fresh one started, so a domain is remembered between window/2 and window
+  and memory never grows. A domain in neither filter is newly observed.
+- **Candidates.** A newly observed domain is counted, logged and held for `leads.window`
+  with its query count and the hashes of its client networks (a bounded set: counts, never
+  addresses). One that reaches `min_clients` and `min_queries` is examined once: its
+  signals are gathered and, if it has one (or `require_signal` is off), it is raised as a
+  lead through the `raise_lead` callable (`reports.service.AdminService.raise_lead`),
+  at most `max_per_day` a day.
+- **Signals.** The lists' text rules on the name under every category (suspect-only: a
+  keyword a child policy would block counts even where no policy blocks it); the answer's
+  CNAME targets and addresses that a list places in a category (`inspect.inspect_answer`
+  on a fresh upstream answer); a look-alike (edit distance 1) of a host a reviewer blocked.
+
+Each worker process keeps its own filters and candidates (SO_REUSEPORT spreads clients by
+address, so one client's queries stay in one worker): nothing is locked or shared per
+query. The price: with N workers a domain's clients are split N ways, so `min_clients`
+counts per worker, and a domain may be new once per worker; the queue merges a lead raised
+twice into one item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import dnslib
+import tldextract
+
+from dns_resolver import wire
+from dns_resolver.inspect import inspect_answer
+from fdconfig.leads import LeadsConfig
+from fdconfig.observed import ObservedConfig
+from filtercore.errors import InvalidNameError
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 0.5  # how often the C records are handed to the tracker
+OBSERVE_BUFFER = 1 << 20  # bytes of C records between drains (a full buffer drops, counted)
+NETWORKS_KEPT = 4  # a candidate keeps up to this many times min_clients network hashes
+DAY = 86_400.0
+KNOWN_CACHE = 1 << 16  # recently asked known domains kept in a set (see Tracker.observe)
+
+_EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+# The ICANN section of tldextract's bundled Public Suffix List, as its rule strings
+# ("co.uk", "*.ck", "!www.ck"): a set lookup per label is about 3 times cheaper than
+# calling the extractor, which also handles what a DNS miss never holds (URLs, ports).
+_RULES: frozenset[str] = frozenset(_EXTRACT._get_tld_extractor().tlds_excl_private)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def registrable(name: str) -> str | None:
+    """The registrable domain of `name` (`www.example.co.uk` -> `example.co.uk`), or None
+    for a public suffix itself, an IP literal or a name under no known suffix (as
+    tldextract says)."""
+    labels = name.rstrip(".").lower().split(".")
+    if labels[-1].isdigit():
+        return None  # an IPv4 literal
+    rules = _RULES
+    # The longest rule that matches wins; an exception rule ("!") beats the wildcard
+    # ("*.") of the same length.
+    for i in range(len(labels)):
+        candidate = ".".join(labels[i:])
+        if "!" + candidate in rules:
+            suffix = i + 1
+        elif candidate in rules or (
+            i + 1 < len(labels) and "*." + ".".join(labels[i + 1 :]) in rules
+        ):
+            suffix = i
+        else:
+            continue
+        return ".".join(labels[suffix - 1 :]) if suffix > 0 else None
+    return None
+
+
+class BloomPair:
+    """Two rotating Bloom filters: a fixed memory, a stated false-positive rate.
+
+    Args:
+        memory: bytes of both filters together.
+        false_positive_rate: what each filter is sized for at its capacity.
+        window: seconds; the filters rotate every window/2 (or when one is full).
+        clock: seconds, monotonic.
+    """
+
+    def __init__(
+        self,
+        memory: int,
+        false_positive_rate: float,
+        window: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bits = max(64, (memory // 2) * 8)
+        # Capacity and hash count that give the rate with these bits (Bloom's formulas).
+        self.capacity = max(1, int(-self.bits * math.log(2) ** 2 / math.log(false_positive_rate)))
+        self.hashes = max(1, round(self.bits / self.capacity * math.log(2)))
+        self.window = window
+        self._clock = clock
+        self._current = bytearray(self.bits // 8)
+        self._previous = bytearray(self.bits // 8)
+        self.count = 0  # domains in the current filter
+        self.rotations = 0
+        self._rotated_at = clock()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the filters hold (constant)."""
+        return len(self._current) + len(self._previous)
+
+    def predicted_false_positive_rate(self, entries: int | None = None) -> float:
+        """The chance a new domain is taken for seen, with `entries` in each filter
+        (default: both at capacity, the worst case)."""
+        n = self.capacity if entries is None else entries
+        one = (1 - math.exp(-self.hashes * n / self.bits)) ** self.hashes
+        return 1 - (1 - one) ** 2
+
+    def _positions(self, key: str) -> list[int]:
+        # Double hashing (Kirsch & Mitzenmacher) from one 64-bit hash: k probes for one.
+        h = hash(key) & 0xFFFFFFFFFFFFFFFF
+        h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
+        bits = self.bits
+        return [(h1 + i * h2) % bits for i in range(self.hashes)]
+
+    @staticmethod
+    def _has(bits: bytearray, positions: list[int]) -> bool:
+        return all(bits[p >> 3] & (1 << (p & 7)) for p in positions)
+
+    def seen(self, key: str) -> bool:
+        """True when `key` is in either filter (or a false positive says so)."""
+        positions = self._positions(key)
+        return self._has(self._current, positions) or self._has(self._previous, positions)
+
+    def add(self, key: str) -> bool:
+        """Remember `key`; True when it was in neither filter (newly observed)."""
+        positions = self._positions(key)
+        current = self._current
+        # One pass over the current filter, setting as it goes: the bits it sets for a key
+        # it already holds were set anyway.
+        missing = 0
+        for p in positions:
+            bit = 1 << (p & 7)
+            byte = current[p >> 3]
+            if not byte & bit:
+                missing += 1
+                current[p >> 3] = byte | bit
+        if not missing:
+            return False
+        new = not self._has(self._previous, positions)
+        self.count += 1
+        if self.count >= self.capacity or self._clock() - self._rotated_at >= self.window / 2:
+            self.rotate()
+        return new
+
+    def rotate(self) -> None:
+        """Forget the older filter; start an empty current one."""
+        self._previous, self._current = self._current, self._previous
+        self._current[:] = bytes(len(self._current))
+        self.count = 0
+        self.rotations += 1
+        self._rotated_at = self._clock()
+
+
+@dataclass
+class Candidate:
+    """A newly observed domain within its lead window."""
+
+    domain: str
+    name: str  # the first full name asked (what the signals look up)
+    first_seen: float
+    queries: int = 0
+    networks: set[int] = field(default_factory=set)  # hashes of client networks, bounded
+    examined: bool = False
+
+
+def lookalike(domain: str, hosts: Iterable[str]) -> str | None:
+    """A host of `hosts` whose registrable domain is one edit (insert, delete, substitute,
+    transpose) from `domain`'s, or None."""
+    label = domain.split(".", 1)[0]
+    for host in hosts:
+        other = registrable(host)
+        if other is None or other == domain:
+            continue
+        if _one_edit(label, other.split(".", 1)[0]):
+            return host
+    return None
+
+
+def _one_edit(a: str, b: str) -> bool:
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (
+            len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
+        )
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = 0
+    while i < len(short) and short[i] == long_[i]:
+        i += 1
+    return short[i:] == long_[i + 1 :]
+
+
+@dataclass(frozen=True)
+class Lead:
+    """What a raised lead carries into the queue."""
+
+    domain: str
+    category: str | None
+    evidence: dict[str, Any]
+
+
+class Tracker:
+    """Newly observed domains of one worker and the leads they raise.
+
+    Args:
+        observed, leads: the `[observed]` and `[leads]` configuration.
+        matcher: returns the resolver's effective matcher (text rules, lists, overrides).
+        lookup: resolves a name upstream to the wire answer (None: no answer signals).
+        raise_lead: puts a lead in the queue (None: leads are only logged).
+        clock: seconds, monotonic.
+    """
+
+    def __init__(
+        self,
+        observed: ObservedConfig,
+        leads: LeadsConfig,
+        matcher: Callable[[], Any],
+        *,
+        lookup: Callable[[str], Awaitable[bytes | None]] | None = None,
+        raise_lead: Callable[[Lead], Awaitable[Any]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.leads = leads
+        self.filters = BloomPair(
+            observed.memory, observed.false_positive_rate, observed.window, clock
+        )
+        self._matcher = matcher
+        self._lookup = lookup
+        self._raise = raise_lead
+        self._clock = clock
+        self.candidates: OrderedDict[str, Candidate] = OrderedDict()
+        # Domains the filters already hold, recently asked: most misses are of these, and a
+        # set lookup is a fraction of the filters' k probes. Emptied at each rotation (so a
+        # domain is forgotten as the filters say) and when it reaches KNOWN_CACHE.
+        self._known: set[str] = set()
+        self._rotations = 0
+        self._keep = NETWORKS_KEPT * leads.min_clients
+        self._day_start = clock()
+        self.raised_today = 0
+        # Counters (metrics and the replay's report).
+        self.misses = 0
+        self.new = 0
+        self.raised = 0
+        self.not_raised = 0  # examined, no signal (with require_signal)
+        self.over_budget = 0  # would have been raised past max_per_day
+
+    # -- input ------------------------------------------------------------------------------
+
+    def feed(self, records: bytes) -> None:
+        """Take the fast path's records (`FastPath.take_observed`)."""
+        view = memoryview(records)
+        pos, end = 0, len(records)
+        observe = self.observe
+        while pos < end:
+            size = records[pos + 17]
+            observe(records[pos + 18 : pos + 18 + size].decode("ascii"), hash(view[pos : pos + 17]))
+            pos += 18 + size
+
+    def observe(self, name: str, network: int) -> None:
+        """One cache miss of `name` from the client network hashed as `network`."""
+        self.misses += 1
+        domain = registrable(name)
+        if domain is None:
+            return
+        if domain in self._known:
+            return
+        candidate = self.candidates.get(domain)
+        if candidate is None:
+            new = self.filters.add(domain)
+            if self.filters.rotations != self._rotations or len(self._known) >= KNOWN_CACHE:
+                self._rotations = self.filters.rotations
+                self._known.clear()
+            if not new:
+                self._known.add(domain)
+                return
+            self.new += 1
+            log.info("newly observed domain %s", domain)
+            candidate = self.candidates[domain] = Candidate(domain, name, self._clock())
+            if len(self.candidates) > self.leads.max_candidates:
+                self.candidates.popitem(last=False)
+        candidate.queries += 1
+        if len(candidate.networks) < self._keep:
+            candidate.networks.add(network)
+
+    # -- review -----------------------------------------------------------------------------
+
+    def due(self) -> list[Candidate]:
+        """Drop candidates past the window; those that earned attention, not yet examined."""
+        now = self._clock()
+        window = self.leads.window
+        while self.candidates:
+            oldest = next(iter(self.candidates.values()))
+            if now - oldest.first_seen < window:
+                break
+            self.candidates.popitem(last=False)
+        return [
+            c
+            for c in self.candidates.values()
+            if not c.examined
+            and len(c.networks) >= self.leads.min_clients
+            and c.queries >= self.leads.min_queries
+        ]
+
+    async def review(self) -> list[Lead]:
+        """Examine the candidates that earned attention; raise those with reasons."""
+        out = []
+        now = self._clock()
+        if now - self._day_start >= DAY:
+            self._day_start, self.raised_today = now, 0
+        for candidate in self.due():
+            candidate.examined = True
+            signals = await self.signals(candidate)
+            if not signals and self.leads.require_signal:
+                self.not_raised += 1
+                continue
+            if self.raised_today >= self.leads.max_per_day:
+                self.over_budget += 1
+                continue
+            self.raised_today += 1
+            self.raised += 1
+            lead = Lead(
+                candidate.domain,
+                next((s["category"] for s in signals if s.get("category")), None),
+                {
+                    "source": "observed",
+                    "name": candidate.name,
+                    "client_networks": len(candidate.networks),
+                    "queries": candidate.queries,
+                    "window_seconds": self.leads.window,
+                    "signals": signals,
+                },
+            )
+            log.info("lead raised for %s: %s", lead.domain, lead.evidence)
+            if self._raise is not None:
+                try:
+                    await self._raise(lead)
+                except Exception:  # the queue being down must not stop the tracking
+                    log.exception("cannot put the lead for %s in the queue", lead.domain)
+            out.append(lead)
+        return out
+
+    async def signals(self, candidate: Candidate) -> list[dict[str, Any]]:
+        """Why `candidate` deserves a reviewer: each signal a dict with `signal`, `detail`
+        and, when a list names one, `category`."""
+        matcher = self._matcher()
+        out: list[dict[str, Any]] = []
+        text_rules = getattr(matcher, "text_rules_verdict", None)
+        if text_rules is not None and getattr(matcher, "compiled", None) is not None:
+            verdict = text_rules(candidate.name)
+            if verdict is not None and verdict.blocked:
+                out.append(_signal("text_rule", verdict, f"rule={verdict.rule}"))
+        if self._lookup is not None:
+            answer = await self._lookup(candidate.name)
+            if answer is not None:
+                try:
+                    found = inspect_answer(matcher, answer)
+                except (wire.WireError, InvalidNameError):
+                    found = None
+                if found is not None:
+                    verdict, what = found
+                    kind = "cname_target" if what.startswith("cname=") else "answer_address"
+                    out.append(_signal(kind, verdict, what))
+        overrides = getattr(matcher, "overrides", None)
+        if overrides is not None:
+            blocked = [h for h, action in overrides.hosts().items() if action == "block"]
+            twin = lookalike(candidate.domain, blocked)
+            if twin is not None:
+                verdict = overrides.check(twin)
+                out.append(_signal("lookalike", verdict, f"lookalike_of={twin}"))
+        return out
+
+
+def _signal(kind: str, verdict: Any, detail: str) -> dict[str, Any]:
+    return {
+        "signal": kind,
+        "detail": detail,
+        "category": getattr(verdict, "category", None),
+        "list": getattr(verdict, "list", None),
+    }
+
+
+def upstream_lookup(forwarder: Any) -> Callable[[str], Awaitable[bytes | None]]:
+    """A `Tracker` lookup through the resolver's upstreams (an A query, as asked)."""
+
+    async def lookup(name: str) -> bytes | None:
+        query = wire.parse_query(dnslib.DNSRecord.question(name, "A").pack())
+        try:
+            return await asyncio.wait_for(forwarder.resolve(query), forwarder.timeout * 3)
+        except (TimeoutError, OSError):
+            return None
+
+    return lookup
+
+
+class Observer:
+    """Drains the fast path's records into a `Tracker` and reviews it, on the loop.
+
+    Args:
+        tracker: the worker's tracker.
+        fp: the C `FastPath` recording misses, or None (the Python chain only).
+    """
+
+    def __init__(self, tracker: Tracker, fp: Any) -> None:
+        self.tracker = tracker
+        self.fp = fp
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start draining; call from the running loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def drain(self) -> None:
+        if self.fp is not None:
+            self.tracker.feed(self.fp.take_observed())
+
+    def collect(self) -> Iterator[Any]:
+        """Prometheus families of the tracking (a `Metrics` registry collector)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        tracker = self.tracker
+        counters = (
+            ("filterdns_observed_records", "Misses (and new entries' first hits) tracked.",
+             tracker.misses),
+            ("filterdns_observed_domains", "Newly observed registrable domains.", tracker.new),
+            ("filterdns_observed_dropped", "Records dropped: the C buffer was full.",
+             self.fp.obs_dropped if self.fp is not None else 0),
+            ("filterdns_leads_raised", "Leads put in the review queue.", tracker.raised),
+            ("filterdns_leads_without_signal",
+             "Candidates that earned attention but had no signal (require_signal).",
+             tracker.not_raised),
+            ("filterdns_leads_over_daily_cap", "Leads not raised: max_per_day was spent.",
+             tracker.over_budget),
+        )
+        for name, text, value in counters:
+            yield CounterMetricFamily(name, text, value=value)
+        yield GaugeMetricFamily(
+            "filterdns_observed_candidates", "Newly observed domains within the lead window.",
+            value=len(tracker.candidates),
+        )
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(DRAIN_SECONDS)
+            try:
+                self.drain()
+                await self.tracker.review()
+            except Exception:  # the next round must still run whatever this one met
+                log.exception("newly observed domains: a round failed")
+
+
+def start_observer(config: Any, resolver: Any, fast: Any, admin: Any) -> Observer:
+    """The worker's `Observer` for `config` (`[observed]` enabled): C records misses from
+    now on; leads go to `admin`'s queue when the admin API runs here."""
+    leads = config.leads
+    fp = fast.fp if fast is not None else None
+    if fp is not None:
+        fp.set_observe(
+            OBSERVE_BUFFER, leads.ipv4_prefix, leads.ipv6_prefix, NETWORKS_KEPT * leads.min_clients
+        )
+    raise_lead = None
+    if admin is not None:
+        service = admin.service
+
+        async def raise_lead(lead: Lead) -> Any:
+            return await service.raise_lead(lead.domain, lead.category, lead.evidence)
+
+    tracker = Tracker(
+        config.observed,
+        leads,
+        lambda: resolver.matcher,
+        lookup=upstream_lookup(resolver.forwarder),
+        raise_lead=raise_lead,
+    )
+    observer = Observer(tracker, fp)
+    if resolver.metrics is not None:
+        resolver.metrics.registry.register(observer)
+    observer.start()
+    return observer
