@@ -35,9 +35,11 @@ RESTART_ONLY_KEYS: dict[str, tuple[str, ...]] = {
     "metrics": ("listen",),
 }
 # Whole sections whose listener (and its database), or whose state shared with the C fast
-# path and the metrics (the rate limiter's table, dnstap's writer thread), is built once at
-# start-up.
-RESTART_ONLY_SECTIONS = ("admin", "reports", "blockpage", "ratelimit", "dnstap")
+# path and the metrics (the rate limiter's table, dnstap's writer thread, the observed
+# domains' filters and their reviewer), is built once at start-up.
+RESTART_ONLY_SECTIONS = (
+    "admin", "reports", "blockpage", "ratelimit", "dnstap", "observed", "leads",
+)
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,8 @@ def test_the_same_file_needs_no_restart(tmp_path: Path) -> None:
         ({"reports": {"burst": 3}}, ["reports.burst"]),
         ({"ratelimit": {"enabled": True, "qps": 5.0}}, ["ratelimit.enabled", "ratelimit.qps"]),
         ({"dnstap": {"socket": "tap.sock"}}, ["dnstap.socket"]),
+        ({"observed": {"enabled": True}, "leads": {"min_clients": 5}},
+         ["observed.enabled", "leads.min_clients"]),
     ],
 )
 def test_keys_bound_to_start_up_are_named(
