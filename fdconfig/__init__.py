@@ -20,6 +20,7 @@ from fdconfig.blocking import BLOCK_MODES, BlockingConfig
 from fdconfig.blockpage import BlockPageConfig
 from fdconfig.cache import CacheConfig
 from fdconfig.config import Config
+from fdconfig.console import ConsoleConfig
 from fdconfig.fields import COMMAND_LINE, Address, ConfigError, parse_address
 from fdconfig.lists import ListConfig
 from fdconfig.load import (
@@ -48,6 +49,7 @@ __all__ = [
     "Address",
     "AdminConfig",
     "AllowanceConfig",
+    "ConsoleConfig",
     "BlockPageConfig",
     "BlockingConfig",
     "CacheConfig",

@@ -15,6 +15,7 @@ from fdconfig.admin import AdminConfig, AdminTable
 from fdconfig.blocking import BlockingConfig, BlockingTable
 from fdconfig.blockpage import BlockPageConfig, BlockPageTable
 from fdconfig.cache import CacheConfig, CacheTable
+from fdconfig.console import ConsoleConfig, ConsoleTable
 from fdconfig.fields import Table, doc
 from fdconfig.lists import ListConfig, ListTable
 from fdconfig.log import LoggingConfig, LoggingTable
@@ -57,6 +58,7 @@ class ConfigTable(Table):
         ),
     ] = {}
     blockpage: BlockPageTable = msgspec.field(default_factory=BlockPageTable)
+    console: ConsoleTable = msgspec.field(default_factory=ConsoleTable)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Config:
     lists: tuple[ListConfig, ...] = ()
     policy: PoliciesConfig = field(default_factory=PoliciesConfig)
     blockpage: BlockPageConfig = field(default_factory=BlockPageConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     source: str | None = None
 
     def list_specs(self, entries: Iterable[ListConfig] | None = None) -> list[ListSpec]:

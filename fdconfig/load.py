@@ -28,6 +28,7 @@ from fdconfig import (
     blocking,
     blockpage,
     cache,
+    console,
     log,
     metrics,
     policies,
@@ -117,6 +118,7 @@ def _build(
         lists = default_lists() if default_lists else ()
     blocks = blocking.build(table.blocking, where)
     adm = admin.build(table.admin, where)
+    qlog = querylog.build(table.querylog, where)
     return Config(
         server=srv,
         upstream=upstream.build(table.upstream, where, srv.listen, resolv_conf),
@@ -124,13 +126,14 @@ def _build(
         blocking=blocks,
         access=access.build(table.access, where),
         metrics=metrics.build(table.metrics, where),
-        querylog=querylog.build(table.querylog, where),
+        querylog=qlog,
         logging=log.build(table.logging, where),
         admin=adm,
         reports=reports.build(table.reports, where, adm),
         lists=lists,
         policy=policies.build(table.policies, table.clients, where, blocks, lists),
         blockpage=blockpage.build(table.blockpage, where),
+        console=console.build(table.console, where, qlog),
         source=file if file != DEFAULT_SOURCE else None,
     )
 

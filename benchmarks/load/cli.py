@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run every server this many times, interleaved; report medians")
     parser.add_argument("--querylog", action="store_true",
                         help="also run filterdns with the query log on (filterdns+log)")
+    parser.add_argument("--console", action="store_true",
+                        help="also run filterdns with the query log and the console's store "
+                        "and statistics on (filterdns+console)")
     parser.add_argument("--text-rules", action="store_true",
                         help="also run filterdns with an expressions list added "
                         "(filterdns+text): misses run the text rules")
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         client_cpus=args.client_cpus,
         repeat=1 if args.smoke else max(1, args.repeat),
         querylog=args.querylog,
+        console=args.console,
         text_rules=args.text_rules,
     )
     report = runner.run_all(opts)

@@ -172,6 +172,7 @@ class Options:
     client_cpus: str = "0"
     repeat: int = 1
     querylog: bool = False
+    console: bool = False
     text_rules: bool = False
 
 
@@ -204,6 +205,11 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
             kinds.append(
                 ("filterdns+log", servers.Filterdns,
                  {"workers": 1, "snapshot": snapshot, "querylog": True})
+            )
+        if opts.console:
+            kinds.append(
+                ("filterdns+console", servers.Filterdns,
+                 {"workers": 1, "snapshot": snapshot, "querylog": True, "console": True})
             )
         if opts.text_rules:
             text_snapshot = work / "data" / "blocklist-text.snap"

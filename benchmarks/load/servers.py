@@ -250,12 +250,13 @@ class Filterdns(Server):
 
     def __init__(
         self, *args: object, workers: int = 1, snapshot: Path | None = None,
-        querylog: bool = False, **kwargs: object,
+        querylog: bool = False, console: bool = False, **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.workers = workers
         self.snapshot = snapshot
         self.querylog = querylog
+        self.console = console
         self.metrics_port = free_port()
 
     def prepare(self) -> None:
@@ -266,6 +267,8 @@ class Filterdns(Server):
                 f'[querylog]\nenabled = true\npath = "{self.workdir / "queries.jsonl"}"\n'
                 "max_bytes = 104857600\n\n"
             )
+        if self.console:
+            tail += f'[console]\nenabled = true\nstore_dir = "{self.workdir / "querylog.d"}"\n\n'
         if self.snapshot is None:
             tail += (
                 f'[[lists]]\npath = "{self.dataset.domains_file}"\nformat = "domains"\n'
