@@ -328,7 +328,8 @@ async def queries_page(request: web.Request, view: View) -> web.Response:
     )
     found = f'<p role="status">{view.t("rows_found", n=len(rows), ms=f"{elapsed:.0f}")}</p>'
     table = (
-        f'<div class="scroll"><table id="querylog"><thead><tr>{head}</tr></thead>'
+        f'<div class="scroll" tabindex="0" role="region" aria-label="{view.t("queries_heading")}">'
+        f'<table id="querylog"><thead><tr>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table></div>"
     )
     return view.page(view.words["queries_heading"], form + found + table)
@@ -526,7 +527,8 @@ async def policies_page(request: web.Request, view: View) -> web.Response:
             forms = (
                 f'<form method="post" action="/api/policies/{name}/pause">{view.form_csrf()}'
                 f'<label for="m-{name}">{view.t("minutes")}</label>'
-                f'<input type="number" id="m-{name}" name="minutes" value="10" min="1" max="10080">'
+                f'<input type="number" id="m-{name}" name="minutes" value="10" min="0.05" '
+                'max="10080" step="any">'
                 f'<button type="submit">{view.t("pause")}</button></form>'
                 f'<form method="post" action="/api/policies/{name}/resume">{view.form_csrf()}'
                 f'<button type="submit">{view.t("resume")}</button></form>'
@@ -619,7 +621,8 @@ async def clients_page(request: web.Request, view: View) -> web.Response:
             f"<td>{allowance or '-'}</td><td>{last}</td></tr>"
         )
     table = (
-        f'<div class="scroll"><table id="clients"><thead><tr>{cols}</tr></thead><tbody>'
+        f'<div class="scroll" tabindex="0" role="region" aria-label="{view.t("clients_heading")}">'
+        f'<table id="clients"><thead><tr>{cols}</tr></thead><tbody>'
         + "".join(rows)
         + "</tbody></table></div>"
     )
@@ -731,9 +734,11 @@ async def lists_page(request: web.Request, view: View) -> web.Response:
     )
     content = (
         f"<h1>{view.t('lists_heading')}</h1>{update}"
-        f'<div class="scroll"><table id="lists"><thead><tr>{cols}</tr></thead><tbody>'
+        f'<div class="scroll" tabindex="0" role="region" aria-label="{view.t("lists_heading")}">'
+        f'<table id="lists"><thead><tr>{cols}</tr></thead><tbody>'
         + "".join(rows)
-        + f"</tbody></table></div><h2>{view.t('history')}</h2><ul>{history or view.t('none')}</ul>"
+        + f"</tbody></table></div><h2>{view.t('history')}</h2>"
+        + (f"<ul>{history}</ul>" if history else f"<p>{view.t('none')}</p>")
     )
     return view.page(view.words["lists_heading"], content)
 
