@@ -199,7 +199,8 @@ class QueryStats:
         with self._lock:
             for bucket in ring.since(start):
                 merged.merge(bucket)
-            series = self._series(start, seconds)
+            # The chart ends with the minute under way, so the last queries show at once.
+            series = self._series((int(now // 60) + 1) * 60 - seconds, seconds)
         answered = merged.total
         return {
             "window": window,

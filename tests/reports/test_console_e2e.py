@@ -104,6 +104,12 @@ def test_overview_querylog_pause_and_roles(
     assert child["policy"] == "child" and child["why"] == "cidr"
     assert f"/queries?client={CHILD}" in browser.get("/clients").text
 
+    # The lists page: the test list with its entries; a viewer may look, not update.
+    lists = viewer.get("/api/lists").json()["lists"]
+    assert [(i["name"], i["category"], i["malformed"]) for i in lists] == [("test", "adult", 0)]
+    assert lists[0]["entries"] > 0
+    assert "Update now" in browser.get("/lists").text
+
 
 def login_client(api: Api) -> httpx.Client:
     class Thread:  # what `login` needs of an ApiThread: its URL
