@@ -168,24 +168,29 @@ def console_page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.
     return wrapped
 
 
+async def _form(request: web.Request) -> dict[str, str]:
+    try:
+        form = await request.post()
+    except ValueError as exc:  # e.g. multipart without a boundary
+        raise ApiError(400, f"unreadable form: {exc}") from None
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
 async def login_form(request: web.Request) -> web.Response:
     return View(request, None).login()
 
 
 async def login(request: web.Request) -> web.StreamResponse:
     view = View(request, None)
-    form = await request.post()
-    sent = form.get(CSRF_FIELD)
-    if not csrf_matches(request.cookies.get(CSRF_COOKIE), sent if isinstance(sent, str) else None):
+    form = await _form(request)
+    if not csrf_matches(request.cookies.get(CSRF_COOKIE), form.get(CSRF_FIELD)):
         return view.login(view.t("login_failed"), status=403)
-    token = form.get("token")
-    token = token.strip() if isinstance(token, str) else ""
+    token = form.get("token", "").strip()
     store = request.app[SERVICE].store
     who = await asyncio.to_thread(store.authenticate, token) if 0 < len(token) < 200 else None
     if who is None:
         return view.login(view.t("login_failed"), status=401)
-    nxt = form.get("next")
-    response = web.HTTPSeeOther(safe_next(nxt if isinstance(nxt, str) else "/"))
+    response = web.HTTPSeeOther(safe_next(form.get("next", "/")))
     response.set_cookie(SESSION_COOKIE, request.app[SESSIONS].create(token), **COOKIE_FLAGS)
     # A fresh CSRF value with the new session, so one planted before login is worthless.
     response.set_cookie(CSRF_COOKIE, new_csrf(), **COOKIE_FLAGS)
@@ -193,9 +198,8 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
-    sent = form.get(CSRF_FIELD)
-    if not csrf_matches(request.cookies.get(CSRF_COOKIE), sent if isinstance(sent, str) else None):
+    form = await _form(request)
+    if not csrf_matches(request.cookies.get(CSRF_COOKIE), form.get(CSRF_FIELD)):
         raise ApiError(403, "missing or wrong CSRF token; reload the page and try again")
     request.app[SESSIONS].drop(request.cookies.get(SESSION_COOKIE))
     response = web.HTTPSeeOther("/login")

@@ -417,7 +417,10 @@ def _minutes(value: Any) -> float:
 async def _body(request: web.Request) -> dict[str, Any]:
     """A JSON object or a form, as a dict."""
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError as exc:  # e.g. multipart without a boundary
+            raise ApiError(400, f"unreadable form: {exc}") from None
         return {k: v for k, v in form.items() if isinstance(v, str)}
     body = await _json_body(request)
     if not isinstance(body, dict):

@@ -90,3 +90,10 @@ def test_login_does_not_redirect_off_site(api: ApiThread) -> None:
         "/login", data={"token": api.create_token(), "csrf": csrf, "next": "//evil.example/"}
     )
     assert r.status_code == 303 and r.headers["Location"] == "/"
+
+
+def test_unreadable_forms_are_400_not_500(api: ApiThread) -> None:
+    headers = {"Content-Type": "multipart/form-data"}  # no boundary
+    for path in ("/login", "/logout"):
+        r = httpx.post(f"{api.url}{path}", content=b"x", headers=headers, timeout=10)
+        assert r.status_code == 400, path
