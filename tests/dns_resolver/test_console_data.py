@@ -64,12 +64,12 @@ def test_space_saving_keeps_the_heavy_hitters() -> None:
         sketch.add(f"noise{i}")
         if i % 10 == 0:
             sketch.add("heavy")
-    assert len(sketch.counts) == 10
+    assert len(sketch.counts) < 20  # at most 2k between trims
     assert sketch.top(1)[0][0] == "heavy" and sketch.top(1)[0][1] >= 500
     other = SpaceSaving(k=10)
     other.add("heavy", 100)
     sketch.merge(other)
-    assert len(sketch.counts) == 10 and sketch.top(1)[0][1] >= 600
+    assert len(sketch.counts) <= 10 and sketch.top(1)[0][1] >= 600
 
 
 def test_stats_windows_and_bounded_memory() -> None:
@@ -87,7 +87,7 @@ def test_stats_windows_and_bounded_memory() -> None:
     stats.add([row(now, f"n{i}.example", client=f"10.0.{i // 250}.{i % 250}")
                for i in range(RECENT_CLIENTS + 50)])  # fmt: skip
     bucket = stats.fine.bucket(now)
-    assert len(bucket.names.counts) <= TOP_K and len(stats.clients) == RECENT_CLIENTS
+    assert len(bucket.names.counts) < 2 * TOP_K and len(stats.clients) == RECENT_CLIENTS
     newest = stats.recent_clients(1)[0]["last_queries"][0]
     assert newest["name"] == f"n{RECENT_CLIENTS + 49}.example"
 
