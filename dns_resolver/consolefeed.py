@@ -15,6 +15,7 @@ class ConsoleFeed:
 
     def __init__(self, config: Config) -> None:
         c = config.console
+        self.querylog: Any = None
         self.stats = QueryStats()
         self.store: QueryStore | None = (
             QueryStore(
@@ -34,10 +35,22 @@ class ConsoleFeed:
             querylog.describe_client = lambda client, category: describe_client(
                 resolver.policies, client, category
             )
+        self.querylog = querylog
         querylog.sinks.append(self.stats.add)
         if self.store is not None:
             self.store.explain = lambda name: resolver.matcher.check(name)
             querylog.sinks.append(self.store.add)
+
+    def counters(self) -> dict[str, Any]:
+        """Rows written and dropped: the log's queue when the writer falls behind, the
+        store when the disk fails. Dropped rows are counted, never waited for."""
+        out: dict[str, Any] = {}
+        if self.querylog is not None:
+            out["querylog_written"] = self.querylog.written
+            out["querylog_dropped"] = self.querylog.dropped
+        if self.store is not None:
+            out.update({f"store_{k}": v for k, v in self.store.stats().items()})
+        return out
 
     def close(self) -> None:
         if self.store is not None:

@@ -36,6 +36,7 @@ class ConsoleData:
     store: QueryStore | None
     resolver: Any = None
     config: Any = None
+    feed: Any = None  # the ConsoleFeed, for its written/dropped counters
     # Who turned a switch on: "POLICY" (pause) or "POLICY/CATEGORY" (block now) -> name.
     switched_by: dict[str, str] = field(default_factory=dict)
 
@@ -75,6 +76,7 @@ def stats_dict(request: web.Request, window: str) -> dict[str, Any]:
     out = data.stats.summary(window)
     out["upstreams"] = _upstreams(data.resolver)
     out["lists"] = _lists_freshness(request)
+    out["rows"] = data.feed.counters() if data.feed is not None else {}
     return out
 
 

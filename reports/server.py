@@ -103,7 +103,9 @@ class AdminServer:
 
     def _console_data(self) -> ConsoleData:
         if self.console is not None:
-            return ConsoleData(self.console.stats, self.console.store, self.resolver, self.config)
+            return ConsoleData(
+                self.console.stats, self.console.store, self.resolver, self.config, self.console
+            )
         c = self.config.console
         if c.enabled and c.store:
             from dns_resolver.querystore import QueryStore

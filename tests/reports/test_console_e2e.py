@@ -69,6 +69,7 @@ def test_overview_querylog_pause_and_roles(
     assert stats["blocked"] == 2 and stats["by_result"]["blocked"] == 2
     assert {"name": BLOCKED, "count": 2} in stats["top_blocked"]
     assert stats["by_policy"] == {"child": 5}
+    assert stats["rows"]["querylog_dropped"] == 0 and stats["rows"]["store_written"] == 5
 
     # The overview page, logged in with the form, shows the same count.
     browser = login_client(admin)
