@@ -7,7 +7,8 @@ or when the files together pass `max_bytes` or `max_rows`, so nothing ever runs 
 DELETE. A search walks the days newest first and stops once it has `limit` rows, so a
 typical search reads the newest part of the log only; indexes on time and client serve
 those filters. Rows are appended in time order, so "newest first" is the table read
-backwards, with no sort.
+backwards, with no sort. A name search first scans the day's distinct names (a small
+table), then reads the rows of the few that match by index.
 
 Each row says why it got its answer: category, list, the rule as written, the policy, why
 the client has it (`CLIENT_WHY`), the schedule window or allowance note, the CNAME target
@@ -45,7 +46,12 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS q ({", ".join(COLUMNS)});
 CREATE INDEX IF NOT EXISTS q_ts ON q(ts);
 CREATE INDEX IF NOT EXISTS q_client ON q(client, ts);
+CREATE INDEX IF NOT EXISTS q_qname ON q(qname);
+CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY) WITHOUT ROWID;
 """
+NAMES_IN = 1000
+"""A name search matching at most this many distinct names of a day reads their rows by
+index; more (a common substring) scans the day backwards, which finds `limit` rows soon."""
 _INSERT = f"INSERT INTO q VALUES ({', '.join('?' * len(COLUMNS))})"
 SUFFIX = ".sqlite"
 
@@ -139,6 +145,10 @@ class QueryStore:
                 conn = self._conn
             with conn:
                 conn.executemany(_INSERT, batch)
+                # The day's distinct names: a substring search scans these, not the rows.
+                conn.executemany(
+                    "INSERT OR IGNORE INTO names VALUES (?)", [(n,) for n in {r[2] for r in batch}]
+                )
             self._rows[day] = self._rows.get(day, 0) + len(batch)
             self.written += len(batch)
         if new_day or sum(self._rows.values()) > self.max_rows:
@@ -179,9 +189,6 @@ class QueryStore:
     def search(self, s: Search) -> list[dict[str, Any]]:
         """Rows matching `s`, newest first, at most `s.limit`."""
         where, args = [], []
-        if s.name:
-            where.append("instr(qname, ?) > 0")
-            args.append(s.name.lower())
         for column in ("client", "result", "category", "policy"):
             value = getattr(s, column)
             if value:
@@ -193,12 +200,6 @@ class QueryStore:
         if s.until is not None:
             where.append("ts < ?")
             args.append(s.until)
-        sql = f"SELECT {', '.join(COLUMNS)} FROM q"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        # Rows are appended in time order, so newest-first is the table read backwards:
-        # no sort, and a scan stops after `limit` matches.
-        sql += " ORDER BY rowid DESC LIMIT ?"
         out: list[dict[str, Any]] = []
         for day in reversed(self.days()):
             if s.until is not None and day > day_of(s.until):
@@ -210,15 +211,43 @@ class QueryStore:
             except sqlite3.OperationalError:
                 continue  # dropped by retention meanwhile
             try:
-                cursor = conn.execute(sql, (*args, s.limit - len(out)))
-                out.extend(dict(zip(COLUMNS, row, strict=True)) for row in cursor)
+                out.extend(self._search_day(conn, s, where, args, s.limit - len(out)))
             except sqlite3.OperationalError:
-                continue  # a file just created, its table not there yet
+                continue  # a file just created, its tables not there yet
             finally:
                 conn.close()
             if len(out) >= s.limit:
                 break
         return out
+
+    @staticmethod
+    def _search_day(
+        conn: sqlite3.Connection, s: Search, where: list[str], args: list[Any], limit: int
+    ) -> list[dict[str, Any]]:
+        where, args = list(where), list(args)
+        if s.name:
+            needle = s.name.lower()
+            names = [
+                n for (n,) in conn.execute(
+                    "SELECT name FROM names WHERE instr(name, ?) > 0 LIMIT ?",
+                    (needle, NAMES_IN + 1),
+                )
+            ]  # fmt: skip
+            if not names:
+                return []
+            if len(names) <= NAMES_IN:
+                where.append(f"qname IN ({', '.join('?' * len(names))})")
+                args.extend(names)
+            else:
+                where.append("instr(qname, ?) > 0")
+                args.append(needle)
+        sql = f"SELECT {', '.join(COLUMNS)} FROM q"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        # Rows are appended in time order, so newest-first is the table read backwards:
+        # no sort, and a scan stops after `limit` matches.
+        sql += " ORDER BY rowid DESC LIMIT ?"
+        return [dict(zip(COLUMNS, row, strict=True)) for row in conn.execute(sql, (*args, limit))]
 
     def stats(self) -> dict[str, Any]:
         return {
