@@ -1,9 +1,11 @@
-"""The server-rendered pages: the public report form, its thank-you page and the review page.
+"""The server-rendered public pages: the report form and its thank-you page, and the
+helpers every page uses (templates, security headers).
 
 Plain HTML from `reports/templates/` (string.Template, every value HTML-escaped), no
-external assets and no build step. The review page is a static shell: its few lines of
-JavaScript fetch the queue with the token the reviewer types in (kept in sessionStorage),
-so no page carries reviewer data without a token.
+external assets and no build step. The review page is in the console (`reports.console`):
+a static shell whose few lines of JavaScript fetch the queue with the console's session
+(or a token typed in, kept in sessionStorage), so no page carries reviewer data without
+a login.
 """
 
 from __future__ import annotations
