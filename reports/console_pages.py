@@ -689,33 +689,33 @@ def service_config(request: web.Request) -> Any:
     return getattr(request.app[FEED], "config", None) or getattr(resolver, "config", None)
 
 
-async def api_lists(request: web.Request) -> web.Response:
-    await require(request, "viewer")
-    info = lists_info(request)
+async def _lists_with_history(request: web.Request) -> dict[str, Any]:
+    """`lists_info` with each list's last update result and the recent history (one
+    `list-update` audit record per source and update)."""
     from listsync.audit import LIST_UPDATE
 
+    info = lists_info(request)
     records = await request.app[SERVICE].audit_records(None, LIST_UPDATE)
-    info["history"] = records[-50:][::-1]
-    last: dict[str, Any] = {}
-    for record in records:
-        for src in record.get("sources", ()) if isinstance(record, dict) else ():
-            if isinstance(src, dict) and "source" in src:
-                last[src["source"]] = src.get("result")
+    last = {r.get("source"): r.get("result") for r in records if isinstance(r, dict)}
     for item in info["lists"]:
         item["last_result"] = last.get(item["name"])
-    return web.json_response(info)
+    info["history"] = records[-50:][::-1]
+    return info
+
+
+async def api_lists(request: web.Request) -> web.Response:
+    await require(request, "viewer")
+    return web.json_response(await _lists_with_history(request))
 
 
 @console_page
 async def lists_page(request: web.Request, view: View) -> web.Response:
-    from listsync.audit import LIST_UPDATE
-
-    info = lists_info(request)
-    records = await request.app[SERVICE].audit_records(None, LIST_UPDATE)
+    info = await _lists_with_history(request)
     cols = "".join(
         f"<th scope=col>{view.t(k)}</th>"
-        for k in ("name", "col_category", "entries", "col_version", "age", "col_malformed")
-    )
+        for k in ("name", "col_category", "entries", "col_version", "age", "col_malformed",
+                  "col_last_result")
+    )  # fmt: skip
     rows = []
     for item in info["lists"]:
         bad = "<br>".join(
@@ -725,7 +725,8 @@ async def lists_page(request: web.Request, view: View) -> web.Response:
             f"<tr><td>{esc(item['name'])}</td><td>{esc(item['category'] or '-')}</td>"
             f"<td>{item['entries'] if item['entries'] is not None else '-'}</td>"
             f"<td>{esc(item['version'] or '-')}</td><td>{_age(item['age_seconds'])}</td>"
-            f"<td>{item['malformed']}{'<br>' + bad if bad else ''}</td></tr>"
+            f"<td>{item['malformed']}{'<br>' + bad if bad else ''}</td>"
+            f"<td>{esc(item['last_result'] or '-')}</td></tr>"
         )
     update = (
         f'<form method="post" action="/api/reload">{view.form_csrf()}'
@@ -734,8 +735,9 @@ async def lists_page(request: web.Request, view: View) -> web.Response:
         else ""
     )
     history = "".join(
-        f"<li><time>{esc(str(r.get('time', '')))}</time> {esc(str(r.get('result', '')))}</li>"
-        for r in records[-20:][::-1]
+        f"<li><time>{esc(str(r.get('time', '')))}</time> {esc(str(r.get('source', '')))}: "
+        f"{esc(str(r.get('result', '')))}</li>"
+        for r in info["history"][:20]
     )
     content = (
         f"<h1>{view.t('lists_heading')}</h1>{update}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from listsync.audit import AuditLog
 from tests.dns_resolver.harness import ServerProcess, TestZone, eventually, free_port
 from tests.reports.test_console import login, page_csrf
 from tests.reports.test_e2e import reviewer_token
@@ -105,11 +106,17 @@ def test_overview_querylog_pause_and_roles(
     assert child["policy"] == "child" and child["why"] == "cidr"
     assert f"/queries?client={CHILD}" in browser.get("/clients").text
 
-    # The lists page: the test list with its entries; a viewer may look, not update.
+    # The lists page: the test list with its entries and last update (an audit record as
+    # `filterdns lists update` writes it); a viewer may look, not update.
+    AuditLog(server.config_path.parent / "data" / "audit.jsonl").append(
+        {"kind": "list-update", "source": "test", "result": "applied"}
+    )
     lists = viewer.get("/api/lists").json()["lists"]
+    assert lists[0]["last_result"] == "applied"
     assert [(i["name"], i["category"], i["malformed"]) for i in lists] == [("test", "adult", 0)]
     assert lists[0]["entries"] > 0
-    assert "Update now" in browser.get("/lists").text
+    page = browser.get("/lists").text
+    assert "Update now" in page and "test: applied" in page
 
 
 def login_client(api: Api) -> httpx.Client:
