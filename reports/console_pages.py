@@ -142,7 +142,7 @@ async def overview_page(request: web.Request, view: View) -> web.Response:
         return view.page(view.words["overview_heading"], head + f"<p>{view.t('store_off')}</p>")
     s = stats_dict(request, window)
     percent = f"{s['blocked_share'] * 100:.1f} %"
-    latency = "-" if s["upstream_latency_ms"] is None else f"{s['upstream_latency_ms']} ms"
+    latency = "-" if s["upstream_latency_ms"] is None else str(s["upstream_latency_ms"])
     summary = (
         '<dl class="grid">'
         f"<div><dt>{view.t('queries')}</dt><dd id=queries-total>{s['queries']}</dd></div>"
