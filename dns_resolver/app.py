@@ -189,6 +189,7 @@ class App:
         self.blockpage: Any = None
         self.admin: Any = None  # reports.server.AdminServer when [admin] enabled
         self.observer: Any = None  # dns_resolver.observed.Observer when [observed] enabled
+        self.console: Any = None  # dns_resolver.consolefeed.ConsoleFeed when [console] enabled
         self._tick: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         self._arrived: list[tuple[str, int]] = []  # sources fetched by the last update
@@ -233,12 +234,18 @@ class App:
             querylog=self.querylog,
             policies=policies,
         )
+        if self.config.console.enabled and self.querylog is not None:
+            from dns_resolver.consolefeed import ConsoleFeed
+
+            self.console = ConsoleFeed(self.config)
+            self.console.attach(self.querylog, self.resolver)
         if self.config.admin.enabled:
             from reports.server import AdminServer
 
             try:
                 self.admin = AdminServer(
-                    self.config, resolver=self.resolver, reload=self.reload_config
+                    self.config, resolver=self.resolver, reload=self.reload_config,
+                    console=self.console,
                 )
                 await self.admin.start()
             except Exception as exc:
@@ -335,6 +342,8 @@ class App:
                 self.querylog.close()
             if self.dnstap is not None:
                 await loop.run_in_executor(None, self.dnstap.close)
+            if self.console is not None:
+                self.console.close()
         return 0
 
     def _start_dnstap(self, resolver: Resolver) -> None:
@@ -387,7 +396,18 @@ class App:
         path) hear of a change even when no query reaches the Python path."""
         assert self.resolver is not None and self.resolver.policies is not None
         table = self.resolver.policies
+        if self._tick is None:
+            # A console pause or block-now moves the next boundary closer: wake for it.
+            loop = asyncio.get_running_loop()
+            table.subscribe(lambda _view: loop.call_soon_threadsafe(self._arm_tick))
         table.refresh()
+        self._arm_tick()
+
+    def _arm_tick(self) -> None:
+        assert self.resolver is not None and self.resolver.policies is not None
+        table = self.resolver.policies
+        if self._tick is not None:
+            self._tick.cancel()
         loop = asyncio.get_running_loop()
         # Wake at the boundary (capped, so a clock change is noticed within an hour).
         delay = min(max(table.valid_until - time.time(), 0.0) + 0.01, 3600.0)

@@ -203,6 +203,10 @@ class Policy:
         self.nxdomain = Blocker("nxdomain", ttl=self.ttl, filtered_categories=("filter-bypass",))
         self.nodata = Blocker("nodata", ttl=self.ttl, filtered_categories=("filter-bypass",))
         self.note = f"policy={self.name}"
+        # The console's temporary switches (`PolicyTable.pause` / `block_now`): until when
+        # filtering is off, and category -> until when it is blocked whatever the schedule.
+        self.paused_until = 0.0
+        self.blocked_until: dict[str, float] = {}
 
     def bind(self, categories: Sequence[str], list_categories: Mapping[str, Iterable[str]]) -> None:
         """Compute masks against the matcher's category bits (after every list load)."""
@@ -255,6 +259,7 @@ class Policy:
     def refresh(self, now: float) -> tuple[bool, float]:
         """Recompute the current mask; (changed, valid until)."""
         mask, active = self.schedule.apply(self.base_mask, now)
+        mask, switch_until = self._switches(mask, now)
         changed = mask != self.mask
         self.mask = mask
         self.punt_mask = self.allowance_mask & ~mask & ALL_MASK
@@ -271,7 +276,24 @@ class Policy:
             for i, c in enumerate(self.categories):
                 if window.block_mask >> i & 1:
                     self.notes[c] = f"schedule={window.name}"
-        return changed, self.schedule.next_change(now)
+        for c, until in self.blocked_until.items():
+            if until > now and self.paused_until <= now:
+                self.notes[c] = "block-now"
+        return changed, min(self.schedule.next_change(now), switch_until)
+
+    def _switches(self, mask: int, now: float) -> tuple[int, float]:
+        """`mask` under the console's pause and block-now switches; (mask, when the next one
+        ends). A pause wins over a block-now: filtering is off, as the teacher asked."""
+        until = math.inf
+        for category, end in list(self.blocked_until.items()):
+            if end <= now:
+                del self.blocked_until[category]
+            elif category in self.categories:
+                mask |= 1 << self.categories.index(category)
+                until = min(until, end)
+        if self.paused_until > now:
+            return 0, min(until, self.paused_until)
+        return mask, until
 
 
 def _clock_text(minutes: int) -> str:
@@ -359,6 +381,19 @@ class PolicyTable:
                     except Exception:
                         log.exception("policy change callback failed")
         return changed
+
+    def pause(self, name: str, until: float) -> None:
+        """Turn `name`'s filtering off until `until` (UNIX time; now or earlier resumes)."""
+        self.by_name[name].paused_until = until
+        self.refresh(force=True)
+
+    def block_now(self, name: str, category: str, until: float) -> None:
+        """Block `category` for `name` until `until`, whatever its schedule says."""
+        policy = self.by_name[name]
+        if category not in self.categories:
+            raise ValueError(f"no loaded list has the category {category!r}")
+        policy.blocked_until[category] = until
+        self.refresh(force=True)
 
     def subscribe(self, callback: Callable[[FastPolicyView], None]) -> None:
         """Call `callback(view)` after every change of the masks."""

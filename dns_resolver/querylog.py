@@ -33,6 +33,7 @@ from pathlib import Path
 from dnslib import QTYPE, RCODE
 
 from dns_resolver.acl import client_ip
+from dns_resolver.querystore import Row, rows_from_json
 from fdconfig import ANONYMIZE_MODES, QueryLogConfig
 from filtercore._digest import siphash24
 from filtercore.verdict import Verdict
@@ -123,6 +124,13 @@ class QueryLog:
         # Lines formatted elsewhere and not handed over yet (the C fast path's buffer):
         # taken before each entry logged here, so the file stays in answer order.
         self.earlier_lines: Callable[[], bytes] | None = None
+        # Whoever wants the queries as rows too (the console's store and statistics): fed
+        # by the writer thread, after the file, so the query path pays nothing for them.
+        self.sinks: list[Callable[[list[Row]], None]] = []
+        # For the sinks' rows: client address, category -> (policy, why the client has
+        # it, the schedule or allowance note). Asked on the writer thread.
+        self.describe_client: Callable[[str, str | None], tuple[str, str, str | None]] | None
+        self.describe_client = None
         # A fresh random key each start: hashes link queries within one run only.
         self._key = secrets.token_bytes(16)
         # deque.append/popleft are atomic, so producers and the writer need no lock.
@@ -260,15 +268,64 @@ class QueryLog:
             f'"rcode":{_code_name(RCODE, rcode)},"duration_ms":{round(duration * 1000, 3)}}}\n'
         ).encode()
 
+    def _row(self, entry: _Entry) -> Row:
+        """The entry as a `querystore` row (its client anonymised like the line's)."""
+        (ts, client, qname, qtype, protocol, result, verdict, category, list_name, rcode,
+         duration) = entry  # fmt: skip
+        anon = anonymize_client(client, self.anonymize, self._key)
+        rule = None
+        if verdict is not None:
+            category = category or verdict.category
+            list_name = list_name or verdict.list
+            rule = verdict.rule
+        policy = client_why = note = None
+        if self.describe_client is not None:
+            policy, client_why, note = self.describe_client(client, category)
+        qtype_name = QTYPE.get(qtype)
+        rcode_name = RCODE.get(rcode) if rcode is not None else None
+        return (
+            ts, anon, qname, qtype_name if isinstance(qtype_name, str) else str(qtype),
+            protocol, result, rcode_name if isinstance(rcode_name, str) else rcode, category,
+            list_name, rule, policy, client_why, note, None, int(result == "cached"), None,
+            round(duration * 1000, 3),
+        )  # fmt: skip
+
+    def _described(self, rows: list[Row]) -> list[Row]:
+        """Rows of the C writer's lines with their policy, when the log keeps addresses as
+        they are (an anonymised address cannot tell which policy the client has)."""
+        describe = self.describe_client
+        if describe is None or self.anonymize != "none":
+            return rows
+        out = []
+        for row in rows:
+            policy, client_why, note = describe(row[1], row[7])
+            out.append((*row[:10], policy, client_why, note, *row[13:]))
+        return out
+
+    def _feed_sinks(self, rows: list[Row]) -> None:
+        for sink in self.sinks:
+            try:
+                sink(rows)
+            except Exception:  # a console bug must not stop the log itself
+                log.exception("query log: a sink failed; its rows are lost")
+
     def _drain(self) -> None:
         queue = self._queue
         lines: list[bytes] = []
+        rows: list[Row] | None = [] if self.sinks else None
         while queue:
             entry = queue.popleft()
             if isinstance(entry, bytes):
-                lines += entry.splitlines(keepends=True)
+                split = entry.splitlines(keepends=True)
+                lines += split
+                if rows is not None:
+                    rows += self._described(rows_from_json(split))
             else:
                 lines.append(self._format(entry))
+                if rows is not None:
+                    rows.append(self._row(entry))
+        if rows:
+            self._feed_sinks(rows)
         if not lines or self._file.closed:
             return
         try:

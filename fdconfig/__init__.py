@@ -22,6 +22,7 @@ from fdconfig.blocking import BLOCK_MODES, BlockingConfig
 from fdconfig.blockpage import BlockPageConfig
 from fdconfig.cache import CacheConfig
 from fdconfig.config import Config
+from fdconfig.console import ConsoleConfig
 from fdconfig.fields import COMMAND_LINE, Address, ConfigError, parse_address
 from fdconfig.forward import ForwardConfig
 from fdconfig.lists import ListConfig
@@ -56,6 +57,7 @@ __all__ = [
     "Address",
     "AdminConfig",
     "AllowanceConfig",
+    "ConsoleConfig",
     "BlockPageConfig",
     "BlockingConfig",
     "CacheConfig",

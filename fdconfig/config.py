@@ -15,6 +15,7 @@ from fdconfig.admin import AdminConfig, AdminTable
 from fdconfig.blocking import BlockingConfig, BlockingTable
 from fdconfig.blockpage import BlockPageConfig, BlockPageTable
 from fdconfig.cache import CacheConfig, CacheTable
+from fdconfig.console import ConsoleConfig, ConsoleTable
 from fdconfig.dnstap import DnstapConfig, DnstapTable
 from fdconfig.fields import Table, doc
 from fdconfig.forward import ForwardConfig, ForwardTable
@@ -72,6 +73,7 @@ class ConfigTable(Table):
     dnstap: DnstapTable = msgspec.field(default_factory=DnstapTable)
     observed: ObservedTable = msgspec.field(default_factory=ObservedTable)
     leads: LeadsTable = msgspec.field(default_factory=LeadsTable)
+    console: ConsoleTable = msgspec.field(default_factory=ConsoleTable)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class Config:
     dnstap: DnstapConfig = field(default_factory=DnstapConfig)
     observed: ObservedConfig = field(default_factory=ObservedConfig)
     leads: LeadsConfig = field(default_factory=LeadsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     source: str | None = None
 
     def list_specs(self, entries: Iterable[ListConfig] | None = None) -> list[ListSpec]:

@@ -28,6 +28,7 @@ from fdconfig import (
     blocking,
     blockpage,
     cache,
+    console,
     dnstap,
     forward,
     leads,
@@ -151,6 +152,7 @@ def _build(
     )
     ups = upstream.build(table.upstream, where, srv.listen, resolv_conf)
     ups, rules = forward.take_default(rules, ups, table.upstream.servers, where)
+    qlog = querylog.build(table.querylog, where)
     return Config(
         server=srv,
         upstream=ups,
@@ -158,7 +160,7 @@ def _build(
         blocking=blocks,
         access=access.build(table.access, where),
         metrics=metrics.build(table.metrics, where),
-        querylog=querylog.build(table.querylog, where),
+        querylog=qlog,
         logging=log.build(table.logging, where),
         admin=adm,
         reports=reports.build(table.reports, where, adm),
@@ -171,6 +173,7 @@ def _build(
         dnstap=dnstap.build(table.dnstap, where),
         observed=observed.build(table.observed, where),
         leads=leads.build(table.leads, where),
+        console=console.build(table.console, where, qlog),
         source=file if file != DEFAULT_SOURCE else None,
     )
 

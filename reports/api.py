@@ -28,6 +28,14 @@ from reports import pages
 from reports.export import FORMATS, export_audit
 from reports.openapi import openapi_document
 from reports.service import AdminService
+from reports.session import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Sessions,
+    csrf_matches,
+)
 from reports.store import Conflict, NotFound, TokenInfo
 from reports.submission import ValidationError, parse_decision, parse_submission, text_field
 from reports.tokens import role_allows
@@ -42,6 +50,8 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 SERVICE = web.AppKey("service", AdminService)
 ALLOW = web.AppKey("allow", tuple)
 PROXIES = web.AppKey("proxies", tuple)
+SESSIONS = web.AppKey("sessions", Sessions)
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 USER = "token"
 
@@ -95,13 +105,48 @@ def _token(request: web.Request) -> str | None:
     return value.strip()
 
 
-async def require(request: web.Request, role: str) -> TokenInfo:
-    """The caller's token, which must have at least `role` (401 / 403 otherwise)."""
-    token = _token(request)
+async def _csrf_sent(request: web.Request) -> str | None:
+    """The CSRF value a request carries: its header, or its form's `csrf` field."""
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.content_type in FORM_TYPES:
+        try:
+            form = await request.post()
+        except ValueError:
+            return None
+        value = form.get(CSRF_FIELD)
+        sent = value if isinstance(value, str) else None
+    return sent
+
+
+async def session_token(request: web.Request) -> str | None:
+    """The token behind the request's session cookie; for a request that changes
+    something, only when it also carries the CSRF value (403 otherwise)."""
+    token = request.app[SESSIONS].token(request.cookies.get(SESSION_COOKIE))
     if token is None:
-        raise ApiError(401, "this endpoint needs Authorization: Bearer TOKEN")
-    service = request.app[SERVICE]
-    who = await asyncio.to_thread(service.store.authenticate, token)
+        return None
+    if request.method not in SAFE_METHODS and not csrf_matches(
+        request.cookies.get(CSRF_COOKIE), await _csrf_sent(request)
+    ):
+        raise ApiError(403, "missing or wrong CSRF token; reload the page and try again")
+    return token
+
+
+async def identify(request: web.Request) -> TokenInfo | None:
+    """Who the request comes from (bearer token or session cookie), or None."""
+    token = _token(request) or await session_token(request)
+    if token is None:
+        return None
+    return await asyncio.to_thread(request.app[SERVICE].store.authenticate, token)
+
+
+async def require(request: web.Request, role: str) -> TokenInfo:
+    """The caller (bearer token or console session), who must have at least `role`
+    (401 / 403 otherwise)."""
+    if _token(request) is None and request.app[SESSIONS].token(
+        request.cookies.get(SESSION_COOKIE)
+    ) is None:
+        raise ApiError(401, "this endpoint needs Authorization: Bearer TOKEN or a session")
+    who = await identify(request)
     if who is None:
         raise ApiError(401, "unknown or revoked token")
     if not role_allows(who.role, role):
@@ -312,7 +357,7 @@ async def history(request: web.Request) -> web.Response:
 
 
 async def check(request: web.Request) -> web.Response:
-    await require(request, "reviewer")
+    await require(request, "viewer")
     name = request.query.get("name", "")
     if not name.strip() or len(name) > 4096:
         raise ApiError(422, "give ?name= a host name or URL (at most 4096 characters)", "name")
@@ -332,7 +377,7 @@ async def reload(request: web.Request) -> web.Response:
 
 
 async def whoami(request: web.Request) -> web.Response:
-    who = await require(request, "reviewer")
+    who = await require(request, "viewer")
     return web.json_response({"id": who.id, "name": who.name, "role": who.role})
 
 
@@ -349,6 +394,7 @@ def make_app(
     app[SERVICE] = service
     app[ALLOW] = tuple(allow)
     app[PROXIES] = tuple(trusted_proxies)
+    app[SESSIONS] = Sessions()
     app.router.add_post("/api/reports", submit_report)
     app.router.add_get("/api/reports", list_reports)
     app.router.add_get(r"/api/reports/{id}", get_report)
@@ -362,4 +408,8 @@ def make_app(
     app.router.add_get("/api/whoami", whoami)
     app.router.add_get("/openapi.json", openapi)
     pages.add_routes(app, SERVICE)
+    # Imported here: the console's pages build on this module's authentication.
+    from reports import console
+
+    console.add_routes(app)
     return app

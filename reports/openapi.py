@@ -64,6 +64,157 @@ _SINCE = {
 }
 
 
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema, "description": description}
+
+
+_NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_TEXT = {"type": "string", "maxLength": 253}
+_SWITCHED = _json({"type": "object"}, "the policy as `/api/policies` shows it")
+
+
+def console_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """The console's JSON twins (`reports.console_pages`); viewer and up, switches admin."""
+    return {
+        "/api/stats": {
+            "get": {
+                "summary": "The overview: rates, shares, top names and clients, upstreams",
+                "security": security,
+                "parameters": [
+                    _query("window", {"type": "string", "enum": ["1h", "24h", "7d"]}, "window")
+                ],
+                "responses": {
+                    "200": _json({"type": "object"}, "the numbers"),
+                    "404": _json(_ref("Error"), "no statistics in this process"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/querylog": {
+            "get": {
+                "summary": "Search the query log, newest first; every row says why",
+                "security": security,
+                "parameters": [
+                    _query("name", _TEXT, "part of the name"),
+                    _query("client", _TEXT, "the client as stored (anonymised)"),
+                    _query("result", _TEXT, "allowed, blocked, cached, ..."),
+                    _query("category", _TEXT, "category"),
+                    _query("policy", _TEXT, "policy"),
+                    _query("since", {"type": "string", "format": "date-time"}, "from"),
+                    _query("until", {"type": "string", "format": "date-time"}, "before"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "rows"),
+                ],
+                "responses": {
+                    "200": _json({"type": "object"}, "rows and elapsed_ms"),
+                    "404": _json(_ref("Error"), "no query-log store"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/clients": {
+            "get": {
+                "summary": "Clients seen recently: policy and why, allowance used, last queries",
+                "security": security,
+                "responses": {
+                    "200": _json({"type": "object"}, "the clients"),
+                    "404": _json(_ref("Error"), "no statistics in this process"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/lists": {
+            "get": {
+                "summary": "Each list: entries, version, age, malformed lines; the history",
+                "security": security,
+                "responses": {"200": _json({"type": "object"}, "the lists"), **_ERRORS},
+            }
+        },
+        "/api/policies": {
+            "get": {
+                "summary": "Policies: categories, lists, schedules, allowances, switches",
+                "security": security,
+                "responses": {
+                    "200": _json({"type": "object"}, "the policies"),
+                    "404": _json(_ref("Error"), "no policies"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/policies/{name}/pause": {
+            "post": {
+                "summary": "Pause a policy's filtering for N minutes (admin; audited)",
+                "security": security,
+                "parameters": [_NAME_PARAM],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["minutes"],
+                                "properties": {
+                                    "minutes": {
+                                        "type": "number",
+                                        "exclusiveMinimum": 0,
+                                        "maximum": 10080,
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _SWITCHED,
+                    "404": _json(_ref("Error"), "no such policy"),
+                    "422": _json(_ref("Error"), "bad minutes"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/policies/{name}/resume": {
+            "post": {
+                "summary": "End a pause now (admin; audited)",
+                "security": security,
+                "parameters": [_NAME_PARAM],
+                "responses": {
+                    "200": _SWITCHED,
+                    "404": _json(_ref("Error"), "no such policy"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/policies/{name}/block": {
+            "post": {
+                "summary": "Block a category now, until a time or for N minutes (admin; audited)",
+                "security": security,
+                "parameters": [_NAME_PARAM],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["category"],
+                                "properties": {
+                                    "category": {"type": "string"},
+                                    "until": {"type": "string", "format": "date-time"},
+                                    "minutes": {"type": "number"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _SWITCHED,
+                    "404": _json(_ref("Error"), "no such policy"),
+                    "422": _json(_ref("Error"), "bad category, until or minutes"),
+                    **_ERRORS,
+                },
+            }
+        },
+    }
+
+
 def openapi_document(server: str = "http://127.0.0.1:8081") -> dict[str, Any]:
     """The document, with `server` as its base URL."""
     reviewer: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -376,6 +527,7 @@ def openapi_document(server: str = "http://127.0.0.1:8081") -> dict[str, Any]:
                     },
                 }
             },
+            **console_paths(reviewer),
             "/api/whoami": {
                 "get": {
                     "summary": "The token's id, name and role",

@@ -1,9 +1,11 @@
-"""The server-rendered pages: the public report form, its thank-you page and the review page.
+"""The server-rendered public pages: the report form and its thank-you page, and the
+helpers every page uses (templates, security headers).
 
 Plain HTML from `reports/templates/` (string.Template, every value HTML-escaped), no
-external assets and no build step. The review page is a static shell: its few lines of
-JavaScript fetch the queue with the token the reviewer types in (kept in sessionStorage),
-so no page carries reviewer data without a token.
+external assets and no build step. The review page is in the console (`reports.console`):
+a static shell whose few lines of JavaScript fetch the queue with the console's session
+(or a token typed in, kept in sessionStorage), so no page carries reviewer data without
+a login.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ def _template(name: str) -> Template:
     return Template((TEMPLATES / name).read_text(encoding="utf-8"))
 
 
-def render(title: str, body_template: str, **values: str) -> str:
+def render(title: str, body_template: str, lang: str = "en", **values: str) -> str:
     """A whole page: `body_template` filled with `values` (already escaped) in base.html."""
     body = _template(body_template).substitute(values)
-    return _template("base.html").substitute(title=html.escape(title), body=body)
+    return _template("base.html").substitute(title=html.escape(title), body=body, lang=lang)
 
 
-def _page(text: str, status: int = 200) -> web.Response:
+def page(text: str, status: int = 200) -> web.Response:
+    """An HTML answer with the pages' security headers."""
     return web.Response(
         text=text,
         status=status,
@@ -83,11 +86,11 @@ def form_error(exc: ValidationError, data: dict[str, str], categories: CategoryM
     """The form again, with what was wrong, for a refused form post."""
     message = html.escape(str(exc))
     error = _template("form_error.html").substitute(message=message)
-    return _page(report_form(categories, data, error), status=exc.status)
+    return page(report_form(categories, data, error), status=exc.status)
 
 
 def add_routes(app: web.Application, service_key: Any) -> None:
-    """GET /report, /report/thanks and /review."""
+    """GET /report and /report/thanks (the review page is in the console)."""
 
     async def report_page(request: web.Request) -> web.Response:
         service = request.app[service_key]
@@ -96,23 +99,12 @@ def add_routes(app: web.Application, service_key: Any) -> None:
             # The block page's link (`review_url?host=&category=&list=&policy=`): an appeal.
             values["target"] = values["host"]
             values.setdefault("kind", "appeal")
-        return _page(report_form(service.categories, values))
+        return page(report_form(service.categories, values))
 
     async def thanks_page(request: web.Request) -> web.Response:
         report_id = request.query.get("id", "")
         shown = report_id if report_id.isdigit() and len(report_id) < 12 else "?"
-        return _page(render("Thank you", "thanks.html", id=shown))
-
-    async def review_page(request: web.Request) -> web.Response:
-        service = request.app[service_key]
-        return _page(
-            render(
-                "filterdns review queue",
-                "review.html",
-                category_options=category_options(service.categories),
-            )
-        )
+        return page(render("Thank you", "thanks.html", id=shown))
 
     app.router.add_get("/report", report_page)
     app.router.add_get("/report/thanks", thanks_page)
-    app.router.add_get("/review", review_page)

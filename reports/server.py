@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from reports.api import make_app
+from reports.console_pages import FEED, ConsoleData
 from reports.ratelimit import RateLimiter
 from reports.service import AdminService
 from reports.store import Store, database_url
@@ -46,6 +47,8 @@ class AdminServer:
         reload: the app's reload (`App.reload_config`), or None.
         data_dir: overrides the config's data directory (`--data-dir`).
         port: overrides `admin.listen`'s port (0 = any free one; tests).
+        console: the resolver's `ConsoleFeed` (statistics and query-log store), or None:
+            then, with `[console]` enabled, the store is read from its folder.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class AdminServer:
         reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         data_dir: str | Path | None = None,
         port: int | None = None,
+        console: Any = None,
     ) -> None:
         from listsync.update import config_data_dir
 
@@ -66,6 +70,7 @@ class AdminServer:
         self.host = config.admin.listen.host
         self.port = config.admin.listen.port if port is None else port
         self.store: Store | None = None
+        self.console = console
         self.service: AdminService | None = None
         self._runner: web.AppRunner | None = None
         self._sync_task: asyncio.Task[None] | None = None
@@ -86,6 +91,7 @@ class AdminServer:
         )
         await self.service.publish_overrides()
         app = make_app(self.service, reports.allow, reports.trusted_proxies)
+        app[FEED] = self._console_data()
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
@@ -94,6 +100,18 @@ class AdminServer:
             self.port = self._runner.addresses[0][1]
         log.info("admin API on http://%s:%d/ (review page /review)", self.host, self.port)
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop())
+
+    def _console_data(self) -> ConsoleData:
+        if self.console is not None:
+            return ConsoleData(
+                self.console.stats, self.console.store, self.resolver, self.config, self.console
+            )
+        c = self.config.console
+        if c.enabled and c.store:
+            from dns_resolver.querystore import QueryStore
+
+            return ConsoleData(None, QueryStore(c.store_dir), self.resolver, self.config)
+        return ConsoleData(None, None, self.resolver, self.config)
 
     async def _sync_loop(self) -> None:
         """Pick up overrides decided on other nodes sharing the database (PostgreSQL)."""

@@ -15,8 +15,8 @@ from reports.vocabulary import ROLES
 
 PREFIX = "fdns_"
 
-# Which roles may do what: an admin may do everything a reviewer may.
-_RANK = {"reviewer": 1, "admin": 2}
+# Which roles may do what: each may do everything the roles before it may.
+_RANK = {"viewer": 1, "reviewer": 2, "admin": 3}
 
 
 def new_token() -> str:

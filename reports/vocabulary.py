@@ -10,7 +10,8 @@ SOURCES = ("public", "observed")  # who put an item in the queue (observed: docs
 STATUSES = ("open", "decided")
 ACTIONS = ("block", "allow", "reject")
 OVERRIDE_ACTIONS = ("block", "allow")
-ROLES = ("reviewer", "admin")
+# viewer may look (the console's pages, checks) but change nothing.
+ROLES = ("viewer", "reviewer", "admin")
 
 # Column sizes: the API's limits (reports.submission) fit inside them with room to spare.
 TARGET_LEN = 2048

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dnstap", action="store_true",
                         help="also run filterdns with dnstap on (filterdns+tap): client "
                         "queries and responses to a collector that reads and discards")
+    parser.add_argument("--console", action="store_true",
+                        help="also run filterdns with the query log and the console's store "
+                        "and statistics on (filterdns+console)")
     parser.add_argument("--text-rules", action="store_true",
                         help="also run filterdns with an expressions list added "
                         "(filterdns+text): misses run the text rules")
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         repeat=1 if args.smoke else max(1, args.repeat),
         querylog=args.querylog,
         dnstap=args.dnstap,
+        console=args.console,
         text_rules=args.text_rules,
         upstream_transport=args.upstream_transport,
         ratelimit=args.ratelimit,

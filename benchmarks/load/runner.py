@@ -174,6 +174,7 @@ class Options:
     repeat: int = 1
     querylog: bool = False
     dnstap: bool = False
+    console: bool = False
     text_rules: bool = False
     upstream_transport: str = "udp"
     ratelimit: bool = False
@@ -225,6 +226,11 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
             kinds.append(
                 ("filterdns+nod", servers.Filterdns,
                  {"workers": 1, "snapshot": snapshot, "observed": True})
+            )
+        if opts.console:
+            kinds.append(
+                ("filterdns+console", servers.Filterdns,
+                 {"workers": 1, "snapshot": snapshot, "querylog": True, "console": True})
             )
         if opts.text_rules:
             text_snapshot = work / "data" / "blocklist-text.snap"

@@ -393,7 +393,7 @@ class Filterdns(Server):
         self, *args: object, workers: int = 1, snapshot: Path | None = None,
         querylog: bool = False, tls: TlsUpstream | None = None, ratelimit: bool = False,
         dnstap: bool = False, sink_cpus: str | None = None, observed: bool = False,
-        **kwargs: object,
+        console: bool = False, **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.workers = workers
@@ -405,6 +405,7 @@ class Filterdns(Server):
         self.sink_cpus = sink_cpus
         self.sink: DnstapSink | None = None
         self.observed = observed
+        self.console = console
         self.metrics_port = free_port()
 
     def prepare(self) -> None:
@@ -424,6 +425,8 @@ class Filterdns(Server):
             tail += "[ratelimit]\nenabled = true\nqps = 100000000.0\nburst = 100000000\n\n"
         if self.observed:
             tail += "[observed]\nenabled = true\n\n"
+        if self.console:
+            tail += f'[console]\nenabled = true\nstore_dir = "{self.workdir / "querylog.d"}"\n\n'
         if self.snapshot is None:
             tail += (
                 f'[[lists]]\npath = "{self.dataset.domains_file}"\nformat = "domains"\n'

@@ -330,3 +330,29 @@ def test_block_mode_flag_reaches_policies_without_their_own_mode(tmp_path: Path)
     resolver = make_resolver(config)
     msg = dns.message.from_wire(ask(resolver, "porn.example", "127.0.0.1"))  # type: ignore[arg-type]
     assert msg.answer[0][0].to_text() == "0.0.0.0"
+
+
+# -- the console's switches: pause and block now ------------------------------------------
+
+
+def test_pause_and_block_now_end_by_themselves(resolver: Resolver, clock: Clock) -> None:
+    table = resolver.policies
+    assert table is not None
+    assert answer(ask(resolver, "porn.example", "127.0.0.9"))[0] == "NXDOMAIN"
+    table.pause("child", clock.now + 60)
+    assert isinstance(ask(resolver, "porn.example", "127.0.0.9"), Pending)  # filtering off
+    assert table.valid_until <= clock.now + 60  # the next refresh is at the pause's end
+    clock.now += 61
+    table.refresh()
+    assert answer(ask(resolver, "porn.example", "127.0.0.9"))[0] == "NXDOMAIN"
+
+    # Block now: social for the teen until a time, then as configured again.
+    assert isinstance(ask(resolver, "friends.example", "127.0.0.2"), Pending)
+    table.block_now("teen", "social", clock.now + 30)
+    assert answer(ask(resolver, "friends.example", "127.0.0.2"))[0] == "NXDOMAIN"
+    assert table.by_name["teen"].notes["social"] == "block-now"
+    clock.now += 31
+    table.refresh()
+    assert isinstance(ask(resolver, "friends.example", "127.0.0.2"), Pending)
+    with pytest.raises(ValueError, match="no loaded list has the category"):
+        table.block_now("teen", "weather", clock.now + 30)

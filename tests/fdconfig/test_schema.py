@@ -125,6 +125,7 @@ def test_the_schema_names_every_key_the_loader_reads() -> None:
         "reports": fdconfig.ReportsConfig,
         "lists": fdconfig.ListConfig,
         "blockpage": fdconfig.BlockPageConfig,
+        "console": fdconfig.ConsoleConfig,
     }
     for name, cls in sections.items():
         fields = {f"{name}.{f.name}" for f in dataclasses.fields(cls)} - derived

@@ -242,8 +242,9 @@ def test_openapi_matches_routes(api: ApiThread) -> None:
 
 
 def test_pages(api: ApiThread) -> None:
-    review = httpx.get(f"{api.url}/review", timeout=10)
-    assert review.status_code == 200 and "sessionStorage" in review.text
+    # The review page is in the console: logging in first (tests/reports/test_console.py).
+    review = httpx.get(f"{api.url}/review", timeout=10, follow_redirects=True)
+    assert review.status_code == 200 and 'name="token"' in review.text
     assert "default-src 'none'" in review.headers["Content-Security-Policy"]
     form = httpx.get(
         f"{api.url}/report",

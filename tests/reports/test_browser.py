@@ -19,6 +19,7 @@ from tests.dns_resolver.harness import (
     write_list,
 )
 from tests.reports.browser import Browser
+from tests.reports.test_console_browser import log_in
 from tests.reports.test_e2e import admin_config, admin_url, reviewer_token, wait_for_dig
 
 ARTIFACTS = Path(os.environ.get("FILTERDNS_ARTIFACTS", REPO_ROOT / "artifacts")) / "reports"
@@ -50,15 +51,14 @@ def test_appeal_form_then_review_page(
     assert "Thank you" in browser.evaluate("document.body.innerText")
     browser.screenshot(ARTIFACTS / "appeal-thanks.png")
 
-    # The review page, with a reviewer token, lists the appeal with its current verdict.
-    token = reviewer_token(server, "reviewer", "carol")
-    browser.open(f"{base}/review#token={token}")
+    # The review page, in the console once logged in with a reviewer token, lists the
+    # appeal with its current verdict.
+    log_in(browser, base, reviewer_token(server, "reviewer", "carol"), "/review")
     row = browser.wait_for(
         "Array.from(document.querySelectorAll('#queue tbody tr'))"
         f".map(tr => tr.innerText).find(t => t.includes('{listed}'))"
     )
     assert "appeal" in row and "block (adult) by list test" in row
-    assert "token=" not in browser.evaluate("location.href")  # moved out of the URL
     browser.screenshot(ARTIFACTS / "review-queue.png")
 
     # Open it and allow it from the page.

@@ -1,0 +1,319 @@
+"""The console's query-log store: every answered query as a searchable SQLite row.
+
+Written by the query log's writer thread (`QueryLog.sinks`), never on the query path, with
+the same anonymised clients. One SQLite file per UTC day under `DIR/` (`2026-12-04.sqlite`):
+retention drops whole files, the oldest first, when they are older than `retention_days`
+or when the files together pass `max_bytes` or `max_rows`, so nothing ever runs a large
+DELETE. A search walks the days newest first and stops once it has `limit` rows, so a
+typical search reads the newest part of the log only; indexes on time and client serve
+those filters. Rows are appended in time order, so "newest first" is the table read
+backwards, with no sort. A name search first scans the day's distinct names (a small
+table), then reads the rows of the few that match by index.
+
+Each row says why it got its answer: category, list, the rule as written, the policy, why
+the client has it (`CLIENT_WHY`), the schedule window or allowance note, the CNAME target
+or answer address that decided, whether it was cached, the upstream and the latency.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (
+    "ts", "client", "qname", "qtype", "protocol", "result", "rcode", "category", "list",
+    "rule", "policy", "client_why", "why", "decided_by", "cached", "upstream", "latency_ms",
+)  # fmt: skip
+CLIENT_WHY = ("clientid", "edns-client-id", "subscriber", "cidr", "default")
+"""Why a client gets its policy: a ClientID of an encrypted transport, a client id in an
+EDNS option (MAC, CPE), a subscriber, its network (`clients` CIDRs, or ECS), or none."""
+Row = tuple[Any, ...]
+"""One query, its values in `COLUMNS` order."""
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS q ({", ".join(COLUMNS)});
+CREATE INDEX IF NOT EXISTS q_ts ON q(ts);
+CREATE INDEX IF NOT EXISTS q_client ON q(client, ts);
+CREATE INDEX IF NOT EXISTS q_qname ON q(qname);
+CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+NAMES_IN = 1000
+"""A name search matching at most this many distinct names of a day reads their rows by
+index; more (a common substring) scans the day backwards, which finds `limit` rows soon."""
+_INSERT = f"INSERT INTO q VALUES ({', '.join('?' * len(COLUMNS))})"
+SUFFIX = ".sqlite"
+
+
+@dataclass(frozen=True)
+class Search:
+    """A query-log search; every field is optional but `limit`."""
+
+    name: str | None = None  # substring of the name
+    client: str | None = None  # as stored (anonymised)
+    result: str | None = None
+    category: str | None = None
+    policy: str | None = None
+    since: float | None = None  # UNIX time, inclusive
+    until: float | None = None  # UNIX time, exclusive
+    limit: int = 100
+
+
+def day_of(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+class QueryStore:
+    """Day files of query rows in `directory`, bounded by age, size and rows."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        retention_days: int = 7,
+        max_bytes: int = 2 * 1024**3,
+        max_rows: int = 10_000_000,
+    ) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.retention_days = retention_days
+        self.max_bytes = max_bytes
+        self.max_rows = max_rows
+        self.written = 0
+        self.dropped = 0
+        # Filled in by the writer for rows whose producer could not say (the C fast path
+        # knows a name is blocked, not by which rule): name -> Verdict-like or None.
+        self.explain: Callable[[str], Any] | None = None
+        self._day = ""
+        self._conn: sqlite3.Connection | None = None
+        self._rows: dict[str, int] = {}  # day -> rows, counted once per file then kept
+        self._lock = threading.Lock()  # add() and prune() from the writer, close() from stop
+        self._error_reported = False
+
+    # -- writing (the query log's writer thread) --
+
+    def _open(self, day: str) -> sqlite3.Connection:
+        if self._conn is not None:
+            self._conn.close()
+        conn = sqlite3.connect(self.dir / f"{day}{SUFFIX}", check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # A crash may lose the last second of rows, never corrupt a day: enough for a log.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        self._conn, self._day = conn, day
+        if day not in self._rows:
+            self._rows[day] = conn.execute("SELECT count(*) FROM q").fetchone()[0]
+        return conn
+
+    def add(self, rows: Sequence[Row]) -> None:
+        """Store a batch (one transaction per day touched); a failure drops and counts."""
+        if not rows:
+            return
+        with self._lock:
+            try:
+                self._add(rows)
+            except (sqlite3.Error, OSError) as exc:
+                self.dropped += len(rows)
+                if not self._error_reported:
+                    self._error_reported = True
+                    log.warning("query-log store %s: cannot write (%s); dropping", self.dir, exc)
+
+    def _add(self, rows: Sequence[Row]) -> None:
+        explain = self.explain
+        if explain is not None:
+            rows = [_explained(row, explain) for row in rows]
+        by_day: dict[str, list[Row]] = {}
+        for row in rows:
+            by_day.setdefault(day_of(row[0]), []).append(row)
+        new_day = False
+        for day, batch in sorted(by_day.items()):
+            if day != self._day or self._conn is None:
+                new_day = new_day or day not in self._rows
+                conn = self._open(day)
+            else:
+                conn = self._conn
+            with conn:
+                conn.executemany(_INSERT, batch)
+                # The day's distinct names: a substring search scans these, not the rows.
+                conn.executemany(
+                    "INSERT OR IGNORE INTO names VALUES (?)", [(n,) for n in {r[2] for r in batch}]
+                )
+            self._rows[day] = self._rows.get(day, 0) + len(batch)
+            self.written += len(batch)
+        if new_day or sum(self._rows.values()) > self.max_rows:
+            self._prune()
+
+    def prune(self) -> None:
+        """Drop the day files past the retention limits (also done as days begin)."""
+        with self._lock:
+            self._prune()
+
+    def _prune(self) -> None:
+        days = self.days()
+        oldest_kept = day_of(time.time() - self.retention_days * 86400)
+        sizes = {d: _size(self.dir / f"{d}{SUFFIX}") for d in days}
+        for day in days[:-1]:  # never the newest: it is being written
+            over_rows = sum(self._rows.get(d, 0) for d in sizes) > self.max_rows
+            over_bytes = sum(sizes.values()) > self.max_bytes
+            if day >= oldest_kept and not over_rows and not over_bytes:
+                break
+            for extra in ("", "-wal", "-shm"):
+                (self.dir / f"{day}{SUFFIX}{extra}").unlink(missing_ok=True)
+            sizes.pop(day)
+            self._rows.pop(day, None)
+            log.info("query-log store: dropped %s (retention)", day)
+
+    def days(self) -> list[str]:
+        """The stored days, oldest first."""
+        return sorted(p.name[: -len(SUFFIX)] for p in self.dir.glob(f"*{SUFFIX}"))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- reading (the admin API, any thread) --
+
+    def search(self, s: Search) -> list[dict[str, Any]]:
+        """Rows matching `s`, newest first, at most `s.limit`."""
+        where, args = [], []
+        for column in ("client", "result", "category", "policy"):
+            value = getattr(s, column)
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if s.since is not None:
+            where.append("ts >= ?")
+            args.append(s.since)
+        if s.until is not None:
+            where.append("ts < ?")
+            args.append(s.until)
+        out: list[dict[str, Any]] = []
+        for day in reversed(self.days()):
+            if s.until is not None and day > day_of(s.until):
+                continue
+            if s.since is not None and day < day_of(s.since):
+                break
+            try:
+                conn = sqlite3.connect(f"file:{self.dir / (day + SUFFIX)}?mode=ro", uri=True)
+            except sqlite3.OperationalError:
+                continue  # dropped by retention meanwhile
+            try:
+                out.extend(self._search_day(conn, s, where, args, s.limit - len(out)))
+            except sqlite3.OperationalError:
+                continue  # a file just created, its tables not there yet
+            finally:
+                conn.close()
+            if len(out) >= s.limit:
+                break
+        return out
+
+    @staticmethod
+    def _search_day(
+        conn: sqlite3.Connection, s: Search, where: list[str], args: list[Any], limit: int
+    ) -> list[dict[str, Any]]:
+        where, args = list(where), list(args)
+        if s.name:
+            needle = s.name.lower()
+            names = [
+                n for (n,) in conn.execute(
+                    "SELECT name FROM names WHERE instr(name, ?) > 0 LIMIT ?",
+                    (needle, NAMES_IN + 1),
+                )
+            ]  # fmt: skip
+            if not names:
+                return []
+            if len(names) <= NAMES_IN:
+                where.append(f"qname IN ({', '.join('?' * len(names))})")
+                args.extend(names)
+            else:
+                where.append("instr(qname, ?) > 0")
+                args.append(needle)
+        sql = f"SELECT {', '.join(COLUMNS)} FROM q"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        # Rows are appended in time order, so newest-first is the table read backwards:
+        # no sort, and a scan stops after `limit` matches.
+        sql += " ORDER BY rowid DESC LIMIT ?"
+        return [dict(zip(COLUMNS, row, strict=True)) for row in conn.execute(sql, (*args, limit))]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "days": len(self.days()),
+            "rows": sum(self._rows.values()),
+            "written": self.written,
+            "dropped": self.dropped,
+        }
+
+
+def _size(path: Path) -> int:
+    total = 0
+    for extra in ("", "-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.stat(f"{path}{extra}").st_size
+    return total
+
+
+_RULE = COLUMNS.index("rule")
+_LIST = COLUMNS.index("list")
+_CATEGORY = COLUMNS.index("category")
+_RESULT = COLUMNS.index("result")
+
+
+def _explained(row: Row, explain: Callable[[str], Any]) -> Row:
+    """`row` with the rule, list and category filled in for a block that lacks them."""
+    if row[_RULE] is not None or row[_RESULT] != "blocked":
+        return row
+    verdict = explain(row[2])
+    if verdict is None or not getattr(verdict, "rule", None):
+        return row
+    values = list(row)
+    values[_RULE] = verdict.rule
+    values[_LIST] = values[_LIST] or verdict.list
+    values[_CATEGORY] = values[_CATEGORY] or verdict.category
+    return tuple(values)
+
+
+_SECONDS: dict[str, int] = {}
+
+
+def _second(text: str) -> int:
+    """UNIX time of "YYYY-MM-DDTHH:MM:SS" (UTC), cached: a batch shares a few seconds and
+    strptime costs ~20 us."""
+    found = _SECONDS.get(text)
+    if found is None:
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        found = _SECONDS[text] = calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+    return found
+
+
+def rows_from_json(lines: Iterable[bytes]) -> list[Row]:
+    """Rows from query-log JSON lines (those the C fast path formats)."""
+    out = []
+    for line in lines:
+        try:
+            d = json.loads(line)
+            stamp = d["timestamp"]
+            ts = _second(stamp[:19]) + int(stamp[20:23]) / 1000
+        except (ValueError, KeyError, TypeError):
+            continue
+        result = d.get("result")
+        out.append((
+            ts, d.get("client"), d.get("qname"), d.get("qtype"), d.get("protocol"), result,
+            d.get("rcode"), d.get("category"), d.get("list"), None, None, None, None, None,
+            int(result == "cached"), None, d.get("duration_ms"),
+        ))  # fmt: skip
+    return out

@@ -1,0 +1,112 @@
+"""The console's data: the query-log store (search, retention by age and rows), the
+overview aggregates (Space-Saving, windows, bounded clients) and the query log's sinks."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from dnslib import QTYPE
+
+from dns_resolver.querylog import QueryLog
+from dns_resolver.querystats import RECENT_CLIENTS, TOP_K, QueryStats, SpaceSaving
+from dns_resolver.querystore import COLUMNS, QueryStore, Search, day_of, rows_from_json
+from filtercore.verdict import NO_MATCH
+
+
+def row(ts: float, name: str, result: str = "allowed", client: str = "192.0.2.1", **kw: object):
+    values = dict.fromkeys(COLUMNS)
+    values.update(ts=ts, client=client, qname=name, qtype="A", result=result, cached=0,
+                  latency_ms=1.0, **kw)  # fmt: skip
+    return tuple(values[c] for c in COLUMNS)
+
+
+def test_search_filters_newest_first_across_days(tmp_path: Path) -> None:
+    store = QueryStore(tmp_path)
+    now = time.time()
+    store.add([row(now - 86400 - 5, "old.example", "blocked", category="adult")])
+    store.add([row(now - 3 + i, f"n{i}.example") for i in range(3)])
+    store.add([row(now, "kids.example", "blocked", client="192.0.2.9", category="adult",
+                   rule="kids.example", policy="child")])  # fmt: skip
+    assert len(store.days()) == 2
+    names = [r["qname"] for r in store.search(Search(limit=10))]
+    assert names == ["kids.example", "n2.example", "n1.example", "n0.example", "old.example"]
+    blocked = store.search(Search(result="blocked", limit=10))
+    assert [r["qname"] for r in blocked] == ["kids.example", "old.example"]
+    assert store.search(Search(name="KIDS", limit=5))[0]["rule"] == "kids.example"
+    assert [r["qname"] for r in store.search(Search(client="192.0.2.9"))] == ["kids.example"]
+    assert store.search(Search(policy="child"))[0]["policy"] == "child"
+    assert [r["qname"] for r in store.search(Search(since=now - 10, until=now - 1.5))] == [
+        "n1.example", "n0.example",
+    ]  # fmt: skip
+    assert len(store.search(Search(limit=2))) == 2
+    assert store.search(Search(name="nowhere")) == []
+
+
+def test_retention_drops_whole_days_by_age_and_rows(tmp_path: Path) -> None:
+    now = time.time()
+    store = QueryStore(tmp_path, retention_days=3, max_rows=250)
+    store.add([row(now - 10 * 86400, "ancient.example")])
+    store.add([row(now - 2 * 86400, "recent.example")])
+    store.add([row(now, "today.example")])
+    assert store.days() == [day_of(now - 2 * 86400), day_of(now)]  # older than 3 days: gone
+    store.add([row(now - 86400, f"y{i}.example") for i in range(200)])
+    store.add([row(now, f"t{i}.example") for i in range(100)])  # 302 rows > 250
+    assert day_of(now - 2 * 86400) not in store.days()
+    assert day_of(now) in store.days()  # the newest day is never dropped
+    assert store.stats()["rows"] <= 301
+
+
+def test_space_saving_keeps_the_heavy_hitters() -> None:
+    sketch = SpaceSaving(k=10)
+    for i in range(5000):
+        sketch.add(f"noise{i}")
+        if i % 10 == 0:
+            sketch.add("heavy")
+    assert len(sketch.counts) < 20  # at most 2k between trims
+    assert sketch.top(1)[0][0] == "heavy" and sketch.top(1)[0][1] >= 500
+    other = SpaceSaving(k=10)
+    other.add("heavy", 100)
+    sketch.merge(other)
+    assert len(sketch.counts) <= 10 and sketch.top(1)[0][1] >= 600
+
+
+def test_stats_windows_and_bounded_memory() -> None:
+    stats = QueryStats()
+    now = time.time()
+    stats.add([row(now - 2 * 3600, "yesterday.example")])
+    stats.add([row(now - 1, "a.example"), row(now, "ads.example", "blocked", category="ads",
+                                               policy="child")])  # fmt: skip
+    hour = stats.summary("1h", now)
+    assert hour["queries"] == 2 and hour["blocked"] == 1 and hour["blocked_share"] == 0.5
+    assert hour["by_category"] == {"ads": 1} and hour["by_policy"] == {"child": 1}
+    assert hour["top_blocked"] == [{"name": "ads.example", "count": 1}]
+    assert stats.summary("24h", now)["queries"] == 3
+    assert round(sum(p["qps"] for p in hour["series"]) * 60, 1) == 2  # qps rounded to 4 places
+    stats.add([row(now, f"n{i}.example", client=f"10.0.{i // 250}.{i % 250}")
+               for i in range(RECENT_CLIENTS + 50)])  # fmt: skip
+    bucket = stats.fine.bucket(now)
+    assert len(bucket.names.counts) < 2 * TOP_K and len(stats.clients) == RECENT_CLIENTS
+    newest = stats.recent_clients(1)[0]["last_queries"][0]
+    assert newest["name"] == f"n{RECENT_CLIENTS + 49}.example"
+
+
+def test_querylog_feeds_sinks_with_anonymised_rows(tmp_path: Path) -> None:
+    got: list = []
+    qlog = QueryLog(tmp_path / "q.log", anonymize="truncate")
+    qlog.sinks.append(got.extend)
+    qlog.describe_client = lambda client, category: ("child", "cidr", None)
+    qlog.log("192.0.2.77", "www.example", QTYPE.A, "udp", "allowed", 0.002, verdict=NO_MATCH)
+    line = json.loads(qlog._format((time.time(), "192.0.2.5", "c.example", 1, "udp",  # noqa: SLF001
+                                    "cached", None, None, None, 0, 0.0)))  # fmt: skip
+    qlog.log_formatted((json.dumps(line) + "\n").encode())
+    qlog.flush()
+    qlog.close()
+    assert [r[2] for r in got] == ["www.example", "c.example"]
+    first = dict(zip(COLUMNS, got[0], strict=True))
+    assert first["client"] == "192.0.2.0" and first["policy"] == "child"
+    assert first["qtype"] == "A" and first["latency_ms"] == 2.0
+    second = dict(zip(COLUMNS, got[1], strict=True))
+    assert second["client"] == "192.0.2.0" and second["cached"] == 1
+    assert rows_from_json([b"not json\n"]) == []

@@ -1,0 +1,147 @@
+"""The console against a real `filterdns serve` (NSD upstream, dig from loopback source
+addresses): the overview counts the queries just sent, the query log finds a block with
+its rule, a pause of the child's policy lets its queries through within 1 s and ends by
+itself, and a viewer cannot pause anything.
+
+The pause uses `minutes=0.05` (3 s): the API takes fractions of a minute for this."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from listsync.audit import AuditLog
+from tests.dns_resolver.harness import ServerProcess, TestZone, eventually, free_port
+from tests.reports.test_console import login, page_csrf
+from tests.reports.test_e2e import reviewer_token
+
+CHILD = "127.0.0.2"
+BLOCKED = TestZone.BLOCKED.rstrip(".")
+WWW = TestZone.WWW.rstrip(".")
+
+
+def console_config(tmp_path: Path) -> dict:
+    return {
+        "server": {"data_dir": "data"},
+        "admin": {"enabled": True, "listen": f"127.0.0.1:{free_port()}"},
+        "blocking": {"mode": "nxdomain"},
+        "querylog": {"enabled": True, "path": str(tmp_path / "q.log"), "anonymize": "none"},
+        "console": {"enabled": True},
+        "policies": {"child": {"clients": [f"{CHILD}/32"], "block": ["adult"]}},
+    }
+
+
+class Api:
+    """A logged-in console session as a script would hold it (bearer token)."""
+
+    def __init__(self, server: ServerProcess, role: str) -> None:
+        self.base = "http://" + server.config["admin"]["listen"]
+        self.token = reviewer_token(server, role, f"{role}-user")
+        self.headers = {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str, **params: object) -> httpx.Response:
+        return httpx.get(self.base + path, params=params, headers=self.headers, timeout=10)
+
+    def post(self, path: str, body: dict) -> httpx.Response:
+        return httpx.post(self.base + path, json=body, headers=self.headers, timeout=10)
+
+
+def test_overview_querylog_pause_and_roles(
+    filterdns_on_nsd: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    server = filterdns_on_nsd(console_config(tmp_path))
+    admin = Api(server, "admin")
+    viewer = Api(server, "viewer")
+
+    # Queries from the child: 3 allowed, 2 blocked by the test list's rule.
+    for _ in range(3):
+        assert server.dig(WWW, "A", "-b", CHILD).status == "NOERROR"
+    for _ in range(2):
+        assert server.dig(BLOCKED, "A", "-b", CHILD).status == "NXDOMAIN"
+
+    def counted() -> bool:
+        return admin.get("/api/stats", window="1h").json().get("queries") == 5
+
+    assert eventually(counted, timeout=5)
+    stats = admin.get("/api/stats", window="1h").json()
+    assert stats["blocked"] == 2 and stats["by_result"]["blocked"] == 2
+    assert {"name": BLOCKED, "count": 2} in stats["top_blocked"]
+    assert stats["by_policy"] == {"child": 5}
+    assert stats["rows"]["querylog_dropped"] == 0 and stats["rows"]["store_written"] == 5
+
+    # The overview page, logged in with the form, shows the same count.
+    browser = login_client(admin)
+    page = browser.get("/")
+    assert page.status_code == 200 and "<dd id=queries-total>5</dd>" in page.text
+
+    # The query log finds the block with its rule, list and policy.
+    rows = admin.get("/api/querylog", name="blocked.filterdns", result="blocked").json()["rows"]
+    assert len(rows) == 2
+    assert rows[0]["rule"] and rows[0]["list"] == "test" and rows[0]["category"] == "adult"
+    assert rows[0]["policy"] == "child" and rows[0]["client_why"] == "cidr"
+    assert rows[0]["client"] == CHILD
+    html = browser.get("/queries", params={"name": "blocked.filterdns"}).text
+    assert f"<code>{rows[0]['rule']}</code>" in html
+
+    # A viewer may not pause; an admin may, and it ends by itself.
+    assert viewer.post("/api/policies/child/pause", {"minutes": 0.05}).status_code == 403
+    assert server.dig(BLOCKED, "A", "-b", CHILD).status == "NXDOMAIN"
+    paused = admin.post("/api/policies/child/pause", {"minutes": 0.05})
+    assert paused.status_code == 200 and paused.json()["paused_until"]
+    started = time.monotonic()
+    assert eventually(lambda: server.dig(BLOCKED, "A", "-b", CHILD).status == "NOERROR", 1.0)
+    assert time.monotonic() - started <= 1.0
+    assert "paused until" in browser.get("/policies").text
+    assert eventually(lambda: server.dig(BLOCKED, "A", "-b", CHILD).status == "NXDOMAIN", 6)
+    assert admin.get("/api/policies").json()["policies"][0]["paused_until"] is None
+    audit = admin.get("/api/audit", kind="policy-switch").json()["records"]
+    assert audit[-1]["action"] == "pause" and "admin-user" in audit[-1]["reviewer"]
+
+    # The clients page knows the child, its policy and why.
+    clients = admin.get("/api/clients").json()["clients"]
+    child = next(c for c in clients if c["client"] == CHILD)
+    assert child["policy"] == "child" and child["why"] == "cidr"
+    assert f"/queries?client={CHILD}" in browser.get("/clients").text
+
+    # The lists page: the test list with its entries and last update (an audit record as
+    # `filterdns lists update` writes it); a viewer may look, not update.
+    AuditLog(server.config_path.parent / "data" / "audit.jsonl").append(
+        {"kind": "list-update", "source": "test", "result": "applied"}
+    )
+    lists = viewer.get("/api/lists").json()["lists"]
+    assert lists[0]["last_result"] == "applied"
+    assert [(i["name"], i["category"], i["malformed"]) for i in lists] == [("test", "adult", 0)]
+    assert lists[0]["entries"] > 0
+    page = browser.get("/lists").text
+    assert "Update now" in page and "test: applied" in page
+
+
+def login_client(api: Api) -> httpx.Client:
+    class Thread:  # what `login` needs of an ApiThread: its URL
+        url = api.base
+
+    return login(Thread(), api.token)  # type: ignore[arg-type]
+
+
+def test_block_now_is_admin_only_and_shows(
+    filterdns_on_nsd: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    config = console_config(tmp_path)
+    config["policies"]["child"]["block"] = []
+    server = filterdns_on_nsd(config)
+    admin = Api(server, "admin")
+    assert server.dig(BLOCKED, "A", "-b", CHILD).status == "NOERROR"
+    browser = login_client(admin)
+    r = browser.post(
+        "/api/policies/child/block",
+        data={"category": "adult", "minutes": "5", "csrf": page_csrf(browser, "/policies")},
+    )
+    assert r.status_code == 303
+    assert eventually(lambda: server.dig(BLOCKED, "A", "-b", CHILD).status == "NXDOMAIN", 1.0)
+    assert "adult blocked until" in browser.get("/policies").text
+    viewer = Api(server, "viewer")
+    refused = viewer.post("/api/policies/child/block", {"category": "adult", "minutes": 1})
+    assert refused.status_code == 403
