@@ -314,8 +314,8 @@ def test_killing_unbound_fails_over_to_the_next_upstream(
         assert server.dig(f"after-{i}.{Z.NAME}", "A").status == "NXDOMAIN"
     assert server.metric("filterdns_upstream_queries_total", upstream=doh) == 5
     assert server.metric("filterdns_upstream_healthy", upstream=first.dot()) == 0
-    # At least the failures that mark it dead. Relayed from C, one more may be counted: a
-    # query C relayed before the second failure was recorded meets the dead server too.
+    # At least the failures that mark it dead. Relayed from C, the count is sometimes one
+    # higher (seen 1 run in ~5 here; which failure is counted twice is not pinned down yet).
     assert server.metric("filterdns_upstream_errors_total", upstream=first.dot()) >= 2
 
 
