@@ -2,6 +2,7 @@
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
+from dns_resolver._subtable cimport SubscriberTable, sub_header
 from filtercore._table cimport MatchCore
 
 
@@ -138,6 +139,8 @@ cdef class FastPath:
     cdef uint64_t policy_mask[MAX_POLICIES]
     cdef bint policy_python[MAX_POLICIES]
     cdef Net *trusted       # trusted forwarders: their queries go to Python
+    cdef SubscriberTable subs_table  # subscribers' serving table (or None); keeps the map
+    cdef const sub_header *subs
     cdef int ntrusted
     cdef uint64_t *punt     # hashes of (policy, name): names at or below go to Python
     cdef uint64_t npunt_slots
@@ -231,6 +234,7 @@ cdef class FastPath:
     cdef void _drop(self, Entry *e) noexcept nogil
     cdef int _grow(self) noexcept nogil
     cdef int _policy_of(self, int family, const uint8_t *addr) noexcept nogil
+    cdef int _subscriber_policy(self, int family, const uint8_t *addr) noexcept nogil
     cdef bint _punted(self, int policy, const char *name, uint32_t n) noexcept nogil
     cdef bint _allowed(self, int family, const uint8_t *addr) noexcept nogil
     cdef int _ede_find(self, int64_t key) noexcept nogil

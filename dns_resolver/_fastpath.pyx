@@ -31,6 +31,7 @@ from libc.string cimport memchr, memcmp, memcpy, memset, strlen
 
 import os
 
+from dns_resolver._subtable cimport SubscriberTable, sub_lookup
 from filtercore._table cimport MatchCore, normalize_ascii
 
 
@@ -401,6 +402,7 @@ cdef class FastPath:
         self.deny = <Net *>calloc(1, sizeof(Net))
         self.policy_nets = <Net *>calloc(1, sizeof(Net))
         self.trusted = <Net *>calloc(1, sizeof(Net))
+        self.subs = NULL
         self.block_json = <char **>calloc(MAX_BLOCK_KEYS, sizeof(char *))
         self.outsize = self.udp_size
         for i in range(MAX_USOCK):
@@ -1067,6 +1069,23 @@ cdef class FastPath:
                 return self.policy_nets[i].value
         return self.default_policy
 
+    # -- subscribers (docs/subscribers.md) -------------------------------------------------
+
+    def set_subscribers(self, SubscriberTable table):
+        """Consult `table` (a mapped subscribers' table, or None) for every query's policy,
+        after the trusted forwarders and before the policy networks."""
+        self.subs_table = table
+        self.subs = table.header if table is not None else NULL
+
+    cdef int _subscriber_policy(self, int family, const uint8_t *addr) noexcept nogil:
+        """The policy index of the subscriber holding the address; -1: none; -2: Python
+        decides (the subscriber has own lists, or the writer kept the table busy)."""
+        cdef uint32_t lists = 0
+        cdef int r = sub_lookup(self.subs, family, addr, &lists)
+        if r == -2 or (r >= 0 and (lists != 0 or r >= MAX_POLICIES)):
+            return -2
+        return r
+
     # -- one query ------------------------------------------------------------------------
 
     cdef void _one(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
@@ -1165,7 +1184,12 @@ cdef class FastPath:
                 if _in_net(&self.trusted[i], family, addr):
                     slot.reason = R_POLICY  # client ids / ECS are mapped in Python
                     return
-        policy = self._policy_of(family, addr)
+        policy = self._subscriber_policy(family, addr) if self.subs != NULL else -1
+        if policy == -2:
+            slot.reason = R_POLICY  # own lists (or a busy table): Python decides
+            return
+        if policy < 0:
+            policy = self._policy_of(family, addr)
         if self.policy_python[policy] or (
                 self.npunt_slots and namelen and self._punted(policy, name, namelen)):
             slot.reason = R_POLICY

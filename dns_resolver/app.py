@@ -151,6 +151,8 @@ class App:
         self.server: DnsServer | None = None
         self.blockpage: Any = None
         self.admin: Any = None  # reports.server.AdminServer when [admin] enabled
+        self.subscribers: Any = None  # subscribers.runtime.Subscribers when enabled
+        self.radius: Any = None  # its RADIUS listener's transport
         self._tick: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         self._reloading = False
@@ -192,11 +194,18 @@ class App:
             querylog=self.querylog,
             policies=policies,
         )
+        if self.config.subscribers.enabled and not await self._start_subscribers(policies):
+            return 1
         if self.config.admin.enabled:
             from reports.server import AdminServer
 
             try:
-                self.admin = AdminServer(self.config, resolver=self.resolver, reload=self.reload)
+                self.admin = AdminServer(
+                    self.config,
+                    resolver=self.resolver,
+                    reload=self.reload,
+                    subscribers=self.subscribers,
+                )
                 await self.admin.start()
             except Exception as exc:
                 log.error("cannot start the admin API: %s", exc)
@@ -263,6 +272,10 @@ class App:
             await self.server.stop()
             if self.admin is not None:
                 await self.admin.stop()
+            if self.radius is not None:
+                self.radius.close()
+            if self.subscribers is not None:
+                await asyncio.to_thread(self.subscribers.stop)
             if self._tick is not None:
                 self._tick.cancel()
             if self.blockpage is not None:
@@ -277,6 +290,37 @@ class App:
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def _start_subscribers(self, policies: Any) -> bool:
+        """`[subscribers]` (and `[radius]`): the store, the serving table, the feeds."""
+        from listsync.update import config_data_dir
+        from subscribers.runtime import Subscribers
+
+        if self.reuse_port:
+            log.error("[subscribers] runs with workers = 1 for now (docs/subscribers.md)")
+            return False
+        try:
+            subs = Subscribers(self.config, policies, config_data_dir(self.config))
+            await asyncio.to_thread(subs.start)
+        except Exception as exc:
+            log.error("cannot start the subscribers: %s", exc)
+            return False
+        self.subscribers = subs
+        radius = None
+        if self.config.radius.listen is not None:
+            from subscribers.radius import start_radius
+
+            try:
+                self.radius, radius = await start_radius(self.config.radius, subs)
+            except OSError as exc:
+                log.error("cannot listen for RADIUS on %s: %s", self.config.radius.listen, exc)
+                return False
+            log.info("RADIUS accounting on %s", self.config.radius.listen)
+        if self.metrics is not None:
+            from subscribers.metrics import SubscriberCollector
+
+            self.metrics.registry.register(SubscriberCollector(subs, radius))
+        return True
 
     def _schedule_tick(self) -> None:
         """Recompute policy masks at each schedule boundary, so that subscribers (the fast

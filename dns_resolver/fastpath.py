@@ -69,7 +69,7 @@ def wire_key(key: tuple[Any, ...]) -> bytes | None:
     (..., policy index, mask) adds its index and mask.
     """
     qname, qtype, qclass, do = key[:4]
-    if "\\" in qname:
+    if "\\" in qname or len(key) > 6:  # a subscriber's own lists: answered in Python
         return None
     try:
         out = wire.encode_name(qname) + struct.pack("!HHB", qtype, qclass, 1 if do else 0)
@@ -131,6 +131,7 @@ class UdpFastPath:
         self._matcher: Any = None
         self._blocker: Any = resolver.blocker
         self._policy_version: Any = None
+        self._subscribers: Any = None  # the SubscriberTable C consults
         self._npolicies = 0
         self._policy_punt: list[tuple[int, str]] = []
         self._override_names: list[str] = []
@@ -180,6 +181,7 @@ class UdpFastPath:
             self._blocker = resolver.blocker
             self.fp.set_templates(block_templates(resolver.blocker))
             self.fp.forget_blocks()
+        self._sync_subscribers(resolver)
         if self._sync_policies(resolver) or changed:
             # Reviewers' overrides (reports/) are decided in Python: their names are
             # punted for every policy, next to the policies' own punt names.
@@ -187,6 +189,14 @@ class UdpFastPath:
             self.fp.set_punt_names(
                 self._policy_punt + [(i, n) for n in self._override_names for i in indexes]
             )
+
+    def _sync_subscribers(self, resolver: Any) -> None:
+        """Hand C the subscribers' table (mapped again when the writer replaced it)."""
+        view = getattr(getattr(resolver, "policies", None), "subscribers", None)
+        table = view.current() if view is not None else None
+        if table is not self._subscribers:
+            self._subscribers = table
+            self.fp.set_subscribers(table)
 
     def _sync_policies(self, resolver: Any) -> bool:
         """Copy a changed policy view into C; True when it changed."""

@@ -23,6 +23,7 @@ from fdconfig.policies import ClientsTable, PoliciesConfig, PolicyTable
 from fdconfig.querylog import QueryLogConfig, QueryLogTable
 from fdconfig.reports import ReportsConfig, ReportsTable
 from fdconfig.server import ServerConfig, ServerTable
+from fdconfig.subscribers import RadiusConfig, RadiusTable, SubscribersConfig, SubscribersTable
 from fdconfig.upstream import UpstreamConfig, UpstreamTable
 from filtercore.listspec import ListSpec
 
@@ -57,6 +58,8 @@ class ConfigTable(Table):
         ),
     ] = {}
     blockpage: BlockPageTable = msgspec.field(default_factory=BlockPageTable)
+    subscribers: SubscribersTable = msgspec.field(default_factory=SubscribersTable)
+    radius: RadiusTable = msgspec.field(default_factory=RadiusTable)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ class Config:
     lists: tuple[ListConfig, ...] = ()
     policy: PoliciesConfig = field(default_factory=PoliciesConfig)
     blockpage: BlockPageConfig = field(default_factory=BlockPageConfig)
+    subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
+    radius: RadiusConfig = field(default_factory=RadiusConfig)
     source: str | None = None
 
     def list_specs(self, entries: Iterable[ListConfig] | None = None) -> list[ListSpec]:

@@ -34,6 +34,7 @@ from fdconfig import (
     querylog,
     reports,
     server,
+    subscribers,
     upstream,
 )
 from fdconfig import lists as lists_mod
@@ -117,6 +118,7 @@ def _build(
         lists = default_lists() if default_lists else ()
     blocks = blocking.build(table.blocking, where)
     adm = admin.build(table.admin, where)
+    subs = subscribers.build(table.subscribers, where)
     return Config(
         server=srv,
         upstream=upstream.build(table.upstream, where, srv.listen, resolv_conf),
@@ -131,6 +133,8 @@ def _build(
         lists=lists,
         policy=policies.build(table.policies, table.clients, where, blocks, lists),
         blockpage=blockpage.build(table.blockpage, where),
+        subscribers=subs,
+        radius=subscribers.build_radius(table.radius, where, subs),
         source=file if file != DEFAULT_SOURCE else None,
     )
 

@@ -42,6 +42,8 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 SERVICE = web.AppKey("service", AdminService)
 ALLOW = web.AppKey("allow", tuple)
 PROXIES = web.AppKey("proxies", tuple)
+# Paths other packages mount on this application describe themselves (subscribers.api).
+EXTRA_PATHS = web.AppKey("extra_paths", dict)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 USER = "token"
 
@@ -337,7 +339,9 @@ async def whoami(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(str(request.url.origin())))
+    document = openapi_document(str(request.url.origin()))
+    document["paths"].update(request.app.get(EXTRA_PATHS, {}))
+    return web.json_response(document)
 
 
 def make_app(
