@@ -86,10 +86,15 @@ static inline int sub_find_addr(const sub_header *h, int family, const uint8_t *
         i = sub_find(h, key, SUB_V4);
     } else {
         uint32_t lengths = h->v6_lengths;
+        uint64_t top = sub_v6_key(addr, 64);
         i = -1;
-        for (int plen = SUB_V6_MAX; plen >= SUB_V6_MIN && i < 0; plen--) {
-            if (lengths & (1U << (plen - SUB_V6_MIN)))
-                i = sub_find(h, sub_v6_key(addr, plen), (uint8_t)plen);
+        /* only the prefix lengths in use, longest first */
+        while (lengths && i < 0) {
+            int bit = 31 - __builtin_clz(lengths);
+            int plen = SUB_V6_MIN + bit;
+            uint64_t key = plen >= 64 ? top : top & ~((1ULL << (64 - plen)) - 1);
+            i = sub_find(h, key, (uint8_t)plen);
+            lengths &= ~(1U << bit);
         }
     }
     if (i < 0)

@@ -206,3 +206,19 @@ cdef class SubscriberTable:
         t = SubscriberTable.create(self.path, capacity, self.entries())
         self.retire()
         return t
+
+    def count_held(self, bytes packed, int width):
+        """How many of the addresses packed back to back in `packed` (`width` 4 or 16 bytes
+        each) a subscriber holds: one C loop, so a caller can time lookups as C sees them."""
+        cdef const uint8_t *p = <const uint8_t *>(<char *>packed)
+        cdef Py_ssize_t i, n = len(packed) // width
+        cdef uint32_t lists
+        cdef int family = 4 if width == 4 else 6
+        cdef long found = 0
+        if width not in (4, 16):
+            raise ValueError("width is 4 or 16")
+        with nogil:
+            for i in range(n):
+                if sub_lookup(self.header, family, p + i * width, &lists) >= 0:
+                    found += 1
+        return found

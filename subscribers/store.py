@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from reports.models import utcnow
@@ -102,6 +102,20 @@ class SubscriberStore:
     def _tx(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
             yield conn
+
+    @staticmethod
+    def _insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """INSERT many rows through the driver's executemany: SQLAlchemy's parameter
+        processing costs more than the database on an import of a million rows."""
+        if not rows:
+            return
+        columns = list(rows[0])
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"VALUES ({', '.join([mark] * len(columns))})"
+        )
+        conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
 
     def _notify(self, conn: Connection) -> None:
         if self.postgres:
@@ -238,8 +252,8 @@ class SubscriberStore:
         }
         rows = []
         for sub in subs:
-            allow = json.dumps(list(sub.allow_domains))
-            block = json.dumps(list(sub.block_domains))
+            allow = json.dumps(list(sub.allow_domains)) if sub.allow_domains else "[]"
+            block = json.dumps(list(sub.block_domains)) if sub.block_domains else "[]"
             prev = old.get(sub.id)
             if not sub.allow_domains and not sub.block_domains:
                 lists_id = None
@@ -291,16 +305,15 @@ class SubscriberStore:
                 [{**r, "b_id": r["id"]} for r in existing],
             )
         fresh = [r for r in rows if r["id"] not in old]
-        if fresh:
-            conn.execute(insert(subscribers), fresh)
-        if wanted:
-            conn.execute(
-                insert(subscriber_addresses),
-                [
-                    {"address": a, "subscriber_id": sid, "origin": "api", "session": None}
-                    for a, sid in wanted.items()
-                ],
-            )
+        self._insert(conn, subscribers, fresh)
+        self._insert(
+            conn,
+            subscriber_addresses,
+            [
+                {"address": a, "subscriber_id": sid, "origin": "api", "session": None}
+                for a, sid in wanted.items()
+            ],
+        )
         by_id = {r["id"]: r for r in rows}
         changes = [
             {
@@ -316,8 +329,7 @@ class SubscriberStore:
             for a in replaced
             if a not in wanted
         ]
-        if changes:
-            conn.execute(insert(subscriber_changes), changes)
+        self._insert(conn, subscriber_changes, changes)
 
     def delete(self, subscriber_id: str) -> dict[str, Any]:
         """Remove a subscriber and unmap its addresses; what it was. Raises `NotFound`."""
