@@ -294,13 +294,18 @@ class App:
     async def _start_subscribers(self, policies: Any) -> bool:
         """`[subscribers]` (and `[radius]`): the store, the serving table, the feeds."""
         from listsync.update import config_data_dir
-        from subscribers.runtime import Subscribers
+        from subscribers.runtime import Subscribers, serving_view
 
         if self.reuse_port:
-            log.error("[subscribers] runs with workers = 1 for now (docs/subscribers.md)")
-            return False
+            # One of several workers: the supervisor writes the table, feeds included.
+            try:
+                policies.subscribers = serving_view(self.config, config_data_dir(self.config))
+            except Exception as exc:
+                log.error("cannot map the subscribers' table: %s", exc)
+                return False
+            return True
         try:
-            subs = Subscribers(self.config, policies, config_data_dir(self.config))
+            subs = Subscribers(self.config, config_data_dir(self.config), policies)
             await asyncio.to_thread(subs.start)
         except Exception as exc:
             log.error("cannot start the subscribers: %s", exc)

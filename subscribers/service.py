@@ -117,9 +117,11 @@ class SubscriberService:
 
     # -- the thread --------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Build the table, then keep it current from a thread (and listen on PostgreSQL)."""
-        self.build()
+    def start(self, build: bool = True) -> None:
+        """Build the table (unless done already), then keep it current from a thread (and
+        listen on PostgreSQL)."""
+        if build:
+            self.build()
         worker = threading.Thread(target=self._run, name="subscribers", daemon=True)
         self._threads.append(worker)
         if self.store.postgres:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.dns_resolver.harness import DigResult, ServerProcess, TestZone, free_port
+from tests.dns_resolver.harness import DigResult, NsdServer, ServerProcess, TestZone, free_port
 from tests.reports.conftest import filterdns_cli
 
 SECRET = "s3cret-radius"
@@ -264,3 +264,41 @@ def test_provisioning_api_cli_own_lists_and_audit(server: ServerProcess, tmp_pat
     assert changes[0] == ("put", "sub7", "provisioning")
     assert ("import", None, "provisioning") in changes and ("import", None, "cli") in changes
     assert changes[-1] == ("delete", "sub7", "provisioning")
+
+
+def test_workers_share_one_table_fed_by_radius(
+    start_filterdns: Callable[..., ServerProcess],
+    nsd_upstream: NsdServer,
+    test_blocklist: Path,
+    tmp_path: Path,
+) -> None:
+    """With workers the supervisor writes the table and hears RADIUS; every worker maps the
+    same file, and a Start is in force on every worker within 1 s."""
+    port = free_port()
+    config = subscriber_config(port)
+    del config["admin"]  # the provisioning API is served when there is one worker
+    config["server"]["workers"] = 2
+    config["lists"] = [{"path": str(test_blocklist), "name": "test", "category": "adult"}]
+    # Forking workers after the lists and the table: slower to answer on a busy machine.
+    server = start_filterdns(config, upstreams=[nsd_upstream.upstream], ready_timeout=40)
+    subs = tmp_path / "subs.jsonl"
+    subs.write_text(json.dumps({"id": "sub42", "policy": "child"}) + "\n")
+    filterdns_cli(
+        "subscribers", "import", str(subs), "--quiet", "--config", str(server.config_path)
+    )
+    assert radclient(
+        port,
+        SECRET,
+        User_Name="sub42",
+        Acct_Status_Type="Start",
+        Acct_Session_Id="w1",
+        Framed_IP_Address="127.0.0.52",
+    )
+    assert until(server, "127.0.0.52", blocked) < START_DEADLINE
+    # dig picks a new source port each time: the kernel spreads them over the workers.
+    assert all(blocked(dig_from(server, "127.0.0.52")) for _ in range(12))
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    table = str(Path(server.config_path).parent / "data" / "subscribers.table")
+    # One file, mapped by each worker (the list reloader's child may be there too).
+    mapping = [pid for pid in children if table in Path(f"/proc/{pid}/maps").read_text()]
+    assert len(mapping) >= 2
