@@ -27,6 +27,7 @@ DICTIONARY = Path(__file__).resolve().parent / "radius.dictionary"
 ADDRESS_ATTRIBUTES = ("Framed-IP-Address", "Framed-IPv6-Prefix", "Delegated-IPv6-Prefix")
 STATUSES = ("Start", "Stop", "Interim-Update", "Accounting-On", "Accounting-Off")
 DROP_REASONS = ("unknown_nas", "malformed", "bad_authenticator")
+BATCH = 500  # requests stored per transaction
 
 
 class RadiusAccounting(asyncio.DatagramProtocol):
@@ -44,6 +45,8 @@ class RadiusAccounting(asyncio.DatagramProtocol):
         self.unknown_subscribers = 0
         self.transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: list[tuple[Any, ...]] = []  # requests waiting for the next commit
+        self._writer: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -79,18 +82,30 @@ class RadiusAccounting(asyncio.DatagramProtocol):
             return
         self.requests[status] += 1
         if status in ("Start", "Interim-Update", "Stop") and subscriber:
+            self._pending.append((subscriber, session, addresses, status == "Stop", pkt, addr))
+            if self._writer is None or self._writer.done():
+                self._writer = asyncio.get_running_loop().create_task(self._write())
+            return
+        self._reply(pkt, addr)
+
+    async def _write(self) -> None:
+        """Store what arrived meanwhile in one transaction (one commit per burst, not per
+        packet), then answer each: only a stored change is acknowledged."""
+        while self._pending:
+            batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
             store = self.subscribers.store
             try:
-                known = await asyncio.to_thread(
-                    store.session, subscriber, session, addresses, status == "Stop"
-                )
+                known = await asyncio.to_thread(store.sessions, [b[:4] for b in batch])
             except Exception as exc:
-                # Not stored: no answer, so the NAS sends it again.
-                log.warning("RADIUS %s of %s not stored: %s", status, subscriber, exc)
-                return
-            if not known:
-                self.unknown_subscribers += 1
+                # Not stored: no answers, so the NAS sends them again.
+                log.warning("RADIUS: %d requests not stored: %s", len(batch), exc)
+                continue
+            self.unknown_subscribers += known.count(False)
             self.subscribers.service.kick()
+            for *_update, pkt, addr in batch:
+                self._reply(pkt, addr)
+
+    def _reply(self, pkt: packet.AcctPacket, addr: tuple[str, int]) -> None:
         if self.transport is not None:
             self.transport.sendto(pkt.CreateReply().ReplyPacket(), addr)
 

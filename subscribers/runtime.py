@@ -28,9 +28,7 @@ class Subscribers:
             consults the table), or None (the supervisor).
     """
 
-    def __init__(
-        self, config: Any, data_dir: str | os.PathLike[str], policies: Any = None
-    ) -> None:
+    def __init__(self, config: Any, data_dir: str | os.PathLike[str], policies: Any = None) -> None:
         if not config.policy.enabled:
             raise ValueError("[subscribers] needs [policies]: a subscriber's policy is one")
         self.config = config

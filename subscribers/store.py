@@ -358,69 +358,86 @@ class SubscriberStore:
         """RADIUS: the accounting session `session` of a subscriber now holds `addresses`
         (Start, Interim-Update) or nothing (`stop`). False when the subscriber is unknown
         (not provisioned: it keeps the policy of its address's network)."""
+        return self.sessions([(subscriber_id, session, addresses, stop)])[0]
+
+    def sessions(self, updates: Sequence[tuple[str, str, Sequence[str], bool]]) -> list[bool]:
+        """Several `session` updates in one transaction (one commit for a burst of RADIUS
+        requests), in order; whether each subscriber was known."""
         with self._tx() as conn:
-            row = conn.execute(
-                select(subscribers.c.policy, subscribers.c.lists_id).where(
-                    subscribers.c.id == subscriber_id
-                )
-            ).first()
-            if row is None:
-                return False
-            mine = subscriber_addresses.c.subscriber_id == subscriber_id
-            ours = set(
-                conn.scalars(
-                    select(subscriber_addresses.c.address).where(
-                        mine,
-                        subscriber_addresses.c.origin == "radius",
-                        subscriber_addresses.c.session == session,
-                    )
-                ).all()
+            known = [self._session(conn, *update) for update in updates]
+            if any(known):
+                self._notify(conn)
+        return known
+
+    def _session(
+        self,
+        conn: Connection,
+        subscriber_id: str,
+        session: str,
+        addresses: Sequence[str],
+        stop: bool,
+    ) -> bool:
+        row = conn.execute(
+            select(subscribers.c.policy, subscribers.c.lists_id).where(
+                subscribers.c.id == subscriber_id
             )
-            new = set() if stop else set(addresses)
-            gone = ours - new
-            changes: list[dict[str, Any]] = []
-            if gone:
-                conn.execute(
-                    delete(subscriber_addresses).where(subscriber_addresses.c.address.in_(gone))
+        ).first()
+        if row is None:
+            return False
+        ours = set(
+            conn.scalars(
+                select(subscriber_addresses.c.address).where(
+                    subscriber_addresses.c.subscriber_id == subscriber_id,
+                    subscriber_addresses.c.origin == "radius",
+                    subscriber_addresses.c.session == session,
                 )
-                changes += [
-                    {"address": a, "subscriber_id": None, "policy": None, "lists_id": None}
-                    for a in sorted(gone)
-                ]
-            added = new - ours
-            if added:
-                conn.execute(
-                    delete(subscriber_addresses).where(subscriber_addresses.c.address.in_(added))
-                )
-                conn.execute(
-                    insert(subscriber_addresses),
-                    [
-                        {
-                            "address": a,
-                            "subscriber_id": subscriber_id,
-                            "origin": "radius",
-                            "session": session,
-                        }
-                        for a in sorted(added)
-                    ],
-                )
-                changes += [
+            ).all()
+        )
+        new = set() if stop else set(addresses)
+        gone = ours - new
+        changes: list[dict[str, Any]] = []
+        if gone:
+            conn.execute(
+                delete(subscriber_addresses).where(subscriber_addresses.c.address.in_(gone))
+            )
+            changes += [
+                {"address": a, "subscriber_id": None, "policy": None, "lists_id": None}
+                for a in sorted(gone)
+            ]
+        added = new - ours
+        if added:
+            conn.execute(
+                delete(subscriber_addresses).where(subscriber_addresses.c.address.in_(added))
+            )
+            self._insert(
+                conn,
+                subscriber_addresses,
+                [
                     {
                         "address": a,
                         "subscriber_id": subscriber_id,
-                        "policy": row.policy,
-                        "lists_id": row.lists_id,
+                        "origin": "radius",
+                        "session": session,
                     }
                     for a in sorted(added)
-                ]
-            if changes:
-                conn.execute(insert(subscriber_changes), changes)
-                conn.execute(
-                    update(subscribers)
-                    .where(subscribers.c.id == subscriber_id)
-                    .values(updated_at=utcnow(), updated_by="radius")
-                )
-                self._notify(conn)
+                ],
+            )
+            changes += [
+                {
+                    "address": a,
+                    "subscriber_id": subscriber_id,
+                    "policy": row.policy,
+                    "lists_id": row.lists_id,
+                }
+                for a in sorted(added)
+            ]
+        if changes:
+            self._insert(conn, subscriber_changes, changes)
+            conn.execute(
+                update(subscribers)
+                .where(subscribers.c.id == subscriber_id)
+                .values(updated_at=utcnow(), updated_by="radius")
+            )
         return True
 
     def prune_changes(self, keep: int = 1_000_000) -> int:
