@@ -161,10 +161,10 @@ def radius_figures(server: SubscriberFilterdns, count: int) -> dict[str, Any]:
 
     dictionary = Dictionary(str(DICTIONARY))
 
-    def start(sid: str, address: str, ident: int) -> bytes:
+    def start(sid: str, address: str, ident: int, status: str = "Start") -> bytes:
         pkt = packet.AcctPacket(id=ident & 0xFF, secret=b"bench", dict=dictionary)
         pkt["User-Name"] = sid
-        pkt["Acct-Status-Type"] = "Start"
+        pkt["Acct-Status-Type"] = status
         pkt["Acct-Session-Id"] = f"bench-{ident}"
         pkt["Framed-IP-Address"] = address
         return pkt.RequestPacket()
@@ -188,6 +188,9 @@ def radius_figures(server: SubscriberFilterdns, count: int) -> dict[str, Any]:
     blocked = f"{data.blocked_name(0)}."
     for i in range(20):
         address = f"127.0.3.{i + 1}"
+        sock.send(start(f"s{i}", address, 1000 + i, "Stop"))  # unmapped first (a rerun)
+        sock.recv(4096)
+        time.sleep(0.5)
         sock.send(start(f"s{i}", address, 1000 + i))
         started = time.perf_counter()
         sock.recv(4096)
@@ -219,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-cpus", default="1")
     parser.add_argument("--client-cpus", default="0")
     parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--state", type=Path,
+                        help="keep the subscribers' database here; when it is there already, "
+                        "the imports are skipped (the other figures measured again)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="filterdns-subs-"))
     report: dict[str, Any] = {}
@@ -231,36 +237,41 @@ def main(argv: list[str] | None = None) -> int:
         compile_snapshot(snapshot, f"{ds.domains_file}:adult:domains")
         nsd = servers.Nsd(work, ds, cpus=args.client_cpus)
         nsd.start()
-        state = work / "state"
+        state = (args.state or work / "state").resolve()
+        reuse = (state / "subscribers.db").exists()
         try:
             half = args.subscribers // 2
             jsonl = work / "api.jsonl"
             csv_file = work / "cli.csv"
-            write_import(csv_file, 0, half, csv=True)
-            write_import(jsonl, half, args.subscribers - half, csv=False)
+            if not reuse:
+                write_import(csv_file, 0, half, csv=True)
+                write_import(jsonl, half, args.subscribers - half, csv=False)
             subs = SubscriberFilterdns(work, ds, nsd.port, cpus=args.server_cpus,
                                        snapshot=snapshot, state=state,
                                        radius_port=servers.free_port(),
                                        admin_port=servers.free_port())
             subs.prepare()  # the CLI reads the same config
-            started = time.perf_counter()
-            cli("subscribers", "import", str(csv_file), "--quiet", "--config", str(subs.config))
-            report["import_cli_rows_per_s"] = round(half / (time.perf_counter() - started))
-            print(f"CLI import: {report['import_cli_rows_per_s']} rows/s", flush=True)
+            if not reuse:
+                started = time.perf_counter()
+                cli("subscribers", "import", str(csv_file), "--quiet",
+                    "--config", str(subs.config))
+                report["import_cli_rows_per_s"] = round(half / (time.perf_counter() - started))
+                print(f"CLI import: {report['import_cli_rows_per_s']} rows/s", flush=True)
             startup = subs.start()
-            report["startup_with_half_s"] = round(startup, 2)
+            report["startup_s" if reuse else "startup_with_half_s"] = round(startup, 2)
             token = cli("admin", "token", "create", "--role", "admin", "--name", "bench",
                         "--config", str(subs.config)).stdout.strip()
             auth = {"Authorization": f"Bearer {token}"}
             base = f"http://127.0.0.1:{subs.admin_port}"
-            started = time.perf_counter()
-            with jsonl.open("rb") as body:
-                r = httpx.post(f"{base}/api/subscribers/import", content=body, timeout=3600,
-                               headers={**auth, "Content-Type": "application/x-ndjson"})
-            r.raise_for_status()
-            report["import_api_rows_per_s"] = round(
-                r.json()["imported"] / (time.perf_counter() - started))
-            print(f"API import: {report['import_api_rows_per_s']} rows/s", flush=True)
+            if not reuse:
+                started = time.perf_counter()
+                with jsonl.open("rb") as body:
+                    r = httpx.post(f"{base}/api/subscribers/import", content=body, timeout=3600,
+                                   headers={**auth, "Content-Type": "application/x-ndjson"})
+                r.raise_for_status()
+                report["import_api_rows_per_s"] = round(
+                    r.json()["imported"] / (time.perf_counter() - started))
+                print(f"API import: {report['import_api_rows_per_s']} rows/s", flush=True)
             # The client of dnsperf is a subscriber too (same policy as without subscribers).
             r = httpx.put(f"{base}/api/subscribers/bench-client", headers=auth, timeout=60,
                           json={"policy": "default", "addresses": ["127.0.0.1"]})
@@ -270,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
             blocked = f"{data.blocked_name(1)}."
             for i in range(20):
                 address = f"127.0.4.{i + 1}"
+                # From "default" (answered) to "child" (blocked), also on a reused database.
+                httpx.put(f"{base}/api/subscribers/p{i}", headers=auth, timeout=60,
+                          json={"policy": "default", "addresses": [address]}).raise_for_status()
+                while dns.query.udp(dns.message.make_query(blocked, "A"), "127.0.0.1",
+                                    port=subs.port, source=address, timeout=2).rcode() != 0:
+                    time.sleep(0.01)
                 r = httpx.put(f"{base}/api/subscribers/p{i}", headers=auth, timeout=60,
                               json={"policy": "child", "addresses": [address]})
                 started = time.perf_counter()
