@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,6 @@ class SubscriberService:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._listener_ok = False
-        self.on_applied: Callable[[], None] | None = None
 
     # -- the table -------------------------------------------------------------------------
 
@@ -149,8 +147,7 @@ class SubscriberService:
                 if resync:
                     self.build()
                     resync = False
-                if self.catch_up() and self.on_applied is not None:
-                    self.on_applied()
+                self.catch_up()
                 if not self.db_ok:
                     log.warning("subscribers: the database is back")
                 self.db_ok = True

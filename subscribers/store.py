@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DATABASE_FILE = "subscribers.db"
 CHANNEL = "filterdns_subscribers"
+LOCK_KEY = 0x66647375  # the advisory lock of the change log's writers
 
 __all__ = ["CHANNEL", "Change", "NotFound", "SubscriberStore", "database_url"]
 
@@ -117,9 +118,18 @@ class SubscriberStore:
         )
         conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
 
-    def _notify(self, conn: Connection) -> None:
-        if self.postgres:
-            conn.execute(text(f"NOTIFY {CHANNEL}"))
+    @contextmanager
+    def _write_tx(self) -> Iterator[Connection]:
+        """A transaction that writes the change log. On PostgreSQL writers take turns (a
+        transaction-level advisory lock), so log rows commit in `seq` order and a node
+        tailing the log never passes a row that commits later. It NOTIFYs the other nodes
+        with its commit. SQLite's write lock serialises writers already."""
+        with self._tx() as conn:
+            if self.postgres:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+            yield conn
+            if self.postgres:
+                conn.execute(text(f"NOTIFY {CHANNEL}"))
 
     # -- reading --------------------------------------------------------------------------
 
@@ -204,14 +214,13 @@ class SubscriberStore:
 
     def put(self, sub: SubscriberInput, who: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         """Create or replace a subscriber (its addresses too); (before, after)."""
-        with self._tx() as conn:
+        with self._write_tx() as conn:
             try:
                 before: dict[str, Any] | None = self._get(conn, sub.id)
             except NotFound:
                 before = None
             self._write([sub], who, conn)
             after = self._get(conn, sub.id)
-            self._notify(conn)
         return before, after
 
     def import_rows(self, rows: Iterable[SubscriberInput], who: str, batch: int = 2000) -> int:
@@ -231,9 +240,8 @@ class SubscriberStore:
         """One transaction of `import_rows`."""
         # The last row of an id wins, as if each had been PUT in turn.
         unique = list({sub.id: sub for sub in chunk}.values())
-        with self._tx() as conn:
+        with self._write_tx() as conn:
             self._write(unique, who, conn)
-            self._notify(conn)
         return len(chunk)
 
     def _write(self, subs: Sequence[SubscriberInput], who: str, conn: Connection) -> None:
@@ -333,7 +341,7 @@ class SubscriberStore:
 
     def delete(self, subscriber_id: str) -> dict[str, Any]:
         """Remove a subscriber and unmap its addresses; what it was. Raises `NotFound`."""
-        with self._tx() as conn:
+        with self._write_tx() as conn:
             before = self._get(conn, subscriber_id)
             conn.execute(
                 delete(subscriber_addresses).where(
@@ -349,7 +357,6 @@ class SubscriberStore:
                         for a in before["addresses"]
                     ],
                 )
-            self._notify(conn)
         return before
 
     def session(
@@ -363,10 +370,8 @@ class SubscriberStore:
     def sessions(self, updates: Sequence[tuple[str, str, Sequence[str], bool]]) -> list[bool]:
         """Several `session` updates in one transaction (one commit for a burst of RADIUS
         requests), in order; whether each subscriber was known."""
-        with self._tx() as conn:
+        with self._write_tx() as conn:
             known = [self._session(conn, *update) for update in updates]
-            if any(known):
-                self._notify(conn)
         return known
 
     def _session(
