@@ -139,8 +139,6 @@ cdef class FastPath:
     cdef uint64_t policy_mask[MAX_POLICIES]
     cdef bint policy_python[MAX_POLICIES]
     cdef Net *trusted       # trusted forwarders: their queries go to Python
-    cdef SubscriberTable subs_table  # subscribers' serving table (or None); keeps the map
-    cdef const sub_header *subs
     cdef int ntrusted
     cdef uint64_t *punt     # hashes of (policy, name): names at or below go to Python
     cdef uint64_t npunt_slots
@@ -200,6 +198,9 @@ cdef class FastPath:
     cdef int outsize
     cdef Slot slots[VLEN]
 
+    # subscribers' serving table (or None: the mapping stays alive with it)
+    cdef SubscriberTable subs_table
+    cdef const sub_header *subs
     cdef Entry *_store_raw(self, const uint8_t *key, uint32_t keylen, uint64_t h,
                            const uint8_t *body, uint32_t bodylen, const uint16_t *offsets,
                            const uint32_t *ttls, uint32_t nttl, double stored,

@@ -132,6 +132,8 @@ class UdpFastPath:
         self._blocker: Any = resolver.blocker
         self._policy_version: Any = None
         self._subscribers: Any = None  # the SubscriberTable C consults
+        # subscribers.service.SubscriberView, set before serving when [subscribers] is on
+        self._subscriber_view = getattr(getattr(resolver, "policies", None), "subscribers", None)
         self._npolicies = 0
         self._policy_punt: list[tuple[int, str]] = []
         self._override_names: list[str] = []
@@ -181,7 +183,8 @@ class UdpFastPath:
             self._blocker = resolver.blocker
             self.fp.set_templates(block_templates(resolver.blocker))
             self.fp.forget_blocks()
-        self._sync_subscribers(resolver)
+        if self._subscriber_view is not None:
+            self._sync_subscribers()
         if self._sync_policies(resolver) or changed:
             # Reviewers' overrides (reports/) are decided in Python: their names are
             # punted for every policy, next to the policies' own punt names.
@@ -190,10 +193,9 @@ class UdpFastPath:
                 self._policy_punt + [(i, n) for n in self._override_names for i in indexes]
             )
 
-    def _sync_subscribers(self, resolver: Any) -> None:
+    def _sync_subscribers(self) -> None:
         """Hand C the subscribers' table (mapped again when the writer replaced it)."""
-        view = getattr(getattr(resolver, "policies", None), "subscribers", None)
-        table = view.current() if view is not None else None
+        table = self._subscriber_view.current()
         if table is not self._subscribers:
             self._subscribers = table
             self.fp.set_subscribers(table)
