@@ -85,9 +85,23 @@ def allowed(result: DigResult) -> bool:
 
 
 @pytest.fixture
-def server(filterdns_on_nsd: Callable[..., ServerProcess]) -> ServerProcess:
+def serve(
+    start_filterdns: Callable[..., ServerProcess], nsd_upstream: NsdServer, test_blocklist: Path
+) -> Callable[[dict], ServerProcess]:
+    """Start `filterdns serve` with `config`, NSD as upstream and the test blocklist."""
+
+    def start(config: dict) -> ServerProcess:
+        config["lists"] = [{"path": str(test_blocklist), "name": "test", "category": "adult"}]
+        # Migrations, the table, maybe forking workers: slower to answer on a busy machine.
+        return start_filterdns(config, upstreams=[nsd_upstream.upstream], ready_timeout=40)
+
+    return start
+
+
+@pytest.fixture
+def server(serve: Callable[[dict], ServerProcess]) -> ServerProcess:
     port = free_port()
-    server = filterdns_on_nsd(subscriber_config(port))
+    server = serve(subscriber_config(port))
     server.radius_port = port  # type: ignore[attr-defined]
     return server
 
@@ -267,10 +281,7 @@ def test_provisioning_api_cli_own_lists_and_audit(server: ServerProcess, tmp_pat
 
 
 def test_workers_share_one_table_fed_by_radius(
-    start_filterdns: Callable[..., ServerProcess],
-    nsd_upstream: NsdServer,
-    test_blocklist: Path,
-    tmp_path: Path,
+    serve: Callable[[dict], ServerProcess], tmp_path: Path
 ) -> None:
     """With workers the supervisor writes the table and hears RADIUS; every worker maps the
     same file, and a Start is in force on every worker within 1 s."""
@@ -278,9 +289,7 @@ def test_workers_share_one_table_fed_by_radius(
     config = subscriber_config(port)
     del config["admin"]  # the provisioning API is served when there is one worker
     config["server"]["workers"] = 2
-    config["lists"] = [{"path": str(test_blocklist), "name": "test", "category": "adult"}]
-    # Forking workers after the lists and the table: slower to answer on a busy machine.
-    server = start_filterdns(config, upstreams=[nsd_upstream.upstream], ready_timeout=40)
+    server = serve(config)
     subs = tmp_path / "subs.jsonl"
     subs.write_text(json.dumps({"id": "sub42", "policy": "child"}) + "\n")
     filterdns_cli(

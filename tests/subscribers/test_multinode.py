@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
-from tests.dns_resolver.harness import ServerProcess, free_port
+from tests.dns_resolver.harness import NsdServer, ServerProcess, free_port
 from tests.reports.conftest import PostgresCluster, filterdns_cli
 from tests.subscribers.test_e2e import ADULT, allowed, blocked
 
@@ -45,11 +46,21 @@ def put(base: str, auth: dict[str, str], sid: str, address: str) -> httpx.Respon
 
 
 def test_two_nodes_and_a_postgresql_restart(
-    filterdns_on_nsd: Callable[..., ServerProcess], postgres: PostgresCluster
+    start_filterdns: Callable[..., ServerProcess],
+    nsd_upstream: NsdServer,
+    test_blocklist: Path,
+    postgres: PostgresCluster,
 ) -> None:
     url = postgres.create_database()
-    a = filterdns_on_nsd(node_config(url, "a"))
-    b = filterdns_on_nsd(node_config(url, "b"))
+
+    def node(name: str) -> ServerProcess:
+        config = node_config(url, name)
+        config["lists"] = [{"path": str(test_blocklist), "name": "test", "category": "adult"}]
+        # Migrations and two databases to open: slow to answer on a busy machine.
+        return start_filterdns(config, upstreams=[nsd_upstream.upstream], ready_timeout=40)
+
+    a = node("a")
+    b = node("b")
     token = filterdns_cli(
         "admin",
         "token",
