@@ -21,9 +21,14 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension(
+        "dns_resolver._subtable",
+        ["dns_resolver/_subtable.pyx"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
         "dns_resolver._fastpath",
         ["dns_resolver/_fastpath.pyx"],
-        include_dirs=["filtercore"],  # _siphash.h
+        include_dirs=["filtercore", "dns_resolver"],  # _siphash.h, _subtable.h
         extra_compile_args=["-O3"],
     ),
 ]

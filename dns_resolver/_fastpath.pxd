@@ -3,6 +3,7 @@ cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from dns_resolver._ratelimit cimport RateLimiter
+from dns_resolver._subtable cimport SubscriberTable, sub_header
 from filtercore._table cimport MatchCore
 
 
@@ -220,6 +221,9 @@ cdef class FastPath:
     cdef RateLimiter limiter
     cdef bint limiting
 
+    # subscribers' serving table (or None: the mapping stays alive with it)
+    cdef SubscriberTable subs_table
+    cdef const sub_header *subs
     cdef Entry *_store_raw(self, const uint8_t *key, uint32_t keylen, uint64_t h,
                            const uint8_t *body, uint32_t bodylen, const uint16_t *offsets,
                            const uint32_t *ttls, uint32_t nttl, double stored,
@@ -256,6 +260,7 @@ cdef class FastPath:
     cdef void _drop(self, Entry *e) noexcept nogil
     cdef int _grow(self) noexcept nogil
     cdef int _policy_of(self, int family, const uint8_t *addr) noexcept nogil
+    cdef int _subscriber_policy(self, int family, const uint8_t *addr) noexcept nogil
     cdef bint _punted(self, int policy, const char *name, uint32_t n) noexcept nogil
     cdef bint _allowed(self, int family, const uint8_t *addr) noexcept nogil
     cdef void _observe(self, const uint8_t *name, uint32_t namelen, int family,

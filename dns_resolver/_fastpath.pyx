@@ -33,6 +33,7 @@ import os
 
 from dns_resolver._ratelimit cimport (RL_DROP, RL_LIMITED_LOG, RL_PASS, RL_TRUNCATE,
                                       RateLimiter)
+from dns_resolver._subtable cimport SubscriberTable, sub_lookup
 from filtercore._table cimport MatchCore, normalize_ascii
 
 
@@ -431,6 +432,7 @@ cdef class FastPath:
         self.deny = <Net *>calloc(1, sizeof(Net))
         self.policy_nets = <Net *>calloc(1, sizeof(Net))
         self.trusted = <Net *>calloc(1, sizeof(Net))
+        self.subs = NULL
         self.block_json = <char **>calloc(MAX_BLOCK_KEYS, sizeof(char *))
         self.outsize = self.udp_size
         for i in range(MAX_USOCK):
@@ -1368,6 +1370,22 @@ cdef class FastPath:
                b"\x07RFC8482\x00", 21)
         _put16(out + qend + 4, qclass)
         return _add_opt(out, qend + 21, edns, do, self.udp_size, NULL, 0)
+    # -- subscribers (docs/subscribers.md) -------------------------------------------------
+
+    def set_subscribers(self, SubscriberTable table):
+        """Consult `table` (a mapped subscribers' table, or None) for every query's policy,
+        after the trusted forwarders and before the policy networks."""
+        self.subs_table = table
+        self.subs = table.header if table is not None else NULL
+
+    cdef int _subscriber_policy(self, int family, const uint8_t *addr) noexcept nogil:
+        """The policy index of the subscriber holding the address; -1: none; -2: Python
+        decides (the subscriber has own lists, or the writer kept the table busy)."""
+        cdef uint32_t lists = 0
+        cdef int r = sub_lookup(self.subs, family, addr, &lists)
+        if r == -2 or (r >= 0 and (lists != 0 or r >= MAX_POLICIES)):
+            return -2
+        return r
 
     # -- one query ------------------------------------------------------------------------
 
@@ -1477,7 +1495,12 @@ cdef class FastPath:
                 if _in_net(&self.trusted[i], family, addr):
                     slot.reason = R_POLICY  # client ids / ECS are mapped in Python
                     return
-        policy = self._policy_of(family, addr)
+        policy = self._subscriber_policy(family, addr) if self.subs != NULL else -1
+        if policy == -2:
+            slot.reason = R_POLICY  # own lists (or a busy table): Python decides
+            return
+        if policy < 0:
+            policy = self._policy_of(family, addr)
         if self.policy_python[policy] or (
                 self.npunt_slots and namelen and self._punted(policy, name, namelen)):
             slot.reason = R_POLICY

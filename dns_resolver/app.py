@@ -190,6 +190,8 @@ class App:
         self.admin: Any = None  # reports.server.AdminServer when [admin] enabled
         self.observer: Any = None  # dns_resolver.observed.Observer when [observed] enabled
         self.console: Any = None  # dns_resolver.consolefeed.ConsoleFeed when [console] enabled
+        self.subscribers: Any = None  # subscribers.runtime.Subscribers when enabled
+        self.radius: Any = None  # its RADIUS listener's transport
         self._tick: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         self._arrived: list[tuple[str, int]] = []  # sources fetched by the last update
@@ -234,6 +236,8 @@ class App:
             querylog=self.querylog,
             policies=policies,
         )
+        if self.config.subscribers.enabled and not await self._start_subscribers(policies):
+            return 1
         if self.config.console.enabled and self.querylog is not None:
             from dns_resolver.consolefeed import ConsoleFeed
 
@@ -244,8 +248,11 @@ class App:
 
             try:
                 self.admin = AdminServer(
-                    self.config, resolver=self.resolver, reload=self.reload_config,
+                    self.config,
+                    resolver=self.resolver,
+                    reload=self.reload_config,
                     console=self.console,
+                    subscribers=self.subscribers,
                 )
                 await self.admin.start()
             except Exception as exc:
@@ -330,6 +337,10 @@ class App:
                 await self.observer.stop()
             if self.admin is not None:
                 await self.admin.stop()
+            if self.radius is not None:
+                self.radius.close()
+            if self.subscribers is not None:
+                await asyncio.to_thread(self.subscribers.stop)
             if self._tick is not None:
                 self._tick.cancel()
             if self.blockpage is not None:
@@ -390,6 +401,42 @@ class App:
             "state in %s; try it: dig @%s%s example.com",
             config_data_dir(self.config), first.host, port,
         )
+
+    async def _start_subscribers(self, policies: Any) -> bool:
+        """`[subscribers]` (and `[radius]`): the store, the serving table, the feeds."""
+        from listsync.update import config_data_dir
+        from subscribers.runtime import Subscribers, serving_view
+
+        if self.reuse_port:
+            # One of several workers: the supervisor writes the table, feeds included.
+            try:
+                policies.subscribers = serving_view(self.config, config_data_dir(self.config))
+            except Exception as exc:
+                log.error("cannot map the subscribers' table: %s", exc)
+                return False
+            return True
+        try:
+            subs = Subscribers(self.config, config_data_dir(self.config), policies)
+            await asyncio.to_thread(subs.start)
+        except Exception as exc:
+            log.error("cannot start the subscribers: %s", exc)
+            return False
+        self.subscribers = subs
+        radius = None
+        if self.config.radius.listen is not None:
+            from subscribers.radius import start_radius
+
+            try:
+                self.radius, radius = await start_radius(self.config.radius, subs)
+            except OSError as exc:
+                log.error("cannot listen for RADIUS on %s: %s", self.config.radius.listen, exc)
+                return False
+            log.info("RADIUS accounting on %s", self.config.radius.listen)
+        if self.metrics is not None:
+            from subscribers.metrics import SubscriberCollector
+
+            self.metrics.registry.register(SubscriberCollector(subs, radius))
+        return True
 
     def _schedule_tick(self) -> None:
         """Recompute policy masks at each schedule boundary, so that subscribers (the fast

@@ -71,7 +71,7 @@ def wire_key(key: tuple[Any, ...]) -> bytes | None:
     (..., policy index, mask) adds its index and mask.
     """
     qname, qtype, qclass, do = key[:4]
-    if "\\" in qname:
+    if "\\" in qname or len(key) > 6:  # a subscriber's own lists: answered in Python
         return None
     try:
         out = wire.encode_name(qname) + struct.pack("!HHB", qtype, qclass, 1 if do else 0)
@@ -137,6 +137,9 @@ class UdpFastPath:
         self._matcher: Any = None
         self._blocker: Any = resolver.blocker
         self._policy_version: Any = None
+        self._subscribers: Any = None  # the SubscriberTable C consults
+        # subscribers.service.SubscriberView, set before serving when [subscribers] is on
+        self._subscriber_view = getattr(getattr(resolver, "policies", None), "subscribers", None)
         self._npolicies = 0
         self._policy_punt: list[tuple[int, str]] = []
         self._policy_names: list[str] = []
@@ -197,6 +200,8 @@ class UdpFastPath:
         if local is not self._local:
             self._local = local
             changed = True
+        if self._subscriber_view is not None:
+            self._sync_subscribers()
         if self._sync_policies(resolver) or changed:
             # Reviewers' overrides (reports/) are decided in Python: their names are
             # punted for every policy, next to the policies' own punt names. So are local
@@ -271,6 +276,13 @@ class UdpFastPath:
             self._log_drainer = asyncio.get_running_loop().call_later(
                 LOG_DRAIN_SECONDS, self._drain_log
             )
+
+    def _sync_subscribers(self) -> None:
+        """Hand C the subscribers' table (mapped again when the writer replaced it)."""
+        table = self._subscriber_view.current()
+        if table is not self._subscribers:
+            self._subscribers = table
+            self.fp.set_subscribers(table)
 
     def _sync_policies(self, resolver: Any) -> bool:
         """Copy a changed policy view into C; True when it changed."""

@@ -6,6 +6,7 @@ allow/block names, block mode, safe search, schedules, allowances and bypass pre
 
     client-id option (MAC 65001 / CPE-ID 65074, from a trusted forwarder)
       > EDNS Client Subnet (from a trusted forwarder)
+      > the subscriber holding the source address (`[subscribers]`, docs/subscribers.md)
       > source address (most specific network wins)
       > the `default` policy
 
@@ -120,8 +121,9 @@ class Selection(NamedTuple):
     """The policy that applies to a query and who the client is (for allowances)."""
 
     policy: Policy
-    client: str  # "mac:..", "cpe:..", "ecs:NET" or the source address
-    via: str  # "client-id", "ecs", "address" or "default"
+    client: str  # "mac:..", "cpe:..", "ecs:NET", "subscriber:ID" or the source address
+    via: str  # "client-id", "ecs", "subscriber", "address" or "default"
+    lists_id: int = 0  # the subscriber's own lists (subscribers.service), 0: none
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,10 @@ class FastPolicyView:
     trusted_forwarders: list[tuple[int, bytes, int]]
     punt_options: tuple[int, ...]
     policies: list[FastPolicy]
+
+
+SUBSCRIBER_LIST = "subscriber"
+"""Category and list a subscriber's own allow/block names decide with."""
 
 
 def _synthetic(category: str, list_name: str, rule: str, action: Action = Action.BLOCK) -> Verdict:
@@ -346,6 +352,8 @@ class PolicyTable:
         self.valid_until = -math.inf
         self._subscribers: list[Callable[[FastPolicyView], None]] = []
         self._view: FastPolicyView | None = None
+        # subscribers.service.SubscriberView when [subscribers] is on (App sets it)
+        self.subscribers: Any = None
         self.bind(categories, list_categories)
 
     # -- lists and time -------------------------------------------------------------------
@@ -432,6 +440,12 @@ class PolicyTable:
             found = self._select_by_options(opt.options)
             if found is not None:
                 return found
+        if self.subscribers is not None:
+            found = self.subscribers.lookup(client)
+            if found is not None and found[0] < len(self.policies):
+                # Keyed by address: the allowance follows the subscriber's line, not a
+                # session (subscribers.allowances keys it by subscriber id when shared).
+                return Selection(self.policies[found[0]], client, "subscriber", found[1])
         policy = self._by_address.get(client)
         if policy is None:
             try:
@@ -477,6 +491,10 @@ class PolicyTable:
         if now >= self.valid_until:
             self.refresh(now)
         policy = selection.policy
+        if selection.lists_id:
+            own = self._subscriber_lists(selection, name)
+            if own is not None:
+                return own
         if name in policy.punt_names or policy.punt_names and self._under(name, policy):
             special = self._special(policy, name)
             if special is not None:
@@ -500,6 +518,19 @@ class PolicyTable:
                 note = f"{note} {extra}"
             return Decision("block", verdict, policy.blocker, note)
         return self._allowance(selection, name, verdict, matcher, count)
+
+    def _subscriber_lists(self, selection: Selection, name: str) -> Decision | None:
+        """A subscriber's own allow/block names, before its policy (allow wins a tie)."""
+        allow, block = self.subscribers.own_lists(selection.lists_id)
+        policy = selection.policy
+        for suffix in bypass.suffixes(name):
+            if suffix in allow:
+                verdict = _synthetic(SUBSCRIBER_LIST, SUBSCRIBER_LIST, suffix, Action.ALLOW)
+                return Decision("allow", verdict)
+            if suffix in block:
+                verdict = _synthetic(SUBSCRIBER_LIST, SUBSCRIBER_LIST, suffix)
+                return Decision("block", verdict, policy.blocker, policy.note)
+        return None
 
     def _under(self, name: str, policy: Policy) -> bool:
         return any(s in policy.punt_names for s in bypass.suffixes(name))

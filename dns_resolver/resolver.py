@@ -272,6 +272,8 @@ class Resolver:
                 note=decision.note,
             )
         key = policy_cache_key(query, policy.index, policy.mask)
+        if selection.lists_id:
+            key = (*key, selection.lists_id)  # own lists decide too (not mirrored into C)
         hit = self._from_cache(
             query,
             key,

@@ -125,6 +125,7 @@ class Supervisor:
         self._pipes: dict[int, int] = {}  # read end -> worker index
         self._last_restart = 0.0
         self.reloader: Any = None  # listsync.reloader.ListReloader with server.data_dir
+        self.subscribers: Any = None  # subscribers.runtime.Subscribers: the table's writer
         # Set from the reloader's thread; the supervising loop passes SIGHUP on, so
         # signals and the children table stay with the main thread.
         self._new_snapshot = threading.Event()
@@ -248,10 +249,18 @@ class Supervisor:
                     log.error("cannot load the lists: %s", exc)
                     return 1
             self.handoff.write(self.config)
+            if self.config.subscribers.enabled:
+                try:
+                    self._build_subscribers()
+                except Exception as exc:
+                    log.error("cannot start the subscribers: %s", exc)
+                    return 1
             for index in range(self.count):
                 self._spawn(index)
             if self.reloader is not None:
                 self.reloader.start()  # after forking: no thread is copied into a worker
+            if self.subscribers is not None:
+                self._run_subscribers()
             metrics_server = self._start_metrics()
             log.info("filterdns serving with %d workers (snapshot %s)", self.count,
                      self.snapshot)
@@ -263,12 +272,49 @@ class Supervisor:
         finally:
             if self.reloader is not None:
                 self.reloader.stop()
+            if self.subscribers is not None:
+                self.subscribers.stop()
             if self.children:
                 self._stop_workers()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
             if self._tmpdir is not None:
                 self._tmpdir.cleanup()
             self._handoff_dir.cleanup()
+
+    # -- subscribers (docs/subscribers.md) ----------------------------------------------
+
+    def _build_subscribers(self) -> None:
+        """The parent writes the subscribers' table the workers map: built before forking."""
+        from listsync.update import config_data_dir
+        from subscribers.runtime import Subscribers
+
+        self.subscribers = Subscribers(self.config, config_data_dir(self.config))
+        self.subscribers.service.build()
+
+    def _run_subscribers(self) -> None:
+        """After forking: tail the change log, and hear RADIUS on a thread of its own."""
+        assert self.subscribers is not None
+        self.subscribers.service.start(build=False)
+        if self.config.radius.listen is not None:
+            threading.Thread(target=self._radius, name="radius", daemon=True).start()
+
+    def _radius(self) -> None:
+        import asyncio
+
+        from subscribers.radius import start_radius
+
+        async def serve() -> None:
+            transport, _protocol = await start_radius(self.config.radius, self.subscribers)
+            log.info("RADIUS accounting on %s", self.config.radius.listen)
+            try:
+                await asyncio.Event().wait()  # until the process ends (a daemon thread)
+            finally:
+                transport.close()
+
+        try:
+            asyncio.run(serve())
+        except OSError as exc:
+            log.error("cannot listen for RADIUS on %s: %s", self.config.radius.listen, exc)
 
     def _supervise(self, handled: set[int]) -> int:
         while True:

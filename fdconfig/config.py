@@ -30,6 +30,7 @@ from fdconfig.querylog import QueryLogConfig, QueryLogTable
 from fdconfig.ratelimit import RateLimitConfig, RateLimitTable
 from fdconfig.reports import ReportsConfig, ReportsTable
 from fdconfig.server import ServerConfig, ServerTable
+from fdconfig.subscribers import RadiusConfig, RadiusTable, SubscribersConfig, SubscribersTable
 from fdconfig.upstream import UpstreamConfig, UpstreamTable
 from filtercore.listspec import ListSpec
 
@@ -74,6 +75,8 @@ class ConfigTable(Table):
     observed: ObservedTable = msgspec.field(default_factory=ObservedTable)
     leads: LeadsTable = msgspec.field(default_factory=LeadsTable)
     console: ConsoleTable = msgspec.field(default_factory=ConsoleTable)
+    subscribers: SubscribersTable = msgspec.field(default_factory=SubscribersTable)
+    radius: RadiusTable = msgspec.field(default_factory=RadiusTable)
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ class Config:
     observed: ObservedConfig = field(default_factory=ObservedConfig)
     leads: LeadsConfig = field(default_factory=LeadsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
+    radius: RadiusConfig = field(default_factory=RadiusConfig)
     source: str | None = None
 
     def list_specs(self, entries: Iterable[ListConfig] | None = None) -> list[ListSpec]:

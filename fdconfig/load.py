@@ -41,6 +41,7 @@ from fdconfig import (
     ratelimit,
     reports,
     server,
+    subscribers,
     upstream,
 )
 from fdconfig import lists as lists_mod
@@ -153,6 +154,7 @@ def _build(
     ups = upstream.build(table.upstream, where, srv.listen, resolv_conf)
     ups, rules = forward.take_default(rules, ups, table.upstream.servers, where)
     qlog = querylog.build(table.querylog, where)
+    subs = subscribers.build(table.subscribers, where)
     return Config(
         server=srv,
         upstream=ups,
@@ -174,6 +176,8 @@ def _build(
         observed=observed.build(table.observed, where),
         leads=leads.build(table.leads, where),
         console=console.build(table.console, where, qlog),
+        subscribers=subs,
+        radius=subscribers.build_radius(table.radius, where, subs),
         source=file if file != DEFAULT_SOURCE else None,
     )
 

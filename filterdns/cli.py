@@ -209,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("filterdns.squid_helper").squid_helper.register(sub)
     __import__("filterdns.doctor").doctor.register(sub)
     __import__("reports.cli").cli.register(sub)
+    __import__("subscribers.cli").cli.register(sub)
     __import__("benchmarks.load.cli").load.cli.register(sub)
     return parser
 

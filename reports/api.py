@@ -52,6 +52,8 @@ ALLOW = web.AppKey("allow", tuple)
 PROXIES = web.AppKey("proxies", tuple)
 SESSIONS = web.AppKey("sessions", Sessions)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Paths other packages mount on this application describe themselves (subscribers.api).
+EXTRA_PATHS = web.AppKey("extra_paths", dict)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 USER = "token"
 
@@ -382,7 +384,9 @@ async def whoami(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(str(request.url.origin())))
+    document = openapi_document(str(request.url.origin()))
+    document["paths"].update(request.app.get(EXTRA_PATHS, {}))
+    return web.json_response(document)
 
 
 def make_app(

@@ -49,6 +49,8 @@ class AdminServer:
         port: overrides `admin.listen`'s port (0 = any free one; tests).
         console: the resolver's `ConsoleFeed` (statistics and query-log store), or None:
             then, with `[console]` enabled, the store is read from its folder.
+        subscribers: the running `subscribers.runtime.Subscribers`, whose provisioning API
+            is mounted here, or None.
     """
 
     def __init__(
@@ -60,12 +62,14 @@ class AdminServer:
         data_dir: str | Path | None = None,
         port: int | None = None,
         console: Any = None,
+        subscribers: Any = None,
     ) -> None:
         from listsync.update import config_data_dir
 
         self.config = config
         self.resolver = resolver
         self.reload = reload
+        self.subscribers = subscribers  # subscribers.runtime.Subscribers: its API routes
         self.data_dir = Path(data_dir) if data_dir is not None else config_data_dir(config)
         self.host = config.admin.listen.host
         self.port = config.admin.listen.port if port is None else port
@@ -92,6 +96,10 @@ class AdminServer:
         await self.service.publish_overrides()
         app = make_app(self.service, reports.allow, reports.trusted_proxies)
         app[FEED] = self._console_data()
+        if self.subscribers is not None:
+            from subscribers.api import add_routes
+
+            add_routes(app, self.subscribers)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)

@@ -16,6 +16,7 @@ import pytest
 
 import fdconfig
 from fdconfig.schema import documented_keys, json_schema, render_docs, schema_keys, schema_text
+from fdconfig.subscribers import RadiusConfig, SubscribersConfig
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "docs" / "filterdns.schema.json"
@@ -126,6 +127,8 @@ def test_the_schema_names_every_key_the_loader_reads() -> None:
         "lists": fdconfig.ListConfig,
         "blockpage": fdconfig.BlockPageConfig,
         "console": fdconfig.ConsoleConfig,
+        "subscribers": SubscribersConfig,
+        "radius": RadiusConfig,
     }
     for name, cls in sections.items():
         fields = {f"{name}.{f.name}" for f in dataclasses.fields(cls)} - derived

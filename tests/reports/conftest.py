@@ -72,6 +72,7 @@ class PostgresCluster:
         self.dir = base / "pgdata"
         self.socket_dir = base / "pgsock"
         self.port = free_port()
+        self.log = base / "pg.log"
         self.socket_dir.mkdir(parents=True)
         if os.geteuid() == 0:
             shutil.chown(base, "postgres")
@@ -93,13 +94,17 @@ class PostgresCluster:
             capture_output=True,
             timeout=120,
         )
+        self.start()
+
+    def start(self) -> None:
+        """Start the cluster (again: the same port and data, e.g. after `stop()`)."""
         self._ctl(
             "start",
             "-w",
             "-t",
             "60",
             "-l",
-            str(base / "pg.log"),
+            str(self.log),
             "-o",
             f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off",
         )

@@ -1,0 +1,66 @@
+"""Subscribers inside `filterdns serve`: the store, the table's writer and reader, and the
+policy the resolver would give an address without a subscriber."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any
+
+from subscribers.service import SubscriberService, SubscriberView, table_path
+from subscribers.store import SubscriberStore, database_url
+
+
+def serving_view(config: Any, data_dir: str | os.PathLike[str]) -> SubscriberView:
+    """What a worker of several consults: the table the supervisor writes, mapped."""
+    store = SubscriberStore(database_url(config, data_dir), run_migrations=False)
+    return SubscriberView(table_path(config, data_dir), store)
+
+
+class Subscribers:
+    """Everything `[subscribers]` runs in the process that writes the table: the process
+    that serves (one worker), or the supervisor of several workers.
+
+    Args:
+        config: the loaded config (subscribers need `[policies]`).
+        data_dir: where the SQLite database and the table file live.
+        policies: the resolver's `PolicyTable` when this process also serves (it then
+            consults the table), or None (the supervisor).
+    """
+
+    def __init__(self, config: Any, data_dir: str | os.PathLike[str], policies: Any = None) -> None:
+        if not config.policy.enabled:
+            raise ValueError("[subscribers] needs [policies]: a subscriber's policy is one")
+        self.config = config
+        self.policies = policies
+        # The PolicyTable's index order (dns_resolver.policy): the table stores indexes.
+        self.policy_names = [p.name for p in config.policy.policies]
+        self.networks = [
+            (net, i) for i, p in enumerate(config.policy.policies) for net in p.clients
+        ]
+        self.networks.sort(key=lambda item: -item[0].prefixlen)
+        self.store = SubscriberStore(database_url(config, data_dir))
+        self.service = SubscriberService(
+            self.store,
+            table_path(config, data_dir),
+            self.policy_names,
+            config.subscribers.poll_interval,
+        )
+
+    def start(self) -> None:
+        """Build the table, start tailing the log, and let the resolver consult it."""
+        self.service.start()
+        if self.policies is not None:
+            self.policies.subscribers = SubscriberView(self.service.path, self.store)
+
+    def stop(self) -> None:
+        self.service.stop()
+        self.store.close()
+
+    def network_policy(self, address: str) -> tuple[str, str]:
+        """(policy, "address" or "default") of `address` by the policy networks alone."""
+        ip = ipaddress.ip_address(address.strip())
+        for net, index in self.networks:
+            if ip.version == net.version and ip in net:
+                return self.policy_names[index], "address"
+        return "default", "default"

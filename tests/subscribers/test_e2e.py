@@ -1,0 +1,313 @@
+"""End to end on a real `filterdns serve`: FreeRADIUS's radclient as the access gateway,
+the provisioning API over HTTP, the CLI, and dig from the subscribers' addresses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.dns_resolver.harness import DigResult, NsdServer, ServerProcess, TestZone, free_port
+from tests.reports.conftest import filterdns_cli
+
+SECRET = "s3cret-radius"
+ADULT = TestZone.BLOCKED.rstrip(".")
+START_DEADLINE = 1.0
+
+
+def subscriber_config(radius_port: int) -> dict:
+    return {
+        "server": {"data_dir": "data"},
+        "admin": {"enabled": True, "listen": f"127.0.0.1:{free_port()}"},
+        "blocking": {"mode": "nxdomain"},
+        "policies": {"child": {"block": ["adult"]}, "default": {"block": []}},
+        "subscribers": {"enabled": True, "poll_interval": 0.2},
+        "radius": {
+            "listen": f"127.0.0.1:{radius_port}",
+            "secret": SECRET,
+            "clients": ["127.0.0.0/8"],
+        },
+    }
+
+
+def admin_token(server: ServerProcess) -> dict[str, str]:
+    token = filterdns_cli(
+        "admin",
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--name",
+        "provisioning",
+        "--config",
+        str(server.config_path),
+    ).stdout.strip()
+    return {"Authorization": f"Bearer {token}"}
+
+
+def radclient(port: int, secret: str, **attributes: str) -> bool:
+    """Send one Accounting-Request with radclient; True when answered."""
+    text = ",".join(f"{k.replace('_', '-')}={v}" for k, v in attributes.items())
+    done = subprocess.run(
+        ["radclient", "-r", "1", "-t", "2", f"127.0.0.1:{port}", "acct", secret],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return done.returncode == 0 and "Accounting-Response" in done.stdout
+
+
+def dig_from(server: ServerProcess, source: str) -> DigResult:
+    return server.dig(ADULT, "A", "-b", source, "+tries=1", "+time=1")
+
+
+def until(server: ServerProcess, source: str, want: Callable[[DigResult], bool]) -> float:
+    """Seconds until dig from `source` gets `want` (bounded at 5 s)."""
+    started = time.monotonic()
+    while not want(dig_from(server, source)):
+        assert time.monotonic() - started < 5, f"{source}: {dig_from(server, source)}"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def blocked(result: DigResult) -> bool:
+    return result.status == "NXDOMAIN" and "policy=child" in result.ede_text
+
+
+def allowed(result: DigResult) -> bool:
+    return result.status == "NOERROR" and result.rdata("A") == [TestZone.BLOCKED_A]
+
+
+@pytest.fixture
+def serve(
+    start_filterdns: Callable[..., ServerProcess], nsd_upstream: NsdServer, test_blocklist: Path
+) -> Callable[[dict], ServerProcess]:
+    """Start `filterdns serve` with `config`, NSD as upstream and the test blocklist."""
+
+    def start(config: dict) -> ServerProcess:
+        config["lists"] = [{"path": str(test_blocklist), "name": "test", "category": "adult"}]
+        # Migrations, the table, maybe forking workers: slower to answer on a busy machine.
+        return start_filterdns(config, upstreams=[nsd_upstream.upstream], ready_timeout=40)
+
+    return start
+
+
+@pytest.fixture
+def server(serve: Callable[[dict], ServerProcess]) -> ServerProcess:
+    port = free_port()
+    server = serve(subscriber_config(port))
+    server.radius_port = port  # type: ignore[attr-defined]
+    return server
+
+
+def test_radius_start_interim_stop_and_a_wrong_secret(server: ServerProcess) -> None:
+    port = server.radius_port  # type: ignore[attr-defined]
+    base = "http://" + server.config["admin"]["listen"]
+    r = httpx.put(
+        f"{base}/api/subscribers/sub42",
+        json={"policy": "child"},
+        headers=admin_token(server),
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    assert allowed(dig_from(server, "127.0.0.42"))
+
+    assert radclient(
+        port,
+        SECRET,
+        User_Name="sub42",
+        Acct_Status_Type="Start",
+        Acct_Session_Id="s1",
+        Framed_IP_Address="127.0.0.42",
+    )
+    assert until(server, "127.0.0.42", blocked) < START_DEADLINE
+    # Answered in C from then on, cache hits included (the key carries the policy).
+    answers = server.metric("filterdns_fastpath_answers_total")
+    assert blocked(dig_from(server, "127.0.0.42"))
+    assert server.metric("filterdns_fastpath_answers_total") == answers + 1
+
+    assert radclient(
+        port,
+        SECRET,
+        User_Name="sub42",
+        Acct_Status_Type="Interim-Update",
+        Acct_Session_Id="s1",
+        Framed_IP_Address="127.0.0.43",
+    )
+    assert until(server, "127.0.0.43", blocked) < START_DEADLINE
+    assert allowed(dig_from(server, "127.0.0.42"))
+
+    # A wrong secret: no answer, nothing changes, counted.
+    assert not radclient(
+        port,
+        "wrong",
+        User_Name="sub42",
+        Acct_Status_Type="Start",
+        Acct_Session_Id="s2",
+        Framed_IP_Address="127.0.0.44",
+    )
+    assert allowed(dig_from(server, "127.0.0.44"))
+    assert server.metric("filterdns_radius_dropped_total", reason="bad_authenticator") == 1
+
+    assert radclient(
+        port,
+        SECRET,
+        User_Name="sub42",
+        Acct_Status_Type="Stop",
+        Acct_Session_Id="s1",
+        Framed_IP_Address="127.0.0.43",
+    )
+    assert until(server, "127.0.0.43", allowed) < START_DEADLINE
+    assert server.metric("filterdns_radius_requests_total", status="Start") == 1
+    assert server.metric("filterdns_radius_requests_total", status="Stop") == 1
+
+
+def test_provisioning_api_cli_own_lists_and_audit(server: ServerProcess, tmp_path: Path) -> None:
+    base = "http://" + server.config["admin"]["listen"]
+    auth = admin_token(server)
+    r = httpx.put(
+        f"{base}/api/subscribers/sub7",
+        headers=auth,
+        timeout=10,
+        json={
+            "policy": "default",
+            "addresses": ["127.0.0.7", "2001:db8:7::/56"],
+            "block_domains": [TestZone.WWW.rstrip(".")],
+            "allow_domains": [],
+        },
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["addresses"] == ["127.0.0.7/32", "2001:db8:7::/56"]
+    bad = httpx.put(
+        f"{base}/api/subscribers/sub8", headers=auth, timeout=10, json={"policy": "nope"}
+    )
+    assert bad.status_code == 422 and bad.json()["field"] == "policy"
+    assert (
+        httpx.put(f"{base}/api/subscribers/sub8", json={"policy": "child"}, timeout=10).status_code
+        == 401
+    )
+    # Own lists: decided in Python, before the policy.
+    www = lambda: server.dig(TestZone.WWW, "A", "-b", "127.0.0.7")  # noqa: E731
+    deadline = time.monotonic() + 5
+    while www().status != "NXDOMAIN" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    own = www()
+    assert own.status == "NXDOMAIN" and "list=subscriber" in own.ede_text
+    assert server.dig(TestZone.WWW, "A", "-b", "127.0.0.8").status == "NOERROR"
+
+    found = httpx.get(
+        f"{base}/api/subscribers", params={"address": "2001:db8:7:42::1"}, headers=auth, timeout=10
+    ).json()
+    assert found["subscriber"]["id"] == "sub7" and found["matched"] == "2001:db8:7::/56"
+    nobody = httpx.get(
+        f"{base}/api/subscribers", params={"address": "127.0.0.9"}, headers=auth, timeout=10
+    ).json()
+    assert nobody == {
+        "address": "127.0.0.9",
+        "subscriber": None,
+        "policy": "default",
+        "via": "default",
+    }
+
+    # Bulk import through the API (JSON lines) and the CLI (CSV, with its progress bar).
+    lines = "\n".join(
+        json.dumps({"id": f"bulk{i}", "policy": "child", "addresses": [f"127.0.1.{i}"]})
+        for i in range(1, 51)
+    )
+    r = httpx.post(
+        f"{base}/api/subscribers/import",
+        content=lines,
+        timeout=30,
+        headers={**auth, "Content-Type": "application/x-ndjson"},
+    )
+    assert r.json() == {"imported": 50}
+    assert until(server, "127.0.1.50", blocked) < 5
+    csv_file = tmp_path / "subs.csv"
+    csv_file.write_text(
+        "id,policy,addresses\n" + "".join(f"csv{i},child,127.0.2.{i}\n" for i in range(1, 21))
+    )
+    done = filterdns_cli(
+        "subscribers", "import", str(csv_file), "--config", str(server.config_path)
+    )
+    assert "20 subscribers imported" in done.stderr
+    assert until(server, "127.0.2.20", blocked) < 5
+    shown = json.loads(
+        filterdns_cli(
+            "subscribers", "show", "127.0.2.20", "--config", str(server.config_path)
+        ).stdout
+    )
+    assert shown["subscriber"]["id"] == "csv20" and shown["policy"] == "child"
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("id,policy\nok1,child\nbad one,child\n")
+    failed = filterdns_cli(
+        "subscribers",
+        "import",
+        str(bad_csv),
+        "--quiet",
+        "--config",
+        str(server.config_path),
+        check=False,
+    )
+    assert failed.returncode == 2 and "line 3: id:" in failed.stderr
+
+    paths = httpx.get(f"{base}/openapi.json", timeout=10).json()["paths"]
+    assert {"put", "get", "delete"} <= set(paths["/api/subscribers/{id}"])
+    assert "/api/subscribers/import" in paths and "/api/reports" in paths
+
+    r = httpx.delete(f"{base}/api/subscribers/sub7", headers=auth, timeout=10)
+    assert r.json()["removed"]["id"] == "sub7"
+    assert httpx.get(f"{base}/api/subscribers/sub7", headers=auth, timeout=10).status_code == 404
+
+    records = [
+        json.loads(line)
+        for line in (Path(server.config_path).parent / "data" / "audit.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    changes = [
+        (r["action"], r.get("id"), r["by"].split(" ")[0])
+        for r in records
+        if r["kind"] == "subscriber"
+    ]
+    assert changes[0] == ("put", "sub7", "provisioning")
+    assert ("import", None, "provisioning") in changes and ("import", None, "cli") in changes
+    assert changes[-1] == ("delete", "sub7", "provisioning")
+
+
+def test_workers_share_one_table_fed_by_radius(
+    serve: Callable[[dict], ServerProcess], tmp_path: Path
+) -> None:
+    """With workers the supervisor writes the table and hears RADIUS; every worker maps the
+    same file, and a Start is in force on every worker within 1 s."""
+    port = free_port()
+    config = subscriber_config(port)
+    del config["admin"]  # the provisioning API is served when there is one worker
+    config["server"]["workers"] = 2
+    server = serve(config)
+    subs = tmp_path / "subs.jsonl"
+    subs.write_text(json.dumps({"id": "sub42", "policy": "child"}) + "\n")
+    filterdns_cli(
+        "subscribers", "import", str(subs), "--quiet", "--config", str(server.config_path)
+    )
+    assert radclient(
+        port,
+        SECRET,
+        User_Name="sub42",
+        Acct_Status_Type="Start",
+        Acct_Session_Id="w1",
+        Framed_IP_Address="127.0.0.52",
+    )
+    assert until(server, "127.0.0.52", blocked) < START_DEADLINE
+    # dig picks a new source port each time: the kernel spreads them over the workers.
+    assert all(blocked(dig_from(server, "127.0.0.52")) for _ in range(12))
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    table = str(Path(server.config_path).parent / "data" / "subscribers.table")
+    # One file, mapped by each worker (the list reloader's child may be there too).
+    mapping = [pid for pid in children if table in Path(f"/proc/{pid}/maps").read_text()]
+    assert len(mapping) >= 2
