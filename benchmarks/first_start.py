@@ -27,6 +27,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -35,7 +36,8 @@ from benchmarks.synthetic import synthetic_names
 BUNDLED_NAME = "0-casino.info"  # the first line of lists/default/ut1/gambling/domains
 
 
-def ut1_archive(category: str, names: list[str]) -> bytes:
+def ut1_archive(category: str, names: Sequence[str]) -> bytes:
+    """A UT1 category archive as UT1 publishes it: `<category>/domains` and `usage`."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
         for member, text in (("domains", "\n".join(names) + "\n"), ("usage", "black\n")):

@@ -2,6 +2,7 @@
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
+from dns_resolver._net cimport Net, in_net
 from dns_resolver._ratelimit cimport RateLimiter
 from dns_resolver._subtable cimport SubscriberTable, sub_header
 from filtercore._table cimport MatchCore
@@ -43,13 +44,6 @@ cdef struct Entry:
     uint8_t *ede
     uint16_t *offsets
     uint32_t *ttls
-
-
-cdef struct Net:
-    int family             # 4 or 6
-    int prefix
-    int value              # policy index (policies) or unused (ACL)
-    uint8_t addr[16]
 
 
 cdef struct Template:

@@ -319,19 +319,6 @@ cdef inline uint64_t _punt_hash(uint64_t k0, uint64_t k1, int policy, const char
     return (fc_siphash24(k0 ^ <uint64_t>policy, k1, <const unsigned char *>name, n)) | 1
 
 
-cdef inline bint _in_net(const Net *net, int family, const uint8_t *addr) noexcept nogil:
-    cdef int full, rest
-    if net.family != family:
-        return False
-    full = net.prefix >> 3
-    rest = net.prefix & 7
-    if full and memcmp(net.addr, addr, full) != 0:
-        return False
-    if rest:
-        return ((net.addr[full] ^ addr[full]) & (0xFF << (8 - rest)) & 0xFF) == 0
-    return True
-
-
 cdef Net *_nets(list items, int *count) except? NULL:
     """[(family, packed address, prefix, value)] -> a C array."""
     cdef Net *nets = <Net *>calloc(max(1, len(items)), sizeof(Net))
@@ -1267,10 +1254,10 @@ cdef class FastPath:
     cdef bint _allowed(self, int family, const uint8_t *addr) noexcept nogil:
         cdef int i
         for i in range(self.ndeny):
-            if _in_net(&self.deny[i], family, addr):
+            if in_net(&self.deny[i], family, addr):
                 return False
         for i in range(self.nallow):
-            if _in_net(&self.allow[i], family, addr):
+            if in_net(&self.allow[i], family, addr):
                 return True
         return False
 
@@ -1294,7 +1281,7 @@ cdef class FastPath:
     cdef int _policy_of(self, int family, const uint8_t *addr) noexcept nogil:
         cdef int i
         for i in range(self.npolicy_nets):
-            if _in_net(&self.policy_nets[i], family, addr):
+            if in_net(&self.policy_nets[i], family, addr):
                 return self.policy_nets[i].value
         return self.default_policy
 
@@ -1492,7 +1479,7 @@ cdef class FastPath:
             return
         if self.ntrusted:
             for i in range(self.ntrusted):
-                if _in_net(&self.trusted[i], family, addr):
+                if in_net(&self.trusted[i], family, addr):
                     slot.reason = R_POLICY  # client ids / ECS are mapped in Python
                     return
         policy = self._subscriber_policy(family, addr) if self.subs != NULL else -1

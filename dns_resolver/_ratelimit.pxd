@@ -2,6 +2,8 @@
 cimport cython
 from libc.stdint cimport uint8_t, uint64_t
 
+from dns_resolver._net cimport Net, in_net
+
 
 cdef enum:
     RL_PASS = 0            # under the limit (or exempt)
@@ -21,12 +23,6 @@ cdef struct Bucket:
     uint8_t key[17]        # family (4 or 6; +16 for TCP), then the masked address
 
 
-cdef struct Exempt:
-    int family
-    int prefix
-    uint8_t addr[16]
-
-
 @cython.final
 cdef class RateLimiter:
     cdef Bucket *table
@@ -36,7 +32,7 @@ cdef class RateLimiter:
     cdef double burst
     cdef int prefix4, prefix6
     cdef readonly int action
-    cdef Exempt *exempt
+    cdef Net *exempt
     cdef int nexempt
     cdef uint64_t applied[3]   # limited queries by the action they got
 

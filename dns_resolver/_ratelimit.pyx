@@ -42,19 +42,6 @@ cdef inline double _monotonic() noexcept nogil:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
-cdef inline bint _covers(const Exempt *net, int family, const uint8_t *addr) noexcept nogil:
-    cdef int full, rest
-    if net.family != family:
-        return False
-    full = net.prefix >> 3
-    rest = net.prefix & 7
-    if full and memcmp(net.addr, addr, full) != 0:
-        return False
-    if rest:
-        return ((net.addr[full] ^ addr[full]) & (0xFF << (8 - rest)) & 0xFF) == 0
-    return True
-
-
 cdef class RateLimiter:
     """Token buckets per client network.
 
@@ -79,7 +66,7 @@ cdef class RateLimiter:
         self.nsets = n // RL_WAYS
         self.table = <Bucket *>calloc(n, sizeof(Bucket))
         nets = [ipaddress.ip_network(net) for net in exempt]
-        self.exempt = <Exempt *>calloc(max(1, len(nets)), sizeof(Exempt))
+        self.exempt = <Net *>calloc(max(1, len(nets)), sizeof(Net))
         if self.table == NULL or self.exempt == NULL:
             raise MemoryError()
         for net in nets:
@@ -114,7 +101,7 @@ cdef class RateLimiter:
         cdef Bucket *b = NULL
         cdef Bucket *victim
         for i in range(self.nexempt):
-            if _covers(&self.exempt[i], family, addr):
+            if in_net(&self.exempt[i], family, addr):
                 return RL_PASS
         memset(key, 0, sizeof(key))
         key[0] = family + (16 if tcp else 0)

@@ -10,18 +10,17 @@ comes into service without a restart; `--offline` sends no request at all; and w
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
 import sys
-import tarfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 
+from benchmarks.first_start import ut1_archive
 from fdconfig import bundled_lists_file
 from tests.dns_resolver.harness import (
     REPO_ROOT,
@@ -42,18 +41,6 @@ CATEGORIES = ("adult", "redirector", "phishing", "malware")
 # embedded default answers `test.` locally, RFC 6761, so its answer is a plain NXDOMAIN.)
 ADULT_ONLY = TestZone.WWW.rstrip(".")
 _downloaded = partial(eventually, timeout=60.0)  # a child process downloads and compiles
-
-
-def ut1_archive(category: str, names: Sequence[str]) -> bytes:
-    """A UT1 category archive as UT1 publishes it: `<category>/domains` and `usage`."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for member, text in (("domains", "\n".join(names) + "\n"), ("usage", "black\n")):
-            data = text.encode()
-            info = tarfile.TarInfo(f"{category}/{member}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def bundled_gambling_name() -> str:
