@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import tomllib
 from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
@@ -20,7 +19,7 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from dns_resolver.blockpage.server import pick_language
+from dns_resolver.blockpage.server import pick_language, read_translations
 from filtercore.errors import FilterError
 from reports import pages
 from reports.api import SERVICE, SESSIONS, ApiError, identify
@@ -51,11 +50,7 @@ esc = html.escape
 @cache
 def translations() -> dict[str, dict[str, Any]]:
     """Language code -> the console's words, from `translations/*.toml`."""
-    out = {}
-    for path in sorted((HERE / "translations").glob("*.toml")):
-        with path.open("rb") as f:
-            out[path.stem] = tomllib.load(f)
-    return out
+    return read_translations(HERE / "translations")
 
 
 class View:

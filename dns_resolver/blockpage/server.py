@@ -44,14 +44,19 @@ DEFAULT_LANGUAGE = "en"
 Lookup = Callable[[str, str], BlockInfo | None]
 
 
-@cache
-def translations() -> dict[str, dict[str, Any]]:
-    """Language code -> its words, from `translations/*.toml`."""
+def read_translations(folder: Path) -> dict[str, dict[str, Any]]:
+    """Language code -> its words, from `folder/*.toml` (the block page's, the console's)."""
     out = {}
-    for path in sorted((HERE / "translations").glob("*.toml")):
+    for path in sorted(folder.glob("*.toml")):
         with path.open("rb") as f:
             out[path.stem] = tomllib.load(f)
     return out
+
+
+@cache
+def translations() -> dict[str, dict[str, Any]]:
+    """Language code -> the block page's words."""
+    return read_translations(HERE / "translations")
 
 
 @cache
