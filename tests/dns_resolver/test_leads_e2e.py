@@ -13,6 +13,7 @@ import pytest
 from tests.dns_resolver.harness import NsdServer, ServerProcess, eventually, free_port, query
 from tests.dns_resolver.policy_zone import _zone
 from tests.reports.browser import Browser
+from tests.reports.test_console_browser import log_in
 from tests.reports.test_e2e import DECISION_DEADLINE, reviewer_token, wait_for_dig
 
 NEW_DOMAIN = "lucky-spins-online.com"  # CNAME to a name the gambling list holds
@@ -89,7 +90,7 @@ def test_a_new_domain_with_a_gambling_cname_becomes_a_lead_and_is_blocked_by_dec
     # The review page says what the lead is and why it was raised.
     browser = Browser(tmp_path / "browser")
     try:
-        browser.open(f"{base}/review#token={auth['Authorization'].split()[1]}")
+        log_in(browser, base, auth["Authorization"].split()[1], "/review")
         browser.wait_for("document.querySelectorAll('#queue tbody tr').length > 0")
         browser.evaluate("document.querySelector('#queue tbody tr').click()")
         browser.wait_for("!document.getElementById('details').hidden")
