@@ -55,7 +55,8 @@ def test_the_same_file_needs_no_restart(tmp_path: Path) -> None:
         ({"server": {"workers": 2}}, ["server.workers"]),
         (
             {"server": {"listen": ["127.0.0.1:5400"], "workers": 2, "data_dir": "state"}},
-            ["server.listen", "server.workers", "server.data_dir"],
+            # The console's store folder is relative to the data directory.
+            ["server.listen", "server.workers", "server.data_dir", "console.store_dir"],
         ),
         ({"server": {"fast_path": False}}, ["server.fast_path"]),
         ({"server": {"udp_payload_size": 1400}}, ["server.udp_payload_size"]),
