@@ -559,20 +559,7 @@ class Unbound(Server):
             f"""server:
     interface: 127.0.0.1@{self.port}
     port: {self.port}
-    do-ip6: no
-    num-threads: {self.threads}
-    username: ""
-    chroot: ""
-    directory: "{d}"
-    pidfile: "{d}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 0
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    module-config: "iterator"
-    msg-cache-size: 256m
-    rrset-cache-size: 512m
+{_unbound_common(d, self.threads)}
     so-rcvbuf: 4m
     so-reuseport: yes
     qname-minimisation: no
@@ -613,6 +600,25 @@ forward-zone:
         return hits / queries if queries else None
 
 
+def _unbound_common(d: Path, threads: int) -> str:
+    """The `server:` lines both Unbound set-ups share: loopback, no privileges dropped,
+    files under `d`, the iterator alone, and the same cache sizes."""
+    return f"""    do-ip6: no
+    num-threads: {threads}
+    username: ""
+    chroot: ""
+    directory: "{d}"
+    pidfile: "{d}/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    module-config: "iterator"
+    msg-cache-size: 256m
+    rrset-cache-size: 512m"""
+
+
 class UnboundDot(Server):
     """Unbound answering DNS over TLS on `tls.port` (and plain DNS on `port`), forwarding
     to NSD: the DoT upstream of the `--upstream-transport dot` runs. No blocklist."""
@@ -631,22 +637,10 @@ class UnboundDot(Server):
     tls-port: {self.tls.port}
     tls-service-key: "{key}"
     tls-service-pem: "{cert}"
-    do-ip6: no
-    num-threads: {self.threads}
-    username: ""
-    chroot: ""
-    directory: "{d}"
-    pidfile: "{d}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 0
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    module-config: "iterator"
-    msg-cache-size: 256m
-    rrset-cache-size: 512m
+{_unbound_common(d, self.threads)}
     incoming-num-tcp: 100
     qname-minimisation: no
+    # `test.` is one of Unbound's default local zones (RFC 6761): see Unbound.prepare.
     local-zone: "test." nodefault
 remote-control:
     control-enable: no
