@@ -275,10 +275,12 @@ class Dnstap:
 
     def _room(self, n: int) -> bool:
         """Count `n` messages in, or as dropped when the backlog would pass `queue_size`.
-        An empty queue takes any one piece (the C fast path hands over a drain's worth of
-        frames at once, which may be more than a small `queue_size`)."""
+        While the collector is connected, an empty queue takes any one piece (the C fast
+        path hands over a drain's worth of frames at once, which may be more than a small
+        `queue_size`); while it is away, the bound is strict, so a piece that came in just
+        as the writer took the last one cannot sit in the queue beyond it."""
         backlog = self._queued - self._taken
-        if backlog and backlog + n > self.config.queue_size:
+        if backlog + n > self.config.queue_size and (backlog or not self.connected):
             self.dropped += n
             return False
         self._queued += n
