@@ -26,6 +26,29 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension(
+        "dns_resolver._cache",
+        ["dns_resolver/_cache.pyx"],
+        include_dirs=["filtercore"],  # _siphash.h
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
+        "dns_resolver._blocks",
+        ["dns_resolver/_blocks.pyx"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
+        "dns_resolver._querylog",
+        ["dns_resolver/_querylog.pyx"],
+        include_dirs=["filtercore"],  # _siphash.h
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
+        "dns_resolver._tapbuf",
+        ["dns_resolver/_tapbuf.pyx"],
+        include_dirs=["filtercore", "dns_resolver"],  # _siphash.h, _dnstap.h
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
         "dns_resolver._fastpath",
         ["dns_resolver/_fastpath.pyx"],
         include_dirs=["filtercore", "dns_resolver"],  # _siphash.h, _subtable.h

@@ -1,10 +1,15 @@
-# What C sees of the UDP fast path (dns_resolver/_fastpath.pyx).
+# What C sees of the UDP fast path (dns_resolver/_fastpath.pyx): the query pipeline (ACL,
+# policy, cache, blocks) and the UDP loop with its forwarding.
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
+from dns_resolver._blocks cimport MAX_BLOCK_KEYS, BlockAnswers
+from dns_resolver._cache cimport MAX_KEY, MAX_RECORDS, AnswerCache, Entry
 from dns_resolver._net cimport Net, in_net
+from dns_resolver._querylog cimport LogBuffer
 from dns_resolver._ratelimit cimport RateLimiter
 from dns_resolver._subtable cimport SubscriberTable, sub_header
+from dns_resolver._tapbuf cimport TapBuffer
 from filtercore._table cimport MatchCore
 
 
@@ -13,46 +18,12 @@ cdef enum:
     RECV_SIZE = 4096       # receive buffer per datagram; longer queries are dropped
     NQTYPE = 257           # per-qtype counters: codes 0-255, then "other"
     NBUCKETS = 19          # latency histogram buckets (metrics.LATENCY_BUCKETS + Inf)
-    MAX_BLOCK_KEYS = 4096  # (category, list) pairs counted in C
     MAX_POLICIES = 64
-    MAX_EDE = 32768        # memoised EDE options (per rule and policy) before a reset
-    MAX_KEY = 272          # cache key: wire name (255) + type, class, DO + policy, mask
     MAX_PENDING = 4096     # upstream queries in flight from C; beyond, misses go to Python
     MAX_USOCK = 32         # upstream sockets, taking queries or draining
     QUERY_KEEP = 512       # client queries up to this size can be forwarded from C
     FWD_SIZE = 523         # an upstream query: up to QUERY_KEEP of question + our OPT
-    MAX_RECORDS = 256      # records in an upstream answer handled in C (more: Python)
     HOST_BUF = 1024        # names per slot for the text rules (more: Python)
-
-
-cdef struct Entry:
-    # One cached answer: the body without OPT (ID zeroed, AA clear) and its TTL fields.
-    Entry *chain           # next in the hash bucket
-    Entry *newer           # LRU neighbours (head = most recently used)
-    Entry *older
-    uint64_t hash
-    double stored          # CLOCK_MONOTONIC seconds, the same clock as time.monotonic()
-    uint32_t lifetime
-    uint32_t hits
-    uint32_t watch         # hits still to record for newly observed domains (set_observe)
-    uint32_t keylen
-    uint32_t bodylen
-    uint32_t edelen
-    uint32_t nttl
-    uint8_t *key
-    uint8_t *body
-    uint8_t *ede
-    uint16_t *offsets
-    uint32_t *ttls
-
-
-cdef struct Template:
-    # A block answer after the question: header fields and the records.
-    uint16_t rcode
-    uint16_t an
-    uint16_t ns
-    uint32_t reclen
-    uint8_t *rec
 
 
 cdef struct Pending:
@@ -113,17 +84,11 @@ cdef class FastPath:
     cdef object text_check # the lists' text rules (set_matcher), or None
     cdef bint text_rules   # text_check is not None
     cdef int udp_size
-    cdef uint64_t k0, k1
-    # response cache
-    cdef Entry **buckets
-    cdef uint64_t nbuckets
-    cdef Entry *lru_head
-    cdef Entry *lru_tail
-    cdef readonly uint64_t entries
-    cdef uint64_t max_entries
-    cdef bint prefetch
-    cdef double prefetch_threshold
-    cdef uint32_t prefetch_min_hits
+    cdef uint64_t k0, k1   # the punt names' hash key
+    cdef AnswerCache cache
+    cdef BlockAnswers blocks
+    cdef LogBuffer log     # the query log's lines (set_querylog)
+    cdef TapBuffer tap     # dnstap frames (set_dnstap)
     # access control and policies
     cdef Net *allow
     cdef Net *deny
@@ -138,15 +103,6 @@ cdef class FastPath:
     cdef int ntrusted
     cdef uint64_t *punt     # hashes of (policy, name): names at or below go to Python
     cdef uint64_t npunt_slots
-    # block answers
-    cdef Template tmpl[3]  # A, AAAA, anything else
-    cdef bint blocking_ready
-    cdef int64_t *ede_keys
-    cdef int32_t *ede_vals
-    cdef uint8_t **ede_opts
-    cdef uint32_t *ede_lens
-    cdef uint16_t *ede_metric
-    cdef int nede
     # forwarding misses upstream (set_upstream); pend/usock are owned by Python's pool
     cdef bint forwarding
     cdef bint inspect
@@ -169,30 +125,7 @@ cdef class FastPath:
     cdef uint8_t *obsbuf
     cdef size_t obslen, obscap
     cdef int obs_v4, obs_v6    # network prefixes kept of a client address
-    cdef uint32_t obs_watch    # a new cache entry's first hits recorded (see set_observe)
     cdef readonly uint64_t obs_dropped
-    # the query log (set_querylog): formatted JSON lines, drained by take_log()
-    cdef bint logging
-    cdef int log_anon       # index in config.ANONYMIZE_MODES: truncate, hash, none
-    cdef uint64_t lk0, lk1
-    cdef char *logbuf
-    cdef size_t loglen, logcap
-    cdef readonly uint64_t log_dropped
-    cdef long log_sec
-    cdef char log_stamp[32]
-    cdef char **qtype_json   # NQTYPE JSON strings
-    cdef char **block_json   # per block metric index: "category":..,"list":..
-    # dnstap (set_dnstap): whole Frame Streams frames, drained by take_tap()
-    cdef bint tapping
-    cdef bint tap_query, tap_response  # CLIENT_QUERY, CLIENT_RESPONSE wanted
-    cdef int tap_anon       # as log_anon
-    cdef uint64_t tk0, tk1
-    cdef uint8_t *tapbuf
-    cdef size_t taplen, tapcap
-    cdef uint64_t tapcount
-    cdef readonly uint64_t tap_dropped
-    cdef uint8_t tap_prefix[512]  # Dnstap.identity and .version, encoded
-    cdef size_t tap_prefixlen
     # counters, read and zeroed by counters()
     cdef uint64_t c_cached[NQTYPE]
     cdef uint64_t c_blocked[NQTYPE]
@@ -218,16 +151,6 @@ cdef class FastPath:
     # subscribers' serving table (or None: the mapping stays alive with it)
     cdef SubscriberTable subs_table
     cdef const sub_header *subs
-    cdef Entry *_store_raw(self, const uint8_t *key, uint32_t keylen, uint64_t h,
-                           const uint8_t *body, uint32_t bodylen, const uint16_t *offsets,
-                           const uint32_t *ttls, uint32_t nttl, double stored,
-                           uint32_t lifetime, const uint8_t *ede, uint32_t edelen) noexcept nogil
-    cdef uint32_t _fill(self, const uint8_t *body, uint32_t blen, const uint16_t *offsets,
-                        const uint32_t *ttls, uint32_t nttl, uint32_t age, const uint8_t *q,
-                        uint32_t qend, uint16_t qflags, bint edns, bint do, uint32_t limit,
-                        const uint8_t *ede, uint32_t edelen, uint8_t *out) noexcept nogil
-    cdef void _log(self, const void *sa, const uint8_t *q, uint32_t qlen, uint16_t qtype,
-                   int result, int metric, double duration, double wall) noexcept nogil
     cdef void _tap(self, const void *sa, const uint8_t *q, uint32_t qlen, const uint8_t *r,
                    uint32_t rlen, int edeidx, double qwall, double rwall) noexcept nogil
     cdef int _pend_new(self) noexcept nogil
@@ -247,19 +170,12 @@ cdef class FastPath:
     cdef int _answer(self, const uint8_t *d, uint32_t n, Pending *p, uint8_t *out,
                      uint32_t *outlen, double now, Slot *text) noexcept nogil
     cdef int _uround(self, int s, double now) noexcept nogil
-    cdef Entry *_find(self, const uint8_t *key, uint32_t keylen, uint64_t h) noexcept nogil
-    cdef uint64_t _key_hash(self, bytes key)
-    cdef Entry *_lookup(self, bytes key)
-    cdef void _unlink(self, Entry *e) noexcept nogil
-    cdef void _drop(self, Entry *e) noexcept nogil
-    cdef int _grow(self) noexcept nogil
     cdef int _policy_of(self, int family, const uint8_t *addr) noexcept nogil
     cdef int _subscriber_policy(self, int family, const uint8_t *addr) noexcept nogil
     cdef bint _punted(self, int policy, const char *name, uint32_t n) noexcept nogil
     cdef bint _allowed(self, int family, const uint8_t *addr) noexcept nogil
     cdef void _observe(self, const uint8_t *name, uint32_t namelen, int family,
                        const uint8_t *addr) noexcept nogil
-    cdef int _ede_find(self, int64_t key) noexcept nogil
     cdef bint _limited(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
                        Slot *slot, double now) noexcept nogil
     cdef uint32_t _any_answer(self, const uint8_t *d, uint32_t qend, uint16_t qflags,

@@ -19,112 +19,44 @@ yet, policies that need Python) is handed back to Python untouched, which runs t
 ordinary `Resolver` chain. The Python side mirrors what it caches into this cache and
 registers the EDE option of each rule the first time it blocks by it, so the rules stay in
 one place (cache.py, blocking.py, edns.py) and C only replays their output.
+
+The answer cache, the block answers, query log lines and dnstap frames live in their own
+modules (_cache, _blocks, _querylog, _tapbuf; the wire helpers in _wire.pxd): see the map
+in docs/resolver-fastpath.md.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeASCII
-from libc.errno cimport EAGAIN, ECONNREFUSED, EINTR, errno
+from libc.errno cimport ECONNREFUSED, EINTR, errno
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.stdio cimport snprintf
-from libc.string cimport memchr, memcmp, memcpy, memset, strlen
+from libc.string cimport memcmp, memcpy, memset, strlen
 
 import os
 
+from dns_resolver._blocks cimport MAX_BLOCK_KEYS, BlockAnswers, ede_find
+from dns_resolver._cache cimport AnswerCache, Entry, cache_find, cache_touch, fill
+from dns_resolver._querylog cimport L_ALLOWED, L_BLOCKED, L_CACHED, L_LIMITED, L_QUIET, LogBuffer
 from dns_resolver._ratelimit cimport (RL_DROP, RL_LIMITED_LOG, RL_PASS, RL_TRUNCATE,
                                       RateLimiter)
 from dns_resolver._subtable cimport SubscriberTable, sub_lookup
+from dns_resolver._tapbuf cimport TAP_UDP, TapBuffer
+from dns_resolver._wire cimport (AA, AF_INET6, CD, MSG_DONTWAIT, MSG_TRUNC, PLAIN_UDP, QR, RA,
+                                 RD, TC, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_CNAME, TYPE_DNAME,
+                                 TYPE_OPT, TYPE_SOA, add_opt, addr_text, clean_ttl, client_of,
+                                 inet_ntop, iovec, ip_like, mmsghdr, mono_now, msghdr, ntohs,
+                                 put16, put32, read_name, recvmmsg, sendmmsg, skip_name,
+                                 sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage, u16,
+                                 u32, wall_now)
 from filtercore._table cimport MatchCore, normalize_ascii
-
 
 cdef extern from "_siphash.h":
     uint64_t fc_siphash24(uint64_t k0, uint64_t k1, const unsigned char *data, size_t n) nogil
 
-cdef extern from "_dnstap.h" nogil:
-    ctypedef struct fd_tap_msg:
-        int type
-        int family
-        int protocol
-        const uint8_t *addr
-        size_t addrlen
-        uint32_t port
-        uint64_t qsec
-        uint32_t qnsec
-        const uint8_t *query
-        size_t querylen
-        uint64_t rsec
-        uint32_t rnsec
-        const uint8_t *response
-        size_t responselen
-        const uint8_t *rule
-        size_t rulelen
-        int action
-        const uint8_t *value
-        size_t valuelen
-    size_t fd_tap_frame(uint8_t *out, size_t room, const uint8_t *prefix, size_t prefixlen,
-                        const fd_tap_msg *m)
 
 cdef extern from "<sys/random.h>" nogil:
     ssize_t getrandom(void *buf, size_t n, unsigned int flags)
-
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    struct tm:
-        pass
-    int clock_gettime(int clk, timespec *ts)
-    tm *gmtime_r(const time_t *t, tm *out)
-    size_t strftime(char *s, size_t max, const char *fmt, const tm *t)
-    enum: CLOCK_MONOTONIC
-    enum: CLOCK_REALTIME
-
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    struct sockaddr:
-        unsigned short sa_family
-    struct sockaddr_storage:
-        unsigned short ss_family
-    struct iovec:
-        void *iov_base
-        size_t iov_len
-    struct msghdr:
-        void *msg_name
-        socklen_t msg_namelen
-        iovec *msg_iov
-        size_t msg_iovlen
-        void *msg_control
-        size_t msg_controllen
-        int msg_flags
-    struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    int recvmmsg(int fd, mmsghdr *vec, unsigned int vlen, int flags, void *timeout)
-    int sendmmsg(int fd, mmsghdr *vec, unsigned int vlen, int flags)
-    enum: AF_INET
-    enum: AF_INET6
-    enum: MSG_DONTWAIT
-    enum: MSG_TRUNC
-
-cdef extern from "<netinet/in.h>" nogil:
-    struct in_addr:
-        uint32_t s_addr
-    struct sockaddr_in:
-        unsigned short sin_family
-        uint16_t sin_port
-        in_addr sin_addr
-    struct in6_addr:
-        uint8_t s6_addr[16]
-    struct sockaddr_in6:
-        unsigned short sin6_family
-        uint16_t sin6_port
-        in6_addr sin6_addr
-    uint16_t ntohs(uint16_t)
-    uint32_t ntohl(uint32_t)
-
-cdef extern from "<arpa/inet.h>" nogil:
-    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
 
 
 # Slot verdicts and the reasons a query goes to Python (exported for tests and metrics).
@@ -147,43 +79,11 @@ cdef enum:
     R_UPSTREAM = 7      # TC, an error rcode, a refused port: Python asks again
     R_ANSWER = 8        # an upstream answer C does not finish (blocks, odd records)
 
-# What the query log says of a query answered in C (`result` in querylog.py).
-cdef enum:
-    L_CACHED = 0
-    L_BLOCKED = 1
-    L_ALLOWED = 2
-    L_LIMITED = 3       # over the rate limit, the first time this second for its network
-    L_QUIET = -1        # over the rate limit again within the second: no line
-
-cdef const char *_RESULTS[4]
-_RESULTS[0] = "cached"
-_RESULTS[1] = "blocked"
-_RESULTS[2] = "allowed"
-_RESULTS[3] = "ratelimited"
-
-DEF LOG_LINE_MAX = 1024  # the longest line: a 253-byte name escaped, labels, the rest
 
 _NOTHING = ()
 
 REASONS = ("miss", "odd", "refuse", "new_block", "policy", "stale", "timeout", "upstream",
            "answer")
-
-DEF QR = 0x8000
-DEF AA = 0x0400
-DEF TC = 0x0200
-DEF RD = 0x0100
-DEF RA = 0x0080
-DEF CD = 0x0010
-DEF TYPE_OPT = 41
-DEF TYPE_A = 1
-DEF TYPE_CNAME = 5
-DEF TYPE_SOA = 6
-DEF TYPE_AAAA = 28
-DEF TYPE_DNAME = 39
-DEF TYPE_ANY = 255
-DEF MAX_TTL_VALUE = 0x7FFFFFFF  # RFC 2181 8: larger TTLs are treated as 0
-DEF PLAIN_UDP = 512
-DEF EDE_SLOTS = 65536  # open addressing, twice MAX_EDE
 
 # metrics.LATENCY_BUCKETS, in seconds (the last bucket is +Inf).
 cdef double[18] _BOUNDS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
@@ -212,106 +112,6 @@ cdef int _send_all(int fd, mmsghdr *msgs, int k) noexcept nogil:
     return sent
 
 
-cdef inline bint _ip_like(const char *name, uint32_t n) noexcept nogil:
-    """Ends in a digit or ']' or has a ':': IP-literal-like, which Matcher.check takes on
-    its Python path."""
-    cdef uint8_t c = <uint8_t>name[n - 1]
-    return (48 <= c <= 57) or c == 93 or memchr(name, 58, n) != NULL
-
-
-cdef void _addr_text(const void *sa, char *text) noexcept nogil:
-    """The address of a sockaddr_in/_in6 as inet_ntop writes it (64 bytes)."""
-    if (<const sockaddr *>sa).sa_family == AF_INET6:
-        inet_ntop(AF_INET6, &(<const sockaddr_in6 *>sa).sin6_addr, text, 64)
-    else:
-        inet_ntop(AF_INET, &(<const sockaddr_in *>sa).sin_addr, text, 64)
-
-
-cdef inline double _now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
-
-
-cdef inline double _wallclock() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
-
-
-cdef inline uint16_t _u16(const uint8_t *p) noexcept nogil:
-    return (p[0] << 8) | p[1]
-
-
-cdef inline uint32_t _u32(const uint8_t *p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
-
-
-cdef inline uint32_t _clean_ttl(uint32_t ttl) noexcept nogil:
-    return 0 if ttl > MAX_TTL_VALUE else ttl
-
-
-cdef inline uint32_t _skip_name(const uint8_t *d, uint32_t n, uint32_t pos) noexcept nogil:
-    """The offset after the name at `pos`, or 0 when it runs off the message."""
-    cdef uint8_t c
-    while pos < n:
-        c = d[pos]
-        if c == 0:
-            return pos + 1
-        if (c & 0xC0) == 0xC0:
-            return pos + 2 if pos + 2 <= n else 0
-        if c & 0xC0:
-            return 0
-        pos += 1 + c
-    return 0
-
-
-cdef int _read_name(const uint8_t *d, uint32_t n, uint32_t pos, char *out) noexcept nogil:
-    """The name at `pos` (compression followed) as lower-case dotted text in `out` (256
-    bytes). -1 when it is malformed or has bytes `wire.name_text` would escape: the
-    answer then goes to Python, which decides with the same rules as for any name."""
-    cdef uint32_t olen = 0, i
-    cdef int hops = 0
-    cdef uint8_t c, b
-    while True:
-        if pos >= n:
-            return -1
-        c = d[pos]
-        if c == 0:
-            return olen
-        if (c & 0xC0) == 0xC0:
-            if pos + 1 >= n or hops >= 64:
-                return -1
-            pos = ((c & 0x3F) << 8) | d[pos + 1]
-            hops += 1
-            continue
-        if c & 0xC0 or pos + 1 + c > n or olen + c + 1 > 254:
-            return -1
-        if olen:
-            out[olen] = 46
-            olen += 1
-        for i in range(pos + 1, pos + 1 + c):
-            b = d[i]
-            if b < 0x21 or b > 0x7E or b == 46 or b == 92:
-                return -1
-            if 65 <= b <= 90:
-                b += 32
-            out[olen] = b
-            olen += 1
-        pos += 1 + c
-
-
-cdef inline void _put16(uint8_t *p, uint16_t v) noexcept nogil:
-    p[0] = v >> 8
-    p[1] = v & 0xFF
-
-
-cdef inline void _put32(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = v >> 24
-    p[1] = (v >> 16) & 0xFF
-    p[2] = (v >> 8) & 0xFF
-    p[3] = v & 0xFF
-
 
 cdef inline uint64_t _punt_hash(uint64_t k0, uint64_t k1, int policy, const char *name,
                                 size_t n) noexcept nogil:
@@ -336,47 +136,11 @@ cdef Net *_nets(list items, int *count) except? NULL:
     return nets
 
 
-cdef inline int _client(const void *sa, int *family, const uint8_t **addr) noexcept nogil:
-    cdef const sockaddr *s = <const sockaddr *>sa
-    cdef const uint8_t *a6
-    if s.sa_family == AF_INET:
-        family[0] = 4
-        addr[0] = <const uint8_t *>&(<const sockaddr_in *>sa).sin_addr
-        return 0
-    if s.sa_family == AF_INET6:
-        a6 = (<const sockaddr_in6 *>sa).sin6_addr.s6_addr
-        # An IPv4 client on a dual-stack socket: ::ffff:a.b.c.d (the ACL does the same).
-        if memcmp(a6, b"\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0:
-            family[0] = 4
-            addr[0] = a6 + 12
-        else:
-            family[0] = 6
-            addr[0] = a6
-        return 0
-    return -1
-
-
-cdef inline uint32_t _add_opt(uint8_t *out, uint32_t total, bint edns, bint do,
-                              int udp_size, const uint8_t *ede, uint32_t edelen) noexcept nogil:
-    """Append our OPT record (DO echoed, `ede` as its option) when the query had EDNS."""
-    if not edns:
-        return total
-    out[total] = 0
-    _put16(out + total + 1, TYPE_OPT)
-    _put16(out + total + 3, udp_size)
-    out[total + 5] = 0
-    out[total + 6] = 0
-    _put16(out + total + 7, 0x8000 if do else 0)
-    _put16(out + total + 9, edelen)
-    memcpy(out + total + 11, ede, edelen)
-    return total + 11 + edelen
-
-
 cdef tuple _host_port(const uint8_t *name):
     """(host text, port) of a sockaddr_in/_in6."""
     cdef char host[64]
     cdef const sockaddr *sa = <const sockaddr *>name
-    _addr_text(name, host)
+    addr_text(name, host)
     if sa.sa_family == AF_INET6:
         return host.decode("ascii"), ntohs((<const sockaddr_in6 *>sa).sin6_port)
     return host.decode("ascii"), ntohs((<const sockaddr_in *>sa).sin_port)
@@ -399,28 +163,18 @@ cdef class FastPath:
         self.udp_size = max(PLAIN_UDP, min(udp_size, 65535))
         self.k0 = int.from_bytes(secret[:8], "little")
         self.k1 = int.from_bytes(secret[8:], "little")
-        self.max_entries = max_entries
-        # Grown with the entries (load factor <= 1): a table sized for max_entries up front
-        # would spread a small working set over megabytes and cost a cache miss per probe.
-        self.nbuckets = 1024
-        self.buckets = <Entry **>calloc(self.nbuckets, sizeof(Entry *))
-        self.prefetch = prefetch
-        self.prefetch_threshold = prefetch_threshold
-        self.prefetch_min_hits = prefetch_min_hits
+        self.cache = AnswerCache(max_entries, prefetch, prefetch_threshold, prefetch_min_hits)
+        self.blocks = BlockAnswers()
+        self.log = LogBuffer()
+        self.tap = TapBuffer()
         self.default_policy = 0
         self.policy_mask[0] = 0xFFFFFFFFFFFFFFFF
         self.policy_python[0] = False
-        self.ede_keys = <int64_t *>malloc(EDE_SLOTS * sizeof(int64_t))
-        self.ede_vals = <int32_t *>malloc(EDE_SLOTS * sizeof(int32_t))
-        self.ede_opts = <uint8_t **>calloc(MAX_EDE, sizeof(uint8_t *))
-        self.ede_lens = <uint32_t *>calloc(MAX_EDE, sizeof(uint32_t))
-        self.ede_metric = <uint16_t *>calloc(MAX_EDE, sizeof(uint16_t))
         self.allow = <Net *>calloc(1, sizeof(Net))
         self.deny = <Net *>calloc(1, sizeof(Net))
         self.policy_nets = <Net *>calloc(1, sizeof(Net))
         self.trusted = <Net *>calloc(1, sizeof(Net))
         self.subs = NULL
-        self.block_json = <char **>calloc(MAX_BLOCK_KEYS, sizeof(char *))
         self.outsize = self.udp_size
         for i in range(MAX_USOCK):
             self.usock[i].fd = -1
@@ -431,28 +185,13 @@ cdef class FastPath:
         self.hosts = <uint8_t *>malloc(VLEN * HOST_BUF)
         for i in range(VLEN):
             self.slots[i].host = self.hosts + i * HOST_BUF
-        if (self.buckets == NULL or self.ede_keys == NULL or self.ede_vals == NULL
-                or self.ede_opts == NULL or self.ede_lens == NULL or self.ede_metric == NULL
-                or self.inbuf == NULL or self.outbuf == NULL or self.fwdbuf == NULL
-                or self.hosts == NULL
-                or self.allow == NULL
-                or self.deny == NULL or self.policy_nets == NULL or self.block_json == NULL):
+        if (self.inbuf == NULL or self.outbuf == NULL or self.fwdbuf == NULL
+                or self.hosts == NULL or self.allow == NULL or self.deny == NULL
+                or self.policy_nets == NULL):
             raise MemoryError()
-        memset(self.ede_keys, 0xFF, EDE_SLOTS * sizeof(int64_t))
 
     def __dealloc__(self):
         cdef int i
-        if self.buckets != NULL:
-            self.clear()
-            free(self.buckets)
-        if self.ede_opts != NULL:
-            for i in range(self.nede):
-                free(self.ede_opts[i])
-        free(self.ede_keys)
-        free(self.ede_vals)
-        free(self.ede_opts)
-        free(self.ede_lens)
-        free(self.ede_metric)
         free(self.allow)
         free(self.deny)
         free(self.policy_nets)
@@ -462,23 +201,11 @@ cdef class FastPath:
         free(self.outbuf)
         free(self.hosts)
         free(self.fwdbuf)
-        free(self.logbuf)
-        free(self.tapbuf)
         free(self.obsbuf)
-        if self.qtype_json != NULL:
-            for i in range(65536):
-                free(self.qtype_json[i])
-            free(self.qtype_json)
-        if self.block_json != NULL:
-            for i in range(MAX_BLOCK_KEYS):
-                free(self.block_json[i])
-            free(self.block_json)
         free(self.pend)
         free(self.free_pend)
         for i in range(MAX_USOCK):
             free(self.usock[i].ids)
-        for i in range(3):
-            free(self.tmpl[i].rec)
 
     # -- configuration (from Python, between batches) ------------------------------------
 
@@ -544,11 +271,7 @@ cdef class FastPath:
                   uint32_t prefetch_min_hits):
         """New cache settings (a config reload), as in the constructor; the cache is
         emptied, so no entry outlives the settings it was stored under."""
-        self.clear()
-        self.max_entries = max_entries
-        self.prefetch = prefetch
-        self.prefetch_threshold = prefetch_threshold
-        self.prefetch_min_hits = prefetch_min_hits
+        self.cache.configure(max_entries, prefetch, prefetch_threshold, prefetch_min_hits)
 
     def set_punt_names(self, list punt_names):
         """[(policy index, normalised name)]: queries of that policy for the name or below
@@ -578,107 +301,39 @@ cdef class FastPath:
     def set_templates(self, list templates):
         """Block answers after the question, for A, AAAA and any other type:
         [(rcode, ancount, nscount, records)]."""
-        cdef int i
-        cdef bytes rec
-        if len(templates) != 3:
-            raise ValueError("three templates: A, AAAA, other")
-        for i in range(3):
-            rcode, an, ns, rec = templates[i]
-            free(self.tmpl[i].rec)
-            self.tmpl[i].rec = <uint8_t *>malloc(max(1, len(rec)))
-            if self.tmpl[i].rec == NULL:
-                raise MemoryError()
-            memcpy(self.tmpl[i].rec, PyBytes_AS_STRING(rec), len(rec))
-            self.tmpl[i].reclen = len(rec)
-            self.tmpl[i].rcode = rcode
-            self.tmpl[i].an = an
-            self.tmpl[i].ns = ns
-        self.blocking_ready = True
+        self.blocks.set_templates(templates)
 
     def learn_block(self, int64_t code, int policy, bytes ede, int metric):
-        """Memoise the EDE option (and the blocks counter index) of a block by `code` for
-        clients of `policy`, so the next block by that rule is answered in C."""
-        cdef int64_t key = code | (<int64_t>policy << 56)
-        cdef uint64_t i
-        if metric < 0 or metric >= MAX_BLOCK_KEYS:
-            return  # counted by Python only: too many (category, list) pairs
-        if self._ede_find(key) >= 0:
-            return
-        if self.nede >= MAX_EDE:
-            self.forget_blocks()
-        i = (<uint64_t>key * 0x9E3779B97F4A7C15ULL) >> 48
-        while self.ede_keys[i] != -1:
-            i = (i + 1) & (EDE_SLOTS - 1)
-        self.ede_opts[self.nede] = <uint8_t *>malloc(max(1, len(ede)))
-        if self.ede_opts[self.nede] == NULL:
-            raise MemoryError()
-        memcpy(self.ede_opts[self.nede], PyBytes_AS_STRING(ede), len(ede))
-        self.ede_lens[self.nede] = len(ede)
-        self.ede_metric[self.nede] = metric
-        self.ede_keys[i] = key
-        self.ede_vals[i] = self.nede
-        self.nede += 1
+        """Memoise the EDE option of a block by `code` for clients of `policy`
+        (`BlockAnswers.learn`)."""
+        self.blocks.learn(code, policy, ede, metric)
 
     def forget_blocks(self):
         """Forget every memoised block EDE (lists or policies changed)."""
-        cdef int i
-        for i in range(self.nede):
-            free(self.ede_opts[i])
-            self.ede_opts[i] = NULL
-        self.nede = 0
-        memset(self.ede_keys, 0xFF, EDE_SLOTS * sizeof(int64_t))
+        self.blocks.forget()
 
-    # -- the query log ----------------------------------------------------------------
+    # -- the query log (_querylog.pyx) ------------------------------------------------
 
     def set_querylog(self, int anonymize, bytes key, dict qtype_json, size_t capacity):
-        """Write a query log line for every answer given in C, as `querylog.QueryLog`
-        formats it, into a buffer of `capacity` bytes that `take_log` drains (lines that
-        do not fit are counted in `log_dropped`).
-
-        Args:
-            anonymize: the index of the mode in `config.ANONYMIZE_MODES`: 0 "truncate",
-                1 "hash" (keyed with `key`, 16 bytes), 2 "none".
-            qtype_json: {qtype code: its JSON string} for the mnemonics; other codes are
-                written as their number in a string, as querylog.py does.
-        """
-        cdef int code
-        cdef bytes raw
-        if len(key) != 16:
-            raise ValueError("the query log key has 16 bytes")
-        if self.logbuf == NULL:
-            self.logbuf = <char *>malloc(capacity)
-            self.qtype_json = <char **>calloc(65536, sizeof(char *))
-            if self.logbuf == NULL or self.qtype_json == NULL:
-                raise MemoryError()
-            self.logcap = capacity
-        for code, text in qtype_json.items():
-            raw = text.encode("ascii")
-            free(self.qtype_json[code & 0xFFFF])
-            self.qtype_json[code & 0xFFFF] = <char *>calloc(len(raw) + 1, 1)
-            if self.qtype_json[code & 0xFFFF] == NULL:
-                raise MemoryError()
-            memcpy(self.qtype_json[code & 0xFFFF], PyBytes_AS_STRING(raw), len(raw))
-        self.log_anon = anonymize
-        self.lk0 = int.from_bytes(key[:8], "little")
-        self.lk1 = int.from_bytes(key[8:], "little")
-        self.log_sec = -1
-        self.logging = True
+        """Write a query log line for every answer given in C (`LogBuffer.configure`)."""
+        self.log.configure(anonymize, key, qtype_json, capacity)
 
     def stop_querylog(self):
         """Write no more query log lines (a config reload turned the query log off); the
         lines already written stay for `take_log`."""
-        self.logging = False
+        self.log.stop()
 
     def label_block(self, int metric, bytes fields):
         """The query log's `"category":..,"list":..` for blocks counted under `metric`."""
-        if metric < 0 or metric >= MAX_BLOCK_KEYS:
-            return
-        free(self.block_json[metric])
-        self.block_json[metric] = <char *>calloc(len(fields) + 1, 1)
-        if self.block_json[metric] == NULL:
-            raise MemoryError()
-        memcpy(self.block_json[metric], PyBytes_AS_STRING(fields), len(fields))
+        self.log.label_block(metric, fields)
 
+    def take_log(self):
+        """The query log lines written since the last call (bytes, whole lines)."""
+        return self.log.take()
+
+    @property
+    def log_dropped(self):
+        return self.log.dropped
     # -- newly observed domains (dns_resolver.observed) ---------------------------------
 
     def set_observe(self, size_t capacity, int v4_prefix, int v6_prefix, uint32_t watch=0):
@@ -700,7 +355,7 @@ cdef class FastPath:
             self.obscap = capacity
         self.obs_v4 = max(0, min(v4_prefix, 32))
         self.obs_v6 = max(0, min(v6_prefix, 128))
-        self.obs_watch = watch
+        self.cache.watch = watch if capacity else 0
 
     def take_observed(self):
         """The records since the last call: per miss, family (1 byte: 4 or 6), network
@@ -731,208 +386,30 @@ cdef class FastPath:
         memcpy(rec + 18, name, namelen)
         self.obslen += 18 + namelen
 
-    def take_log(self):
-        """The query log lines written since the last call (bytes, whole lines)."""
-        cdef bytes out
-        if self.loglen == 0:
-            return b""
-        out = PyBytes_FromStringAndSize(self.logbuf, self.loglen)
-        self.loglen = 0
-        return out
-
-    cdef void _log(self, const void *sa, const uint8_t *q, uint32_t qlen, uint16_t qtype,
-                   int result, int metric, double duration, double wall) noexcept nogil:
-        """Append one line, byte for byte what `QueryLog._format` writes for it."""
-        cdef char *out
-        cdef char client[64]
-        cdef char text[64]
-        cdef char name[256]
-        cdef char ms[32]
-        cdef uint8_t a6[16]
-        cdef int family, nl, i, k
-        cdef const uint8_t *addr
-        cdef long sec
-        cdef tm t
-        cdef time_t tt
-        cdef int millis
-        cdef const char *fields = '"category":null,"list":null'
-        cdef const char *qt
-        cdef char qnum[16]
-        if self.logcap - self.loglen < LOG_LINE_MAX:
-            self.log_dropped += 1
-            return
-        sec = <long>wall
-        if sec != self.log_sec:
-            self.log_sec = sec
-            tt = sec
-            gmtime_r(&tt, &t)
-            strftime(self.log_stamp, sizeof(self.log_stamp), "%Y-%m-%dT%H:%M:%S", &t)
-        millis = <int>((wall - sec) * 1000)
-        if millis > 999:
-            millis = 999
-        # The client as the socket reports it (what Python gets from recvfrom) ...
-        _addr_text(sa, text)
-        # ... then querylog.anonymize_client: its /24 or /48, a keyed hash, or as is.
-        if self.log_anon == 1:
-            snprintf(client, 64, '"%016llx"',
-                     <unsigned long long>fc_siphash24(self.lk0, self.lk1,
-                                                      <const unsigned char *>text,
-                                                      strlen(text)))
-        elif self.log_anon == 0 and _client(sa, &family, &addr) == 0:
-            if family == 4:
-                snprintf(client, 64, '"%u.%u.%u.0"', addr[0], addr[1], addr[2])
-            else:
-                memset(a6, 0, 16)
-                memcpy(a6, addr, 6)
-                inet_ntop(AF_INET6, a6, text, 64)
-                snprintf(client, 64, '"%s"', text)
-        else:
-            snprintf(client, 64, '"%s"', text)
-        # The name is lower-case printable ASCII without backslashes (else Python had it):
-        # only a quote needs escaping for JSON.
-        nl = _read_name(q, qlen, 12, name)
-        if nl < 0:
-            nl = 0
-        qt = self.qtype_json[qtype]
-        if qt == NULL:
-            snprintf(qnum, 16, '"%u"', qtype)
-            qt = qnum
-        if result == L_BLOCKED and 0 <= metric < MAX_BLOCK_KEYS and self.block_json[metric] != NULL:
-            fields = self.block_json[metric]
-        # duration_ms is round(seconds * 1000, 3) printed as Python prints floats.
-        k = snprintf(ms, 32, "%.3f", duration * 1000)
-        while k > 2 and ms[k - 1] == 48 and ms[k - 2] != 46:
-            k -= 1
-        ms[k] = 0
-        out = self.logbuf + self.loglen
-        k = snprintf(out, LOG_LINE_MAX, '{"timestamp":"%s.%03dZ","client":%s,"qname":"',
-                     self.log_stamp, millis, client)
-        for i in range(nl):
-            if name[i] == 34:
-                out[k] = 92
-                k += 1
-            out[k] = name[i]
-            k += 1
-        k += snprintf(out + k, LOG_LINE_MAX - k,
-                      '","qtype":%s,"protocol":"udp","result":"%s",%s,"rcode":null,'
-                      '"duration_ms":%s}\n', qt, _RESULTS[result], fields, ms)
-        self.loglen += k
-
-    # -- dnstap ---------------------------------------------------------------------------
+    # -- dnstap (_tapbuf.pyx) -------------------------------------------------------------
 
     def set_dnstap(self, bint query, bint response, int anonymize, bytes key, bytes prefix,
                    size_t capacity):
-        """Write dnstap frames (dns_resolver/dnstap.py) for every client exchange answered
-        in C into a buffer of `capacity` bytes that `take_tap` drains (frames that do not
-        fit are counted in `tap_dropped`).
-
-        Args:
-            query, response: write CLIENT_QUERY, CLIENT_RESPONSE.
-            anonymize: as for `set_querylog`: 0 truncate, 1 hash (keyed with `key`), 2 none.
-            prefix: the encoded `Dnstap.identity` and `.version` fields.
-        """
-        if len(key) != 16 or len(prefix) > sizeof(self.tap_prefix):
-            raise ValueError("dnstap: a 16-byte key and at most 512 bytes of prefix")
-        if self.tapbuf == NULL:
-            self.tapbuf = <uint8_t *>malloc(capacity)
-            if self.tapbuf == NULL:
-                raise MemoryError()
-            self.tapcap = capacity
-        memcpy(self.tap_prefix, PyBytes_AS_STRING(prefix), len(prefix))
-        self.tap_prefixlen = len(prefix)
-        self.tap_anon = anonymize
-        self.tk0 = int.from_bytes(key[:8], "little")
-        self.tk1 = int.from_bytes(key[8:], "little")
-        self.tap_query = query
-        self.tap_response = response
-        self.tapping = query or response
+        """Write dnstap frames for every client exchange answered in C
+        (`TapBuffer.configure`)."""
+        self.tap.configure(query, response, anonymize, key, prefix, capacity)
 
     def take_tap(self):
         """(frames written since the last call, back to back; how many)."""
-        cdef bytes out
-        cdef uint64_t n = self.tapcount
-        if self.taplen == 0:
-            return b"", 0
-        out = PyBytes_FromStringAndSize(<char *>self.tapbuf, self.taplen)
-        self.taplen = 0
-        self.tapcount = 0
-        return out, n
+        return self.tap.take()
+
+    @property
+    def tap_dropped(self):
+        return self.tap.dropped
 
     cdef void _tap(self, const void *sa, const uint8_t *q, uint32_t qlen, const uint8_t *r,
                    uint32_t rlen, int edeidx, double qwall, double rwall) noexcept nogil:
-        """CLIENT_QUERY and CLIENT_RESPONSE frames for query `q` answered with `r`; a
-        block (`edeidx` >= 0) carries its Policy: the EDE text as the rule."""
-        cdef fd_tap_msg m
-        cdef int family
-        cdef const uint8_t *addr
-        cdef uint8_t packed[16]
-        cdef char text[64]
-        cdef uint64_t h
-        cdef uint32_t qend, ancount
-        cdef size_t n
-        cdef int i
-        if _client(sa, &family, &addr) < 0:
-            return
-        memset(&m, 0, sizeof(m))
-        m.family = 1 if family == 4 else 2
-        m.addrlen = 4 if family == 4 else 16
-        m.protocol = 1
-        memcpy(packed, addr, m.addrlen)
-        # querylog's anonymize modes, as dnstap.tap_address does them.
-        if self.tap_anon == 0:
-            memset(packed + (3 if family == 4 else 6), 0, m.addrlen - (3 if family == 4 else 6))
-        elif self.tap_anon == 1:
-            if family == 4:
-                snprintf(text, 64, "%u.%u.%u.%u", addr[0], addr[1], addr[2], addr[3])
-            else:
-                inet_ntop(AF_INET6, addr, text, 64)
-            h = fc_siphash24(self.tk0, self.tk1, <const unsigned char *>text, strlen(text))
-            memset(packed, 0, 16)
-            for i in range(4 if family == 4 else 8):
-                packed[i] = (h >> (56 - 8 * i)) & 0xFF
-        m.addr = packed
-        m.port = ntohs((<const sockaddr_in *>sa).sin_port)  # same offset in sockaddr_in6
-        m.qsec = <uint64_t>qwall
-        m.qnsec = <uint32_t>((qwall - <double>m.qsec) * 1e9)
-        if self.tap_query:
-            m.type = 5
-            m.query = q
-            m.querylen = qlen
-            n = fd_tap_frame(self.tapbuf + self.taplen, self.tapcap - self.taplen,
-                             self.tap_prefix, self.tap_prefixlen, &m)
-            if n == 0:
-                self.tap_dropped += 1
-            self.taplen += n
-            self.tapcount += n != 0
-        if not self.tap_response:
-            return
-        m.type = 6
-        m.query = NULL
-        m.querylen = 0
-        m.rsec = <uint64_t>rwall
-        m.rnsec = <uint32_t>((rwall - <double>m.rsec) * 1e9)
-        m.response = r
-        m.responselen = rlen
-        if 0 <= edeidx < self.nede and self.ede_lens[edeidx] > 6 and rlen >= 12:
-            # The EDE option: code, length, info code, then the text ("blocked: ...").
-            m.rule = self.ede_opts[edeidx] + 6
-            m.rulelen = self.ede_lens[edeidx] - 6
-            if m.rulelen >= 9 and memcmp(m.rule, b"blocked: ", 9) == 0:
-                m.rule += 9
-                m.rulelen -= 9
-            ancount = _u16(r + 6)
-            m.action = 1 if (r[3] & 0xF) == 3 else (6 if ancount else 2)
-            qend = _skip_name(q, qlen, 12)
-            if qend:
-                m.value = q + 12
-                m.valuelen = qend - 12
-        n = fd_tap_frame(self.tapbuf + self.taplen, self.tapcap - self.taplen,
-                         self.tap_prefix, self.tap_prefixlen, &m)
-        if n == 0:
-            self.tap_dropped += 1
-        self.taplen += n
-        self.tapcount += n != 0
-
+        """The frames of a UDP exchange; a block (`edeidx` >= 0) carries its EDE text."""
+        if 0 <= edeidx < self.blocks.nede:
+            self.tap.write(sa, TAP_UDP, q, qlen, r, rlen, self.blocks.ede_opts[edeidx],
+                           self.blocks.ede_lens[edeidx], qwall, rwall)
+        else:
+            self.tap.write(sa, TAP_UDP, q, qlen, r, rlen, NULL, 0, qwall, rwall)
     # -- forwarding (from Python: `dns_resolver.fastforward`) ----------------------------
 
     def set_upstream(self, int udp_size, double timeout, bint inspect,
@@ -1016,7 +493,7 @@ cdef class FastPath:
         cdef double now
         if self.inflight == 0:
             return _NOTHING
-        now = _now()
+        now = mono_now()
         for i in range(MAX_PENDING):
             if self.pend[i].usock >= 0 and now - self.pend[i].sent >= self.up_timeout:
                 if rest is None:
@@ -1068,7 +545,7 @@ cdef class FastPath:
         self._detach(idx)
         host, port = _host_port(p.name)
         out = (PyBytes_FromStringAndSize(<char *>p.query, p.qlen), host, port, reason, p.fd,
-               answer, _now() - p.started)
+               answer, mono_now() - p.started)
         self._pend_free(idx)
         return out
 
@@ -1081,174 +558,28 @@ cdef class FastPath:
                     rest.append(self._hand_over(i, R_UPSTREAM, None))
         return 0
 
-    cdef int _ede_find(self, int64_t key) noexcept nogil:
-        cdef uint64_t i = (<uint64_t>key * 0x9E3779B97F4A7C15ULL) >> 48
-        while self.ede_keys[i] != -1:
-            if self.ede_keys[i] == key:
-                return self.ede_vals[i]
-            i = (i + 1) & (EDE_SLOTS - 1)
-        return -1
-
-    # -- the cache ------------------------------------------------------------------------
-
-    cdef Entry *_find(self, const uint8_t *key, uint32_t keylen, uint64_t h) noexcept nogil:
-        cdef Entry *e = self.buckets[h & (self.nbuckets - 1)]
-        while e != NULL:
-            if e.hash == h and e.keylen == keylen and memcmp(e.key, key, keylen) == 0:
-                return e
-            e = e.chain
-        return NULL
-
-    cdef void _unlink(self, Entry *e) noexcept nogil:
-        if e.newer != NULL:
-            e.newer.older = e.older
-        else:
-            self.lru_head = e.older
-        if e.older != NULL:
-            e.older.newer = e.newer
-        else:
-            self.lru_tail = e.newer
-        e.newer = NULL
-        e.older = NULL
-
-    cdef void _drop(self, Entry *e) noexcept nogil:
-        cdef Entry **p = &self.buckets[e.hash & (self.nbuckets - 1)]
-        while p[0] != e:
-            p = &p[0].chain
-        p[0] = e.chain
-        self._unlink(e)
-        self.entries -= 1
-        free(e)
+    # -- the cache (_cache.pyx) -----------------------------------------------------------
 
     def store(self, bytes key, bytes body, tuple offsets, tuple ttls, double stored,
               uint32_t lifetime, bytes ede):
-        """Cache `body` (an OPT-less answer, ID zeroed) under `key` (lower-cased question
-        name in wire form + type + class + DO byte, see `fastpath.wire_key`)."""
-        cdef uint32_t keylen = len(key), bodylen = len(body), nttl = len(offsets), i
-        cdef uint16_t offs[MAX_RECORDS]
-        cdef uint32_t vals[MAX_RECORDS]
-        if self.max_entries == 0 or keylen > MAX_KEY or len(ttls) != nttl:
-            return
-        if nttl > MAX_RECORDS:
-            self.discard(key)  # never serve an older answer than Python's
-            return
-        for i in range(nttl):
-            if offsets[i] + 4 > bodylen:
-                raise ValueError("TTL offset outside the answer")
-            offs[i] = offsets[i]
-            vals[i] = ttls[i]
-        if self._store_raw(
-                <const uint8_t *>PyBytes_AS_STRING(key), keylen, self._key_hash(key),
-                <const uint8_t *>PyBytes_AS_STRING(body), bodylen, offs, vals, nttl, stored,
-                lifetime, <const uint8_t *>PyBytes_AS_STRING(ede), len(ede)) == NULL:
-            raise MemoryError()
-
-    cdef Entry *_store_raw(self, const uint8_t *key, uint32_t keylen, uint64_t h,
-                           const uint8_t *body, uint32_t bodylen, const uint16_t *offsets,
-                           const uint32_t *ttls, uint32_t nttl, double stored,
-                           uint32_t lifetime, const uint8_t *ede, uint32_t edelen) noexcept nogil:
-        cdef Entry *e = self._find(key, keylen, h)
-        cdef uint8_t *p
-        if e != NULL:
-            self._drop(e)
-        e = <Entry *>malloc(sizeof(Entry) + nttl * 6 + keylen + bodylen + edelen)
-        if e == NULL:
-            return NULL
-        p = <uint8_t *>(e + 1)
-        e.ttls = <uint32_t *>p
-        p += nttl * 4
-        e.offsets = <uint16_t *>p
-        p += nttl * 2
-        e.key = p
-        p += keylen
-        e.body = p
-        p += bodylen
-        e.ede = p
-        memcpy(e.key, key, keylen)
-        memcpy(e.body, body, bodylen)
-        memcpy(e.ede, ede, edelen)
-        memcpy(e.ttls, ttls, nttl * 4)
-        memcpy(e.offsets, offsets, nttl * 2)
-        e.hash = h
-        e.keylen = keylen
-        e.bodylen = bodylen
-        e.edelen = edelen
-        e.nttl = nttl
-        e.stored = stored
-        e.lifetime = lifetime
-        e.hits = 0
-        e.watch = self.obs_watch if self.obsbuf != NULL else 0
-        e.chain = self.buckets[h & (self.nbuckets - 1)]
-        self.buckets[h & (self.nbuckets - 1)] = e
-        e.newer = NULL
-        e.older = self.lru_head
-        if self.lru_head != NULL:
-            self.lru_head.newer = e
-        self.lru_head = e
-        if self.lru_tail == NULL:
-            self.lru_tail = e
-        self.entries += 1
-        while self.entries > self.max_entries:
-            self._drop(self.lru_tail)
-        if self.entries > self.nbuckets and self.nbuckets < (1 << 27):
-            self._grow()
-        return e
-
-    cdef int _grow(self) noexcept nogil:
-        """Double the bucket array and rehash (walks the LRU list: every entry once)."""
-        cdef uint64_t n = self.nbuckets * 2
-        cdef Entry **b = <Entry **>calloc(n, sizeof(Entry *))
-        cdef Entry *e = self.lru_head
-        if b == NULL:
-            return 0  # keep the longer chains rather than fail a store
-        while e != NULL:
-            e.chain = b[e.hash & (n - 1)]
-            b[e.hash & (n - 1)] = e
-            e = e.older
-        free(self.buckets)
-        self.buckets = b
-        self.nbuckets = n
-        return 0
+        """Cache `body` under `key` (`AnswerCache.store`)."""
+        self.cache.store(key, body, offsets, ttls, stored, lifetime, ede)
 
     def fetch(self, bytes key):
-        """The entry cached under `key` as (body, offsets, ttls, stored, lifetime, ede), or
-        None: for Python's cache, which does not hold what C forwarded and cached."""
-        cdef Entry *e = self._lookup(key)
-        cdef uint32_t i
-        if e == NULL:
-            return None
-        return (PyBytes_FromStringAndSize(<char *>e.body, e.bodylen),
-                tuple([e.offsets[i] for i in range(e.nttl)]),
-                tuple([e.ttls[i] for i in range(e.nttl)]),
-                e.stored, e.lifetime, PyBytes_FromStringAndSize(<char *>e.ede, e.edelen))
+        """The entry cached under `key` (`AnswerCache.fetch`), or None."""
+        return self.cache.fetch(key)
 
     def discard(self, bytes key):
         """Forget one entry, if cached."""
-        cdef Entry *e = self._lookup(key)
-        if e != NULL:
-            self._drop(e)
-
-    cdef uint64_t _key_hash(self, bytes key):
-        return fc_siphash24(self.k0, self.k1, <const unsigned char *>PyBytes_AS_STRING(key),
-                            len(key))
-
-    cdef Entry *_lookup(self, bytes key):
-        """The entry cached under a key made by Python (`fastpath.wire_key`), or NULL."""
-        return self._find(<const uint8_t *>PyBytes_AS_STRING(key), len(key), self._key_hash(key))
+        self.cache.discard(key)
 
     def clear(self):
         """Drop every cached answer."""
-        cdef Entry *e = self.lru_head
-        cdef Entry *nxt
-        while e != NULL:
-            nxt = e.older
-            free(e)
-            e = nxt
-        memset(self.buckets, 0, self.nbuckets * sizeof(Entry *))
-        self.lru_head = NULL
-        self.lru_tail = NULL
-        self.entries = 0
+        self.cache.clear()
 
+    @property
+    def entries(self):
+        return self.cache.entries
     # -- clients ------------------------------------------------------------------------
 
     cdef bint _allowed(self, int family, const uint8_t *addr) noexcept nogil:
@@ -1303,7 +634,7 @@ cdef class FastPath:
         cdef uint32_t qend
         cdef uint16_t qflags
         cdef bint edns = False, do = False
-        if _client(sa, &family, &addr) < 0:
+        if client_of(sa, &family, &addr) < 0:
             return False
         verdict = self.limiter.check(family, addr, now, False)
         if verdict == RL_PASS:
@@ -1312,30 +643,30 @@ cdef class FastPath:
         slot.verdict = DROPPED
         slot.result = L_LIMITED if verdict == RL_LIMITED_LOG else L_QUIET
         slot.qtype = 0
-        qend = _skip_name(d, n, 12) if _u16(d + 4) == 1 else 0
+        qend = skip_name(d, n, 12) if u16(d + 4) == 1 else 0
         if qend == 0 or qend + 4 > n or qend - 12 > 255:
             self.limiter.count(RL_DROP)
             return True
-        slot.qtype = _u16(d + qend)
+        slot.qtype = u16(d + qend)
         qend += 4
         if action == RL_DROP:
             self.limiter.count(RL_DROP)
             return True
         # An OPT right after the question: echo EDNS (and DO) as every answer does.
-        if _u16(d + 10) == 1 and qend + 11 <= n and d[qend] == 0 and (
-                _u16(d + qend + 1) == TYPE_OPT):
+        if u16(d + 10) == 1 and qend + 11 <= n and d[qend] == 0 and (
+                u16(d + qend + 1) == TYPE_OPT):
             edns = True
             do = (d[qend + 7] & 0x80) != 0
-        qflags = _u16(d + 2)
+        qflags = u16(d + 2)
         out[0] = d[0]
         out[1] = d[1]
-        _put16(out + 2, QR | RA | (qflags & (0x7800 | RD | CD))
+        put16(out + 2, QR | RA | (qflags & (0x7800 | RD | CD))
                | (TC if action == RL_TRUNCATE else 5))  # 5: REFUSED
-        _put16(out + 4, 1)
+        put16(out + 4, 1)
         memset(out + 6, 0, 6)
         out[11] = 1 if edns else 0
         memcpy(out + 12, d + 12, qend - 12)
-        slot.outlen = _add_opt(out, qend, edns, do, self.udp_size, NULL, 0)
+        slot.outlen = add_opt(out, qend, edns, do, self.udp_size, NULL, 0)
         slot.verdict = ANSWERED
         self.limiter.count(action)
         return True
@@ -1346,17 +677,17 @@ cdef class FastPath:
         query draws a large answer. `Resolver._any` builds the same answer."""
         out[0] = d[0]
         out[1] = d[1]
-        _put16(out + 2, QR | RA | (qflags & (0x7800 | RD | CD)))
-        _put16(out + 4, 1)
-        _put16(out + 6, 1)
-        _put16(out + 8, 0)
-        _put16(out + 10, 1 if edns else 0)
+        put16(out + 2, QR | RA | (qflags & (0x7800 | RD | CD)))
+        put16(out + 4, 1)
+        put16(out + 6, 1)
+        put16(out + 8, 0)
+        put16(out + 10, 1 if edns else 0)
         memcpy(out + 12, d + 12, qend - 12)
         # Owner: the question name; type HINFO; class (below); TTL 3600; "RFC8482" "".
         memcpy(out + qend, b"\xc0\x0c\x00\x0d\x00\x01\x00\x00\x0e\x10\x00\x09"
                b"\x07RFC8482\x00", 21)
-        _put16(out + qend + 4, qclass)
-        return _add_opt(out, qend + 21, edns, do, self.udp_size, NULL, 0)
+        put16(out + qend + 4, qclass)
+        return add_opt(out, qend + 21, edns, do, self.udp_size, NULL, 0)
     # -- subscribers (docs/subscribers.md) -------------------------------------------------
 
     def set_subscribers(self, SubscriberTable table):
@@ -1403,9 +734,9 @@ cdef class FastPath:
             return
         if self.limiting and self._limited(d, n, sa, out, slot, now):
             return
-        qflags = _u16(d + 2)
-        ar = _u16(d + 10)
-        if (qflags & 0x7800) or _u16(d + 4) != 1 or _u16(d + 6) or _u16(d + 8) or ar > 1:
+        qflags = u16(d + 2)
+        ar = u16(d + 10)
+        if (qflags & 0x7800) or u16(d + 4) != 1 or u16(d + 6) or u16(d + 8) or ar > 1:
             return
         # The question: lower-case wire name (the cache key) and dotted text (the walk).
         pos = 12
@@ -1439,18 +770,18 @@ cdef class FastPath:
         qend = pos + 5
         if qend > n:
             return
-        qtype = _u16(d + pos + 1)
-        qclass = _u16(d + pos + 3)
+        qtype = u16(d + pos + 1)
+        qclass = u16(d + pos + 3)
         if ar:
             # Only an OPT record may follow: root owner, type 41, well-formed options.
             pos = qend
-            if pos + 11 > n or d[pos] != 0 or _u16(d + pos + 1) != TYPE_OPT:
+            if pos + 11 > n or d[pos] != 0 or u16(d + pos + 1) != TYPE_OPT:
                 return
             if d[pos + 6] != 0:
                 return  # EDNS version other than 0: BADVERS from Python
-            udp = _u16(d + pos + 3)
+            udp = u16(d + pos + 3)
             do = (d[pos + 7] & 0x80) != 0
-            rdlen = _u16(d + pos + 9)
+            rdlen = u16(d + pos + 9)
             pos += 11
             if pos + rdlen > n:
                 return
@@ -1458,14 +789,14 @@ cdef class FastPath:
             while i < pos + rdlen:
                 if i + 4 > pos + rdlen:
                     return
-                olen = _u16(d + i + 2)
+                olen = u16(d + i + 2)
                 i += 4 + olen
                 if i > pos + rdlen:
                     return
             edns = True
             if udp < PLAIN_UDP:
                 udp = PLAIN_UDP
-        if _client(sa, &family, &addr) < 0:
+        if client_of(sa, &family, &addr) < 0:
             return
         if not self._allowed(family, addr):
             slot.reason = R_REFUSE
@@ -1506,18 +837,18 @@ cdef class FastPath:
             keylen += 9
         limit = (udp if udp < self.udp_size else self.udp_size) if edns else PLAIN_UDP
         t = qtype if qtype < 256 else 256
-        h = fc_siphash24(self.k0, self.k1, key, keylen)
-        e = self._find(key, keylen, h)
+        h = fc_siphash24(self.cache.k0, self.cache.k1, key, keylen)
+        e = cache_find(self.cache, key, keylen, h)
         if e != NULL and now - e.stored >= e.lifetime and not self.expired_to_python:
-            self._drop(e)  # asked again below, from C, as any miss
+            self.cache.drop(e)  # asked again below, from C, as any miss
             e = NULL
         if e != NULL:
             age = <uint32_t>(now - e.stored) if now > e.stored else 0
             if now - e.stored >= e.lifetime:
                 slot.reason = R_STALE
                 return
-            if (self.prefetch and e.hits + 1 >= self.prefetch_min_hits
-                    and e.lifetime - age <= e.lifetime * self.prefetch_threshold):
+            if (self.cache.prefetch and e.hits + 1 >= self.cache.prefetch_min_hits
+                    and e.lifetime - age <= e.lifetime * self.cache.prefetch_threshold):
                 slot.reason = R_STALE
                 return
             e.hits += 1
@@ -1525,13 +856,9 @@ cdef class FastPath:
                 e.watch -= 1
                 if self.obsbuf != NULL and namelen:
                     self._observe(<const uint8_t *>name, namelen, family, addr)
-            if e != self.lru_head:
-                self._unlink(e)
-                e.older = self.lru_head
-                self.lru_head.newer = e
-                self.lru_head = e
-            slot.outlen = self._fill(e.body, e.bodylen, e.offsets, e.ttls, e.nttl, age, d,
-                                     qend, qflags, edns, do, limit, e.ede, e.edelen, out)
+            cache_touch(self.cache, e)
+            slot.outlen = fill(e.body, e.bodylen, e.offsets, e.ttls, e.nttl, age, d, qend,
+                               qflags, edns, do, limit, self.udp_size, e.ede, e.edelen, out)
             slot.verdict = ANSWERED
             slot.result = L_CACHED
             slot.qtype = qtype
@@ -1541,10 +868,10 @@ cdef class FastPath:
         else:
             if self.obsbuf != NULL and namelen:
                 self._observe(<const uint8_t *>name, namelen, family, addr)
-            if self.core is None or not self.blocking_ready or namelen == 0:
+            if self.core is None or not self.blocks.ready or namelen == 0:
                 slot.reason = R_MISS
                 return
-            if _ip_like(name, namelen):
+            if ip_like(name, namelen):
                 slot.reason = R_MISS  # IP literals take Matcher.check's Python path
                 return
             nn = normalize_ascii(name, namelen, norm)
@@ -1586,77 +913,22 @@ cdef class FastPath:
                         else:
                             slot.verdict = FORWARD
                 return
-            idx = self._ede_find(code | (<int64_t>policy << 56))
+            idx = ede_find(self.blocks, code | (<int64_t>policy << 56))
             if idx < 0:
                 slot.reason = R_NEW_BLOCK
                 slot.code = code
                 return
-            i = 0 if qtype == 1 else (1 if qtype == 28 else 2)
-            if qclass != 1:
-                i = 2
-            ede = self.ede_opts[idx]
-            edelen = self.ede_lens[idx]
-            optlen = 11 + edelen if edns else 0
-            flags = QR | RA | (qflags & (0x7800 | RD | CD)) | self.tmpl[i].rcode
-            blen = qend + self.tmpl[i].reclen
-            out[0] = d[0]
-            out[1] = d[1]
-            _put16(out + 2, flags)
-            _put16(out + 4, 1)
-            if blen + optlen <= limit:
-                _put16(out + 6, self.tmpl[i].an)
-                _put16(out + 8, self.tmpl[i].ns)
-                _put16(out + 10, 1 if edns else 0)
-                memcpy(out + 12, d + 12, qend - 12)
-                memcpy(out + qend, self.tmpl[i].rec, self.tmpl[i].reclen)
-                total = blen
-            else:
-                _put16(out + 2, flags | TC)
-                memset(out + 6, 0, 6)
-                out[11] = 1 if edns else 0
-                memcpy(out + 12, d + 12, qend - 12)
-                total = qend
+            slot.outlen = self.blocks.write(idx, d, qend, qflags, qtype, qclass, edns, do,
+                                            limit, self.udp_size, out)
             self.c_blocked[t] += 1
-            if self.max_entries:
+            if self.cache.max_entries:
                 self.c_misses += 1  # Python's handle counts the cache lookup too
-            self.c_blocks[self.ede_metric[idx]] += 1
+            self.c_blocks[self.blocks.ede_metric[idx]] += 1
+            slot.verdict = ANSWERED
             slot.result = L_BLOCKED
-            slot.metric = self.ede_metric[idx]
+            slot.metric = self.blocks.ede_metric[idx]
             slot.code = idx  # dnstap's Policy reads the EDE text
             slot.qtype = qtype
-        slot.verdict = ANSWERED
-        slot.outlen = _add_opt(out, total, edns, do, self.udp_size, ede, edelen)
-
-    cdef uint32_t _fill(self, const uint8_t *body, uint32_t blen, const uint16_t *offsets,
-                        const uint32_t *ttls, uint32_t nttl, uint32_t age, const uint8_t *q,
-                        uint32_t qend, uint16_t qflags, bint edns, bint do, uint32_t limit,
-                        const uint8_t *ede, uint32_t edelen, uint8_t *out) noexcept nogil:
-        """The answer to query `q` from an OPT-less `body`: the client's ID, RD/CD and
-        question bytes (letter case kept), TTLs minus `age`, our OPT; too big for `limit`,
-        the header, question and OPT with TC. `wire.adopt` + `edns.finish` in C."""
-        cdef uint32_t total, i, ttl
-        cdef uint32_t optlen = 11 + edelen if edns else 0
-        cdef uint16_t flags = (_u16(body + 2) & ~(RD | CD | AA)) | (qflags & (RD | CD)) | RA
-        if blen + optlen <= limit:
-            memcpy(out, body, blen)
-            for i in range(nttl):
-                ttl = ttls[i]
-                _put32(out + offsets[i], ttl - age if ttl > age else 0)
-            total = blen
-            if edns:
-                _put16(out + 10, _u16(out + 10) + 1)
-        else:
-            flags |= TC
-            memset(out + 4, 0, 8)
-            out[5] = 1
-            if edns:
-                out[11] = 1
-            total = qend
-        out[0] = q[0]
-        out[1] = q[1]
-        _put16(out + 2, flags)
-        memcpy(out + 12, q + 12, qend - 12)  # the client's letter case (0x20)
-        return _add_opt(out, total, edns, do, self.udp_size, ede, edelen)
 
     # -- batches --------------------------------------------------------------------------
 
@@ -1683,7 +955,7 @@ cdef class FastPath:
         n = recvmmsg(fd, msgs, VLEN, MSG_DONTWAIT, NULL)
         if n <= 0:
             return -1
-        now = _now()
+        now = mono_now()
         self.batches += 1
         self.datagrams += n
         for i in range(n):
@@ -1721,21 +993,22 @@ cdef class FastPath:
         _send_all(fd, outm, k)
         lat = 0
         if k:
-            lat = _now() - now
+            lat = mono_now() - now
             self.c_latency[_bucket(lat)] += k
             self.c_latency_sum += lat * k
-        if self.logging:
-            wall = _wallclock()
+        if self.log.on:
+            wall = wall_now()
             for i in range(n):
                 # Answers, and one line per second for a network over its rate limit
                 # (whether its queries are answered or dropped).
                 if ((self.slots[i].verdict == ANSWERED and self.slots[i].result >= 0)
                         or self.slots[i].result == L_LIMITED):
-                    self._log(self.slots[i].name, self.inbuf + i * RECV_SIZE,
-                              self.slots[i].inlen, self.slots[i].qtype,
-                              self.slots[i].result, self.slots[i].metric, lat, wall)
-        if self.tapping:
-            wall = _wallclock()
+                    self.log.write(self.slots[i].name, self.inbuf + i * RECV_SIZE,
+                                   self.slots[i].inlen, self.slots[i].qtype,
+                                   self.slots[i].result, self.slots[i].metric, lat, wall,
+                                   "udp")
+        if self.tap.on:
+            wall = wall_now()
             for i in range(n):
                 if self.slots[i].verdict == ANSWERED:
                     self._tap(self.slots[i].name, self.inbuf + i * RECV_SIZE,
@@ -1815,7 +1088,7 @@ cdef class FastPath:
             s.reason = R_ANSWER
             if not self._text_hit(s, p.mask) and self._answer(
                     self.inbuf + i * RECV_SIZE, s.inlen, p, self.outbuf + i * self.outsize,
-                    &outlen, _now(), NULL) == 0:
+                    &outlen, mono_now(), NULL) == 0:
                 self._answered(s, p, outlen)
                 answered += 1
         if answered:
@@ -1832,7 +1105,7 @@ cdef class FastPath:
         cdef uint8_t *m
         cdef Pending *p
         cdef USock *u
-        cdef double now = _now()
+        cdef double now = mono_now()
         for tries in range(MAX_USOCK):
             self.ucur = (self.ucur + 1) % MAX_USOCK
             if self.usock[self.ucur].fd >= 0 and self.usock[self.ucur].active:
@@ -1853,19 +1126,19 @@ cdef class FastPath:
             p.sent = now
             # build_query() in upstream.py: the client's question, RD/CD, our OPT + DO.
             m = self.fwdbuf + j * FWD_SIZE
-            _put16(m, uid)
-            _put16(m + 2, p.qflags & (RD | CD))
-            _put16(m + 4, 1)
-            _put16(m + 6, 0)
-            _put16(m + 8, 0)
-            _put16(m + 10, 1)
+            put16(m, uid)
+            put16(m + 2, p.qflags & (RD | CD))
+            put16(m + 4, 1)
+            put16(m + 6, 0)
+            put16(m + 8, 0)
+            put16(m + 10, 1)
             memcpy(m + 12, p.query + 12, p.qend - 12)
             m += p.qend
             m[0] = 0
-            _put16(m + 1, TYPE_OPT)
-            _put16(m + 3, self.up_udp_size)
-            _put32(m + 5, 0x8000 if p.do else 0)
-            _put16(m + 9, 0)
+            put16(m + 1, TYPE_OPT)
+            put16(m + 3, self.up_udp_size)
+            put32(m + 5, 0x8000 if p.do else 0)
+            put16(m + 9, 0)
             iovs[j].iov_base = self.fwdbuf + j * FWD_SIZE
             iovs[j].iov_len = p.qend + 11
             memset(&msgs[j].msg_hdr, 0, sizeof(msghdr))
@@ -1913,12 +1186,12 @@ cdef class FastPath:
             if len_ < 12 or not d[2] & 0x80:
                 self.c_up_garbage += 1
                 continue
-            uid = _u16(d)
+            uid = u16(d)
             idx = <int>u.ids[uid] - 1
             same = idx >= 0
             if same:
                 p = &self.pend[idx]
-                same = _u16(d + 4) == 1 and len_ >= p.qend
+                same = u16(d + 4) == 1 and len_ >= p.qend
             if same:
                 for q in range(12, p.qend):
                     if (d[q] | 0x20 if 65 <= d[q] <= 90 else d[q]) != (
@@ -1928,7 +1201,7 @@ cdef class FastPath:
             if not same:
                 # Not ours (another ID or question; or late, after a timeout): as
                 # upstream.py tells them apart, spoofed if it parses, else garbage.
-                q = _skip_name(d, len_, 12) if _u16(d + 4) == 1 else 0
+                q = skip_name(d, len_, 12) if u16(d + 4) == 1 else 0
                 if q and q + 4 <= len_:
                     self.c_up_spoofed += 1
                 else:
@@ -1966,20 +1239,21 @@ cdef class FastPath:
 
     cdef void _answered(self, Slot *s, Pending *p, uint32_t outlen) noexcept nogil:
         """Count and log the answer to pending `p` that `s` holds, to be sent."""
-        cdef double lat = _now() - p.started
+        cdef double lat = mono_now() - p.started
         cdef double wall
         s.verdict = ANSWERED
         s.outlen = outlen
         self.c_latency[_bucket(lat)] += 1
         self.c_latency_sum += lat
         self.c_allowed[p.qtype if p.qtype < 256 else 256] += 1
-        if self.logging:
-            self._log(p.name, p.query, p.qlen, p.qtype, L_ALLOWED, -1, lat, _wallclock())
-        if self.tapping:
-            wall = _wallclock()
+        if self.log.on:
+            self.log.write(p.name, p.query, p.qlen, p.qtype, L_ALLOWED, -1, lat, wall_now(),
+                           "udp")
+        if self.tap.on:
+            wall = wall_now()
             self._tap(p.name, p.query, p.qlen, self.outbuf + (s - self.slots) * self.outsize,
                       outlen, -1, wall - lat, wall)
-        if self.max_entries:
+        if self.cache.max_entries:
             self.c_misses += 1  # its cache lookup (a hand-over is counted by Python)
 
     cdef void _send_answered(self, int n) noexcept nogil:
@@ -2055,38 +1329,38 @@ cdef class FastPath:
             return 1  # the lists changed to a matcher C cannot walk: Python inspects
         if text != NULL:
             text.hostlen = 0
-        counts[0] = _u16(d + 6)
-        counts[1] = _u16(d + 8)
-        counts[2] = _u16(d + 10)
+        counts[0] = u16(d + 6)
+        counts[1] = u16(d + 8)
+        counts[2] = u16(d + 10)
         for sec in range(3):
             for j in range(counts[sec]):
                 start = pos
-                pos = _skip_name(d, n, pos)
+                pos = skip_name(d, n, pos)
                 if pos == 0 or pos + 10 > n:
                     return 1
-                rtype = _u16(d + pos)
+                rtype = u16(d + pos)
                 if rtype == TYPE_OPT:
                     bodyend = start  # strip_opt: the OPT and anything after it go
                     done = True
                     break
-                ttl = _u32(d + pos + 4)
-                rdlen = _u16(d + pos + 8)
+                ttl = u32(d + pos + 4)
+                rdlen = u16(d + pos + 8)
                 rd = pos + 10
                 if rd + rdlen > n or nrec == MAX_RECORDS:
                     return 1
                 offs[nrec] = pos + 4
-                vals[nrec] = _clean_ttl(ttl)
+                vals[nrec] = clean_ttl(ttl)
                 secs[nrec] = sec
                 nrec += 1
                 if sec == 0:
                     answers += 1
                     if check and (rtype == TYPE_CNAME or rtype == TYPE_DNAME):
-                        nl = _read_name(d, n, rd, name)
+                        nl = read_name(d, n, rd, name)
                         if nl < 0 or (nl and self.npunt_slots
                                       and self._punted(p.policy, name, nl)):
                             return 1  # odd, or a name Python decides (overrides, policy)
                         if nl:
-                            if _ip_like(name, nl):
+                            if ip_like(name, nl):
                                 return 1  # IP-literal-like targets: Matcher.check in Python
                             nn = normalize_ascii(name, nl, norm)
                             if nn < 0:
@@ -2116,7 +1390,7 @@ cdef class FastPath:
                         return 1
                     soa = True
                     soa_ttl = vals[nrec - 1]
-                    minimum = _u32(d + rd + rdlen - 4)
+                    minimum = u32(d + rd + rdlen - 4)
                 elif sec == 2:
                     arkept += 1
                 pos = rd + rdlen
@@ -2126,8 +1400,8 @@ cdef class FastPath:
             return 2
         memcpy(body, d, bodyend)
         if done:
-            _put16(body + 10, arkept)
-        if self.max_entries:
+            put16(body + 10, arkept)
+        if self.cache.max_entries:
             if (d[3] & 0xF) == 3 or answers == 0:
                 # RFC 2308 5: negative answers live for the SOA's TTL/MINIMUM; no SOA, no
                 # caching.
@@ -2152,15 +1426,15 @@ cdef class FastPath:
             body[1] = 0
             body[2] &= ~(AA >> 8) & 0xFF  # we answer from a cache, never authoritatively
             for i in range(nrec):
-                _put32(body + offs[i], vals[i])
-            e = self._store_raw(p.key, p.keylen, p.hash, body, bodyend, offs, vals, nrec, now,
-                                lifetime, body, 0)
+                put32(body + offs[i], vals[i])
+            e = self.cache.store_raw(p.key, p.keylen, p.hash, body, bodyend, offs, vals,
+                                     nrec, now, lifetime, body, 0)
         if e != NULL:
-            outlen[0] = self._fill(e.body, e.bodylen, e.offsets, e.ttls, e.nttl, 0, p.query,
-                                   p.qend, p.qflags, p.edns, p.do, p.limit, body, 0, out)
+            outlen[0] = fill(e.body, e.bodylen, e.offsets, e.ttls, e.nttl, 0, p.query, p.qend,
+                             p.qflags, p.edns, p.do, p.limit, self.udp_size, body, 0, out)
         else:
-            outlen[0] = self._fill(body, bodyend, offs, vals, 0, 0, p.query, p.qend, p.qflags,
-                                   p.edns, p.do, p.limit, body, 0, out)
+            outlen[0] = fill(body, bodyend, offs, vals, 0, 0, p.query, p.qend, p.qflags,
+                             p.edns, p.do, p.limit, self.udp_size, body, 0, out)
         return 0
 
     cdef bint _address_for_python(self, Pending *p, const char *text, int n) noexcept nogil:
@@ -2181,7 +1455,7 @@ cdef class FastPath:
         cdef int r, i, n, idx
         for r in range(rounds):
             with nogil:
-                n = self._uround(s, _now())
+                n = self._uround(s, mono_now())
             if n == -2:
                 # The upstream's port is closed (ICMP): all that waits on this socket goes
                 # to Python at once, which fails over, instead of timing out.
