@@ -592,6 +592,11 @@ class App:
             if querylog is not None and querylog is not self.querylog:
                 querylog.close()
             raise
+        if policies is not None and resolver.policies is not None:
+            # The same subscribers' table, which its writer renumbers for the new order.
+            policies.subscribers = resolver.policies.subscribers
+        if self.subscribers is not None:
+            self.subscribers.reconfigure(config, policies)
         self.config = config
         apply_logging(config)
         if store is not None and (policies is None or policies.allowances is not store):

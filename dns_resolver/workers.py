@@ -359,6 +359,12 @@ class Supervisor:
         if changed:
             self.config = outcome.config  # restarted workers start with it too
             apply_logging(self.config)
+            if self.subscribers is not None:
+                # Renumbered before the workers take the new policy order.
+                try:
+                    self.subscribers.reconfigure(self.config)
+                except ValueError as exc:
+                    log.error("subscribers: %s", exc)
             self.handoff.write(self.config)
         if self.reloader is not None:
             self.reloader.update_config(self.config)  # the workers hear of a new snapshot

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.dns_resolver.harness import DigResult, NsdServer, ServerProcess, TestZone, free_port
+from tests.dns_resolver.harness import DigResult, ServerProcess, TestZone, free_port
 from tests.reports.conftest import filterdns_cli
 
 SECRET = "s3cret-radius"
@@ -82,20 +82,6 @@ def blocked(result: DigResult) -> bool:
 
 def allowed(result: DigResult) -> bool:
     return result.status == "NOERROR" and result.rdata("A") == [TestZone.BLOCKED_A]
-
-
-@pytest.fixture
-def serve(
-    start_filterdns: Callable[..., ServerProcess], nsd_upstream: NsdServer, test_blocklist: Path
-) -> Callable[[dict], ServerProcess]:
-    """Start `filterdns serve` with `config`, NSD as upstream and the test blocklist."""
-
-    def start(config: dict) -> ServerProcess:
-        config["lists"] = [{"path": str(test_blocklist), "name": "test", "category": "adult"}]
-        # Migrations, the table, maybe forking workers: slower to answer on a busy machine.
-        return start_filterdns(config, upstreams=[nsd_upstream.upstream], ready_timeout=40)
-
-    return start
 
 
 @pytest.fixture
