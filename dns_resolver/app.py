@@ -339,6 +339,9 @@ class App:
                 await self.admin.stop()
             if self.radius is not None:
                 self.radius.close()
+            policies = self.resolver.policies
+            if policies is not None and policies.subscribers is not None:
+                await asyncio.to_thread(policies.subscribers.close)
             if self.subscribers is not None:
                 await asyncio.to_thread(self.subscribers.stop)
             if self._tick is not None:
@@ -414,6 +417,8 @@ class App:
             except Exception as exc:
                 log.error("cannot map the subscribers' table: %s", exc)
                 return False
+            if self.metrics is not None:
+                self.metrics.registry.register(policies.subscribers.allowances)
             return True
         try:
             subs = Subscribers(self.config, config_data_dir(self.config), policies)
@@ -436,6 +441,7 @@ class App:
             from subscribers.metrics import SubscriberCollector
 
             self.metrics.registry.register(SubscriberCollector(subs, radius))
+            self.metrics.registry.register(policies.subscribers.allowances)
         return True
 
     def _schedule_tick(self) -> None:

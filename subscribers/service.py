@@ -19,6 +19,7 @@ from typing import Any
 
 from dns_resolver._subtable import DROPPED, SubscriberTable, capacity_for
 from subscribers.addresses import table_key
+from subscribers.allowances import SubscriberAllowances
 from subscribers.store import CHANNEL, Change, SubscriberStore
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,12 @@ class SubscriberView:
         self.store = store
         self.table: SubscriberTable = SubscriberTable.open(path)
         self._lists: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+        # Daily allowances of subscribers, counted per subscriber id in the store.
+        self.allowances = SubscriberAllowances(store)
+
+    def close(self) -> None:
+        """Write the allowance minutes still pending."""
+        self.allowances.close()
 
     def current(self) -> SubscriberTable:
         """The table, mapped again when the writer replaced the file."""

@@ -20,13 +20,16 @@ from typing import TYPE_CHECKING, Any
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from reports.models import utcnow
 from reports.store import NotFound, iso, make_engine
+from subscribers.addresses import containing
 from subscribers.input import SubscriberInput
 from subscribers.models import (
     subscriber_addresses,
+    subscriber_allowances,
     subscriber_changes,
     subscriber_lists,
     subscribers,
@@ -39,6 +42,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DATABASE_FILE = "subscribers.db"
 CHANNEL = "filterdns_subscribers"
 LOCK_KEY = 0x66647375  # the advisory lock of the change log's writers
+CHUNK = 500  # values in one IN (...)
 
 __all__ = ["CHANNEL", "Change", "NotFound", "SubscriberStore", "database_url"]
 
@@ -458,3 +462,65 @@ class SubscriberStore:
     def first_seq(self) -> int:
         with self._tx() as conn:
             return int(conn.scalar(select(func.min(subscriber_changes.c.seq))) or 0)
+
+    # -- daily allowances (subscribers.allowances) ---------------------------------------
+
+    def holders(self, clients: Sequence[str]) -> dict[str, str]:
+        """Client address -> the id of the subscriber holding it now (the longest prefix),
+        for those of `clients` that a subscriber holds: one query per `CHUNK` candidates."""
+        wanted: dict[str, list[str]] = {}
+        for client in clients:
+            try:
+                wanted[client] = containing(client.split("%", 1)[0])
+            except ValueError:
+                continue
+        candidates = sorted({c for cs in wanted.values() for c in cs})
+        held: dict[str, str] = {}
+        with self._tx() as conn:
+            for i in range(0, len(candidates), CHUNK):
+                rows = conn.execute(
+                    select(
+                        subscriber_addresses.c.address, subscriber_addresses.c.subscriber_id
+                    ).where(subscriber_addresses.c.address.in_(candidates[i : i + CHUNK]))
+                ).all()
+                held.update((address, sid) for address, sid in rows)
+        return {
+            client: held[found]
+            for client, cs in wanted.items()
+            if (found := next((c for c in cs if c in held), None)) is not None
+        }
+
+    def add_minutes(self, rows: Sequence[tuple[str, str, str, int]]) -> None:
+        """Record used allowance minutes `(day, subscriber id, category, minute)`; a minute
+        another node or worker recorded already is kept once."""
+        dialect = postgresql if self.postgres else sqlite
+        statement = dialect.insert(subscriber_allowances).on_conflict_do_nothing()
+        with self._tx() as conn:
+            conn.execute(
+                statement,
+                [{"day": d, "subscriber_id": s, "category": c, "minute": m} for d, s, c, m in rows],
+            )
+
+    def minutes(
+        self, subscriber_ids: Sequence[str], since: str
+    ) -> dict[tuple[str, str, str], int]:
+        """(day, subscriber id, category) -> minutes used, for days from `since` on."""
+        t = subscriber_allowances
+        out: dict[tuple[str, str, str], int] = {}
+        with self._tx() as conn:
+            for i in range(0, len(subscriber_ids), CHUNK):
+                rows = conn.execute(
+                    select(t.c.day, t.c.subscriber_id, t.c.category, func.count())
+                    .where(t.c.subscriber_id.in_(subscriber_ids[i : i + CHUNK]), t.c.day >= since)
+                    .group_by(t.c.day, t.c.subscriber_id, t.c.category)
+                ).all()
+                out.update({(d, s, c): int(n) for d, s, c, n in rows})
+        return out
+
+    def prune_minutes(self, before: str) -> int:
+        """Forget allowance minutes of days before `before`; how many."""
+        with self._tx() as conn:
+            result = conn.execute(
+                delete(subscriber_allowances).where(subscriber_allowances.c.day < before)
+            )
+        return int(result.rowcount or 0)
