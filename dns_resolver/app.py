@@ -253,6 +253,7 @@ class App:
                     reload=self.reload_config,
                     console=self.console,
                     subscribers=self.subscribers,
+                    listen=not self.reuse_port,  # with workers the supervisor listens
                 )
                 await self.admin.start()
             except Exception as exc:
