@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from pathlib import Path
 from typing import Any
 
+from listsync.audit import AuditLog
+from listsync.sources import AUDIT_NAME
 from subscribers.service import SubscriberService, SubscriberView, table_path
 from subscribers.store import SubscriberStore, database_url
+
+AUDIT_KIND = "subscriber"
+"""The audit records of subscriber changes (API, CLI and RADIUS) in `<data_dir>/audit.jsonl`."""
 
 
 def serving_view(config: Any, data_dir: str | os.PathLike[str]) -> SubscriberView:
@@ -33,6 +39,7 @@ class Subscribers:
             raise ValueError("[subscribers] needs [policies]: a subscriber's policy is one")
         self.policies = policies
         self._configure(config)
+        self.audit = AuditLog(Path(data_dir) / AUDIT_NAME)  # RADIUS changes (API: its own)
         self.store = SubscriberStore(database_url(config, data_dir))
         self.service = SubscriberService(
             self.store,

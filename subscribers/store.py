@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -44,7 +44,7 @@ CHANNEL = "filterdns_subscribers"
 LOCK_KEY = 0x66647375  # the advisory lock of the change log's writers
 CHUNK = 500  # values in one IN (...)
 
-__all__ = ["CHANNEL", "Change", "NotFound", "SubscriberStore", "database_url"]
+__all__ = ["CHANNEL", "Change", "NotFound", "SessionChange", "SubscriberStore", "database_url"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,14 @@ class Change:
     subscriber_id: str | None
     policy: str | None
     lists_id: int | None
+
+
+class SessionChange(NamedTuple):
+    """What one RADIUS request changed: addresses the subscriber holds now and did not,
+    and addresses it held and does not any more."""
+
+    added: list[str]
+    removed: list[str]
 
 
 def database_url(config: Config, data_dir: str | os.PathLike[str] | None = None) -> str:
@@ -369,14 +377,16 @@ class SubscriberStore:
         """RADIUS: the accounting session `session` of a subscriber now holds `addresses`
         (Start, Interim-Update) or nothing (`stop`). False when the subscriber is unknown
         (not provisioned: it keeps the policy of its address's network)."""
-        return self.sessions([(subscriber_id, session, addresses, stop)])[0]
+        return self.sessions([(subscriber_id, session, addresses, stop)])[0] is not None
 
-    def sessions(self, updates: Sequence[tuple[str, str, Sequence[str], bool]]) -> list[bool]:
+    def sessions(
+        self, updates: Sequence[tuple[str, str, Sequence[str], bool]]
+    ) -> list[SessionChange | None]:
         """Several `session` updates in one transaction (one commit for a burst of RADIUS
-        requests), in order; whether each subscriber was known."""
+        requests), in order; each one's change of addresses, or None when the subscriber
+        is unknown."""
         with self._write_tx() as conn:
-            known = [self._session(conn, *update) for update in updates]
-        return known
+            return [self._session(conn, *update) for update in updates]
 
     def _session(
         self,
@@ -385,14 +395,14 @@ class SubscriberStore:
         session: str,
         addresses: Sequence[str],
         stop: bool,
-    ) -> bool:
+    ) -> SessionChange | None:
         row = conn.execute(
             select(subscribers.c.policy, subscribers.c.lists_id).where(
                 subscribers.c.id == subscriber_id
             )
         ).first()
         if row is None:
-            return False
+            return None
         ours = set(
             conn.scalars(
                 select(subscriber_addresses.c.address).where(
@@ -447,7 +457,7 @@ class SubscriberStore:
                 .where(subscribers.c.id == subscriber_id)
                 .values(updated_at=utcnow(), updated_by="radius")
             )
-        return True
+        return SessionChange(sorted(added), sorted(gone))
 
     def prune_changes(self, keep: int = 1_000_000) -> int:
         """Drop all but the newest `keep` log rows; a node further behind does a full

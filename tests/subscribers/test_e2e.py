@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.dns_resolver.harness import DigResult, ServerProcess, TestZone, free_port
+from tests.dns_resolver.harness import DigResult, ServerProcess, TestZone, eventually, free_port
 from tests.reports.conftest import filterdns_cli
 
 SECRET = "s3cret-radius"
@@ -61,6 +61,11 @@ def radclient(port: int, secret: str, **attributes: str) -> bool:
         timeout=10,
     )
     return done.returncode == 0 and "Accounting-Response" in done.stdout
+
+
+def audit_records(server: ServerProcess) -> list[dict]:
+    path = Path(server.config_path).parent / "data" / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def dig_from(server: ServerProcess, source: str) -> DigResult:
@@ -152,6 +157,21 @@ def test_radius_start_interim_stop_and_a_wrong_secret(server: ServerProcess) -> 
     assert until(server, "127.0.0.43", allowed) < START_DEADLINE
     assert server.metric("filterdns_radius_requests_total", status="Start") == 1
     assert server.metric("filterdns_radius_requests_total", status="Stop") == 1
+
+    # Each change of addresses is audited with the NAS that sent it (after the answer).
+    def radius_changes() -> list[tuple]:
+        return [
+            (r["status"], r["id"], r["added"], r["removed"], r["by"])
+            for r in audit_records(server)
+            if r["kind"] == "subscriber" and r["action"] == "radius"
+        ]
+
+    assert eventually(lambda: len(radius_changes()) == 3)
+    assert radius_changes() == [
+        ("Start", "sub42", ["127.0.0.42/32"], [], "radius:127.0.0.1"),
+        ("Interim-Update", "sub42", ["127.0.0.43/32"], ["127.0.0.42/32"], "radius:127.0.0.1"),
+        ("Stop", "sub42", [], ["127.0.0.43/32"], "radius:127.0.0.1"),
+    ]
 
 
 def test_provisioning_api_cli_own_lists_and_audit(server: ServerProcess, tmp_path: Path) -> None:
@@ -250,12 +270,7 @@ def test_provisioning_api_cli_own_lists_and_audit(server: ServerProcess, tmp_pat
     assert r.json()["removed"]["id"] == "sub7"
     assert httpx.get(f"{base}/api/subscribers/sub7", headers=auth, timeout=10).status_code == 404
 
-    records = [
-        json.loads(line)
-        for line in (Path(server.config_path).parent / "data" / "audit.jsonl")
-        .read_text()
-        .splitlines()
-    ]
+    records = audit_records(server)
     changes = [
         (r["action"], r.get("id"), r["by"].split(" ")[0])
         for r in records
@@ -266,21 +281,28 @@ def test_provisioning_api_cli_own_lists_and_audit(server: ServerProcess, tmp_pat
     assert changes[-1] == ("delete", "sub7", "provisioning")
 
 
-def test_workers_share_one_table_fed_by_radius(
-    serve: Callable[[dict], ServerProcess], tmp_path: Path
+def test_workers_share_one_table_fed_by_the_api_and_radius(
+    serve: Callable[[dict], ServerProcess],
 ) -> None:
-    """With workers the supervisor writes the table and hears RADIUS; every worker maps the
-    same file, and a Start is in force on every worker within 1 s."""
+    """With workers the supervisor writes the table, serves the admin listener with the
+    provisioning API and hears RADIUS; every worker maps the same file, a change is in
+    force on every worker within 1 s, and the supervisor's /metrics has the RADIUS and
+    table figures."""
     port = free_port()
     config = subscriber_config(port)
-    del config["admin"]  # the provisioning API is served when there is one worker
     config["server"]["workers"] = 2
     server = serve(config)
-    subs = tmp_path / "subs.jsonl"
-    subs.write_text(json.dumps({"id": "sub42", "policy": "child"}) + "\n")
-    filterdns_cli(
-        "subscribers", "import", str(subs), "--quiet", "--config", str(server.config_path)
+    base = "http://" + server.config["admin"]["listen"]
+    r = httpx.put(
+        f"{base}/api/subscribers/sub42",
+        json={"policy": "child", "addresses": ["127.0.0.51"]},
+        headers=admin_token(server),
+        timeout=10,
     )
+    assert r.status_code == 201, r.text
+    assert until(server, "127.0.0.51", blocked) < START_DEADLINE
+    # dig picks a new source port each time: the kernel spreads them over the workers.
+    assert all(blocked(dig_from(server, "127.0.0.51")) for _ in range(12))
     assert radclient(
         port,
         SECRET,
@@ -290,8 +312,11 @@ def test_workers_share_one_table_fed_by_radius(
         Framed_IP_Address="127.0.0.52",
     )
     assert until(server, "127.0.0.52", blocked) < START_DEADLINE
-    # dig picks a new source port each time: the kernel spreads them over the workers.
     assert all(blocked(dig_from(server, "127.0.0.52")) for _ in range(12))
+    assert not radclient(port, "wrong", User_Name="sub42", Acct_Status_Type="Stop")
+    assert server.metric("filterdns_radius_requests_total", status="Start") == 1
+    assert server.metric("filterdns_radius_dropped_total", reason="bad_authenticator") == 1
+    assert server.metric("filterdns_subscriber_addresses") == 2
     children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
     table = str(Path(server.config_path).parent / "data" / "subscribers.table")
     # One file, mapped by each worker (the list reloader's child may be there too).
