@@ -19,7 +19,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    MetaData,
+    String,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -86,6 +98,14 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def _among(conn: Connection, column: Any, values: Sequence[str]) -> Any:
+    """`column IN values`. On PostgreSQL one array parameter (`= ANY`): an import batch's
+    thousands of values would otherwise be thousands of parameters to render and send."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(String)))
+    return column.in_(values)
+
+
 def _subscriber_dict(row: Any, addresses: Sequence[str]) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -118,11 +138,22 @@ class SubscriberStore:
 
     @staticmethod
     def _insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        """INSERT many rows through the driver's executemany: SQLAlchemy's parameter
-        processing costs more than the database on an import of a million rows."""
+        """INSERT many rows: PostgreSQL's COPY (one stream, not a statement per row), else
+        the driver's executemany (SQLAlchemy's parameter processing costs more than the
+        database on an import of a million rows)."""
         if not rows:
             return
         columns = list(rows[0])
+        if conn.dialect.name == "postgresql":
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            with (
+                raw.cursor() as cursor,
+                cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(tuple(row[c] for c in columns))
+            return
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         sql = (
             f"INSERT INTO {table.name} ({', '.join(columns)}) "
@@ -267,7 +298,7 @@ class SubscriberStore:
                     subscribers.c.allow_domains,
                     subscribers.c.block_domains,
                     subscribers.c.lists_id,
-                ).where(subscribers.c.id.in_(ids))
+                ).where(_among(conn, subscribers.c.id, ids))
             )
         }
         rows = []
@@ -305,8 +336,8 @@ class SubscriberStore:
                 subscriber_addresses.c.subscriber_id,
                 subscriber_addresses.c.origin,
             ).where(
-                subscriber_addresses.c.subscriber_id.in_(ids)
-                | subscriber_addresses.c.address.in_(list(wanted))
+                _among(conn, subscriber_addresses.c.subscriber_id, ids)
+                | _among(conn, subscriber_addresses.c.address, list(wanted))
             )
         ).all()
         kept = {a: sid for a, sid, origin in held if origin == "radius" and a not in wanted}
@@ -314,10 +345,24 @@ class SubscriberStore:
         replaced = [a for a, _sid, _origin in held if a not in kept]
         if replaced:
             conn.execute(
-                delete(subscriber_addresses).where(subscriber_addresses.c.address.in_(replaced))
+                delete(subscriber_addresses).where(
+                    _among(conn, subscriber_addresses.c.address, replaced)
+                )
             )
         existing = [r for r in rows if r["id"] in old]
-        if existing:
+        if existing and self.postgres:
+            # Replaced rows: COPY to a scratch table, then one UPDATE joining it.
+            conn.exec_driver_sql(
+                "CREATE TEMP TABLE IF NOT EXISTS subscribers_replaced "
+                "(LIKE subscribers) ON COMMIT DELETE ROWS"
+            )
+            self._insert(conn, Table("subscribers_replaced", MetaData()), existing)
+            columns = [k for k in existing[0] if k != "id"]
+            conn.exec_driver_sql(
+                f"UPDATE subscribers AS s SET {', '.join(f'{c} = r.{c}' for c in columns)} "
+                "FROM subscribers_replaced AS r WHERE s.id = r.id"
+            )
+        elif existing:
             conn.execute(
                 update(subscribers)
                 .where(subscribers.c.id == bindparam("b_id"))
