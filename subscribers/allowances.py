@@ -12,15 +12,16 @@ statements:
   under the address and moved to the subscriber once known;
 - it writes the pending minutes (a minute another node or worker wrote counts once);
 - it reads back the minutes of the subscribers active here in the last
-  `ACTIVE_MINUTES`, whichever node counted them.
+  `ACTIVE_MINUTES`, whichever node counted them (the others keep their last counts).
 
 How stale a count may be: a minute used on another node is seen here within both nodes'
-flush intervals (about 2 s), so each node may grant at most one minute beyond the
-allowance (a minute once granted lasts to its end); an address's first query here is
-counted before its subscriber is known (within 1 s); an address that moves to another
-subscriber is counted to its previous holder for up to `id_ttl`. When the database is
-away the minutes wait in memory (bounded: `MAX_PENDING` keys) and the counts stay as last
-read.
+rounds (about 2 s), so each node may grant at most one minute beyond the allowance (a
+minute once granted lasts to its end). The same holds for an address's first query here
+(counted before its subscriber is known, within 1 s) and for a subscriber back after
+`ACTIVE_MINUTES` idle here (checked against the count it had then, refreshed at the next
+round). An address that moves to another subscriber is counted to its previous holder
+for up to `id_ttl`. When the database is away the minutes wait in memory (bounded:
+`MAX_PENDING` keys) and the counts stay as last read.
 """
 
 from __future__ import annotations
@@ -198,7 +199,12 @@ class SubscriberAllowances:
                     self._pending.setdefault(key, set()).update(minutes)
             raise
         with self._lock:
-            self._known = counts
+            # Subscribers idle here keep their last counts (refreshed when they are back):
+            # forgetting them would give a spent allowance a fresh minute on each return.
+            if len(self._known) > MAX_IDS:
+                self._known = {}
+            self._known = {k: n for k, n in self._known.items() if k[0] >= since}
+            self._known.update(counts)
             # A minute written now is in `counts`; what was counted meanwhile stays pending.
             for key, minutes in self._pending.items():
                 minutes.difference_update(pending.get(key, ()))

@@ -80,3 +80,23 @@ def test_an_address_nobody_holds_counts_for_nobody(store: SubscriberStore) -> No
         assert allowances.used(DAY, "127.0.0.99", "games") == 0
     finally:
         allowances.close()
+
+
+def test_a_spent_allowance_stays_spent_after_idling(store: SubscriberStore) -> None:
+    """Counts are read back only for subscribers active lately; one idle longer keeps its
+    last count, so coming back does not start a fresh minute."""
+    store.put(SubscriberInput("kid", "child", ("127.0.0.81/32",)), "t")
+    store.put(SubscriberInput("sis", "child", ("127.0.0.82/32",)), "t")
+    allowances = node(store)
+    try:
+        allowances.use(DAY, "127.0.0.81", "games", 600, 2)
+        allowances.flush()
+        assert allowances.use(DAY, "127.0.0.81", "games", 601, 2) == (True, 2)
+        allowances.flush()
+        allowances.use(DAY, "127.0.0.82", "games", 614, 2)
+        allowances.flush()  # sis known: its next minute makes it the only one active
+        allowances.use(DAY, "127.0.0.82", "games", 615, 2)
+        allowances.flush()
+        assert allowances.use(DAY, "127.0.0.81", "games", 616, 2) == (False, 2)
+    finally:
+        allowances.close()
