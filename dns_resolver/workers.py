@@ -127,7 +127,7 @@ class Supervisor:
         self.reloader: Any = None  # listsync.reloader.ListReloader with server.data_dir
         self.subscribers: Any = None  # subscribers.runtime.Subscribers: the table's writer
         self.radius: Any = None  # subscribers.radius.RadiusAccounting, once listening
-        self.admin_port = 0  # the admin listener's, once listening
+        self._control_failed: list[str] = []  # why the admin listener or RADIUS did not start
         # Set from the reloader's thread; the supervising loop passes SIGHUP on, so
         # signals and the children table stay with the main thread.
         self._new_snapshot = threading.Event()
@@ -269,7 +269,8 @@ class Supervisor:
                 self.reloader.start()  # after forking: no thread is copied into a worker
             if self.subscribers is not None:
                 self.subscribers.service.start(build=False)
-            self._start_control()
+            if not self._start_control():
+                return 1  # said why; the workers are stopped below
             metrics_server = self._start_metrics()
             log.info("filterdns serving with %d workers (snapshot %s)", self.count,
                      self.snapshot)
@@ -310,16 +311,23 @@ class Supervisor:
 
         Store(database_url(self.config, config_data_dir(self.config))).close()
 
-    def _start_control(self) -> None:
+    def _start_control(self) -> bool:
         """After forking: the admin listener (with the provisioning API) and RADIUS, on
-        an event loop of a thread of their own. The workers serve DNS only."""
+        an event loop of a thread of their own (the workers serve DNS only). False when
+        one of them cannot start (a port in use), as a single process would fail."""
         if not self.config.admin.enabled and (
             self.subscribers is None or self.config.radius.listen is None
         ):
-            return
-        threading.Thread(target=self._control, name="control", daemon=True).start()
+            return True
+        started = threading.Event()
+        threading.Thread(target=self._control, args=(started,), name="control",
+                         daemon=True).start()
+        started.wait()
+        for error in self._control_failed:
+            log.error("%s", error)
+        return not self._control_failed
 
-    def _control(self) -> None:
+    def _control(self, started: threading.Event) -> None:
         import asyncio
 
         async def reload() -> dict[str, Any]:
@@ -328,33 +336,37 @@ class Supervisor:
             return {"reloaded": True, "config": "requested"}
 
         async def serve() -> None:
-            closers = []
-            if self.subscribers is not None and self.config.radius.listen is not None:
-                from subscribers.radius import start_radius
+            try:
+                if self.subscribers is not None and self.config.radius.listen is not None:
+                    from subscribers.radius import start_radius
 
-                try:
-                    transport, self.radius = await start_radius(
-                        self.config.radius, self.subscribers
-                    )
-                except OSError as exc:
-                    log.error("cannot listen for RADIUS on %s: %s", self.config.radius.listen,
-                              exc)
-                else:
-                    closers.append(transport.close)
-                    log.info("RADIUS accounting on %s", self.config.radius.listen)
-            if self.config.admin.enabled:
-                from reports.server import AdminServer
+                    try:
+                        _transport, self.radius = await start_radius(
+                            self.config.radius, self.subscribers
+                        )
+                    except OSError as exc:
+                        where = self.config.radius.listen
+                        self._control_failed.append(f"cannot listen for RADIUS on {where}: {exc}")
+                    else:
+                        log.info("RADIUS accounting on %s", self.config.radius.listen)
+                if self.config.admin.enabled:
+                    from reports.server import AdminServer
 
-                admin = AdminServer(self.config, reload=reload, subscribers=self.subscribers)
-                try:
-                    await admin.start()
-                except Exception as exc:
-                    log.error("cannot start the admin API: %s", exc)
-                else:
-                    self.admin_port = admin.port
+                    admin = AdminServer(self.config, reload=reload, subscribers=self.subscribers)
+                    try:
+                        await admin.start()
+                    except Exception as exc:
+                        self._control_failed.append(f"cannot start the admin API: {exc}")
+            finally:
+                started.set()
             await asyncio.Event().wait()  # until the process ends (a daemon thread)
 
-        asyncio.run(serve())
+        try:
+            asyncio.run(serve())
+        except Exception as exc:
+            self._control_failed.append(f"the admin API and RADIUS thread failed: {exc}")
+        finally:
+            started.set()  # never leave the main thread waiting
 
     def _supervise(self, handled: set[int]) -> int:
         while True:

@@ -4,6 +4,7 @@ the provisioning API over HTTP, the CLI, and dig from the subscribers' addresses
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -322,3 +323,24 @@ def test_workers_share_one_table_fed_by_the_api_and_radius(
     # One file, mapped by each worker (the list reloader's child may be there too).
     mapping = [pid for pid in children if table in Path(f"/proc/{pid}/maps").read_text()]
     assert len(mapping) >= 2
+
+
+def test_workers_stop_when_the_admin_listener_cannot_start(
+    serve: Callable[[dict], ServerProcess],
+) -> None:
+    """The supervisor's admin listener on a port in use fails the start, as it would in
+    one process: not a server without its provisioning API."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = subscriber_config(free_port())
+        config["admin"]["listen"] = f"127.0.0.1:{taken.getsockname()[1]}"
+        config["server"]["workers"] = 2
+        try:
+            server = serve(config)
+        except RuntimeError as exc:  # gone before its workers answered
+            assert "cannot start the admin API" in str(exc)
+            return
+        assert eventually(lambda: not server.running(), timeout=20)
+        assert server.proc.returncode == 1
+        assert "cannot start the admin API" in server.stderr_text()
