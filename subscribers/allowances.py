@@ -128,13 +128,20 @@ class SubscriberAllowances:
     # -- background -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        reachable = True
         while not self._stop.wait(self.flush_interval):
             try:
                 self.flush()
             except Exception as exc:  # the database is away: keep counting in memory
                 self.failures += 1
-                log.warning("subscriber allowances: cannot reach the database: %s",
-                            str(exc).splitlines()[0])
+                if reachable:  # once per outage, not every second
+                    log.warning("subscriber allowances: cannot reach the database: %s",
+                                str(exc).splitlines()[0])
+                reachable = False
+            else:
+                if not reachable:
+                    log.warning("subscriber allowances: the database is back")
+                reachable = True
 
     def _holder(self, address: str) -> tuple[bool, str | None]:
         """(asked, subscriber id) of an address whose minutes wait under it."""

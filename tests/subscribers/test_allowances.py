@@ -14,6 +14,7 @@ from subscribers.allowances import SubscriberAllowances
 from subscribers.input import SubscriberInput
 from subscribers.models import metadata
 from subscribers.store import SubscriberStore
+from tests.dns_resolver.harness import eventually, free_port
 
 DAY = "2026-12-04"
 
@@ -100,3 +101,21 @@ def test_a_spent_allowance_stays_spent_after_idling(store: SubscriberStore) -> N
         assert allowances.use(DAY, "127.0.0.81", "games", 616, 2) == (False, 2)
     finally:
         allowances.close()
+
+
+def test_minutes_wait_in_memory_while_the_database_is_unreachable() -> None:
+    """Fault injection: a PostgreSQL nobody listens on. Rounds fail and are counted; the
+    queries are still decided (counted under the address) and close() does not raise."""
+    store = SubscriberStore(
+        f"postgresql://filterdns@127.0.0.1:{free_port()}/none", run_migrations=False
+    )
+    allowances = SubscriberAllowances(store, flush_interval=0.05)
+    try:
+        assert allowances.use(DAY, "127.0.0.81", "games", 600, 2) == (True, 1)
+        assert eventually(lambda: allowances.failures >= 2)
+        assert allowances.flushes == 0
+        assert allowances.use(DAY, "127.0.0.81", "games", 601, 2) == (True, 2)
+        assert allowances.use(DAY, "127.0.0.81", "games", 602, 2) == (False, 2)
+    finally:
+        allowances.close()
+        store.close()
