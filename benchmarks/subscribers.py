@@ -3,7 +3,8 @@
 1. The serving table with N subscribers (an IPv4 address and an IPv6 /56 each): bytes per
    address, build time, C lookup time, and the time one in-place change takes to be seen
    through another mapping of the file.
-2. Imports into SQLite: `filterdns subscribers import` (half the rows) and
+2. Imports into SQLite (or `--database postgresql://...`): `filterdns subscribers import`
+   (half the rows) and
    `POST /api/subscribers/import` on a running server (the other half), in rows/s; then
    the server's full build of the table from that database, and a change's way from the
    API to the fast path (PUT answered -> dig from the address sees the policy).
@@ -14,6 +15,12 @@
    query is a subscriber's, looked up among N.
 
     python -m benchmarks.subscribers --subscribers 2000000 --seconds 5
+    python -m benchmarks.subscribers --subscribers 1000000 --parts imports \
+        --database postgresql://user@127.0.0.1/filterdns
+
+`--parts` picks the figures (table, imports, radius, qps; the server is started for all
+but the table). The RADIUS Starts move the subscribers to addresses in 10.<--radius-net>/16,
+so a rerun with another net changes every address again (each Start is then audited).
 """
 
 from __future__ import annotations
@@ -130,11 +137,12 @@ class SubscriberFilterdns(servers.Filterdns):
     name = "filterdns+subs"
 
     def __init__(self, *args: Any, state: Path, radius_port: int, admin_port: int,
-                 **kwargs: Any) -> None:
+                 database: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.state = state
         self.radius_port = radius_port
         self.admin_port = admin_port
+        self.database = database
 
     def prepare(self) -> None:
         super().prepare()
@@ -148,6 +156,7 @@ block = []
 
 [subscribers]
 enabled = true
+database = "{self.database}"
 
 [admin]
 enabled = true
@@ -169,7 +178,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def radius_figures(server: SubscriberFilterdns, count: int) -> dict[str, Any]:
+def radius_figures(server: SubscriberFilterdns, count: int, net: int = 200) -> dict[str, Any]:
     from pyrad import packet
     from pyrad.dictionary import Dictionary
 
@@ -188,7 +197,7 @@ def radius_figures(server: SubscriberFilterdns, count: int) -> dict[str, Any]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(10)
     sock.connect(("127.0.0.1", server.radius_port))
-    packets = [start(f"s{i}", f"10.200.{i >> 8 & 255}.{i & 255}", i) for i in range(count)]
+    packets = [start(f"s{i}", f"10.{net}.{i >> 8 & 255}.{i & 255}", i) for i in range(count)]
     started = time.perf_counter()
     sent = answered = 0
     window = 32
@@ -230,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per dnsperf run")
     parser.add_argument("--repeat", type=int, default=2, help="alternated q/s runs each")
     parser.add_argument("--radius-starts", type=int, default=5000)
+    parser.add_argument("--radius-net", type=int, default=200,
+                        help="the Starts' addresses are in 10.NET.0.0/16")
+    parser.add_argument("--database", default="",
+                        help="the subscribers' database URL (default: SQLite in --state)")
+    parser.add_argument("--parts", default="table,imports,radius,qps",
+                        help="comma-separated: table, imports, radius, qps")
     parser.add_argument("--server-cpus", default="1")
     parser.add_argument("--client-cpus", default="0")
     parser.add_argument("--results", type=Path, default=Path("results"))
@@ -237,11 +252,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the subscribers' database here; when it is there already, "
                         "the imports are skipped (the other figures measured again)")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
     work = Path(tempfile.mkdtemp(prefix="filterdns-subs-"))
-    report: dict[str, Any] = {}
+    report: dict[str, Any] = {"database": "postgresql" if args.database else "sqlite"}
     try:
-        report["table"] = table_figures(args.subscribers, work)
-        print(json.dumps(report["table"]), flush=True)
+        if "table" in parts:
+            report["table"] = table_figures(args.subscribers, work)
+            print(json.dumps(report["table"]), flush=True)
+        if not parts - {"table"}:
+            return write_report(args.results, report)
 
         ds = data.make_dataset(work / "data", 100_000)
         snapshot = work / "data" / "blocklist.snap"
@@ -249,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         nsd = servers.Nsd(work, ds, cpus=args.client_cpus)
         nsd.start()
         state = (args.state or work / "state").resolve()
-        reuse = (state / "subscribers.db").exists()
+        reuse = "imports" not in parts or already_there(args.database, state)
         try:
             half = args.subscribers // 2
             jsonl = work / "api.jsonl"
@@ -260,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             subs = SubscriberFilterdns(work, ds, nsd.port, cpus=args.server_cpus,
                                        snapshot=snapshot, state=state,
                                        radius_port=servers.free_port(),
-                                       admin_port=servers.free_port())
+                                       admin_port=servers.free_port(),
+                                       database=args.database)
             subs.prepare()  # the CLI reads the same config
             if not reuse:
                 started = time.perf_counter()
@@ -306,9 +326,12 @@ def main(argv: list[str] | None = None) -> int:
                 took.append(time.perf_counter() - started)
             report["api_change_to_fast_path_ms_median"] = round(statistics.median(took) * 1000, 1)
             report["api_change_to_fast_path_ms_max"] = round(max(took) * 1000, 1)
-            report.update(radius_figures(subs, args.radius_starts))
+            if "radius" in parts:
+                report.update(radius_figures(subs, args.radius_starts, args.radius_net))
             print(json.dumps(report), flush=True)
             subs.stop()
+            if "qps" not in parts:
+                return write_report(args.results, report)
             # Start-up now builds the whole table from the database.
             report["startup_with_all_s"] = round(subs.start(), 2)
             plain = servers.Filterdns(work, ds, nsd.port, cpus=args.server_cpus,
@@ -346,8 +369,25 @@ def main(argv: list[str] | None = None) -> int:
             nsd.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / f"subscribers-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    return write_report(args.results, report)
+
+
+def already_there(database: str, state: Path) -> bool:
+    """Whether the subscribers' database holds subscribers already (imports are skipped)."""
+    if not database:
+        return (state / "subscribers.db").exists()
+    from subscribers.store import SubscriberStore
+
+    store = SubscriberStore(database)
+    try:
+        return store.count()[0] > 0
+    finally:
+        store.close()
+
+
+def write_report(results: Path, report: dict[str, Any]) -> int:
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / f"subscribers-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     print(f"wrote {out}")

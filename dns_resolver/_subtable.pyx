@@ -35,6 +35,7 @@ cdef extern from "_subtable.h" nogil:
 HEADER_SIZE = 64
 ENTRY_SIZE = 16
 MIN_CAPACITY = 1024
+DROPPED = 0xFFFF  # a policy index no configuration has (remap)
 
 
 def capacity_for(count: int) -> int:
@@ -186,6 +187,28 @@ cdef class SubscriberTable:
                     sub_put(self.header, key, <uint8_t>plen, <uint16_t>policy, lists)
         finally:
             sub_write_end(self.header)
+
+    def remap(self, list mapping):
+        """Renumber every entry's policy index: old index i becomes `mapping[i]` (a
+        configuration reload that reorders the policies), in one critical section. An
+        index without a place in `mapping` becomes `DROPPED`, which no reader serves (the
+        caller removes those entries). How many entries were renumbered."""
+        cdef sub_entry *e = sub_entries(self.header)
+        cdef uint64_t i
+        cdef uint16_t table[65536]
+        cdef long moved = 0
+        cdef Py_ssize_t n = len(mapping)
+        self._need_writer()
+        for i in range(65536):
+            table[i] = mapping[i] if <Py_ssize_t>i < n else DROPPED
+        sub_write_begin(self.header)
+        with nogil:
+            for i in range(self.header.capacity):
+                if e[i].plen and e[i].policy != table[e[i].policy]:
+                    e[i].policy = table[e[i].policy]
+                    moved += 1
+        sub_write_end(self.header)
+        return moved
 
     def entries(self):
         """Every [(plen, key, policy, lists)] (for growing and for tests)."""

@@ -253,6 +253,7 @@ class App:
                     reload=self.reload_config,
                     console=self.console,
                     subscribers=self.subscribers,
+                    listen=not self.reuse_port,  # with workers the supervisor listens
                 )
                 await self.admin.start()
             except Exception as exc:
@@ -339,6 +340,9 @@ class App:
                 await self.admin.stop()
             if self.radius is not None:
                 self.radius.close()
+            policies = self.resolver.policies
+            if policies is not None and policies.subscribers is not None:
+                await asyncio.to_thread(policies.subscribers.close)
             if self.subscribers is not None:
                 await asyncio.to_thread(self.subscribers.stop)
             if self._tick is not None:
@@ -414,6 +418,8 @@ class App:
             except Exception as exc:
                 log.error("cannot map the subscribers' table: %s", exc)
                 return False
+            if self.metrics is not None:
+                self.metrics.registry.register(policies.subscribers.allowances)
             return True
         try:
             subs = Subscribers(self.config, config_data_dir(self.config), policies)
@@ -436,6 +442,7 @@ class App:
             from subscribers.metrics import SubscriberCollector
 
             self.metrics.registry.register(SubscriberCollector(subs, radius))
+            self.metrics.registry.register(policies.subscribers.allowances)
         return True
 
     def _schedule_tick(self) -> None:
@@ -592,6 +599,11 @@ class App:
             if querylog is not None and querylog is not self.querylog:
                 querylog.close()
             raise
+        if policies is not None and resolver.policies is not None:
+            # The same subscribers' table, which its writer renumbers for the new order.
+            policies.subscribers = resolver.policies.subscribers
+        if self.subscribers is not None:
+            self.subscribers.reconfigure(config, policies)
         self.config = config
         apply_logging(config)
         if store is not None and (policies is None or policies.allowances is not store):

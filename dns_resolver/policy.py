@@ -443,8 +443,7 @@ class PolicyTable:
         if self.subscribers is not None:
             found = self.subscribers.lookup(client)
             if found is not None and found[0] < len(self.policies):
-                # Keyed by address: the allowance follows the subscriber's line, not a
-                # session (subscribers.allowances keys it by subscriber id when shared).
+                # The client stays the address: subscribers.allowances finds its holder.
                 return Selection(self.policies[found[0]], client, "subscriber", found[1])
         policy = self._by_address.get(client)
         if policy is None:
@@ -574,13 +573,15 @@ class PolicyTable:
         now = self.clock()
         day, _ = local_day(now, policy.schedule.zone)
         allowed = True
-        if self.allowances is not None:
+        store = self.allowances
+        if selection.via == "subscriber":
+            # One allowance per subscriber, on every node and address (subscribers.allowances)
+            store = self.subscribers.allowances
+        if store is not None:
             if count:
-                allowed, _used = self.allowances.use(
-                    day, selection.client, category, int(now // 60), limit
-                )
+                allowed, _used = store.use(day, selection.client, category, int(now // 60), limit)
             else:
-                allowed = self.allowances.used(day, selection.client, category) < limit
+                allowed = store.used(day, selection.client, category) < limit
         if not allowed:
             note = f"{policy.note} allowance={category}:{limit}min-used-up-until-tomorrow"
             return Decision("block", verdict, policy.blocker, note)

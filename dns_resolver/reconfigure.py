@@ -36,10 +36,11 @@ RESTART_ONLY_KEYS: dict[str, tuple[str, ...]] = {
 }
 # Whole sections whose listener (and its database), or whose state shared with the C fast
 # path and the metrics (the rate limiter's table, dnstap's writer thread, the observed
-# domains' filters and their reviewer, the console's store and statistics), is built once
-# at start-up.
+# domains' filters and their reviewer, the console's store and statistics, the subscribers'
+# store, serving table and RADIUS listener), is built once at start-up.
 RESTART_ONLY_SECTIONS = (
     "admin", "reports", "blockpage", "ratelimit", "dnstap", "observed", "leads", "console",
+    "subscribers", "radius",
 )
 
 

@@ -126,6 +126,8 @@ class Supervisor:
         self._last_restart = 0.0
         self.reloader: Any = None  # listsync.reloader.ListReloader with server.data_dir
         self.subscribers: Any = None  # subscribers.runtime.Subscribers: the table's writer
+        self.radius: Any = None  # subscribers.radius.RadiusAccounting, once listening
+        self._control_failed: list[str] = []  # why the admin listener or RADIUS did not start
         # Set from the reloader's thread; the supervising loop passes SIGHUP on, so
         # signals and the children table stay with the main thread.
         self._new_snapshot = threading.Event()
@@ -255,12 +257,20 @@ class Supervisor:
                 except Exception as exc:
                     log.error("cannot start the subscribers: %s", exc)
                     return 1
+            if self.config.admin.enabled:
+                try:
+                    self._migrate_admin()
+                except Exception as exc:
+                    log.error("cannot start the admin API: %s", exc)
+                    return 1
             for index in range(self.count):
                 self._spawn(index)
             if self.reloader is not None:
                 self.reloader.start()  # after forking: no thread is copied into a worker
             if self.subscribers is not None:
-                self._run_subscribers()
+                self.subscribers.service.start(build=False)
+            if not self._start_control():
+                return 1  # said why; the workers are stopped below
             metrics_server = self._start_metrics()
             log.info("filterdns serving with %d workers (snapshot %s)", self.count,
                      self.snapshot)
@@ -291,30 +301,72 @@ class Supervisor:
         self.subscribers = Subscribers(self.config, config_data_dir(self.config))
         self.subscribers.service.build()
 
-    def _run_subscribers(self) -> None:
-        """After forking: tail the change log, and hear RADIUS on a thread of its own."""
-        assert self.subscribers is not None
-        self.subscribers.service.start(build=False)
-        if self.config.radius.listen is not None:
-            threading.Thread(target=self._radius, name="radius", daemon=True).start()
+    # -- the admin API and RADIUS ---------------------------------------------------------
 
-    def _radius(self) -> None:
+    def _migrate_admin(self) -> None:
+        """The admin database is migrated once, before forking (the workers open it too,
+        for the overrides, and must not race each other through the migrations)."""
+        from listsync.update import config_data_dir
+        from reports.store import Store, database_url
+
+        Store(database_url(self.config, config_data_dir(self.config))).close()
+
+    def _start_control(self) -> bool:
+        """After forking: the admin listener (with the provisioning API) and RADIUS, on
+        an event loop of a thread of their own (the workers serve DNS only). False when
+        one of them cannot start (a port in use), as a single process would fail."""
+        if not self.config.admin.enabled and (
+            self.subscribers is None or self.config.radius.listen is None
+        ):
+            return True
+        started = threading.Event()
+        threading.Thread(target=self._control, args=(started,), name="control",
+                         daemon=True).start()
+        started.wait()
+        for error in self._control_failed:
+            log.error("%s", error)
+        return not self._control_failed
+
+    def _control(self, started: threading.Event) -> None:
         import asyncio
 
-        from subscribers.radius import start_radius
+        async def reload() -> dict[str, Any]:
+            # The main thread re-reads and passes it on, as for a signal from outside.
+            os.kill(os.getpid(), signal.SIGHUP)
+            return {"reloaded": True, "config": "requested"}
 
         async def serve() -> None:
-            transport, _protocol = await start_radius(self.config.radius, self.subscribers)
-            log.info("RADIUS accounting on %s", self.config.radius.listen)
             try:
-                await asyncio.Event().wait()  # until the process ends (a daemon thread)
+                if self.subscribers is not None and self.config.radius.listen is not None:
+                    from subscribers.radius import start_radius
+
+                    try:
+                        _transport, self.radius = await start_radius(
+                            self.config.radius, self.subscribers
+                        )
+                    except OSError as exc:
+                        where = self.config.radius.listen
+                        self._control_failed.append(f"cannot listen for RADIUS on {where}: {exc}")
+                    else:
+                        log.info("RADIUS accounting on %s", self.config.radius.listen)
+                if self.config.admin.enabled:
+                    from reports.server import AdminServer
+
+                    admin = AdminServer(self.config, reload=reload, subscribers=self.subscribers)
+                    try:
+                        await admin.start()
+                    except Exception as exc:
+                        self._control_failed.append(f"cannot start the admin API: {exc}")
             finally:
-                transport.close()
+                started.set()
+            await asyncio.Event().wait()  # until the process ends (a daemon thread)
 
         try:
             asyncio.run(serve())
-        except OSError as exc:
-            log.error("cannot listen for RADIUS on %s: %s", self.config.radius.listen, exc)
+        except Exception as exc:
+            self._control_failed.append(f"the admin API and RADIUS thread failed: {exc}")
+        finally:
+            started.set()  # never leave the main thread waiting
 
     def _supervise(self, handled: set[int]) -> int:
         while True:
@@ -359,6 +411,12 @@ class Supervisor:
         if changed:
             self.config = outcome.config  # restarted workers start with it too
             apply_logging(self.config)
+            if self.subscribers is not None:
+                # Renumbered before the workers take the new policy order.
+                try:
+                    self.subscribers.reconfigure(self.config)
+                except ValueError as exc:
+                    log.error("subscribers: %s", exc)
             self.handoff.write(self.config)
         if self.reloader is not None:
             self.reloader.update_config(self.config)  # the workers hear of a new snapshot
@@ -386,6 +444,11 @@ class Supervisor:
 
         registry = CollectorRegistry()
         registry.register(_WorkersCollector(self))
+        if self.subscribers is not None:
+            from subscribers.metrics import SubscriberCollector
+
+            # The table's writer and the RADIUS listener are the supervisor's own.
+            registry.register(SubscriberCollector(self.subscribers, lambda: self.radius))
         self.config_reloads = config_reloads_counter(registry)
         server = start_metrics_server(addr.host, addr.port, registry)
         log.info("metrics on http://%s/metrics (%d workers added up)", addr, self.count)

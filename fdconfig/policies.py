@@ -52,7 +52,13 @@ class AllowanceTable(Table):
 
     category: Annotated[str, doc("The category the allowance is for.")]
     minutes: Annotated[
-        int, doc("Minutes a day per client (state in `data_dir/allowances.sqlite`).", ge=1, le=1440)
+        int,
+        doc(
+            "Minutes a day per client (state in `data_dir/allowances.sqlite`), or per "
+            "subscriber (in the subscribers' database, shared by every node).",
+            ge=1,
+            le=1440,
+        ),
     ] = 60
 
 

@@ -51,6 +51,8 @@ class AdminServer:
             then, with `[console]` enabled, the store is read from its folder.
         subscribers: the running `subscribers.runtime.Subscribers`, whose provisioning API
             is mounted here, or None.
+        listen: False in the workers of several (their supervisor has the listener): the
+            overrides are still put in force and kept in step with the database.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class AdminServer:
         port: int | None = None,
         console: Any = None,
         subscribers: Any = None,
+        listen: bool = True,
     ) -> None:
         from listsync.update import config_data_dir
 
@@ -70,6 +73,7 @@ class AdminServer:
         self.resolver = resolver
         self.reload = reload
         self.subscribers = subscribers  # subscribers.runtime.Subscribers: its API routes
+        self.listen = listen
         self.data_dir = Path(data_dir) if data_dir is not None else config_data_dir(config)
         self.host = config.admin.listen.host
         self.port = config.admin.listen.port if port is None else port
@@ -94,6 +98,9 @@ class AdminServer:
             reload=self.reload,
         )
         await self.service.publish_overrides()
+        self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop())
+        if not self.listen:
+            return
         app = make_app(self.service, reports.allow, reports.trusted_proxies)
         app[FEED] = self._console_data()
         if self.subscribers is not None:
@@ -107,7 +114,6 @@ class AdminServer:
         if self._runner.addresses:  # port 0 asked for any free port: say which
             self.port = self._runner.addresses[0][1]
         log.info("admin API on http://%s:%d/ (review page /review)", self.host, self.port)
-        self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop())
 
     def _console_data(self) -> ConsoleData:
         if self.console is not None:

@@ -24,10 +24,9 @@ from reports.submission import ValidationError
 from subscribers.addresses import containing
 from subscribers.imports import ImportError_, parse_lines
 from subscribers.input import check_id, parse_subscriber
-from subscribers.runtime import Subscribers
+from subscribers.runtime import AUDIT_KIND, Subscribers
 
 SUBSCRIBERS = web.AppKey("subscribers", Subscribers)
-AUDIT_KIND = "subscriber"
 IMPORT_BATCH = 2000
 MAX_LINE = 64 * 1024
 

@@ -11,11 +11,12 @@ from subscribers.radius import DROP_REASONS, STATUSES
 
 
 class SubscriberCollector:
-    """Reads the service's and the RADIUS listener's counters at scrape time."""
+    """Reads the service's and the RADIUS listener's counters at scrape time. `radius` is
+    the listener, or a callable that returns it (None until it listens)."""
 
     def __init__(self, subscribers: Any, radius: Any = None) -> None:
         self.subscribers = subscribers
-        self.radius = radius
+        self._radius = radius if callable(radius) else lambda: radius
 
     def collect(self) -> Iterator[Any]:
         service = self.subscribers.service
@@ -40,7 +41,8 @@ class SubscriberCollector:
             "1 while the subscribers' database answers (else the table is kept as it is).",
             value=1 if service.db_ok else 0,
         )
-        if self.radius is None:
+        radius = self._radius()
+        if radius is None:
             return
         requests = CounterMetricFamily(
             "filterdns_radius_requests",
@@ -48,7 +50,7 @@ class SubscriberCollector:
             labels=["status"],
         )
         for status in STATUSES:
-            requests.add_metric([status], self.radius.requests.get(status, 0))
+            requests.add_metric([status], radius.requests.get(status, 0))
         yield requests
         dropped = CounterMetricFamily(
             "filterdns_radius_dropped",
@@ -56,5 +58,5 @@ class SubscriberCollector:
             labels=["reason"],
         )
         for reason in DROP_REASONS:
-            dropped.add_metric([reason], self.radius.dropped.get(reason, 0))
+            dropped.add_metric([reason], radius.dropped.get(reason, 0))
         yield dropped

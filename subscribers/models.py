@@ -9,8 +9,8 @@
   changed (its new policy and lists id, or no subscriber).
 - `subscriber_lists`: own lists by id; a change makes a new row, so an id never changes
   meaning and the serving processes can memoise them.
-- `subscriber_allowances`: minutes used per day, subscriber and category, when the
-  database is shared by several nodes.
+- `subscriber_allowances`: daily allowance minutes used per day, subscriber and category
+  (subscribers.allowances), shared by every node and worker.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ subscriber_allowances = Table(
     "subscriber_allowances",
     metadata,
     Column("day", String(10), primary_key=True),
-    Column("client", String(200), primary_key=True),
+    Column("subscriber_id", String(ID_LEN), primary_key=True),
     Column("category", String(NAME_LEN), primary_key=True),
     Column("minute", Integer, primary_key=True),
 )

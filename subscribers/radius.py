@@ -20,6 +20,7 @@ from pyrad import packet
 from pyrad.dictionary import Dictionary
 
 from subscribers.addresses import canonical
+from subscribers.runtime import AUDIT_KIND
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ class RadiusAccounting(asyncio.DatagramProtocol):
             return
         self.requests[status] += 1
         if status in ("Start", "Interim-Update", "Stop") and subscriber:
-            self._pending.append((subscriber, session, addresses, status == "Stop", pkt, addr))
+            self._pending.append(
+                (subscriber, session, addresses, status == "Stop", status, pkt, addr)
+            )
             if self._writer is None or self._writer.done():
                 self._writer = asyncio.get_running_loop().create_task(self._write())
             return
@@ -95,15 +98,38 @@ class RadiusAccounting(asyncio.DatagramProtocol):
             batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
             store = self.subscribers.store
             try:
-                known = await asyncio.to_thread(store.sessions, [b[:4] for b in batch])
+                changes = await asyncio.to_thread(store.sessions, [b[:4] for b in batch])
             except Exception as exc:
                 # Not stored: no answers, so the NAS sends them again.
                 log.warning("RADIUS: %d requests not stored: %s", len(batch), exc)
                 continue
-            self.unknown_subscribers += known.count(False)
+            self.unknown_subscribers += changes.count(None)
             self.subscribers.service.kick()
-            for *_update, pkt, addr in batch:
+            for *_update, _status, pkt, addr in batch:
                 self._reply(pkt, addr)
+            records = [
+                {
+                    "kind": AUDIT_KIND,
+                    "action": "radius",
+                    "status": status,
+                    "id": sid,
+                    "session": session,
+                    "added": change.added,
+                    "removed": change.removed,
+                    "by": f"radius:{addr[0]}",
+                }
+                for (sid, session, _addresses, _stop, status, _pkt, addr), change in zip(
+                    batch, changes, strict=True
+                )
+                if change is not None and (change.added or change.removed)
+            ]
+            if records:
+                # One write and one fsync for the burst, after the answers: the change is
+                # stored already, and a full disk must not hold the gateways up.
+                try:
+                    await asyncio.to_thread(self.subscribers.audit.append_many, records)
+                except OSError as exc:
+                    log.error("RADIUS: %d changes not audited: %s", len(records), exc)
 
     def _reply(self, pkt: packet.AcctPacket, addr: tuple[str, int]) -> None:
         if self.transport is not None:

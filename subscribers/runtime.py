@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from pathlib import Path
 from typing import Any
 
+from listsync.audit import AuditLog
+from listsync.sources import AUDIT_NAME
 from subscribers.service import SubscriberService, SubscriberView, table_path
 from subscribers.store import SubscriberStore, database_url
+
+AUDIT_KIND = "subscriber"
+"""The audit records of subscriber changes (API, CLI and RADIUS) in `<data_dir>/audit.jsonl`."""
 
 
 def serving_view(config: Any, data_dir: str | os.PathLike[str]) -> SubscriberView:
@@ -31,14 +37,9 @@ class Subscribers:
     def __init__(self, config: Any, data_dir: str | os.PathLike[str], policies: Any = None) -> None:
         if not config.policy.enabled:
             raise ValueError("[subscribers] needs [policies]: a subscriber's policy is one")
-        self.config = config
         self.policies = policies
-        # The PolicyTable's index order (dns_resolver.policy): the table stores indexes.
-        self.policy_names = [p.name for p in config.policy.policies]
-        self.networks = [
-            (net, i) for i, p in enumerate(config.policy.policies) for net in p.clients
-        ]
-        self.networks.sort(key=lambda item: -item[0].prefixlen)
+        self._configure(config)
+        self.audit = AuditLog(Path(data_dir) / AUDIT_NAME)  # RADIUS changes (API: its own)
         self.store = SubscriberStore(database_url(config, data_dir))
         self.service = SubscriberService(
             self.store,
@@ -46,6 +47,25 @@ class Subscribers:
             self.policy_names,
             config.subscribers.poll_interval,
         )
+
+    def _configure(self, config: Any) -> None:
+        self.config = config
+        # The PolicyTable's index order (dns_resolver.policy): the table stores indexes.
+        self.policy_names = [p.name for p in config.policy.policies]
+        self.networks = [
+            (net, i) for i, p in enumerate(config.policy.policies) for net in p.clients
+        ]
+        self.networks.sort(key=lambda item: -item[0].prefixlen)
+
+    def reconfigure(self, config: Any, policies: Any = None) -> None:
+        """A reloaded configuration: the table's policy indexes follow the new order
+        (`policies`: the new `PolicyTable` when this process serves)."""
+        if not config.policy.enabled:
+            raise ValueError("[subscribers] needs [policies]: a subscriber's policy is one")
+        self._configure(config)
+        self.service.reindex(self.policy_names)
+        if policies is not None:
+            self.policies = policies
 
     def start(self) -> None:
         """Build the table, start tailing the log, and let the resolver consult it."""

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dns_resolver._subtable import SubscriberTable, capacity_for
+from dns_resolver._subtable import DROPPED, SubscriberTable, capacity_for
 from subscribers.addresses import table_key
+from subscribers.allowances import SubscriberAllowances
 from subscribers.store import CHANNEL, Change, SubscriberStore
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class SubscriberService:
         self.resyncs = 0
         self.db_errors = 0
         self.db_ok = True
+        # apply/build on the tailing thread and reindex (a config reload) write the table
+        self._lock = threading.RLock()
+        self._rebuild = False  # a reload added a policy: its subscribers need a full build
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -75,30 +79,54 @@ class SubscriberService:
     def build(self) -> None:
         """A full build from the store (start-up, a gap in the log, a reconnect)."""
         seq, rows = self.store.mapping()
-        entries = [e for a, p, lists in rows if (e := self._entry(a, p, lists)) is not None]
-        # A new file renamed over the old one: readers see `retired` on the old one.
-        table = SubscriberTable.create(self.path, capacity_for(len(entries)), entries)
-        if self.table is not None:
-            self.table.retire()
-        self.table = table
-        self.seq = seq
-        self.resyncs += 1
+        with self._lock:
+            entries = [e for a, p, lists in rows if (e := self._entry(a, p, lists)) is not None]
+            # A new file renamed over the old one: readers see `retired` on the old one.
+            table = SubscriberTable.create(self.path, capacity_for(len(entries)), entries)
+            if self.table is not None:
+                self.table.retire()
+            self.table = table
+            self.seq = seq
+            self.resyncs += 1
         log.info("subscribers: %d addresses in the serving table", table.count)
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Apply log rows to the table, in order."""
-        table = self.table
-        assert table is not None
-        for change in changes:
-            entry = self._entry(change.address, change.policy, change.lists_id)
-            if entry is None:
-                plen, key = table_key(change.address)
-                table.remove(plen, key)
-            else:
-                table = table.set(*entry)
-            self.seq = change.seq
-        self.table = table
-        self.applied += len(changes)
+        with self._lock:
+            table = self.table
+            assert table is not None
+            for change in changes:
+                entry = self._entry(change.address, change.policy, change.lists_id)
+                if entry is None:
+                    plen, key = table_key(change.address)
+                    table.remove(plen, key)
+                else:
+                    table = table.set(*entry)
+                self.seq = change.seq
+            self.table = table
+            self.applied += len(changes)
+
+    def reindex(self, policies: Sequence[str]) -> None:
+        """The configured policies changed (a reload): renumber the table's entries in
+        place at once, so no address is served another policy's index. Entries of a
+        removed policy are unmapped; a policy that is new may have subscribers the table
+        does not hold yet: they come with a full build on the tailing thread."""
+        index = {name: i for i, name in enumerate(policies)}
+        with self._lock:
+            if index == self.index:
+                return
+            old = sorted(self.index, key=self.index.__getitem__)
+            if self.table is not None:
+                self.table.remap([index.get(name, DROPPED) for name in old])
+                for plen, key, policy, _lists in self.table.entries():
+                    if policy == DROPPED:
+                        self.table.remove(plen, key)
+            added = set(index) - set(self.index)
+            self.index = index
+        log.info("subscribers: the policies changed; the serving table renumbered")
+        if added and self._threads:
+            self._rebuild = True
+            self._wake.set()
 
     def catch_up(self) -> int:
         """Apply what the log has after our position; how many changes."""
@@ -144,7 +172,8 @@ class SubscriberService:
             self._wake.wait(self.poll_interval)
             self._wake.clear()
             try:
-                if resync:
+                if resync or self._rebuild:
+                    self._rebuild = False
                     self.build()
                     resync = False
                 self.catch_up()
@@ -190,6 +219,12 @@ class SubscriberView:
         self.store = store
         self.table: SubscriberTable = SubscriberTable.open(path)
         self._lists: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+        # Daily allowances of subscribers, counted per subscriber id in the store.
+        self.allowances = SubscriberAllowances(store)
+
+    def close(self) -> None:
+        """Write the allowance minutes still pending."""
+        self.allowances.close()
 
     def current(self) -> SubscriberTable:
         """The table, mapped again when the writer replaced the file."""

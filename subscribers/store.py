@@ -15,18 +15,33 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    MetaData,
+    String,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from reports.models import utcnow
 from reports.store import NotFound, iso, make_engine
+from subscribers.addresses import containing
 from subscribers.input import SubscriberInput
 from subscribers.models import (
     subscriber_addresses,
+    subscriber_allowances,
     subscriber_changes,
     subscriber_lists,
     subscribers,
@@ -39,8 +54,9 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DATABASE_FILE = "subscribers.db"
 CHANNEL = "filterdns_subscribers"
 LOCK_KEY = 0x66647375  # the advisory lock of the change log's writers
+CHUNK = 500  # values in one IN (...)
 
-__all__ = ["CHANNEL", "Change", "NotFound", "SubscriberStore", "database_url"]
+__all__ = ["CHANNEL", "Change", "NotFound", "SessionChange", "SubscriberStore", "database_url"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,14 @@ class Change:
     subscriber_id: str | None
     policy: str | None
     lists_id: int | None
+
+
+class SessionChange(NamedTuple):
+    """What one RADIUS request changed: addresses the subscriber holds now and did not,
+    and addresses it held and does not any more."""
+
+    added: list[str]
+    removed: list[str]
 
 
 def database_url(config: Config, data_dir: str | os.PathLike[str] | None = None) -> str:
@@ -72,6 +96,14 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
+
+
+def _among(conn: Connection, column: Any, values: Sequence[str]) -> Any:
+    """`column IN values`. On PostgreSQL one array parameter (`= ANY`): an import batch's
+    thousands of values would otherwise be thousands of parameters to render and send."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(String)))
+    return column.in_(values)
 
 
 def _subscriber_dict(row: Any, addresses: Sequence[str]) -> dict[str, Any]:
@@ -106,11 +138,22 @@ class SubscriberStore:
 
     @staticmethod
     def _insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        """INSERT many rows through the driver's executemany: SQLAlchemy's parameter
-        processing costs more than the database on an import of a million rows."""
+        """INSERT many rows: PostgreSQL's COPY (one stream, not a statement per row), else
+        the driver's executemany (SQLAlchemy's parameter processing costs more than the
+        database on an import of a million rows)."""
         if not rows:
             return
         columns = list(rows[0])
+        if conn.dialect.name == "postgresql":
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            with (
+                raw.cursor() as cursor,
+                cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(tuple(row[c] for c in columns))
+            return
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         sql = (
             f"INSERT INTO {table.name} ({', '.join(columns)}) "
@@ -255,7 +298,7 @@ class SubscriberStore:
                     subscribers.c.allow_domains,
                     subscribers.c.block_domains,
                     subscribers.c.lists_id,
-                ).where(subscribers.c.id.in_(ids))
+                ).where(_among(conn, subscribers.c.id, ids))
             )
         }
         rows = []
@@ -293,8 +336,8 @@ class SubscriberStore:
                 subscriber_addresses.c.subscriber_id,
                 subscriber_addresses.c.origin,
             ).where(
-                subscriber_addresses.c.subscriber_id.in_(ids)
-                | subscriber_addresses.c.address.in_(list(wanted))
+                _among(conn, subscriber_addresses.c.subscriber_id, ids)
+                | _among(conn, subscriber_addresses.c.address, list(wanted))
             )
         ).all()
         kept = {a: sid for a, sid, origin in held if origin == "radius" and a not in wanted}
@@ -302,10 +345,24 @@ class SubscriberStore:
         replaced = [a for a, _sid, _origin in held if a not in kept]
         if replaced:
             conn.execute(
-                delete(subscriber_addresses).where(subscriber_addresses.c.address.in_(replaced))
+                delete(subscriber_addresses).where(
+                    _among(conn, subscriber_addresses.c.address, replaced)
+                )
             )
         existing = [r for r in rows if r["id"] in old]
-        if existing:
+        if existing and self.postgres:
+            # Replaced rows: COPY to a scratch table, then one UPDATE joining it.
+            conn.exec_driver_sql(
+                "CREATE TEMP TABLE IF NOT EXISTS subscribers_replaced "
+                "(LIKE subscribers) ON COMMIT DELETE ROWS"
+            )
+            self._insert(conn, Table("subscribers_replaced", MetaData()), existing)
+            columns = [k for k in existing[0] if k != "id"]
+            conn.exec_driver_sql(
+                f"UPDATE subscribers AS s SET {', '.join(f'{c} = r.{c}' for c in columns)} "
+                "FROM subscribers_replaced AS r WHERE s.id = r.id"
+            )
+        elif existing:
             conn.execute(
                 update(subscribers)
                 .where(subscribers.c.id == bindparam("b_id"))
@@ -365,14 +422,16 @@ class SubscriberStore:
         """RADIUS: the accounting session `session` of a subscriber now holds `addresses`
         (Start, Interim-Update) or nothing (`stop`). False when the subscriber is unknown
         (not provisioned: it keeps the policy of its address's network)."""
-        return self.sessions([(subscriber_id, session, addresses, stop)])[0]
+        return self.sessions([(subscriber_id, session, addresses, stop)])[0] is not None
 
-    def sessions(self, updates: Sequence[tuple[str, str, Sequence[str], bool]]) -> list[bool]:
+    def sessions(
+        self, updates: Sequence[tuple[str, str, Sequence[str], bool]]
+    ) -> list[SessionChange | None]:
         """Several `session` updates in one transaction (one commit for a burst of RADIUS
-        requests), in order; whether each subscriber was known."""
+        requests), in order; each one's change of addresses, or None when the subscriber
+        is unknown."""
         with self._write_tx() as conn:
-            known = [self._session(conn, *update) for update in updates]
-        return known
+            return [self._session(conn, *update) for update in updates]
 
     def _session(
         self,
@@ -381,14 +440,14 @@ class SubscriberStore:
         session: str,
         addresses: Sequence[str],
         stop: bool,
-    ) -> bool:
+    ) -> SessionChange | None:
         row = conn.execute(
             select(subscribers.c.policy, subscribers.c.lists_id).where(
                 subscribers.c.id == subscriber_id
             )
         ).first()
         if row is None:
-            return False
+            return None
         ours = set(
             conn.scalars(
                 select(subscriber_addresses.c.address).where(
@@ -443,7 +502,7 @@ class SubscriberStore:
                 .where(subscribers.c.id == subscriber_id)
                 .values(updated_at=utcnow(), updated_by="radius")
             )
-        return True
+        return SessionChange(sorted(added), sorted(gone))
 
     def prune_changes(self, keep: int = 1_000_000) -> int:
         """Drop all but the newest `keep` log rows; a node further behind does a full
@@ -458,3 +517,65 @@ class SubscriberStore:
     def first_seq(self) -> int:
         with self._tx() as conn:
             return int(conn.scalar(select(func.min(subscriber_changes.c.seq))) or 0)
+
+    # -- daily allowances (subscribers.allowances) ---------------------------------------
+
+    def holders(self, clients: Sequence[str]) -> dict[str, str]:
+        """Client address -> the id of the subscriber holding it now (the longest prefix),
+        for those of `clients` that a subscriber holds: one query per `CHUNK` candidates."""
+        wanted: dict[str, list[str]] = {}
+        for client in clients:
+            try:
+                wanted[client] = containing(client.split("%", 1)[0])
+            except ValueError:
+                continue
+        candidates = sorted({c for cs in wanted.values() for c in cs})
+        held: dict[str, str] = {}
+        with self._tx() as conn:
+            for i in range(0, len(candidates), CHUNK):
+                rows = conn.execute(
+                    select(
+                        subscriber_addresses.c.address, subscriber_addresses.c.subscriber_id
+                    ).where(subscriber_addresses.c.address.in_(candidates[i : i + CHUNK]))
+                ).all()
+                held.update((address, sid) for address, sid in rows)
+        return {
+            client: held[found]
+            for client, cs in wanted.items()
+            if (found := next((c for c in cs if c in held), None)) is not None
+        }
+
+    def add_minutes(self, rows: Sequence[tuple[str, str, str, int]]) -> None:
+        """Record used allowance minutes `(day, subscriber id, category, minute)`; a minute
+        another node or worker recorded already is kept once."""
+        dialect = postgresql if self.postgres else sqlite
+        statement = dialect.insert(subscriber_allowances).on_conflict_do_nothing()
+        with self._tx() as conn:
+            conn.execute(
+                statement,
+                [{"day": d, "subscriber_id": s, "category": c, "minute": m} for d, s, c, m in rows],
+            )
+
+    def minutes(
+        self, subscriber_ids: Sequence[str], since: str
+    ) -> dict[tuple[str, str, str], int]:
+        """(day, subscriber id, category) -> minutes used, for days from `since` on."""
+        t = subscriber_allowances
+        out: dict[tuple[str, str, str], int] = {}
+        with self._tx() as conn:
+            for i in range(0, len(subscriber_ids), CHUNK):
+                rows = conn.execute(
+                    select(t.c.day, t.c.subscriber_id, t.c.category, func.count())
+                    .where(t.c.subscriber_id.in_(subscriber_ids[i : i + CHUNK]), t.c.day >= since)
+                    .group_by(t.c.day, t.c.subscriber_id, t.c.category)
+                ).all()
+                out.update({(d, s, c): int(n) for d, s, c, n in rows})
+        return out
+
+    def prune_minutes(self, before: str) -> int:
+        """Forget allowance minutes of days before `before`; how many."""
+        with self._tx() as conn:
+            result = conn.execute(
+                delete(subscriber_allowances).where(subscriber_allowances.c.day < before)
+            )
+        return int(result.rowcount or 0)

@@ -52,6 +52,18 @@ def test_a_record_needs_a_kind(tmp_path: Path) -> None:
         AuditLog(tmp_path / "audit.jsonl").append({"source": "x"})
 
 
+def test_append_many_writes_a_burst_in_order_or_nothing(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append({"kind": "list-update", "n": 0})
+    written = log.append_many([{"kind": "subscriber", "n": i} for i in range(1, 4)])
+    assert [r["n"] for r in log.read()] == [0, 1, 2, 3]
+    assert log.read()[1:] == written
+    with pytest.raises(ValueError):
+        log.append_many([{"kind": "subscriber", "n": 4}, {"n": 5}])
+    assert len(log.read()) == 4
+    assert log.append_many([]) == []
+
+
 def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.jsonl")
     padding = "x" * 5000

@@ -4,6 +4,7 @@ the provisioning API over HTTP, the CLI, and dig from the subscribers' addresses
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.dns_resolver.harness import DigResult, NsdServer, ServerProcess, TestZone, free_port
+from tests.dns_resolver.harness import DigResult, ServerProcess, TestZone, eventually, free_port
 from tests.reports.conftest import filterdns_cli
 
 SECRET = "s3cret-radius"
@@ -63,6 +64,11 @@ def radclient(port: int, secret: str, **attributes: str) -> bool:
     return done.returncode == 0 and "Accounting-Response" in done.stdout
 
 
+def audit_records(server: ServerProcess) -> list[dict]:
+    path = Path(server.config_path).parent / "data" / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def dig_from(server: ServerProcess, source: str) -> DigResult:
     return server.dig(ADULT, "A", "-b", source, "+tries=1", "+time=1")
 
@@ -82,20 +88,6 @@ def blocked(result: DigResult) -> bool:
 
 def allowed(result: DigResult) -> bool:
     return result.status == "NOERROR" and result.rdata("A") == [TestZone.BLOCKED_A]
-
-
-@pytest.fixture
-def serve(
-    start_filterdns: Callable[..., ServerProcess], nsd_upstream: NsdServer, test_blocklist: Path
-) -> Callable[[dict], ServerProcess]:
-    """Start `filterdns serve` with `config`, NSD as upstream and the test blocklist."""
-
-    def start(config: dict) -> ServerProcess:
-        config["lists"] = [{"path": str(test_blocklist), "name": "test", "category": "adult"}]
-        # Migrations, the table, maybe forking workers: slower to answer on a busy machine.
-        return start_filterdns(config, upstreams=[nsd_upstream.upstream], ready_timeout=40)
-
-    return start
 
 
 @pytest.fixture
@@ -166,6 +158,21 @@ def test_radius_start_interim_stop_and_a_wrong_secret(server: ServerProcess) -> 
     assert until(server, "127.0.0.43", allowed) < START_DEADLINE
     assert server.metric("filterdns_radius_requests_total", status="Start") == 1
     assert server.metric("filterdns_radius_requests_total", status="Stop") == 1
+
+    # Each change of addresses is audited with the NAS that sent it (after the answer).
+    def radius_changes() -> list[tuple]:
+        return [
+            (r["status"], r["id"], r["added"], r["removed"], r["by"])
+            for r in audit_records(server)
+            if r["kind"] == "subscriber" and r["action"] == "radius"
+        ]
+
+    assert eventually(lambda: len(radius_changes()) == 3)
+    assert radius_changes() == [
+        ("Start", "sub42", ["127.0.0.42/32"], [], "radius:127.0.0.1"),
+        ("Interim-Update", "sub42", ["127.0.0.43/32"], ["127.0.0.42/32"], "radius:127.0.0.1"),
+        ("Stop", "sub42", [], ["127.0.0.43/32"], "radius:127.0.0.1"),
+    ]
 
 
 def test_provisioning_api_cli_own_lists_and_audit(server: ServerProcess, tmp_path: Path) -> None:
@@ -264,12 +271,7 @@ def test_provisioning_api_cli_own_lists_and_audit(server: ServerProcess, tmp_pat
     assert r.json()["removed"]["id"] == "sub7"
     assert httpx.get(f"{base}/api/subscribers/sub7", headers=auth, timeout=10).status_code == 404
 
-    records = [
-        json.loads(line)
-        for line in (Path(server.config_path).parent / "data" / "audit.jsonl")
-        .read_text()
-        .splitlines()
-    ]
+    records = audit_records(server)
     changes = [
         (r["action"], r.get("id"), r["by"].split(" ")[0])
         for r in records
@@ -280,21 +282,28 @@ def test_provisioning_api_cli_own_lists_and_audit(server: ServerProcess, tmp_pat
     assert changes[-1] == ("delete", "sub7", "provisioning")
 
 
-def test_workers_share_one_table_fed_by_radius(
-    serve: Callable[[dict], ServerProcess], tmp_path: Path
+def test_workers_share_one_table_fed_by_the_api_and_radius(
+    serve: Callable[[dict], ServerProcess],
 ) -> None:
-    """With workers the supervisor writes the table and hears RADIUS; every worker maps the
-    same file, and a Start is in force on every worker within 1 s."""
+    """With workers the supervisor writes the table, serves the admin listener with the
+    provisioning API and hears RADIUS; every worker maps the same file, a change is in
+    force on every worker within 1 s, and the supervisor's /metrics has the RADIUS and
+    table figures."""
     port = free_port()
     config = subscriber_config(port)
-    del config["admin"]  # the provisioning API is served when there is one worker
     config["server"]["workers"] = 2
     server = serve(config)
-    subs = tmp_path / "subs.jsonl"
-    subs.write_text(json.dumps({"id": "sub42", "policy": "child"}) + "\n")
-    filterdns_cli(
-        "subscribers", "import", str(subs), "--quiet", "--config", str(server.config_path)
+    base = "http://" + server.config["admin"]["listen"]
+    r = httpx.put(
+        f"{base}/api/subscribers/sub42",
+        json={"policy": "child", "addresses": ["127.0.0.51"]},
+        headers=admin_token(server),
+        timeout=10,
     )
+    assert r.status_code == 201, r.text
+    assert until(server, "127.0.0.51", blocked) < START_DEADLINE
+    # dig picks a new source port each time: the kernel spreads them over the workers.
+    assert all(blocked(dig_from(server, "127.0.0.51")) for _ in range(12))
     assert radclient(
         port,
         SECRET,
@@ -304,10 +313,34 @@ def test_workers_share_one_table_fed_by_radius(
         Framed_IP_Address="127.0.0.52",
     )
     assert until(server, "127.0.0.52", blocked) < START_DEADLINE
-    # dig picks a new source port each time: the kernel spreads them over the workers.
     assert all(blocked(dig_from(server, "127.0.0.52")) for _ in range(12))
+    assert not radclient(port, "wrong", User_Name="sub42", Acct_Status_Type="Stop")
+    assert server.metric("filterdns_radius_requests_total", status="Start") == 1
+    assert server.metric("filterdns_radius_dropped_total", reason="bad_authenticator") == 1
+    assert server.metric("filterdns_subscriber_addresses") == 2
     children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
     table = str(Path(server.config_path).parent / "data" / "subscribers.table")
     # One file, mapped by each worker (the list reloader's child may be there too).
     mapping = [pid for pid in children if table in Path(f"/proc/{pid}/maps").read_text()]
     assert len(mapping) >= 2
+
+
+def test_workers_stop_when_the_admin_listener_cannot_start(
+    serve: Callable[[dict], ServerProcess],
+) -> None:
+    """The supervisor's admin listener on a port in use fails the start, as it would in
+    one process: not a server without its provisioning API."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = subscriber_config(free_port())
+        config["admin"]["listen"] = f"127.0.0.1:{taken.getsockname()[1]}"
+        config["server"]["workers"] = 2
+        try:
+            server = serve(config)
+        except RuntimeError as exc:  # gone before its workers answered
+            assert "cannot start the admin API" in str(exc)
+            return
+        assert eventually(lambda: not server.running(), timeout=20)
+        assert server.proc.returncode == 1
+        assert "cannot start the admin API" in server.stderr_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dns_resolver._subtable import SubscriberTable, capacity_for
+from dns_resolver._subtable import DROPPED, SubscriberTable, capacity_for
 from subscribers.addresses import canonical, containing, table_key
 
 
@@ -89,3 +89,18 @@ def test_addresses() -> None:
     assert containing("2001:db8:7:1ff::1")[0] == "2001:db8:7:1ff::/64"
     assert containing("2001:db8:7:1ff::1")[-1] == "2001:db8:7::/48"
     assert table_key("2001:db8:7::/56") == (56, 0x20010DB800070000)
+
+
+def test_remap_renumbers_in_place_and_drops_unknown_policies(tmp_path: Path) -> None:
+    """A reload that reorders the policies renumbers every entry, seen by another mapping;
+    an index with no new place becomes DROPPED, which no reader serves as a policy."""
+    writer = SubscriberTable.create(str(tmp_path / "t"), 1024)
+    reader = SubscriberTable.open(str(tmp_path / "t"))
+    put(writer, "198.51.100.1", 0)
+    put(writer, "198.51.100.2", 1, lists=4)
+    put(writer, "2001:db8:7::/56", 2)
+    assert writer.remap([2, 0]) == 3  # 0 -> 2, 1 -> 0, 2 (not in the list) -> DROPPED
+    assert reader.lookup(packed("198.51.100.1")) == (2, 0)
+    assert reader.lookup(packed("198.51.100.2")) == (0, 4)
+    assert reader.lookup(packed("2001:db8:7::1")) == (DROPPED, 0)
+    assert writer.remap([0, 1, 2]) == 0
