@@ -310,11 +310,12 @@ class App:
             except CertificateError as exc:
                 log.error("cannot start the encrypted listeners: %s", exc)
                 return 2
-        await self.server.start()
         if self.encrypted is not None:
+            # Before plain DNS: a server that answers on `listen` serves all its transports.
             await self.encrypted.start()
             if self.metrics is not None:
                 self.metrics.registry.register(self.encrypted.stats)
+        await self.server.start()
         if self.metrics is not None and self.server.fast is not None:
             # The C cache holds Python's entries and the answers C forwarded itself.
             fp = self.server.fast.fp
