@@ -90,7 +90,7 @@ def self_signed(folder: Path, server_name: str) -> Path:
         else:
             os.link(mine, path)
     except FileExistsError:
-        pass  # another worker's landed first
+        return path  # another worker's landed first
     finally:
         mine.unlink(missing_ok=True)
     log.info("generated a self-signed certificate for %s in %s", name, path)

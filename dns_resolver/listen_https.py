@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, unquote
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -304,22 +305,22 @@ class _H2Session(_Session):
                 self.dispatch(stream_id, request)
         elif isinstance(event, h2.events.DataReceived):
             conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            request = self.requests.get(event.stream_id)
-            if request is None or request.done:
+            receiving = self.requests.get(event.stream_id)
+            if receiving is None or receiving.done:
                 return
-            request.body += event.data or b""
-            if len(request.body) > MAX_BODY:
-                request.done = True
+            receiving.body += event.data or b""
+            if len(receiving.body) > MAX_BODY:
+                receiving.done = True
                 reply = self.service.refuse(
                     _error(413, f"a DNS message is at most {MAX_BODY} bytes")
                 )
                 self.respond(event.stream_id, reply)
             elif event.stream_ended is not None:
-                self.dispatch(event.stream_id, request)
+                self.dispatch(event.stream_id, receiving)
         elif isinstance(event, h2.events.StreamEnded):
-            request = self.requests.get(event.stream_id)
-            if request is not None and not request.done:
-                self.dispatch(event.stream_id, request)
+            ended = self.requests.get(event.stream_id)
+            if ended is not None and not ended.done:
+                self.dispatch(event.stream_id, ended)
         elif isinstance(event, h2.events.StreamReset):
             self.requests.pop(event.stream_id, None)
             self.unsent.pop(event.stream_id, None)

@@ -59,14 +59,14 @@ class ListenerStats:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        family = GaugeMetricFamily(
+        gauge = GaugeMetricFamily(
             "filterdns_listener_connections",
             "Open client connections of the stream listeners.",
             labels=["transport"],
         )
         for transport, n in sorted(self.open.items()):
-            family.add_metric([transport], n)
-        yield family
+            gauge.add_metric([transport], n)
+        yield gauge
         family = CounterMetricFamily(
             "filterdns_listener_accepted",
             "Client connections accepted by the stream listeners.",

@@ -19,6 +19,7 @@ import dns.query
 import dns.rcode
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import httpx
 import pytest

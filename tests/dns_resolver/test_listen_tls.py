@@ -27,6 +27,7 @@ from dns_resolver.certs import fingerprint
 from tests.dns_resolver.encrypted import (
     KID,
     SERVER_NAME,
+    client_context,
     dot_port,
     dot_query,
     encrypted_config,
@@ -326,3 +327,31 @@ def test_2000_idle_connections_while_another_client_is_answered(
                 sock.close()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _resumed(
+    ctx: ssl.SSLContext, port: int, session: ssl.SSLSession | None
+) -> tuple[bool, ssl.SSLSession | None]:
+    """Connect (offering `session`), ask one query (TLS 1.3 sends its tickets after the
+    handshake), and say whether the session was resumed; the session to offer next."""
+    sock = socket.create_connection((LOOPBACK, port), timeout=5)
+    with ctx.wrap_socket(sock, session=session) as tls:
+        send_framed(tls, dns.message.make_query(TestZone.WWW, "A").to_wire())
+        assert dns.message.from_wire(read_framed(tls)).rcode() == dns.rcode.NOERROR
+        return tls.session_reused, tls.session
+
+
+def test_sessions_resume_until_the_ticket_key_rotates(
+    filterdns_on_nsd: Start, tmp_path: Path
+) -> None:
+    server = filterdns_on_nsd(encrypted_config(tmp_path, ticket_rotation=3))
+    port = dot_port(server)
+    ctx = client_context()
+    resumed, session = _resumed(ctx, port, None)
+    assert not resumed
+    resumed, _ = _resumed(ctx, port, session)
+    assert resumed
+    # After a rotation the old ticket is not accepted any more: a full handshake.
+    assert until(lambda: not _resumed(ctx, port, session)[0])
+    assert server.metric("filterdns_tls_handshakes_total", transport="tls", resumed="true") >= 1
+    assert server.metric("filterdns_tls_handshakes_total", transport="tls", resumed="false") >= 2
