@@ -179,7 +179,10 @@ class ServerTls:
         elif time.monotonic() - self._built >= self.config.ticket_rotation:
             self.reload(self.config)
 
-    def _paths(self) -> tuple[str, str]:
+    def cert_files(self) -> tuple[str, str]:
+        """The PEM files of the certificate and key in force (one file, twice, for the
+        self-signed one, generated if need be): for TLS stacks that load files
+        themselves (QUIC)."""
         config = self.config
         if config.cert:
             return config.cert, config.key
@@ -188,7 +191,7 @@ class ServerTls:
 
     def _stat(self) -> tuple[tuple[str, int, int], ...]:
         out = []
-        for path in dict.fromkeys(self._paths() if self.config.cert else ()):
+        for path in dict.fromkeys(self.cert_files() if self.config.cert else ()):
             try:
                 st = os.stat(path)
             except OSError:
@@ -199,7 +202,7 @@ class ServerTls:
 
     def _build(self) -> None:
         try:
-            cert, key = self._paths()
+            cert, key = self.cert_files()
         except OSError as exc:
             raise CertificateError(f"cannot write the self-signed certificate: {exc}") from None
         files = self._stat()
