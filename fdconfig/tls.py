@@ -46,8 +46,8 @@ class TlsTable(Table):
     max_connections: Annotated[
         int,
         doc(
-            "Open connections per listener; beyond, new connections are closed at once "
-            "(and counted).",
+            "Open connections per listener (and per worker); beyond, new connections are "
+            "closed at once (and counted).",
             ge=1,
         ),
     ] = 10_000
