@@ -3,6 +3,7 @@ the self-signed certificate, the contexts' reload, and EDNS padding (RFC 7830/84
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import subprocess
 from pathlib import Path
@@ -11,10 +12,13 @@ import dns.edns
 import dns.message
 import pytest
 from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dns_resolver import edns
 from dns_resolver.certs import ALPN, CertificateError, ServerTls, client_id_of, fingerprint
 from dns_resolver.certs import self_signed as make_self_signed
+from dns_resolver.listen_https import decode_dns_parameter
 from fdconfig.tls import TlsConfig
 from tests.dns_resolver.encrypted import make_cert
 
@@ -90,3 +94,50 @@ def test_no_opt_no_padding() -> None:
     wire = response.to_wire()
     assert edns.pad(wire) == wire
     assert edns.pad(b"\x00\x01") == b"\x00\x01"  # not a message: left alone
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_padding_leaves_what_is_not_ours_alone(data: bytes) -> None:
+    """Random bytes come back unchanged or, when they happen to end in an OPT, padded
+    with the header untouched."""
+    out = edns.pad(data)
+    assert out == data or (len(out) % edns.PADDING_BLOCK == 0 and out[:12] == data[:12])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.from_regex(r"[a-z0-9]{1,63}(\.[a-z0-9]{1,63}){0,3}", fullmatch=True),
+    st.text(max_size=300),
+)
+def test_padded_answers_still_parse(name: str, ede_text: str) -> None:
+    query = dns.message.make_query(name + ".example", "A", use_edns=0)
+    response = dns.message.make_response(query)
+    response.use_edns(0, options=[dns.edns.EDEOption(dns.edns.EDECode.FILTERED, ede_text)])
+    wire = response.to_wire()
+    padded = edns.pad(wire)
+    assert len(padded) % edns.PADDING_BLOCK == 0
+    parsed = dns.message.from_wire(padded)
+    assert parsed.question == response.question
+    assert [o.otype for o in parsed.options] == [
+        dns.edns.OptionType.EDE, dns.edns.OptionType.PADDING,
+    ]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_the_dns_parameter_decodes_or_says_why(text: str) -> None:
+    try:
+        data = decode_dns_parameter(text)
+    except ValueError as exc:
+        assert str(exc) == "the dns parameter is not base64url"
+    else:
+        assert isinstance(data, bytes)
+        assert decode_dns_parameter(base64.urlsafe_b64encode(data).decode()) == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), st.text(max_size=80)))
+def test_any_server_name_gives_an_answer(name: str | None) -> None:
+    accepted, client_id = client_id_of(name, "dns.example.org")
+    assert client_id is None or (accepted and "." not in client_id and client_id)
