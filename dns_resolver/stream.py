@@ -307,13 +307,17 @@ class StreamListener:
         reader = asyncio.StreamReader(limit=2**16)
         protocol = asyncio.StreamReaderProtocol(reader)
         refused = self.tls.refused_names
+        limit = self.tls.config.handshake_timeout
         try:
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol,
-                conn,
-                ssl=self.tls.context(self.transport),
-                ssl_handshake_timeout=self.tls.config.handshake_timeout,
-            )
+            # Our own deadline: the event loop's (a backstop here) ends in a
+            # ConnectionAbortedError that looks like any other failure.
+            async with asyncio.timeout(limit):
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol,
+                    conn,
+                    ssl=self.tls.context(self.transport),
+                    ssl_handshake_timeout=limit + 1.0,
+                )
         except TimeoutError:
             self.stats.error(self.transport, "handshake_timeout")
             return None

@@ -355,3 +355,23 @@ def test_sessions_resume_until_the_ticket_key_rotates(
     assert until(lambda: not _resumed(ctx, port, session)[0])
     assert server.metric("filterdns_tls_handshakes_total", transport="tls", resumed="true") >= 1
     assert server.metric("filterdns_tls_handshakes_total", transport="tls", resumed="false") >= 2
+
+
+def test_a_client_that_never_shakes_hands_is_closed(
+    filterdns_on_nsd: Start, tmp_path: Path
+) -> None:
+    server = filterdns_on_nsd(encrypted_config(tmp_path, handshake_timeout=1.0))
+    with socket.create_connection((LOOPBACK, dot_port(server)), timeout=5) as sock:
+        started = time.monotonic()
+        assert sock.recv(1) == b""  # closed by the server, nothing sent
+        assert time.monotonic() - started < 4
+    assert eventually(
+        lambda: server.metric(
+            "filterdns_listener_errors_total", transport="tls", kind="handshake_timeout"
+        ) == 1
+    )
+    # A client offering only another protocol (ALPN h2) still gets DNS over TLS.
+    with tls_connect(dot_port(server), alpn=("h2",)) as tls:
+        assert tls.selected_alpn_protocol() is None
+        send_framed(tls, dns.message.make_query(TestZone.WWW, "A").to_wire())
+        assert dns.message.from_wire(read_framed(tls)).rcode() == dns.rcode.NOERROR
