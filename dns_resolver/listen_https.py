@@ -22,7 +22,6 @@ import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs, unquote
 
@@ -109,16 +108,15 @@ class DohService:
                 return self.refuse(_error(413, f"a DNS message is at most {MAX_BODY} bytes"))
         return None
 
-    def answer(
+    async def answer(
         self,
         peer: tuple[Any, ...],
         method: str,
         target: str,
         content_type: str | None,
         body: bytes,
-    ) -> Reply | Awaitable[Reply]:
-        """The response to a whole request: at once when no upstream is needed (a cache
-        hit, a block, an error), else a coroutine that resolves it."""
+    ) -> Reply:
+        """The response to a whole request."""
         early = self.check(method, target, content_type, len(body))
         if early is not None:
             return early
@@ -136,15 +134,10 @@ class DohService:
                 return self.refuse(_error(400, str(exc)))
         else:
             data = body
-        out = self.server.answer(data, peer, TRANSPORT, client_id) if len(data) >= 12 else None
+        server = self.server
+        out = server.answer(data, peer, TRANSPORT, client_id) if len(data) >= 12 else None
         if isinstance(out, Pending):
-            return self._later(out, data, peer)
-        return self._reply(out)
-
-    async def _later(self, pending: Pending, data: bytes, peer: tuple[Any, ...]) -> Reply:
-        return self._reply(await self.server.answer_later(pending, data, peer, TRANSPORT))
-
-    def _reply(self, out: bytes | None) -> Reply:
+            out = await server.answer_later(out, data, peer, TRANSPORT)
         if out is None:
             return self.refuse(_error(400, "not a DNS query"))
         if self.tls.config.padding:
@@ -339,22 +332,19 @@ class _H2Session(_Session):
         request.done = True
         self.progress()
         headers = request.headers
-        reply = self.service.answer(
+        coro = self.service.answer(
             self.peer,
             headers.get(":method", ""),
             headers.get(":path", ""),
             headers.get("content-type"),
             bytes(request.body),
         )
-        if isinstance(reply, Reply):
-            self.respond(stream_id, reply)
-            return
-        task = asyncio.get_running_loop().create_task(self.answer(stream_id, reply))
+        task = asyncio.get_running_loop().create_task(self.answer(stream_id, coro))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def answer(self, stream_id: int, later: Awaitable[Reply]) -> None:
-        reply = await later
+    async def answer(self, stream_id: int, coro: Any) -> None:
+        reply = await coro
         if stream_id in self.requests:  # not reset meanwhile
             self.respond(stream_id, reply)
             self.flush()
@@ -462,8 +452,7 @@ class _H1Session(_Session):
                     self.service.refuse(_error(413, f"a DNS message is at most {MAX_BODY} bytes"))
                 )
         self.progress()
-        reply = self.service.answer(self.peer, method, target, content_type, bytes(body))
-        return reply if isinstance(reply, Reply) else await reply
+        return await self.service.answer(self.peer, method, target, content_type, bytes(body))
 
     def _closing(self, reply: Reply) -> Reply:
         # The request's body is left unread: the connection cannot carry another one.
