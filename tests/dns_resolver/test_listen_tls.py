@@ -46,6 +46,7 @@ from tests.dns_resolver.harness import (
     TestZone,
     eventually,
     kdig,
+    to_toml,
 )
 
 Start = Callable[..., ServerProcess]
@@ -375,3 +376,25 @@ def test_a_client_that_never_shakes_hands_is_closed(
         assert tls.selected_alpn_protocol() is None
         send_framed(tls, dns.message.make_query(TestZone.WWW, "A").to_wire())
         assert dns.message.from_wire(read_framed(tls)).rcode() == dns.rcode.NOERROR
+
+
+def test_tls_settings_apply_on_sighup(filterdns_on_nsd: Start, tmp_path: Path) -> None:
+    server = filterdns_on_nsd(encrypted_config(tmp_path))
+    port = dot_port(server)
+    new_name = "filter.example.net"
+    config = dict(server.config)
+    config["tls"] = {**config["tls"], "server_name": new_name}
+    server.config_path.write_text(to_toml(config), encoding="utf-8")
+    server.send_signal(signal.SIGHUP)
+
+    def moved() -> bool:
+        try:
+            answer = dot_query(port, TestZone.BLOCKED, sni=f"{KID}.{new_name}")
+        except (ssl.SSLError, OSError):
+            return False
+        return answer.rcode() == dns.rcode.NXDOMAIN
+
+    assert until(moved)
+    with pytest.raises(ssl.SSLError):
+        tls_connect(port, sni=f"{KID}.{SERVER_NAME}")  # the old name is not ours any more
+    assert "restart needed" not in server.stderr_text()
