@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.message
+import dns.query
 import dns.rcode
 import pytest
 from dnstap_pb import dnstap_pb2 as pb
@@ -343,6 +345,33 @@ def test_tcp_collector_tcp_client_full_address(
     assert protocols == ["TCP", "UDP"]
     for message in _questions(docs):
         assert message["message"]["query_address"] == LOOPBACK
+
+
+def test_encrypted_transports_are_named(
+    tmp_path: Path,
+    collectors: Callable[..., Collector],
+    filterdns_on_nsd: Callable[..., ServerProcess],
+) -> None:
+    """DoT and DoH queries say DOT and DOH as their socket protocol."""
+    from tests.dns_resolver.encrypted import doh_port, dot_port, dot_query, encrypted_config
+
+    sock = tmp_path / "dnstap.sock"
+    collector = collectors(str(sock))
+    config = {**encrypted_config(tmp_path), **_dnstap({"socket": str(sock)})}
+    server = filterdns_on_nsd(config)
+    assert eventually(_connected(server))
+    assert dot_query(dot_port(server), TestZone.WWW).rcode() == dns.rcode.NOERROR
+    answer = dns.query.https(
+        dns.message.make_query(TestZone.BLOCKED, "A"), LOOPBACK, port=doh_port(server),
+        verify=False, timeout=5,
+    )  # fmt: skip
+    assert answer.rcode() == dns.rcode.NOERROR
+    assert eventually(lambda: len(_questions(collector.documents())) == 4)
+    docs = collector.documents()
+    assert [m["socket_protocol"] for m in _of(docs, "CLIENT_QUERY", TestZone.WWW)] == ["DOT"]
+    assert [m["socket_protocol"] for m in _of(docs, "CLIENT_RESPONSE", TestZone.BLOCKED)] == [
+        "DOH"
+    ]
 
 
 def test_collector_killed_and_restarted(
