@@ -392,9 +392,9 @@ class UdpFastPath:
             self.fallbacks[name] += 1
             out = self.server.handle_datagram(data, (host, port), send)
             if name == "new_block" and isinstance(out, bytes):
-                self._learn(data, host, code, out)
+                self.learn(data, host, code, out)
 
-    def _learn(self, data: bytes, client: str, code: int, answer: bytes) -> None:
+    def learn(self, data: bytes, client: str, code: int, answer: bytes) -> None:
         """Memoise the EDE of a block Python just answered, for the C path to replay."""
         resolver = self.server.resolver
         policies = getattr(resolver, "policies", None)
@@ -487,8 +487,8 @@ class UdpFastPath:
         counts = self.fp.counters()
         queries: dict[tuple[int, str, str], int] = {}
         for result in ("cached", "blocked", "allowed"):
-            for qtype, n in counts[result].items():
-                queries[(qtype, "udp", result)] = n
+            for (qtype, transport), n in counts[result].items():
+                queries[(qtype, transport, result)] = n
         blocks = {self._block_names[i]: n for i, n in counts["blocks"].items()}
         metrics.merge_counts(
             queries=queries,

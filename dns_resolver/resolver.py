@@ -162,13 +162,19 @@ class Resolver:
     # -- the synchronous path -------------------------------------------------------------
 
     def handle(
-        self, data: bytes, client: str, tcp: bool = False, waited: float = 0.0
+        self,
+        data: bytes,
+        client: str,
+        tcp: bool = False,
+        waited: float = 0.0,
+        charged: bool = False,
     ) -> bytes | Pending | None:
         """Answer what needs no I/O; None means drop, a `Pending` goes to `resolve`.
         `waited`: seconds the query spent before it came here (in the C fast path, when
-        it hands a query over), counted in its response time."""
+        it hands a query over), counted in its response time. `charged`: the C stream
+        loop charged it to the rate limiter already."""
         started = time.perf_counter() - waited
-        if self.ratelimit is not None and (tcp or not self.udp_charged):
+        if self.ratelimit is not None and not charged and (tcp or not self.udp_charged):
             limited, action = self.ratelimit.limit(client, tcp)
             if limited != PASS:
                 return self._limited(data, client, tcp, started, action, limited == LIMITED_LOG)

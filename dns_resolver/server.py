@@ -9,7 +9,9 @@ are answered without creating a task; only upstream queries become tasks.
 TCP uses 2-byte length framing (RFC 1035 4.2.2) and serves many queries per
 connection, pipelined (answers to upstream queries are sent as they arrive, so possibly
 out of order), until the client closes or stays idle for `tcp_idle_timeout` seconds
-(RFC 7766).
+(RFC 7766). With the fast path, TCP is served by the C stream loop (`streampath.py`:
+cache hits and blocks answered in C, at most `tcp_max_connections` per listener and
+`tcp_max_inflight` queries in Python per connection), else by asyncio streams.
 
 Nothing a client sends can crash the server: an exception while handling a query is
 logged and answered with SERVFAIL, and the loop carries on.
@@ -28,13 +30,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dns_resolver import fastpath
 from dns_resolver.fastpath import UdpFastPath
 from dns_resolver.resolver import Pending, Resolver
+from dns_resolver.streampath import TcpFastPath
 
 log = logging.getLogger(__name__)
 
 RCVBUF = 4 * 1024 * 1024  # the 208 KB default overflows with a few hundred queries in flight
 TCP_BACKLOG = 128
 MAX_UDP_INFLIGHT = 10_000  # UDP queries waiting for an upstream, across all listeners
-TCP_PIPELINE = 32  # upstream queries in flight per TCP connection
 
 
 def _bind(host: str, port: int, kind: int, reuse_port: bool = False) -> socket.socket:
@@ -90,23 +92,39 @@ class DnsServer:
         listen: Sequence[tuple[str, int]],
         *,
         tcp_idle_timeout: float = 10.0,
+        tcp_max_connections: int = 4096,
+        tcp_max_inflight: int = 32,
         fast_path: bool = True,
         reuse_port: bool = False,
     ) -> None:
         self.resolver = resolver
         self.listen = list(listen)
         self.tcp_idle_timeout = tcp_idle_timeout
+        self.tcp_max_inflight = tcp_max_inflight
         self.reuse_port = reuse_port
         self.fast: UdpFastPath | None = None
+        self.stream: TcpFastPath | None = None
         if fast_path and fastpath.available():
             self.fast = UdpFastPath(self, resolver.udp_size)
             if resolver.metrics is not None:
                 resolver.metrics.registry.register(self.fast)
+            if TcpFastPath.available():
+                self.stream = TcpFastPath(
+                    self.fast, tcp_idle_timeout, tcp_max_connections, tcp_max_inflight
+                )
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = {}
         self.addresses: list[tuple[str, int]] = []
+
+    def set_tcp_limits(self, idle: float, max_connections: int, max_inflight: int) -> None:
+        """New TCP limits (a config reload), for the connections opened from now on; the
+        idle time applies at once."""
+        self.tcp_idle_timeout = idle
+        self.tcp_max_inflight = max_inflight
+        if self.stream is not None:
+            self.stream.set_limits(idle, max_connections, max_inflight)
 
     def handle_datagram(
         self,
@@ -209,7 +227,10 @@ class DnsServer:
                 )
                 self._udp.append(transport)  # type: ignore[arg-type]
             tcp_sock.listen(TCP_BACKLOG)
-            self._tcp.append(await asyncio.start_server(self._tcp_client, sock=tcp_sock))
+            if self.stream is not None:
+                self.stream.attach(tcp_sock)
+            else:
+                self._tcp.append(await asyncio.start_server(self._tcp_client, sock=tcp_sock))
             self.addresses.append((host, port))
             log.info("listening on %s port %d (UDP and TCP)", host, port)
 
@@ -219,6 +240,8 @@ class DnsServer:
             transport.close()
         if self.fast is not None:
             self.fast.close()
+        if self.stream is not None:
+            self.stream.close()
         for server in self._tcp:
             server.close()
         for task in list(self._tasks):
@@ -241,8 +264,8 @@ class DnsServer:
         client = peer[0] if peer else ""
         resolver = self.resolver
         # Queries that need the upstream run concurrently and are answered as they finish
-        # (RFC 7766 6.2.1.1: a client matches answers by ID); at most TCP_PIPELINE at once.
-        slots = asyncio.Semaphore(TCP_PIPELINE)
+        # (RFC 7766 6.2.1.1: a client matches answers by ID); at most tcp_max_inflight at once.
+        slots = asyncio.Semaphore(self.tcp_max_inflight)
         inflight: set[asyncio.Task[None]] = set()
         self._connections[writer] = asyncio.current_task()
 
