@@ -246,6 +246,13 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
             kinds.append(
                 ("filterdns+text", servers.Filterdns, {"workers": 1, "snapshot": text_snapshot})
             )
+        if "tcp" in opts.transports:
+            # TCP from asyncio streams (server.fast_path = false), for the C stream loop's
+            # figures to be read against: its TCP run only.
+            kinds.append(
+                ("filterdns-py", servers.Filterdns,
+                 {"workers": 1, "snapshot": snapshot, "fast_path": False})
+            )
         if opts.workers > 1:
             kinds.append(
                 ("filterdns-w", servers.Filterdns, {"workers": opts.workers, "snapshot": snapshot})
@@ -267,7 +274,7 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
                 for _ in range(1 if threads == 1 else 5):
                     dnsperf(server.port, ds.warm_file, 60, cpus=opts.client_cpus, once=True)
                 mixes: list[tuple[str, Path, dict[str, object]]] = []
-                if "udp" in opts.transports:
+                if "udp" in opts.transports and label != "filterdns-py":
                     mixes += [
                         ("mix", ds.mix_file, {}),
                         # The new names must be host names ("filterdns+log" is not one).

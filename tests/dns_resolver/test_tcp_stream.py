@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import dns.flags
 import dns.message
 import dns.rcode
 import pytest
@@ -121,6 +122,19 @@ def test_tcp_cache_hits_and_blocks_are_answered_in_c(
     assert "category=adult" in text and "list=test" in text
     assert server.metric("filterdns_queries_total", qtype="A", protocol="tcp",
                          result="blocked") == 3
+
+
+def test_a_large_answer_is_served_whole_from_the_cache_over_tcp(
+    filterdns_on_nsd: Callable[..., ServerProcess],
+) -> None:
+    server = filterdns_on_nsd()
+    full = query(server.port, Z.BIGTXT, "TXT", tcp=True)
+    before = _answers(server)
+    again = query(server.port, Z.BIGTXT, "TXT", tcp=True, payload=512)
+    assert _answers(server) == before + 1
+    assert not again.flags & dns.flags.TC  # no UDP limit over TCP
+    assert [r.strings for r in again.answer[0]] == [r.strings for r in full.answer[0]]
+    assert len(again.to_wire()) > 2000
 
 
 def test_pipelined_queries_are_matched_by_id_and_a_slow_miss_comes_last(
