@@ -167,6 +167,7 @@ class Resolver:
         client: str,
         tcp: bool = False,
         waited: float = 0.0,
+        *,
         charged: bool = False,
     ) -> bytes | Pending | None:
         """Answer what needs no I/O; None means drop, a `Pending` goes to `resolve`.

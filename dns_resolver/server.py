@@ -9,9 +9,7 @@ are answered without creating a task; only upstream queries become tasks.
 TCP uses 2-byte length framing (RFC 1035 4.2.2) and serves many queries per
 connection, pipelined (answers to upstream queries are sent as they arrive, so possibly
 out of order), until the client closes or stays idle for `tcp_idle_timeout` seconds
-(RFC 7766). With the fast path, TCP is served by the C stream loop (`streampath.py`:
-cache hits and blocks answered in C, at most `tcp_max_connections` per listener and
-`tcp_max_inflight` queries in Python per connection), else by asyncio streams.
+(RFC 7766).
 
 Nothing a client sends can crash the server: an exception while handling a query is
 logged and answered with SERVFAIL, and the loop carries on.
@@ -37,6 +35,7 @@ log = logging.getLogger(__name__)
 RCVBUF = 4 * 1024 * 1024  # the 208 KB default overflows with a few hundred queries in flight
 TCP_BACKLOG = 128
 MAX_UDP_INFLIGHT = 10_000  # UDP queries waiting for an upstream, across all listeners
+TCP_PIPELINE = 32  # upstream queries in flight per TCP connection
 
 
 def _bind(host: str, port: int, kind: int, reuse_port: bool = False) -> socket.socket:
@@ -100,9 +99,9 @@ class DnsServer:
         self.resolver = resolver
         self.listen = list(listen)
         self.tcp_idle_timeout = tcp_idle_timeout
-        self.tcp_max_inflight = tcp_max_inflight
         self.reuse_port = reuse_port
         self.fast: UdpFastPath | None = None
+        # TCP from the C stream loop (streampath.py) when the fast path serves UDP.
         self.stream: TcpFastPath | None = None
         if fast_path and fastpath.available():
             self.fast = UdpFastPath(self, resolver.udp_size)
@@ -122,7 +121,6 @@ class DnsServer:
         """New TCP limits (a config reload), for the connections opened from now on; the
         idle time applies at once."""
         self.tcp_idle_timeout = idle
-        self.tcp_max_inflight = max_inflight
         if self.stream is not None:
             self.stream.set_limits(idle, max_connections, max_inflight)
 
@@ -264,8 +262,8 @@ class DnsServer:
         client = peer[0] if peer else ""
         resolver = self.resolver
         # Queries that need the upstream run concurrently and are answered as they finish
-        # (RFC 7766 6.2.1.1: a client matches answers by ID); at most tcp_max_inflight at once.
-        slots = asyncio.Semaphore(self.tcp_max_inflight)
+        # (RFC 7766 6.2.1.1: a client matches answers by ID); at most TCP_PIPELINE at once.
+        slots = asyncio.Semaphore(TCP_PIPELINE)
         inflight: set[asyncio.Task[None]] = set()
         self._connections[writer] = asyncio.current_task()
 

@@ -52,8 +52,9 @@ class ServerTable(Table):
     tcp_max_inflight: Annotated[
         int,
         doc(
-            "Queries per client TCP connection waiting for the upstream at once; the "
-            "connection's further queries wait until one is answered.",
+            "Queries per client TCP connection waiting for the upstream at once (with the "
+            "fast path; without, 32); the connection's further queries wait until one is "
+            "answered.",
             ge=1,
             le=65535,
         ),
