@@ -516,7 +516,8 @@ class UdpFastPath:
 
         yield CounterMetricFamily(
             "filterdns_fastpath_answers",
-            "UDP answers produced by the C fast path (cache hits, blocks, forwarded misses).",
+            "Answers produced by the C fast path, UDP and TCP (cache hits, blocks, "
+            "forwarded misses).",
             value=self.fp.fast_answers,
         )
         yield CounterMetricFamily(
@@ -531,7 +532,7 @@ class UdpFastPath:
         )
         family = CounterMetricFamily(
             "filterdns_fastpath_fallbacks",
-            "UDP queries the fast path handed to the Python chain, by reason.",
+            "Queries the fast path (UDP and TCP) handed to the Python chain, by reason.",
             labels=["reason"],
         )
         for reason, n in self.fallbacks.items():

@@ -111,6 +111,8 @@ class DnsServer:
                 self.stream = TcpFastPath(
                     self.fast, tcp_idle_timeout, tcp_max_connections, tcp_max_inflight
                 )
+                if resolver.metrics is not None:
+                    resolver.metrics.registry.register(self.stream)
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()

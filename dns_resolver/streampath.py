@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from dns_resolver.resolver import Pending
@@ -125,6 +126,34 @@ class TcpFastPath:
             out = resolver.servfail_for(data)
         self._send(cid, out)
         self.server.tap(data, out, peer, "tcp", pending)
+
+    def collect(self) -> Iterator[Any]:
+        """Prometheus families of the TCP connections served from C."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        stream = self.stream
+        yield GaugeMetricFamily(
+            "filterdns_tcp_connections", "Open client TCP connections (C stream loop).",
+            value=stream.connections,
+        )
+        yield CounterMetricFamily(
+            "filterdns_tcp_connections_accepted", "Client TCP connections taken.",
+            value=stream.accepted,
+        )
+        yield CounterMetricFamily(
+            "filterdns_tcp_connections_refused",
+            "Client TCP connections closed at once: tcp_max_connections were open.",
+            value=stream.refused,
+        )
+        family = CounterMetricFamily(
+            "filterdns_tcp_connections_closed",
+            "Client TCP connections the server closed: idle (tcp_idle_timeout), or garbage "
+            "(bytes that are not a query).",
+            labels=["reason"],
+        )
+        family.add_metric(["idle"], stream.closed_idle)
+        family.add_metric(["garbage"], stream.closed_garbage)
+        yield family
 
     def _send(self, cid: int, out: bytes | None) -> None:
         if self.stream.answer(cid, out) and not self._again:

@@ -201,6 +201,7 @@ def test_an_idle_connection_and_a_slow_client_are_closed_at_the_idle_timeout(
         waited = time.monotonic() - started
     assert sent < len(data)
     assert 0.4 <= waited < 3.0
+    assert server.metric("filterdns_tcp_connections_closed_total", reason="idle") == 2
     # The listener goes on.
     assert query(server.port, Z.WWW, tcp=True).answer[0][0].to_text() == Z.WWW_A
 
@@ -217,6 +218,8 @@ def test_connections_beyond_the_limit_are_closed_and_the_listener_goes_on(
             assert reply is not None and reply.id == i
         with _connect(server) as extra:
             assert _closed_by_server(extra)
+        assert server.metric("filterdns_tcp_connections_refused_total") == 1
+        assert server.metric("filterdns_tcp_connections") == 3
         held.pop().close()
 
         def answered() -> bool:
@@ -256,6 +259,7 @@ def test_garbage_closes_the_connection_after_the_answers_before_it(
         first = _read_answer(s)
         assert first is not None and first.id == 42
         assert _closed_by_server(s)
+    assert server.metric("filterdns_tcp_connections_closed_total", reason="garbage") == 1
     assert query(server.port, Z.WWW, tcp=True).answer[0][0].to_text() == Z.WWW_A
 
 
