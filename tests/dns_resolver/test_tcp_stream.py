@@ -9,6 +9,7 @@ idle time (a slow client too), connections per listener, queries in flight, garb
 from __future__ import annotations
 
 import json
+import random
 import socket
 import struct
 import time
@@ -261,6 +262,44 @@ def test_garbage_closes_the_connection_after_the_answers_before_it(
         assert _closed_by_server(s)
     assert server.metric("filterdns_tcp_connections_closed_total", reason="garbage") == 1
     assert query(server.port, Z.WWW, tcp=True).answer[0][0].to_text() == Z.WWW_A
+
+
+def test_random_streams_never_stop_the_listener(
+    filterdns_on_nsd: Callable[..., ServerProcess],
+) -> None:
+    """Fuzz: 200 connections of random frames (sane and insane lengths, random bytes,
+    mutated queries), cut at random points, each after a good query; the good query is
+    always answered, and the server answers a fresh client afterwards."""
+    server = filterdns_on_nsd({"server": {"tcp_idle_timeout": 0.3}})
+    query(server.port, Z.WWW, tcp=True)
+    rng = random.Random(14)
+    good = _query(Z.WWW, 0x1414).to_wire()
+    for case in range(200):
+        kind = case % 4
+        if kind == 0:
+            junk = rng.randbytes(rng.randrange(0, 80))  # any bytes, framing included
+        elif kind == 1:
+            body = rng.randbytes(rng.randrange(0, 600))
+            junk = struct.pack("!H", len(body)) + body
+        elif kind == 2:
+            mutated = bytearray(good)
+            for _ in range(rng.randrange(1, 6)):
+                mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+            junk = _frame(bytes(mutated))
+        else:
+            junk = struct.pack("!H", rng.randrange(1, 65536)) + rng.randbytes(rng.randrange(40))
+        stream = _frame(good) + junk
+        with _connect(server) as s:
+            at = 0
+            while at < len(stream):
+                step = rng.randrange(1, 64)
+                s.sendall(stream[at : at + step])
+                at += step
+            first = _read_answer(s)
+            assert first is not None and first.id == 0x1414, case
+    assert server.running()
+    assert query(server.port, Z.WWW, tcp=True).answer[0][0].to_text() == Z.WWW_A
+    assert server.metric("filterdns_tcp_connections_accepted_total") >= 201
 
 
 def test_query_log_lines_for_tcp_answers_from_c(
