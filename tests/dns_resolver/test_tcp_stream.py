@@ -18,6 +18,7 @@ from pathlib import Path
 
 import dns.flags
 import dns.message
+import dns.query
 import dns.rcode
 import pytest
 
@@ -158,6 +159,12 @@ def test_pipelined_queries_are_matched_by_id_and_a_slow_miss_comes_last(
     by_id = {r.id: r for r in replies if r is not None}
     assert by_id[1002].answer[0][0].to_text() == "192.0.2.53"  # www (odd index 1)
     assert by_id[1001].rcode() == dns.rcode.NXDOMAIN  # blocked (index 0)
+    # dnspython's own TCP framing, one write per query, a new miss first.
+    with _connect(server) as s:
+        for i, n in enumerate([Z.TXT, *names[:20]]):
+            dns.query.send_tcp(s, _query(n, 2000 + i))
+        got = [dns.query.receive_tcp(s, time.time() + 3)[0].id for _ in range(21)]
+    assert sorted(got) == list(range(2000, 2021)) and got[-1] == 2000
 
 
 def test_queries_beyond_the_in_flight_limit_wait_their_turn(
