@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import socket
 import struct
 import time
@@ -30,6 +31,7 @@ from tests.dns_resolver.harness import (
     TestZone,
     eventually,
     query,
+    to_toml,
     write_test_blocklist,
 )
 
@@ -245,6 +247,28 @@ def test_connections_beyond_the_limit_are_closed_and_the_listener_goes_on(
     finally:
         for s in held:
             s.close()
+
+
+def test_a_reload_applies_new_tcp_limits_to_new_connections(
+    filterdns_on_nsd: Callable[..., ServerProcess],
+) -> None:
+    server = filterdns_on_nsd({"server": {"tcp_max_connections": 1}})
+    with _connect(server) as first:
+        first.sendall(_frame(_query(Z.WWW, 1)))
+        assert _read_answer(first) is not None
+        with _connect(server) as second:
+            assert _closed_by_server(second)
+        config = dict(server.config)
+        config["server"] = {**config["server"], "tcp_max_connections": 2}
+        server.config_path.write_text(to_toml(config), encoding="utf-8")
+        server.send_signal(signal.SIGHUP)
+        assert eventually(
+            lambda: server.metric("filterdns_config_reloads_total", result="applied") == 1
+        )
+        with _connect(server) as second:
+            second.sendall(_frame(_query(Z.WWW, 2)))
+            reply = _read_answer(second)
+            assert reply is not None and reply.id == 2
 
 
 @pytest.mark.parametrize(
