@@ -54,6 +54,12 @@ extensions = [
         include_dirs=["filtercore", "dns_resolver"],  # _siphash.h, _subtable.h
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "dns_resolver._stream",
+        ["dns_resolver/_stream.pyx"],
+        include_dirs=["filtercore", "dns_resolver"],  # through the .pxd files it cimports
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(

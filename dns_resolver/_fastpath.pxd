@@ -24,6 +24,30 @@ cdef enum:
     QUERY_KEEP = 512       # client queries up to this size can be forwarded from C
     FWD_SIZE = 523         # an upstream query: up to QUERY_KEEP of question + our OPT
     HOST_BUF = 1024        # names per slot for the text rules (more: Python)
+    T_UDP = 0              # transports, for _one and the counters
+    T_TCP = 1
+    NTRANSPORT = 2
+
+
+# Slot verdicts and the reasons a query goes to Python (exported for tests and metrics).
+cdef enum:
+    ANSWERED = 0
+    TO_PYTHON = 1
+    DROPPED = 2
+    FORWARD = 3         # sent upstream from C (slot.code: the pending index)
+    TEXT_CHECK = 4      # held until the text rules pass the names in slot.host
+    SENT = 5            # an upstream answer's client was answered: nothing left to do
+
+cdef enum:
+    R_MISS = 0          # not cached, not blocked: the upstream is needed
+    R_ODD = 1           # a query the fast path does not parse (opcode, counts, OPT, names)
+    R_REFUSE = 2        # not allowed by the ACL: Python answers REFUSED
+    R_NEW_BLOCK = 3     # blocked by a rule whose EDE is not memoised yet
+    R_POLICY = 4        # the client's policy needs the Python chain
+    R_STALE = 5         # expired or due for prefetch: Python's cache rules decide
+    R_TIMEOUT = 6       # C's upstream query timed out: Python asks again (failover)
+    R_UPSTREAM = 7      # TC, an error rcode, a refused port: Python asks again
+    R_ANSWER = 8        # an upstream answer C does not finish (blocks, odd records)
 
 
 cdef struct Pending:
@@ -127,12 +151,12 @@ cdef class FastPath:
     cdef int obs_v4, obs_v6    # network prefixes kept of a client address
     cdef readonly uint64_t obs_dropped
     # counters, read and zeroed by counters()
-    cdef uint64_t c_cached[NQTYPE]
-    cdef uint64_t c_blocked[NQTYPE]
+    cdef uint64_t c_cached[NTRANSPORT][NQTYPE]
+    cdef uint64_t c_blocked[NTRANSPORT][NQTYPE]
     cdef uint64_t c_latency[NBUCKETS]
     cdef double c_latency_sum
     cdef uint64_t c_blocks[MAX_BLOCK_KEYS]
-    cdef uint64_t c_allowed[NQTYPE]
+    cdef uint64_t c_allowed[NTRANSPORT][NQTYPE]
     cdef uint64_t c_up_latency[NBUCKETS]
     cdef double c_up_latency_sum
     cdef uint64_t c_up_queries, c_up_spoofed, c_up_garbage
@@ -151,8 +175,10 @@ cdef class FastPath:
     # subscribers' serving table (or None: the mapping stays alive with it)
     cdef SubscriberTable subs_table
     cdef const sub_header *subs
-    cdef void _tap(self, const void *sa, const uint8_t *q, uint32_t qlen, const uint8_t *r,
-                   uint32_t rlen, int edeidx, double qwall, double rwall) noexcept nogil
+    cdef void _tap(self, const void *sa, int protocol, const uint8_t *q, uint32_t qlen,
+                   const uint8_t *r, uint32_t rlen, int edeidx, double qwall,
+                   double rwall) noexcept nogil
+    cdef void _count_latency(self, uint64_t k, double lat) noexcept nogil
     cdef int _pend_new(self) noexcept nogil
     cdef void _pend_free(self, int idx) noexcept nogil
     cdef void _detach(self, int idx) noexcept nogil
@@ -177,10 +203,13 @@ cdef class FastPath:
     cdef void _observe(self, const uint8_t *name, uint32_t namelen, int family,
                        const uint8_t *addr) noexcept nogil
     cdef bint _limited(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
-                       Slot *slot, double now) noexcept nogil
+                       Slot *slot, double now, bint tcp) noexcept nogil
     cdef uint32_t _any_answer(self, const uint8_t *d, uint32_t qend, uint16_t qflags,
                               uint16_t qclass, bint edns, bint do, uint8_t *out) noexcept nogil
     cdef void _one(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
-                   Slot *slot, double now) noexcept nogil
+                   Slot *slot, double now, int transport) noexcept nogil
     cdef int _round(self, int fd) noexcept nogil
     cdef object _handoff(self, int i)
+
+
+cdef tuple host_port(const uint8_t *name)  # (host text, port) of a sockaddr_in/_in6

@@ -38,8 +38,8 @@ import os
 from dns_resolver._blocks cimport MAX_BLOCK_KEYS, BlockAnswers, ede_find
 from dns_resolver._cache cimport AnswerCache, Entry, cache_find, cache_touch, fill
 from dns_resolver._querylog cimport L_ALLOWED, L_BLOCKED, L_CACHED, L_LIMITED, L_QUIET, LogBuffer
-from dns_resolver._ratelimit cimport (RL_DROP, RL_LIMITED_LOG, RL_PASS, RL_TRUNCATE,
-                                      RateLimiter)
+from dns_resolver._ratelimit cimport (RL_DROP, RL_LIMITED_LOG, RL_PASS, RL_REFUSED,
+                                      RL_TRUNCATE, RateLimiter)
 from dns_resolver._subtable cimport SubscriberTable, sub_lookup
 from dns_resolver._tapbuf cimport TAP_UDP, TapBuffer
 from dns_resolver._wire cimport (AA, AF_INET6, CD, MSG_DONTWAIT, MSG_TRUNC, PLAIN_UDP, QR, RA,
@@ -59,28 +59,9 @@ cdef extern from "<sys/random.h>" nogil:
     ssize_t getrandom(void *buf, size_t n, unsigned int flags)
 
 
-# Slot verdicts and the reasons a query goes to Python (exported for tests and metrics).
-cdef enum:
-    ANSWERED = 0
-    TO_PYTHON = 1
-    DROPPED = 2
-    FORWARD = 3         # sent upstream from C (slot.code: the pending index)
-    TEXT_CHECK = 4      # held until the text rules pass the names in slot.host
-    SENT = 5            # an upstream answer's client was answered: nothing left to do
-
-cdef enum:
-    R_MISS = 0          # not cached, not blocked: the upstream is needed
-    R_ODD = 1           # a query the fast path does not parse (opcode, counts, OPT, names)
-    R_REFUSE = 2        # not allowed by the ACL: Python answers REFUSED
-    R_NEW_BLOCK = 3     # blocked by a rule whose EDE is not memoised yet
-    R_POLICY = 4        # the client's policy needs the Python chain
-    R_STALE = 5         # expired or due for prefetch: Python's cache rules decide
-    R_TIMEOUT = 6       # C's upstream query timed out: Python asks again (failover)
-    R_UPSTREAM = 7      # TC, an error rcode, a refused port: Python asks again
-    R_ANSWER = 8        # an upstream answer C does not finish (blocks, odd records)
-
-
 _NOTHING = ()
+
+TRANSPORTS = ("udp", "tcp")  # by T_UDP, T_TCP
 
 REASONS = ("miss", "odd", "refuse", "new_block", "policy", "stale", "timeout", "upstream",
            "answer")
@@ -136,7 +117,18 @@ cdef Net *_nets(list items, int *count) except? NULL:
     return nets
 
 
-cdef tuple _host_port(const uint8_t *name):
+cdef dict _by_qtype(const uint64_t *counts):
+    """{(qtype, transport name): n} of a [NTRANSPORT][NQTYPE] counter array."""
+    cdef int tr, i
+    cdef dict out = {}
+    for tr in range(NTRANSPORT):
+        for i in range(NQTYPE):
+            if counts[tr * NQTYPE + i]:
+                out[(i if i < 256 else 65535, TRANSPORTS[tr])] = counts[tr * NQTYPE + i]
+    return out
+
+
+cdef tuple host_port(const uint8_t *name):
     """(host text, port) of a sockaddr_in/_in6."""
     cdef char host[64]
     cdef const sockaddr *sa = <const sockaddr *>name
@@ -402,14 +394,21 @@ cdef class FastPath:
     def tap_dropped(self):
         return self.tap.dropped
 
-    cdef void _tap(self, const void *sa, const uint8_t *q, uint32_t qlen, const uint8_t *r,
-                   uint32_t rlen, int edeidx, double qwall, double rwall) noexcept nogil:
-        """The frames of a UDP exchange; a block (`edeidx` >= 0) carries its EDE text."""
+    cdef void _tap(self, const void *sa, int protocol, const uint8_t *q, uint32_t qlen,
+                   const uint8_t *r, uint32_t rlen, int edeidx, double qwall,
+                   double rwall) noexcept nogil:
+        """The frames of an exchange over `protocol` (TAP_UDP, TAP_TCP); a block
+        (`edeidx` >= 0) carries its EDE text."""
         if 0 <= edeidx < self.blocks.nede:
-            self.tap.write(sa, TAP_UDP, q, qlen, r, rlen, self.blocks.ede_opts[edeidx],
+            self.tap.write(sa, protocol, q, qlen, r, rlen, self.blocks.ede_opts[edeidx],
                            self.blocks.ede_lens[edeidx], qwall, rwall)
         else:
-            self.tap.write(sa, TAP_UDP, q, qlen, r, rlen, NULL, 0, qwall, rwall)
+            self.tap.write(sa, protocol, q, qlen, r, rlen, NULL, 0, qwall, rwall)
+
+    cdef void _count_latency(self, uint64_t k, double lat) noexcept nogil:
+        """`k` answers given in C `lat` seconds after their queries came in."""
+        self.c_latency[_bucket(lat)] += k
+        self.c_latency_sum += lat * k
     # -- forwarding (from Python: `dns_resolver.fastforward`) ----------------------------
 
     def set_upstream(self, int udp_size, double timeout, bint inspect,
@@ -543,7 +542,7 @@ cdef class FastPath:
         waiting and its entry is freed."""
         cdef Pending *p = &self.pend[idx]
         self._detach(idx)
-        host, port = _host_port(p.name)
+        host, port = host_port(p.name)
         out = (PyBytes_FromStringAndSize(<char *>p.query, p.qlen), host, port, reason, p.fd,
                answer, mono_now() - p.started)
         self._pend_free(idx)
@@ -625,10 +624,11 @@ cdef class FastPath:
         self.limiting = limiter is not None
 
     cdef bint _limited(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
-                       Slot *slot, double now) noexcept nogil:
-        """Charge the query to its client network's bucket. Over the limit: True, and
-        `slot` holds the configured action (no answer, REFUSED, or an empty answer with
-        TC); a query whose question cannot be echoed is dropped whatever the action."""
+                       Slot *slot, double now, bint tcp) noexcept nogil:
+        """Charge the query to its client network's bucket (UDP or TCP). Over the limit:
+        True, and `slot` holds the configured action (no answer, REFUSED, or an empty
+        answer with TC; over TCP always REFUSED, as `RateLimiter.limit` says); a query
+        whose question cannot be echoed is dropped whatever the action."""
         cdef int family, verdict, action
         cdef const uint8_t *addr
         cdef uint32_t qend
@@ -636,10 +636,10 @@ cdef class FastPath:
         cdef bint edns = False, do = False
         if client_of(sa, &family, &addr) < 0:
             return False
-        verdict = self.limiter.check(family, addr, now, False)
+        verdict = self.limiter.check(family, addr, now, tcp)
         if verdict == RL_PASS:
             return False
-        action = self.limiter.action
+        action = RL_REFUSED if tcp else self.limiter.action
         slot.verdict = DROPPED
         slot.result = L_LIMITED if verdict == RL_LIMITED_LOG else L_QUIET
         slot.qtype = 0
@@ -708,9 +708,12 @@ cdef class FastPath:
     # -- one query ------------------------------------------------------------------------
 
     cdef void _one(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
-                   Slot *slot, double now) noexcept nogil:
-        cdef uint16_t qflags, qtype, qclass, ar, flags, udp = 0, rdlen, olen
-        cdef uint32_t pos, qend, i, optlen, total, limit, age, blen
+                   Slot *slot, double now, int transport) noexcept nogil:
+        """Answer query `d` from `sa` into `out` if C can (slot.verdict ANSWERED), else say
+        why not. `transport` T_UDP or T_TCP: over TCP there is no size limit but 65,535
+        and a miss goes to Python (C forwards only for UDP clients)."""
+        cdef uint16_t qflags, qtype, qclass, ar, udp = 0, rdlen, olen
+        cdef uint32_t pos, qend, i, limit, age
         cdef uint8_t c, length
         cdef Pending *p
         cdef uint8_t key[MAX_KEY]
@@ -724,15 +727,13 @@ cdef class FastPath:
         cdef Entry *e
         cdef Py_ssize_t nn
         cdef int64_t code
-        cdef const uint8_t *ede = NULL
-        cdef uint32_t edelen = 0
         slot.verdict = TO_PYTHON
         slot.reason = R_ODD
         slot.result = L_CACHED
         if n < 12 or d[2] & 0x80:
             slot.verdict = DROPPED  # garbage or a response: Python drops these too
             return
-        if self.limiting and self._limited(d, n, sa, out, slot, now):
+        if self.limiting and self._limited(d, n, sa, out, slot, now, transport == T_TCP):
             return
         qflags = u16(d + 2)
         ar = u16(d + 10)
@@ -806,7 +807,7 @@ cdef class FastPath:
             slot.verdict = ANSWERED
             slot.result = L_ALLOWED
             slot.qtype = qtype
-            self.c_allowed[TYPE_ANY] += 1
+            self.c_allowed[transport][TYPE_ANY] += 1
             return
         if self.ntrusted:
             for i in range(self.ntrusted):
@@ -835,7 +836,10 @@ cdef class FastPath:
             for i in range(8):
                 key[keylen + 1 + i] = (self.policy_mask[policy] >> (56 - 8 * i)) & 0xFF
             keylen += 9
-        limit = (udp if udp < self.udp_size else self.udp_size) if edns else PLAIN_UDP
+        if transport == T_TCP:
+            limit = 65535
+        else:
+            limit = (udp if udp < self.udp_size else self.udp_size) if edns else PLAIN_UDP
         t = qtype if qtype < 256 else 256
         h = fc_siphash24(self.cache.k0, self.cache.k1, key, keylen)
         e = cache_find(self.cache, key, keylen, h)
@@ -862,7 +866,7 @@ cdef class FastPath:
             slot.verdict = ANSWERED
             slot.result = L_CACHED
             slot.qtype = qtype
-            self.c_cached[t] += 1
+            self.c_cached[transport][t] += 1
             self.c_hits += 1
             return
         else:
@@ -885,7 +889,7 @@ cdef class FastPath:
                 # Allowed or unlisted: the upstream is needed. Text rules (keywords,
                 # expressions) may still block an unlisted name: serve() runs them.
                 slot.reason = R_MISS
-                if self.forwarding and n <= QUERY_KEEP:
+                if self.forwarding and n <= QUERY_KEEP and transport == T_UDP:
                     idx = self._pend_new()
                     if idx >= 0:
                         p = &self.pend[idx]
@@ -920,7 +924,7 @@ cdef class FastPath:
                 return
             slot.outlen = self.blocks.write(idx, d, qend, qflags, qtype, qclass, edns, do,
                                             limit, self.udp_size, out)
-            self.c_blocked[t] += 1
+            self.c_blocked[transport][t] += 1
             if self.cache.max_entries:
                 self.c_misses += 1  # Python's handle counts the cache lookup too
             self.c_blocks[self.blocks.ede_metric[idx]] += 1
@@ -966,7 +970,7 @@ cdef class FastPath:
                 self.slots[i].result = L_CACHED
                 continue
             self._one(self.inbuf + i * RECV_SIZE, msgs[i].msg_len, self.slots[i].name,
-                      self.outbuf + i * self.outsize, &self.slots[i], now)
+                      self.outbuf + i * self.outsize, &self.slots[i], now, T_UDP)
             if self.slots[i].verdict == ANSWERED:
                 outv[k].iov_base = self.outbuf + i * self.outsize
                 outv[k].iov_len = self.slots[i].outlen
@@ -994,8 +998,7 @@ cdef class FastPath:
         lat = 0
         if k:
             lat = mono_now() - now
-            self.c_latency[_bucket(lat)] += k
-            self.c_latency_sum += lat * k
+            self._count_latency(k, lat)
         if self.log.on:
             wall = wall_now()
             for i in range(n):
@@ -1011,7 +1014,7 @@ cdef class FastPath:
             wall = wall_now()
             for i in range(n):
                 if self.slots[i].verdict == ANSWERED:
-                    self._tap(self.slots[i].name, self.inbuf + i * RECV_SIZE,
+                    self._tap(self.slots[i].name, TAP_UDP, self.inbuf + i * RECV_SIZE,
                               self.slots[i].inlen, self.outbuf + i * self.outsize,
                               self.slots[i].outlen,
                               <int>self.slots[i].code
@@ -1243,16 +1246,15 @@ cdef class FastPath:
         cdef double wall
         s.verdict = ANSWERED
         s.outlen = outlen
-        self.c_latency[_bucket(lat)] += 1
-        self.c_latency_sum += lat
-        self.c_allowed[p.qtype if p.qtype < 256 else 256] += 1
+        self._count_latency(1, lat)
+        self.c_allowed[T_UDP][p.qtype if p.qtype < 256 else 256] += 1
         if self.log.on:
             self.log.write(p.name, p.query, p.qlen, p.qtype, L_ALLOWED, -1, lat, wall_now(),
                            "udp")
         if self.tap.on:
             wall = wall_now()
-            self._tap(p.name, p.query, p.qlen, self.outbuf + (s - self.slots) * self.outsize,
-                      outlen, -1, wall - lat, wall)
+            self._tap(p.name, TAP_UDP, p.query, p.qlen,
+                      self.outbuf + (s - self.slots) * self.outsize, outlen, -1, wall - lat, wall)
         if self.cache.max_entries:
             self.c_misses += 1  # its cache lookup (a hand-over is counted by Python)
 
@@ -1510,25 +1512,22 @@ cdef class FastPath:
 
     cdef object _handoff(self, int i):
         cdef Slot *s = &self.slots[i]
-        host, port = _host_port(s.name)
+        host, port = host_port(s.name)
         return (PyBytes_FromStringAndSize(<char *>self.inbuf + i * RECV_SIZE, s.inlen),
                 host, port, s.reason, s.code)
 
     def counters(self, bint reset=True):
         """The per-query counters since the last call, for the metrics flush:
-        {"cached": {qtype: n}, "blocked": {qtype: n}, "allowed": {qtype: n} (forwarded
-        from C), "blocks": {metric index: n}, "latency": [n per bucket], "latency_sum": s,
+        {"cached": {(qtype, transport): n}, "blocked": {...}, "allowed": {...} (forwarded
+        from C, and ANY), "blocks": {metric index: n}, "latency": [n per bucket], "latency_sum": s,
         "cache_hits": n, "cache_misses": n, "upstream": {"queries": n, "latency": [n per
         bucket], "latency_sum": s, "spoofed": n, "garbage": n}}.
         qtype 65535 stands for every code above 255 (metrics label it "other")."""
         cdef int i
         out = {
-            "cached": {(i if i < 256 else 65535): self.c_cached[i]
-                       for i in range(NQTYPE) if self.c_cached[i]},
-            "blocked": {(i if i < 256 else 65535): self.c_blocked[i]
-                        for i in range(NQTYPE) if self.c_blocked[i]},
-            "allowed": {(i if i < 256 else 65535): self.c_allowed[i]
-                        for i in range(NQTYPE) if self.c_allowed[i]},
+            "cached": _by_qtype(&self.c_cached[0][0]),
+            "blocked": _by_qtype(&self.c_blocked[0][0]),
+            "allowed": _by_qtype(&self.c_allowed[0][0]),
             "blocks": {i: self.c_blocks[i] for i in range(MAX_BLOCK_KEYS) if self.c_blocks[i]},
             "latency": [self.c_latency[i] for i in range(NBUCKETS)],
             "latency_sum": self.c_latency_sum,

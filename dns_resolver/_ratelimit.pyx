@@ -1,9 +1,9 @@
 # cython: language_level=3
 """Rate limits per client network: a token bucket per /24 (IPv4) or /56 (IPv6) network.
 
-One `RateLimiter` per worker process, shared by the C fast path (UDP, `FastPath._limited`)
-and the Python chain (TCP, and UDP when the fast path is off). The fast path loop and the
-event loop run on one thread, so there is no lock. A network has one bucket for UDP and
+One `RateLimiter` per worker process, shared by the C fast path (UDP and TCP,
+`FastPath._limited`) and the Python chain (when the fast path is off). The fast path
+loops and the event loop run on one thread, so there is no lock. A network has one bucket for UDP and
 one for TCP, with the same rate: a client told to retry over TCP (`truncate`) is served
 there, while a spoofed source, which cannot complete a TCP handshake, gets nothing.
 

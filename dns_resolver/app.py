@@ -300,6 +300,8 @@ class App:
             self.resolver,
             [(a.host, a.port) for a in self.config.server.listen],
             tcp_idle_timeout=self.config.server.tcp_idle_timeout,
+            tcp_max_connections=self.config.server.tcp_max_connections,
+            tcp_max_inflight=self.config.server.tcp_max_inflight,
             fast_path=self.config.server.fast_path,
             reuse_port=self.reuse_port,
         )
@@ -632,7 +634,11 @@ class App:
         if self.dnstap is not None and self.dnstap.forwarders:
             resolver.forwarder.tap = self.dnstap  # the new default set writes them too
         if self.server is not None:
-            self.server.tcp_idle_timeout = config.server.tcp_idle_timeout
+            self.server.set_tcp_limits(
+                config.server.tcp_idle_timeout,
+                config.server.tcp_max_connections,
+                config.server.tcp_max_inflight,
+            )
             if self.server.fast is not None:
                 self.server.fast.reconfigure()
             elif self.metrics is not None:

@@ -392,9 +392,9 @@ class UdpFastPath:
             self.fallbacks[name] += 1
             out = self.server.handle_datagram(data, (host, port), send)
             if name == "new_block" and isinstance(out, bytes):
-                self._learn(data, host, code, out)
+                self.learn(data, host, code, out)
 
-    def _learn(self, data: bytes, client: str, code: int, answer: bytes) -> None:
+    def learn(self, data: bytes, client: str, code: int, answer: bytes) -> None:
         """Memoise the EDE of a block Python just answered, for the C path to replay."""
         resolver = self.server.resolver
         policies = getattr(resolver, "policies", None)
@@ -487,8 +487,8 @@ class UdpFastPath:
         counts = self.fp.counters()
         queries: dict[tuple[int, str, str], int] = {}
         for result in ("cached", "blocked", "allowed"):
-            for qtype, n in counts[result].items():
-                queries[(qtype, "udp", result)] = n
+            for (qtype, transport), n in counts[result].items():
+                queries[(qtype, transport, result)] = n
         blocks = {self._block_names[i]: n for i, n in counts["blocks"].items()}
         metrics.merge_counts(
             queries=queries,
@@ -516,7 +516,8 @@ class UdpFastPath:
 
         yield CounterMetricFamily(
             "filterdns_fastpath_answers",
-            "UDP answers produced by the C fast path (cache hits, blocks, forwarded misses).",
+            "Answers produced by the C fast path, UDP and TCP (cache hits, blocks, "
+            "forwarded misses).",
             value=self.fp.fast_answers,
         )
         yield CounterMetricFamily(
@@ -531,7 +532,7 @@ class UdpFastPath:
         )
         family = CounterMetricFamily(
             "filterdns_fastpath_fallbacks",
-            "UDP queries the fast path handed to the Python chain, by reason.",
+            "Queries the fast path (UDP and TCP) handed to the Python chain, by reason.",
             labels=["reason"],
         )
         for reason, n in self.fallbacks.items():

@@ -179,6 +179,7 @@ class Resolver:
         *,
         transport: str | None = None,
         client_id: str | None = None,
+        charged: bool = False,
     ) -> bytes | Pending | None:
         """Answer what needs no I/O; None means drop, a `Pending` goes to `resolve`.
         `waited`: seconds the query spent before it came here (in the C fast path, when
@@ -188,12 +189,13 @@ class Resolver:
         "udp" is a stream: answers are not cut to a payload size) and reaches the metrics,
         the query log and, through `Pending.transport`, dnstap. `client_id` is the ClientID
         an encrypted transport read (TLS server name, DoH path): it chooses a policy that
-        lists it (`PolicyTable.select`), and never reaches the cache key itself."""
+        lists it (`PolicyTable.select`), and never reaches the cache key itself. `charged`:
+        the C stream loop charged it to the rate limiter already."""
         started = time.perf_counter() - waited
         if transport is None:
             transport = TCP if tcp else UDP
         stream = transport != UDP
-        if self.ratelimit is not None and (stream or not self.udp_charged):
+        if self.ratelimit is not None and not charged and (stream or not self.udp_charged):
             limited, action = self.ratelimit.limit(client, stream)
             if limited != PASS:
                 return self._limited(

@@ -29,6 +29,7 @@ from dns_resolver import fastpath
 from dns_resolver.fastpath import UdpFastPath
 from dns_resolver.resolver import Pending, Resolver
 from dns_resolver.stream import serve_stream
+from dns_resolver.streampath import TcpFastPath
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class DnsServer:
         listen: Sequence[tuple[str, int]],
         *,
         tcp_idle_timeout: float = 10.0,
+        tcp_max_connections: int = 4096,
+        tcp_max_inflight: int = 32,
         fast_path: bool = True,
         reuse_port: bool = False,
     ) -> None:
@@ -99,15 +102,30 @@ class DnsServer:
         self.tcp_idle_timeout = tcp_idle_timeout
         self.reuse_port = reuse_port
         self.fast: UdpFastPath | None = None
+        # TCP from the C stream loop (streampath.py) when the fast path serves UDP.
+        self.stream: TcpFastPath | None = None
         if fast_path and fastpath.available():
             self.fast = UdpFastPath(self, resolver.udp_size)
             if resolver.metrics is not None:
                 resolver.metrics.registry.register(self.fast)
+            if TcpFastPath.available():
+                self.stream = TcpFastPath(
+                    self.fast, tcp_idle_timeout, tcp_max_connections, tcp_max_inflight
+                )
+                if resolver.metrics is not None:
+                    resolver.metrics.registry.register(self.stream)
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = {}
         self.addresses: list[tuple[str, int]] = []
+
+    def set_tcp_limits(self, idle: float, max_connections: int, max_inflight: int) -> None:
+        """New TCP limits (a config reload), for the connections opened from now on; the
+        idle time applies at once."""
+        self.tcp_idle_timeout = idle
+        if self.stream is not None:
+            self.stream.set_limits(idle, max_connections, max_inflight)
 
     def handle_datagram(
         self,
@@ -135,14 +153,25 @@ class DnsServer:
         return out
 
     def answer(
-        self, data: bytes, peer: tuple, transport: str, client_id: str | None = None  # type: ignore[type-arg]
+        self,
+        data: bytes,
+        peer: tuple,  # type: ignore[type-arg]
+        transport: str,
+        client_id: str | None = None,
+        charged: bool = False,
     ) -> bytes | Pending | None:
         """`Resolver.handle` for a stream transport's query from `peer`: an answer (copied
         to dnstap), a `Pending` for `answer_later`, or None for bytes that are not DNS.
-        An exception is logged and answered with SERVFAIL."""
+        An exception is logged and answered with SERVFAIL. `charged`: the C stream loop
+        charged it to the rate limiter already."""
         try:
             out = self.resolver.handle(
-                data, peer[0] if peer else "", True, transport=transport, client_id=client_id
+                data,
+                peer[0] if peer else "",
+                True,
+                transport=transport,
+                client_id=client_id,
+                charged=charged,
             )
         except Exception:
             log.exception("error handling a %s query from %s", transport, peer[:1])
@@ -240,7 +269,10 @@ class DnsServer:
                 )
                 self._udp.append(transport)  # type: ignore[arg-type]
             tcp_sock.listen(TCP_BACKLOG)
-            self._tcp.append(await asyncio.start_server(self._tcp_client, sock=tcp_sock))
+            if self.stream is not None:
+                self.stream.attach(tcp_sock)
+            else:
+                self._tcp.append(await asyncio.start_server(self._tcp_client, sock=tcp_sock))
             self.addresses.append((host, port))
             log.info("listening on %s port %d (UDP and TCP)", host, port)
 
@@ -250,6 +282,8 @@ class DnsServer:
             transport.close()
         if self.fast is not None:
             self.fast.close()
+        if self.stream is not None:
+            self.stream.close()
         for server in self._tcp:
             server.close()
         for task in list(self._tasks):

@@ -50,6 +50,25 @@ class ServerTable(Table):
     tcp_idle_timeout: Annotated[
         float, doc("Seconds an idle client TCP connection is kept open.", gt=0)
     ] = 10.0
+    tcp_max_connections: Annotated[
+        int,
+        doc(
+            "Open client TCP connections per listening address (with the fast path); a "
+            "connection beyond is closed at once.",
+            ge=1,
+            le=1_000_000,
+        ),
+    ] = 4096
+    tcp_max_inflight: Annotated[
+        int,
+        doc(
+            "Queries per client TCP connection waiting for the upstream at once (with the "
+            "fast path; without, 32); the connection's further queries wait until one is "
+            "answered.",
+            ge=1,
+            le=65535,
+        ),
+    ] = 32
     data_dir: Annotated[
         str,
         doc(
@@ -76,9 +95,10 @@ class ServerTable(Table):
     fast_path: Annotated[
         bool,
         doc(
-            "Serve UDP through the C fast path (batched `recvmmsg`/`sendmmsg`, cache hits and "
-            "blocks answered without Python) when the extension is built; `false` uses the "
-            "plain asyncio listener. Answers are the same either way."
+            "Serve UDP and TCP through the C fast path (batched `recvmmsg`/`sendmmsg`, an "
+            "epoll loop for TCP connections; cache hits and blocks answered without Python) "
+            "when the extension is built; `false` uses the plain asyncio listeners. Answers "
+            "are the same either way."
         ),
     ] = True
     offline: Annotated[
@@ -132,6 +152,8 @@ class ServerConfig:
     listen: tuple[Address, ...] = (Address("127.0.0.1", 5353),)
     udp_payload_size: int = 1232
     tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = 4096  # per listener, in the C stream loop
+    tcp_max_inflight: int = 32  # queries in Python per TCP connection
     data_dir: str = ""
     workers: int = 1  # processes sharing the port (SO_REUSEPORT); "auto" = usable CPUs
     fast_path: bool = True  # the C UDP fast path (dns_resolver/fastpath.py) when built

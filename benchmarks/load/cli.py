@@ -56,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--observed", action="store_true",
                         help="also run filterdns with newly observed domains tracked "
                         "(filterdns+nod: [observed] enabled, docs/leads.md)")
+    parser.add_argument("--transports", default="udp",
+                        help="comma-separated client transports: udp (the mix, miss-heavy and "
+                        "fixed-rate runs), tcp (the mix over 4 long-lived TCP connections, "
+                        "dnsperf -m tcp); default udp")
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="where JSON and PNG go (default ./results)")
     parser.add_argument("--server-cpus", default="1", help="taskset CPU list for servers")
@@ -74,6 +78,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark as `args` say; returns the exit status."""
     peers = tuple(p for p in args.peers.split(",") if p)
+    transports = tuple(t for t in args.transports.split(",") if t)
+    unknown = sorted(set(transports) - {"udp", "tcp"})
+    if unknown or not transports:
+        print(f"--transports: udp and/or tcp, not {','.join(unknown) or 'nothing'}",
+              file=sys.stderr)
+        return 2
     opts = runner.Options(
         entries=100_000 if args.smoke else args.entries,
         seconds=3.0 if args.smoke else args.seconds,
@@ -93,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         upstream_transport=args.upstream_transport,
         ratelimit=args.ratelimit,
         observed=args.observed,
+        transports=transports,
     )
     if opts.upstream_transport == "dot":
         runner.run_transport(opts)

@@ -23,6 +23,7 @@ DNSPERF_INFLIGHT = 200  # queries in flight (-q)
 # Client sockets (-c): SO_REUSEPORT spreads clients over workers by source port, so one
 # socket would keep every query on one worker.
 DNSPERF_SOCKETS = 8
+TCP_CONNECTIONS = 4  # long-lived connections (-c) in the TCP runs, queries pipelined
 
 
 @dataclass
@@ -64,10 +65,13 @@ def dnsperf(
     rate: int | None = None,
     verbose: bool = False,
     once: bool = False,
+    mode: str = "udp",
 ) -> dict[str, float | list[float]]:
-    """Run dnsperf (EDNS on, 200 in flight); returns its figures (and latencies if verbose)."""
+    """Run dnsperf (EDNS on, 200 in flight) over `mode` (udp, or tcp on TCP_CONNECTIONS
+    connections); returns its figures (and latencies if verbose)."""
+    sockets = DNSPERF_SOCKETS if mode == "udp" else TCP_CONNECTIONS
     argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-e",
-            "-q", str(DNSPERF_INFLIGHT), "-c", str(DNSPERF_SOCKETS), "-t", "2"]
+            "-q", str(DNSPERF_INFLIGHT), "-c", str(sockets), "-t", "2", "-m", mode]
     argv += ["-n", "1"] if once else ["-l", str(seconds)]
     if rate:
         argv += ["-Q", str(rate)]
@@ -103,11 +107,13 @@ def measure(
     cpus: str | None,
     rate: int | None = None,
     verbose: bool = False,
+    mode: str = "udp",
 ) -> Run:
     """One timed run: dnsperf figures, server CPU over the run, memory after it."""
     pids = server.pids()
     cpu0 = servers.cpu_seconds(pids)
-    figures = dnsperf(server.port, queries, seconds, cpus=cpus, rate=rate, verbose=verbose)
+    figures = dnsperf(server.port, queries, seconds, cpus=cpus, rate=rate, verbose=verbose,
+                      mode=mode)
     cpu = servers.cpu_seconds(server.pids()) - cpu0
     rss, pss = servers.memory_kb(server.pids())
     completed = int(figures["completed"])  # type: ignore[arg-type]
@@ -179,6 +185,7 @@ class Options:
     upstream_transport: str = "udp"
     ratelimit: bool = False
     observed: bool = False
+    transports: tuple[str, ...] = ("udp",)
 
 
 def run_all(opts: Options, log: object = print) -> dict[str, object]:
@@ -239,6 +246,13 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
             kinds.append(
                 ("filterdns+text", servers.Filterdns, {"workers": 1, "snapshot": text_snapshot})
             )
+        if "tcp" in opts.transports:
+            # TCP from asyncio streams (server.fast_path = false), for the C stream loop's
+            # figures to be read against: its TCP run only.
+            kinds.append(
+                ("filterdns-py", servers.Filterdns,
+                 {"workers": 1, "snapshot": snapshot, "fast_path": False})
+            )
         if opts.workers > 1:
             kinds.append(
                 ("filterdns-w", servers.Filterdns, {"workers": opts.workers, "snapshot": snapshot})
@@ -259,13 +273,18 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
                 # through one of the client sockets, which the kernel maps to one worker.
                 for _ in range(1 if threads == 1 else 5):
                     dnsperf(server.port, ds.warm_file, 60, cpus=opts.client_cpus, once=True)
-                for mix, path, kw in (
-                    ("mix", ds.mix_file, {}),
-                    # The new names must be host names ("filterdns+log" is not one).
-                    ("miss", miss_file(work / "data", f"{label.replace('+', '-')}-", 2_000_000),
-                     {}),
-                    ("p99@10k", ds.mix_file, {"rate": 10_000, "verbose": True}),
-                ):
+                mixes: list[tuple[str, Path, dict[str, object]]] = []
+                if "udp" in opts.transports and label != "filterdns-py":
+                    mixes += [
+                        ("mix", ds.mix_file, {}),
+                        # The new names must be host names ("filterdns+log" is not one).
+                        ("miss", miss_file(work / "data", f"{label.replace('+', '-')}-",
+                                           2_000_000), {}),
+                        ("p99@10k", ds.mix_file, {"rate": 10_000, "verbose": True}),
+                    ]
+                if "tcp" in opts.transports:
+                    mixes.append(("tcp", ds.mix_file, {"mode": "tcp"}))
+                for mix, path, kw in mixes:
                     if opts.smoke and mix == "miss":
                         continue
                     run = measure(server, mix, path, opts.seconds, cpus=opts.client_cpus, **kw)  # type: ignore[arg-type]
@@ -478,7 +497,7 @@ def plot(runs: list[Run], path: Path, say: object) -> None:
     except ImportError:
         say("matplotlib is not installed: no plot (pip install filterdns[bench])")  # type: ignore[operator]
         return
-    mixes = sorted({r.mix for r in runs if r.mix in ("mix", "miss")})
+    mixes = sorted({r.mix for r in runs if r.mix in ("mix", "miss", "tcp")})
     names = list(dict.fromkeys(r.server for r in runs))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / max(1, len(mixes))

@@ -393,10 +393,11 @@ class Filterdns(Server):
         self, *args: object, workers: int = 1, snapshot: Path | None = None,
         querylog: bool = False, tls: TlsUpstream | None = None, ratelimit: bool = False,
         dnstap: bool = False, sink_cpus: str | None = None, observed: bool = False,
-        console: bool = False, **kwargs: object,
+        console: bool = False, fast_path: bool = True, **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.workers = workers
+        self.fast_path = fast_path
         self.snapshot = snapshot
         self.querylog = querylog
         self.tls = tls
@@ -442,6 +443,7 @@ class Filterdns(Server):
             f"""[server]
 listen = ["127.0.0.1:{self.port}"]
 workers = {self.workers}
+fast_path = {"true" if self.fast_path else "false"}
 
 [upstream]
 {upstream}

@@ -248,8 +248,11 @@ def test_hot_path_builds_no_python_dns_objects(
         assert query(port, Z.MAIL).rcode() == dns.rcode.NOERROR
         assert built == []
         assert fp.fast_answers == answers + 101
-        # The check is live: TCP goes through Python and builds a Query.
+        # Over TCP a cache hit is answered in C too (the stream loop) ...
         assert query(port, Z.MAIL, tcp=True).rcode() == dns.rcode.NOERROR
+        assert built == []
+        # ... and the check is live: a TCP miss goes through Python and builds a Query.
+        assert query(port, Z.TXT, "TXT", tcp=True).rcode() == dns.rcode.NOERROR
         assert "Query" in built
 
 

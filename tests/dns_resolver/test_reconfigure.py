@@ -109,7 +109,8 @@ def test_what_applies_live_is_not_named(tmp_path: Path) -> None:
         policies={"default": {"block": ["adult"]}},
         forward=[{"domains": ["corp.test"], "servers": ["127.0.0.1:5303"]}],
         local={"records": ["printer.lan 300 IN A 192.168.1.9"], "nodefault": ["test"]},
-        server={"offline": True, "tcp_idle_timeout": 3.0},
+        server={"offline": True, "tcp_idle_timeout": 3.0, "tcp_max_connections": 10,
+                "tcp_max_inflight": 4},
         # The encrypted listeners read [tls] for each new connection.
         tls={"server_name": "dns.example.org", "max_streams": 5, "ticket_rotation": "1h"},
     )
