@@ -25,8 +25,9 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from dns_resolver import fastpath
+from dns_resolver import fastpath, proxy_protocol
 from dns_resolver.fastpath import UdpFastPath
+from dns_resolver.proxy_protocol import ProxyError
 from dns_resolver.resolver import Pending, Resolver
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,15 @@ class DnsServer:
         tcp_idle_timeout: float = 10.0,
         fast_path: bool = True,
         reuse_port: bool = False,
+        trusted_proxies: Sequence[proxy_protocol.Network] = (),
+        proxy_required: bool = False,
     ) -> None:
         self.resolver = resolver
         self.listen = list(listen)
         self.tcp_idle_timeout = tcp_idle_timeout
+        # PROXY protocol headers are taken from these peers only (proxy_protocol.py).
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.proxy_required = proxy_required
         self.reuse_port = reuse_port
         self.fast: UdpFastPath | None = None
         if fast_path and fastpath.available():
@@ -263,11 +269,37 @@ class DnsServer:
             self.tap(data, out, peer, "tcp", pending)
 
         try:
+            try:
+                async with asyncio.timeout(self.tcp_idle_timeout):
+                    header, seen = await proxy_protocol.read_header(
+                        reader,
+                        proxy_protocol.trusted(client, self.trusted_proxies),
+                        self.proxy_required,
+                    )
+                    if seen:
+                        # The first message's length (and maybe some of it) was read.
+                        length = struct.unpack_from("!H", seen)[0]
+                        first: bytes | None = seen[2:] + await reader.readexactly(
+                            length + 2 - len(seen)
+                        )
+                    else:
+                        first = None
+            except (TimeoutError, asyncio.IncompleteReadError):
+                return
+            except ProxyError as exc:
+                log.debug("TCP client %s: %s; closing", client, exc)
+                return
+            if header is not None and header.source is not None:
+                peer = header.source
+                client = peer[0]
             while True:
                 try:
                     async with asyncio.timeout(self.tcp_idle_timeout):
-                        length = struct.unpack("!H", await reader.readexactly(2))[0]
-                        data = await reader.readexactly(length)
+                        if first is not None:
+                            data, first = first, None
+                        else:
+                            length = struct.unpack("!H", await reader.readexactly(2))[0]
+                            data = await reader.readexactly(length)
                 except (TimeoutError, asyncio.IncompleteReadError):
                     return
                 try:
