@@ -55,6 +55,18 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--listen", metavar="ADDR:PORT", action="append", default=[],
         help="listen address, UDP and TCP (repeatable; [v6]:PORT for IPv6)",
     )
+    for kind, what in (("tls", "TLS"), ("https", "HTTPS"), ("quic", "QUIC")):
+        parser.add_argument(
+            f"--listen-{kind}", metavar="ADDR:PORT", action="append", default=[],
+            help=f"serve DNS over {what} here (repeatable; replaces server.listen_{kind})",
+        )
+    parser.add_argument(
+        "--tls-cert", metavar="FILE",
+        help="PEM certificate chain of the encrypted listeners (tls.cert; with --tls-key)",
+    )
+    parser.add_argument(
+        "--tls-key", metavar="FILE", help="PEM private key of --tls-cert (tls.key)"
+    )
     parser.add_argument(
         "--upstream", metavar="ADDR:PORT", action="append", default=[],
         help="upstream server (repeatable, tried in order); also tls://ADDR[:PORT]#NAME "

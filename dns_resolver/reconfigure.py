@@ -29,9 +29,14 @@ RESULTS = (APPLIED, REJECTED)
 # Keys bound to what start-up opened once: listening sockets, the worker processes, the
 # snapshot's and the databases' folder, buffers sized for the payload, the HTTP listeners.
 # Everything else applies live, [[lists]], [[forward]] and [local] included, and
-# server.offline too (the list reloader reads it before each download).
+# server.offline too (the list reloader reads it before each download), and [tls]: the
+# encrypted listeners read it for each new connection, and the certificate files are read
+# again on every reload (also when only their content changed).
 RESTART_ONLY_KEYS: dict[str, tuple[str, ...]] = {
-    "server": ("listen", "workers", "data_dir", "fast_path", "udp_payload_size"),
+    "server": (
+        "listen", "workers", "data_dir", "fast_path", "udp_payload_size",
+        "listen_tls", "listen_https", "listen_quic", "trusted_proxies", "proxy_required",
+    ),
     "metrics": ("listen",),
 }
 # Whole sections whose listener (and its database), or whose state shared with the C fast
@@ -57,6 +62,11 @@ class ConfigSource:
     block_mode: str | None = None
     metrics_listen: str | None = None
     log_format: str | None = None
+    listen_tls: tuple[str, ...] = ()
+    listen_https: tuple[str, ...] = ()
+    listen_quic: tuple[str, ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ConfigSource:
@@ -72,6 +82,11 @@ class ConfigSource:
             block_mode=args.block_mode,
             metrics_listen=args.metrics_listen,
             log_format=args.log_format,
+            listen_tls=tuple(args.listen_tls),
+            listen_https=tuple(args.listen_https),
+            listen_quic=tuple(args.listen_quic),
+            tls_cert=_absolute(args.tls_cert),
+            tls_key=_absolute(args.tls_key),
         )
 
     def load(self) -> Config:
@@ -91,11 +106,21 @@ class ConfigSource:
             lists=self.lists,
             block_mode=self.block_mode,
             metrics_listen=self.metrics_listen,
+            listen_tls=self.listen_tls,
+            listen_https=self.listen_https,
+            listen_quic=self.listen_quic,
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
         )
         require_upstreams(config)
         if self.log_format:
             config = replace(config, logging=replace(config.logging, format=self.log_format))
         return config
+
+
+def _absolute(path: str | None) -> str | None:
+    # A reload must find the same file whatever the cwd then.
+    return os.path.abspath(path) if path else path
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from fdconfig.ratelimit import RateLimitConfig, RateLimitTable
 from fdconfig.reports import ReportsConfig, ReportsTable
 from fdconfig.server import ServerConfig, ServerTable
 from fdconfig.subscribers import RadiusConfig, RadiusTable, SubscribersConfig, SubscribersTable
+from fdconfig.tls import TlsConfig, TlsTable
 from fdconfig.upstream import UpstreamConfig, UpstreamTable
 from filtercore.listspec import ListSpec
 
@@ -77,6 +78,7 @@ class ConfigTable(Table):
     console: ConsoleTable = msgspec.field(default_factory=ConsoleTable)
     subscribers: SubscribersTable = msgspec.field(default_factory=SubscribersTable)
     radius: RadiusTable = msgspec.field(default_factory=RadiusTable)
+    tls: TlsTable = msgspec.field(default_factory=TlsTable)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
     radius: RadiusConfig = field(default_factory=RadiusConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     source: str | None = None
 
     def list_specs(self, entries: Iterable[ListConfig] | None = None) -> list[ListSpec]:

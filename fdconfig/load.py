@@ -42,6 +42,7 @@ from fdconfig import (
     reports,
     server,
     subscribers,
+    tls,
     upstream,
 )
 from fdconfig import lists as lists_mod
@@ -58,7 +59,8 @@ from fdconfig.fields import (
 )
 from fdconfig.lists import ListConfig, ListTable
 from fdconfig.metrics import MetricsConfig
-from fdconfig.server import default_data_dir
+from fdconfig.server import check_ports, default_data_dir
+from fdconfig.tls import TlsConfig
 from fdconfig.upstream import (
     DEFAULT_RESOLV_CONF,
     is_ourselves,
@@ -178,6 +180,7 @@ def _build(
         console=console.build(table.console, where, qlog),
         subscribers=subs,
         radius=subscribers.build_radius(table.radius, where, subs),
+        tls=tls.build(table.tls, where),
         source=file if file != DEFAULT_SOURCE else None,
     )
 
@@ -274,10 +277,16 @@ def apply_overrides(
     lists: Sequence[str] = (),
     block_mode: str | None = None,
     metrics_listen: str | None = None,
+    listen_tls: Sequence[str] = (),
+    listen_https: Sequence[str] = (),
+    listen_quic: Sequence[str] = (),
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> Config:
     """Apply the `serve` flags. A repeatable flag, when given, replaces the config's value.
 
-    `lists` items are `PATH[:CATEGORY[:FORMAT]]`, relative to the current directory.
+    `lists` items are `PATH[:CATEGORY[:FORMAT]]`, `tls_cert` and `tls_key` PEM files, all
+    relative to the current directory.
     `metrics_listen=""` disables metrics. (`--data-dir` is applied by `load_config`, which
     still knows the relative paths it anchors.)
 
@@ -288,6 +297,16 @@ def apply_overrides(
     if listen:
         parsed = _flag_list("--listen", listen, parse_address)
         srv = replace(srv, listen=tuple(dict.fromkeys(parsed)))
+    encrypted = {"listen_tls": listen_tls, "listen_https": listen_https, "listen_quic": listen_quic}
+    addresses: dict[str, Any] = {
+        key: tuple(dict.fromkeys(_flag_list(_FLAGS[key], items, parse_address)))
+        for key, items in encrypted.items()
+        if items
+    }
+    srv = replace(srv, **addresses)
+    if listen or any(encrypted.values()):
+        check_ports(srv, COMMAND_LINE, _FLAGS)
+    tls_config = _tls_flags(config.tls, tls_cert, tls_key)
     if upstream:
         servers = _flag_list("--upstream", upstream, parse_server)
         for item in servers:
@@ -312,7 +331,39 @@ def apply_overrides(
         except ValueError as e:
             raise ConfigError(COMMAND_LINE, "--metrics-listen", str(e)) from None
         mets = MetricsConfig(listen=addr)
-    return replace(config, server=srv, upstream=ups, blocking=blocks, metrics=mets, lists=new_lists)
+    return replace(
+        config,
+        server=srv,
+        upstream=ups,
+        blocking=blocks,
+        metrics=mets,
+        lists=new_lists,
+        tls=tls_config,
+    )
+
+
+_FLAGS = {
+    "listen": "--listen",
+    "listen_tls": "--listen-tls",
+    "listen_https": "--listen-https",
+    "listen_quic": "--listen-quic",
+}
+
+
+def _tls_flags(config: TlsConfig, cert: str | None, key: str | None) -> TlsConfig:
+    """`--tls-cert` and `--tls-key`: both replace the config's pair; one alone replaces its
+    half (the other must then come from the file)."""
+    if cert is None and key is None:
+        return config
+    new_cert = config.cert if cert is None else cert
+    new_key = config.key if key is None else key
+    if not new_cert or not new_key:
+        flag = "--tls-key" if new_cert else "--tls-cert"
+        raise ConfigError(COMMAND_LINE, flag, "--tls-cert and --tls-key go together")
+    for flag, path in (("--tls-cert", new_cert), ("--tls-key", new_key)):
+        if not Path(path).is_file():
+            raise ConfigError(COMMAND_LINE, flag, f"{path} is not a file")
+    return replace(config, cert=str(Path(new_cert).resolve()), key=str(Path(new_key).resolve()))
 
 
 def _flag_list(flag: str, items: Sequence[str], parse: Callable[[str], P]) -> list[P]:

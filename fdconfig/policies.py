@@ -14,6 +14,7 @@ from fdconfig.blocking import MAX_TTL, BlockingConfig, BlockMode, check_ip_mode
 from fdconfig.fields import IPNetwork, Table, Where, doc, fill, parse_network
 from fdconfig.lists import ListConfig
 from fdconfig.local import DEFAULT_TTL, LocalRecord, parse_records
+from fdconfig.tls import parse_client_id
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_ALIASES = {"weekdays": DAYS[:5], "weekend": DAYS[5:], "everyday": DAYS}
@@ -67,6 +68,21 @@ class PolicyTable(Table):
         tuple[str, ...], doc("MAC addresses from a trusted forwarder's EDNS option.")
     ] = ()
     cpe_ids: Annotated[tuple[str, ...], doc("CPE-IDs from a trusted forwarder's EDNS option.")] = ()
+    client_ids: Annotated[
+        tuple[str, ...],
+        doc(
+            "ClientIDs of devices on encrypted transports (the label below `tls.server_name` "
+            "in DoT/DoQ, `/dns-query/ID` in DoH). A name the device presents, not a secret: "
+            "use random IDs. See [policies.md](policies.md#who-is-asking)."
+        ),
+    ] = ()
+    client_id_networks: Annotated[
+        tuple[str, ...],
+        doc(
+            "CIDRs this policy's `client_ids` count from; from any other address the "
+            "ClientID is ignored. Empty: from everywhere."
+        ),
+    ] = ()
     block: Annotated[tuple[str, ...], doc("Categories blocked.")] = ()
     lists: Annotated[tuple[str, ...], doc("`[[lists]]` entries blocked, by name.")] = ()
     allow_domains: Annotated[
@@ -162,6 +178,8 @@ class PolicyConfig:
     clients: tuple[IPNetwork, ...] = ()
     macs: tuple[str, ...] = ()
     cpe_ids: tuple[str, ...] = ()
+    client_ids: tuple[str, ...] = ()
+    client_id_networks: tuple[IPNetwork, ...] = ()
     block: tuple[str, ...] = ()
     lists: tuple[str, ...] = ()
     allow_domains: tuple[str, ...] = ()
@@ -224,6 +242,7 @@ def build(
             ("clients", policy.clients),
             ("macs", policy.macs),
             ("cpe_ids", policy.cpe_ids),
+            ("client_ids", policy.client_ids),
         ):
             for value in values:
                 other = seen.setdefault((kind, value), policy.name)
@@ -261,8 +280,15 @@ def _policy(
         raise where.error(
             f"{prefix}.timezone", f'unknown time zone "{table.timezone}" (like "Europe/Paris")'
         ) from None
-    if name == "default" and table.clients:
-        raise where.error(f"{prefix}.clients", "the default policy applies to every other client")
+    for key in ("clients", "client_ids"):
+        if name == "default" and getattr(table, key):
+            raise where.error(
+                f"{prefix}.{key}", "the default policy applies to every other client"
+            )
+    if table.client_id_networks and not table.client_ids:
+        raise where.error(
+            f"{prefix}.client_id_networks", "binds no ClientID: the policy has no client_ids"
+        )
     mode = None if isinstance(table.mode, UnsetType) else table.mode
     if mode is not None:
         check_ip_mode(replace(blocking, mode=mode), where.file, f"{prefix}.mode")
@@ -272,6 +298,12 @@ def _policy(
         name=name,
         clients=where.each(f"{prefix}.clients", table.clients, parse_network),
         macs=where.each(f"{prefix}.macs", table.macs, parse_mac),
+        client_ids=tuple(
+            dict.fromkeys(where.each(f"{prefix}.client_ids", table.client_ids, parse_client_id))
+        ),
+        client_id_networks=where.each(
+            f"{prefix}.client_id_networks", table.client_id_networks, parse_network
+        ),
         block=block,
         allow_domains=where.each(f"{prefix}.allow_domains", table.allow_domains, normalize_domain),
         block_domains=where.each(f"{prefix}.block_domains", table.block_domains, normalize_domain),

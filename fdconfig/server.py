@@ -9,7 +9,17 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from fdconfig.fields import Address, Table, Where, doc, fill, parse_address
+from fdconfig.fields import (
+    Address,
+    ConfigError,
+    IPNetwork,
+    Table,
+    Where,
+    doc,
+    fill,
+    parse_address,
+    parse_network,
+)
 
 MAX_WORKERS = 256
 
@@ -78,6 +88,40 @@ class ServerTable(Table):
             "`filterdns lists update`. `serve --offline` sets it."
         ),
     ] = False
+    listen_tls: Annotated[
+        tuple[str, ...],
+        doc(
+            "Addresses to serve DNS over TLS on (RFC 7858, usually port 853), `ADDR:PORT`. "
+            "Certificate and limits: `[tls]`. See [encrypted-dns.md](encrypted-dns.md)."
+        ),
+    ] = ()
+    listen_https: Annotated[
+        tuple[str, ...],
+        doc(
+            "Addresses to serve DNS over HTTPS on (RFC 8484, `/dns-query`, HTTP/2 and "
+            "HTTP/1.1; usually port 443), `ADDR:PORT`."
+        ),
+    ] = ()
+    listen_quic: Annotated[
+        tuple[str, ...],
+        doc("Addresses to serve DNS over QUIC on (RFC 9250, UDP, usually port 853), `ADDR:PORT`."),
+    ] = ()
+    trusted_proxies: Annotated[
+        tuple[str, ...],
+        doc(
+            "CIDRs of load balancers allowed to open TCP, DoT and DoH connections with a "
+            "PROXY protocol header (v2 or v1) naming the real client address. A header from "
+            "any other address closes the connection."
+        ),
+    ] = ()
+    proxy_required: Annotated[
+        bool,
+        doc(
+            "Connections from `trusted_proxies` must start with a PROXY header; a bare "
+            "connection from such an address is closed. `false`: a bare connection is served "
+            "as the proxy's own."
+        ),
+    ] = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +135,11 @@ class ServerConfig:
     workers: int = 1  # processes sharing the port (SO_REUSEPORT); "auto" = usable CPUs
     fast_path: bool = True  # the C UDP fast path (dns_resolver/fastpath.py) when built
     offline: bool = False  # never download lists: URL sources serve their cached copy only
+    listen_tls: tuple[Address, ...] = ()
+    listen_https: tuple[Address, ...] = ()
+    listen_quic: tuple[Address, ...] = ()
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    proxy_required: bool = False
 
 
 def default_data_dir() -> Path:
@@ -108,4 +157,42 @@ def default_data_dir() -> Path:
 def build(table: ServerTable, where: Where) -> ServerConfig:
     listen = where.each("server.listen", table.listen, parse_address)
     workers = max(1, len(os.sched_getaffinity(0))) if table.workers == "auto" else table.workers
-    return fill(ServerConfig, table, listen=tuple(dict.fromkeys(listen)), workers=workers)
+    encrypted = {
+        key: tuple(dict.fromkeys(where.each(f"server.{key}", getattr(table, key), parse_address)))
+        for key in ENCRYPTED_LISTENERS
+    }
+    config = fill(
+        ServerConfig,
+        table,
+        listen=tuple(dict.fromkeys(listen)),
+        workers=workers,
+        trusted_proxies=where.each("server.trusted_proxies", table.trusted_proxies, parse_network),
+        **encrypted,
+    )
+    check_ports(config, where.file)
+    return config
+
+
+ENCRYPTED_LISTENERS = ("listen_tls", "listen_https", "listen_quic")
+# Which socket each listener key binds: plain `listen` binds UDP and TCP.
+_PROTOCOLS = {"listen": ("udp", "tcp"), "listen_tls": ("tcp",), "listen_https": ("tcp",),
+              "listen_quic": ("udp",)}
+
+
+def check_ports(config: ServerConfig, file: str, flag: dict[str, str] | None = None) -> None:
+    """No two listeners on one address, port and protocol (DoT and plain TCP on one port,
+    say). `flag` names the command-line flag of a key that came from one.
+
+    Raises:
+        ConfigError: naming both keys.
+    """
+    owner: dict[tuple[Address, str], str] = {}
+    for key, protocols in _PROTOCOLS.items():
+        for address in getattr(config, key):
+            for protocol in protocols:
+                other = owner.setdefault((address, protocol), key)
+                if other != key:
+                    name = (flag or {}).get(key, f"server.{key}")
+                    raise ConfigError(
+                        file, name, f"{address} is also in server.{other} ({protocol})"
+                    )

@@ -72,6 +72,21 @@ def test_the_same_file_needs_no_restart(tmp_path: Path) -> None:
         ({"dnstap": {"socket": "tap.sock"}}, ["dnstap.socket"]),
         ({"observed": {"enabled": True}, "leads": {"min_clients": 5}},
          ["observed.enabled", "leads.min_clients"]),
+        (
+            {
+                "server": {
+                    "listen_tls": ["127.0.0.1:5853"],
+                    "listen_https": ["127.0.0.1:5443"],
+                    "listen_quic": ["127.0.0.1:5853"],
+                    "trusted_proxies": ["10.0.0.0/8"],
+                    "proxy_required": True,
+                }
+            },
+            [
+                "server.listen_tls", "server.listen_https", "server.listen_quic",
+                "server.trusted_proxies", "server.proxy_required",
+            ],
+        ),
     ],
 )
 def test_keys_bound_to_start_up_are_named(
@@ -95,6 +110,8 @@ def test_what_applies_live_is_not_named(tmp_path: Path) -> None:
         forward=[{"domains": ["corp.test"], "servers": ["127.0.0.1:5303"]}],
         local={"records": ["printer.lan 300 IN A 192.168.1.9"], "nodefault": ["test"]},
         server={"offline": True, "tcp_idle_timeout": 3.0},
+        # The encrypted listeners read [tls] for each new connection.
+        tls={"server_name": "dns.example.org", "max_streams": 5, "ticket_rotation": "1h"},
     )
     assert new != running
     assert restart_needed(running, new) == []
