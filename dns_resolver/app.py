@@ -298,6 +298,8 @@ class App:
             tcp_idle_timeout=self.config.server.tcp_idle_timeout,
             fast_path=self.config.server.fast_path,
             reuse_port=self.reuse_port,
+            trusted_proxies=self.config.server.trusted_proxies,
+            proxy_required=self.config.server.proxy_required,
         )
         await self.server.start()
         if self.metrics is not None and self.server.fast is not None:

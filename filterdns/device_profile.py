@@ -12,15 +12,15 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import plistlib
-import re
 import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fdconfig.tls import parse_client_id, parse_server_name
+
 DOH_PATH = "/dns-query"
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # A fixed namespace: the same device and server always get the same UUIDs, so a profile
 # written again is the same profile (and installing it replaces the old one).
 _NAMESPACE = uuid.UUID("5c1f0b7e-6d0a-4f43-9a7e-2b8f1c6d4e11")
@@ -31,30 +31,21 @@ class ProfileError(ValueError):
 
 
 def client_id(text: str) -> str:
-    """`text` as a ClientID (a DNS label: letters, digits and inner hyphens, 1-63
-    characters, case-insensitive), lower-cased; raises ProfileError saying what is wrong."""
-    value = text.strip().lower()
-    if not value:
-        raise ProfileError("client id is empty")
-    if len(value) > 63:
-        raise ProfileError(f"client id {text!r} is longer than 63 characters (a DNS label)")
-    if not _LABEL.match(value):
-        raise ProfileError(
-            f"client id {text!r} is not a DNS label: use letters a-z, digits and hyphens "
-            "(not first or last)"
-        )
-    return value
+    """`text` as a ClientID, by the rule the config's `client_ids` follow (one DNS label,
+    case-insensitive), lower-cased; raises ProfileError saying what is wrong."""
+    try:
+        return parse_client_id(text)
+    except ValueError as exc:
+        raise ProfileError(f"client id: {exc}") from None
 
 
 def server_name(text: str) -> str:
-    """`text` as the resolver's TLS server name (a host name with at least two labels),
-    lower-cased, trailing dot removed; raises ProfileError saying what is wrong."""
-    value = text.strip().lower().removesuffix(".")
-    labels = value.split(".")
-    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        raise ProfileError(
-            f"server name {text!r} is not a host name like dns.example.org"
-        )
+    """`text` as the resolver's TLS server name (`[tls] server_name`), lower-cased,
+    trailing dot removed; raises ProfileError saying what is wrong."""
+    try:
+        value = parse_server_name(text)
+    except ValueError as exc:
+        raise ProfileError(f"server name: {exc}") from None
     if len(value) > 253 - 64:
         # The device's name (ClientID + ".") must still fit in a 253-character name.
         raise ProfileError(f"server name {text!r} is too long to put a client id in front")

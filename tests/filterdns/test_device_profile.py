@@ -91,10 +91,10 @@ def test_the_same_device_gets_the_same_profile_twice(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--client-id=-kid", "--server-name", "dns.example.org"), "is not a DNS label"),
-        (("--client-id", "kid_1", "--server-name", "dns.example.org"), "is not a DNS label"),
-        (("--client-id", "a" * 64, "--server-name", "dns.example.org"), "longer than 63"),
-        (("--client-id", " ", "--server-name", "dns.example.org"), "client id is empty"),
+        (("--client-id", "kid_1", "--server-name", "dns.example.org"), "is not a ClientID"),
+        (("--client-id", "kid.1", "--server-name", "dns.example.org"), "is not a ClientID"),
+        (("--client-id", "a" * 64, "--server-name", "dns.example.org"), "is not a ClientID"),
+        (("--client-id", " ", "--server-name", "dns.example.org"), "is not a ClientID"),
         (("--client-id", "kid1", "--server-name", "localhost"), "is not a host name"),
         (("--client-id", "kid1", "--server-name", "dns..org"), "is not a host name"),
         (("--client-id", "kid1", "--server-name", "dns.example.org", "--address", "dns"),
