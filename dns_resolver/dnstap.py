@@ -55,7 +55,8 @@ MESSAGE_TYPES = {
     "forwarder_response": FORWARDER_RESPONSE,
 }
 INET, INET6 = 1, 2
-PROTOCOLS = {"udp": 1, "tcp": 2, "dot": 3, "doh": 4, "doq": 7}
+# SocketProtocol by our transport names (resolver.TRANSPORTS): UDP, TCP, DOT, DOH, DOQ.
+PROTOCOLS = {"udp": 1, "tcp": 2, "tls": 3, "https": 4, "quic": 7}
 NXDOMAIN_ACTION, NODATA_ACTION, LOCAL_DATA_ACTION = 1, 2, 6
 MATCH_QNAME, MATCH_RESPONSE_IP = 1, 3
 

@@ -327,8 +327,10 @@ class Metrics:
     def query(self, qtype_code: int, protocol: str, result: str, seconds: float) -> None:
         """Count one answered client query and its response time.
 
-        `protocol` is "udp" or "tcp"; `result` one of `RESULTS` ("cached" for answers from
-        the cache, "blocked" for any block, including answers blocked after inspection).
+        `protocol` is the transport (`resolver.TRANSPORTS`: "udp", "tcp", "tls", "https",
+        "quic"; only the first two are created ahead); `result` one of `RESULTS` ("cached"
+        for answers from the cache, "blocked" for any block, including answers blocked
+        after inspection).
         """
         try:
             next(self._queries[(qtype_code, protocol, result)])

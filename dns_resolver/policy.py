@@ -4,7 +4,9 @@ A policy (`[policies.NAME]`, docs/policies.md) names the categories it blocks, i
 allow/block names, block mode, safe search, schedules, allowances and bypass prevention.
 `PolicyTable` maps a query to a policy and decides:
 
-    client-id option (MAC 65001 / CPE-ID 65074, from a trusted forwarder)
+    ClientID of an encrypted transport (TLS server name, DoH path; only from the policy's
+      `client_id_networks` when it lists any)
+      > client-id option (MAC 65001 / CPE-ID 65074, from a trusted forwarder)
       > EDNS Client Subnet (from a trusted forwarder)
       > the subscriber holding the source address (`[subscribers]`, docs/subscribers.md)
       > source address (most specific network wins)
@@ -121,8 +123,8 @@ class Selection(NamedTuple):
     """The policy that applies to a query and who the client is (for allowances)."""
 
     policy: Policy
-    client: str  # "mac:..", "cpe:..", "ecs:NET", "subscriber:ID" or the source address
-    via: str  # "client-id", "ecs", "subscriber", "address" or "default"
+    client: str  # "id:..", "mac:..", "cpe:..", "ecs:NET", "subscriber:ID" or the address
+    via: str  # "clientid", "client-id", "ecs", "subscriber", "address" or "default"
     lists_id: int = 0  # the subscriber's own lists (subscribers.service), 0: none
 
 
@@ -345,6 +347,8 @@ class PolicyTable:
         self.networks = nets
         self.macs = {m: p for p in self.policies for m in p.config.macs}
         self.cpe_ids = {c: p for p in self.policies for c in p.config.cpe_ids}
+        self.client_ids = {c: p for p in self.policies for c in p.config.client_ids}
+        self._bound_memo: dict[tuple[str, int], bool] = {}
         self.trusted = config.trusted_forwarders
         self._by_address: dict[str, Policy] = {}
         self._trusted_memo: dict[str, bool] = {}
@@ -434,8 +438,36 @@ class PolicyTable:
             self._trusted_memo[client] = hit
         return hit
 
-    def select(self, client: str, opt: Edns | None = None) -> Selection:
-        """The policy for a query from `client` carrying OPT `opt` (precedence above)."""
+    def _id_allowed(self, policy: Policy, client: str) -> bool:
+        """May `client` use `policy`'s ClientIDs (its `client_id_networks`, if any)?"""
+        networks = policy.config.client_id_networks
+        if not networks:
+            return True
+        key = (client, policy.index)
+        hit = self._bound_memo.get(key)
+        if hit is None:
+            try:
+                ip = ipaddress.ip_address(client.split("%", 1)[0])
+            except ValueError:
+                hit = False
+            else:
+                hit = any(ip.version == n.version and ip in n for n in networks)
+            if len(self._bound_memo) >= _MEMO_LIMIT:
+                self._bound_memo.clear()
+            self._bound_memo[key] = hit
+        return hit
+
+    def select(
+        self, client: str, opt: Edns | None = None, client_id: str | None = None
+    ) -> Selection:
+        """The policy for a query from `client` carrying OPT `opt`, over an encrypted
+        transport that read `client_id` (precedence above). An unknown ClientID, or one
+        from outside its policy's `client_id_networks`, is ignored: the query gets what
+        the rest of the chain gives it."""
+        if client_id:
+            policy = self.client_ids.get(client_id)
+            if policy is not None and self._id_allowed(policy, client):
+                return Selection(policy, f"id:{client_id}", "clientid")
         if opt is not None and opt.options and self.trusted and self._is_trusted(client):
             found = self._select_by_options(opt.options)
             if found is not None:

@@ -45,6 +45,10 @@ FORMERR = "formerr"
 NOTIMP = "notimp"
 LOCAL = "local"
 
+# Transports, as the metrics' `protocol` label, the query log and dnstap name them.
+UDP, TCP, TLS, HTTPS, QUIC = "udp", "tcp", "tls", "https", "quic"
+TRANSPORTS = (UDP, TCP, TLS, HTTPS, QUIC)
+
 # BADVERS is a malformed query for the metrics (their result labels are a fixed set).
 _BAD_QUERY_RESULT = {wire.FORMERR: FORMERR, wire.NOTIMP: NOTIMP, wire.BADVERS: FORMERR}
 
@@ -60,7 +64,7 @@ class Pending:
     """
 
     __slots__ = (
-        "query", "client", "tcp", "started", "explicit_allow", "key", "policy", "target",
+        "query", "client", "transport", "started", "explicit_allow", "key", "policy", "target",
         "forwarder", "local", "generation",
     )  # fmt: skip
 
@@ -68,7 +72,7 @@ class Pending:
         self,
         query: wire.Query,
         client: str,
-        tcp: bool,
+        transport: str,
         started: float,
         explicit_allow: bool,
         *,
@@ -81,7 +85,7 @@ class Pending:
     ) -> None:
         self.query = query
         self.client = client
-        self.tcp = tcp
+        self.transport = transport
         self.started = started
         self.explicit_allow = explicit_allow
         self.key = key if key is not None else cache_key(query)
@@ -90,6 +94,11 @@ class Pending:
         self.forwarder = forwarder  # a [[forward]] rule's servers (None: the default set)
         self.local = local  # a local CNAME or rewrite whose target is resolved upstream
         self.generation = generation
+
+    @property
+    def tcp(self) -> bool:
+        """Over a stream (answers are not cut to a UDP payload size)."""
+        return self.transport != UDP
 
 
 class Resolver:
@@ -162,22 +171,41 @@ class Resolver:
     # -- the synchronous path -------------------------------------------------------------
 
     def handle(
-        self, data: bytes, client: str, tcp: bool = False, waited: float = 0.0
+        self,
+        data: bytes,
+        client: str,
+        tcp: bool = False,
+        waited: float = 0.0,
+        *,
+        transport: str | None = None,
+        client_id: str | None = None,
     ) -> bytes | Pending | None:
         """Answer what needs no I/O; None means drop, a `Pending` goes to `resolve`.
         `waited`: seconds the query spent before it came here (in the C fast path, when
-        it hands a query over), counted in its response time."""
+        it hands a query over), counted in its response time.
+
+        `transport` is one of `TRANSPORTS` (default "tcp" if `tcp` else "udp"; every one but
+        "udp" is a stream: answers are not cut to a payload size) and reaches the metrics,
+        the query log and, through `Pending.transport`, dnstap. `client_id` is the ClientID
+        an encrypted transport read (TLS server name, DoH path): it chooses a policy that
+        lists it (`PolicyTable.select`), and never reaches the cache key itself."""
         started = time.perf_counter() - waited
-        if self.ratelimit is not None and (tcp or not self.udp_charged):
-            limited, action = self.ratelimit.limit(client, tcp)
+        if transport is None:
+            transport = TCP if tcp else UDP
+        stream = transport != UDP
+        if self.ratelimit is not None and (stream or not self.udp_charged):
+            limited, action = self.ratelimit.limit(client, stream)
             if limited != PASS:
-                return self._limited(data, client, tcp, started, action, limited == LIMITED_LOG)
+                return self._limited(
+                    data, client, transport, started, action, limited == LIMITED_LOG
+                )
         if not self.acl.allowed(client):
-            return self._refuse(data, client, tcp, started)
+            return self._refuse(data, client, transport, started)
         try:
             query = wire.parse_query(data)
         except wire.BadQuery as bad:
-            self._record(None, tcp, _BAD_QUERY_RESULT.get(bad.rcode, FORMERR), started, client)
+            result = _BAD_QUERY_RESULT.get(bad.rcode, FORMERR)
+            self._record(None, transport, result, started, client)
             log.debug("bad query from %s: %s", client, bad)
             return edns.error_response(
                 bad.qid, bad.flags, bad.rcode, bad.question, bad.edns, udp_size=self.udp_size
@@ -185,20 +213,20 @@ class Resolver:
         except wire.WireError as exc:
             log.debug("dropped garbage from %s: %s", client, exc)
             return None
-        limit = None if tcp else edns.udp_limit(query.edns, self.udp_size)
+        limit = None if stream else edns.udp_limit(query.edns, self.udp_size)
         if query.qtype == wire.TYPE_ANY:
-            return self._any(query, client, tcp, started, limit)
+            return self._any(query, client, transport, started, limit)
         if self.policies is not None:
-            return self._handle_policy(query, client, tcp, started, limit)
+            return self._handle_policy(query, client, transport, started, limit, client_id)
         key = cache_key(query)
-        hit = self._from_cache(query, key, None, client, tcp, started, limit)
+        hit = self._from_cache(query, key, None, client, transport, started, limit)
         if hit is not None:
             return hit
         verdict = self._check(query.qname)
         if verdict.action is Action.BLOCK:
-            return self._block(query, verdict, None, client, tcp, started, limit)
+            return self._block(query, verdict, None, client, transport, started, limit)
         pending = Pending(
-            query, client, tcp, started, verdict.action is Action.ALLOW, key=key,
+            query, client, transport, started, verdict.action is Action.ALLOW, key=key,
             generation=self.generation,
         )
         return pending if self.local is None else self._local(pending, limit)
@@ -209,7 +237,7 @@ class Resolver:
         key: CacheKey,
         policy: Policy | None,
         client: str,
-        tcp: bool,
+        transport: str,
         started: float,
         limit: int | None,
         *,
@@ -240,11 +268,17 @@ class Resolver:
             udp_size=self.udp_size,
             options=entry.ede,
         )
-        self._record(query, tcp, CACHED, started, client)
+        self._record(query, transport, CACHED, started, client)
         return out
 
     def _handle_policy(
-        self, query: wire.Query, client: str, tcp: bool, started: float, limit: int | None
+        self,
+        query: wire.Query,
+        client: str,
+        transport: str,
+        started: float,
+        limit: int | None,
+        client_id: str | None,
     ) -> bytes | Pending:
         """The policy chain (dns_resolver.policy): select, decide, then cache/upstream.
 
@@ -254,7 +288,7 @@ class Resolver:
         """
         table = self.policies
         assert table is not None
-        selection = table.select(client, query.edns)
+        selection = table.select(client, query.edns, client_id)
         decision = table.decide(selection, query.qname, self.matcher)
         policy = selection.policy
         if decision.action in ("block", "canary"):
@@ -265,7 +299,7 @@ class Resolver:
                 decision.verdict,
                 None,
                 client,
-                tcp,
+                transport,
                 started,
                 limit,
                 blocker=decision.blocker,
@@ -279,7 +313,7 @@ class Resolver:
             key,
             policy,
             client,
-            tcp,
+            transport,
             started,
             limit,
             prefetch=decision.action != "rewrite",
@@ -289,7 +323,7 @@ class Resolver:
         pending = Pending(
             query,
             client,
-            tcp,
+            transport,
             started,
             decision.action != "pass",
             key=key,
@@ -329,10 +363,10 @@ class Resolver:
         blocked = self._inspect(pending, body, None, limit)
         if blocked is not None:
             return blocked
-        self._record(query, pending.tcp, LOCAL, pending.started, pending.client)
+        self._record(query, pending.transport, LOCAL, pending.started, pending.client)
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
-    def _refuse(self, data: bytes, client: str, tcp: bool, started: float) -> bytes | None:
+    def _refuse(self, data: bytes, client: str, transport: str, started: float) -> bytes | None:
         query: wire.Query | None = None
         try:
             query = wire.parse_query(data)
@@ -342,11 +376,17 @@ class Resolver:
             return None
         else:
             qid, flags, question, opt = query.id, query.flags, query.question, query.edns
-        self._record(query, tcp, REFUSED, started, client)
+        self._record(query, transport, REFUSED, started, client)
         return edns.error_response(qid, flags, wire.REFUSED, question, opt, udp_size=self.udp_size)
 
     def _limited(
-        self, data: bytes, client: str, tcp: bool, started: float, action: str, log_it: bool
+        self,
+        data: bytes,
+        client: str,
+        transport: str,
+        started: float,
+        action: str,
+        log_it: bool,
     ) -> bytes | None:
         """The answer to a query over its network's rate limit: none (`drop`; over TCP the
         limiter says `refused` instead), REFUSED, or an empty answer with TC (`truncate`).
@@ -367,7 +407,7 @@ class Resolver:
                 client=client,
                 qname=query.qname,
                 qtype=query.qtype,
-                protocol="tcp" if tcp else "udp",
+                protocol=transport,
                 result=RATELIMITED,
                 duration=time.perf_counter() - started,
             )
@@ -380,7 +420,7 @@ class Resolver:
         return out
 
     def _any(
-        self, query: wire.Query, client: str, tcp: bool, started: float, limit: int | None
+        self, query: wire.Query, client: str, transport: str, started: float, limit: int | None
     ) -> bytes:
         """RFC 8482 4.2: ANY gets one synthesised HINFO ("RFC8482" ""), so no query draws
         a large answer (the C fast path answers the same, `FastPath._any_answer`)."""
@@ -390,7 +430,7 @@ class Resolver:
             + query.question
             + wire.rr(wire.QNAME_POINTER, wire.TYPE_HINFO, 3600, b"\x07RFC8482\x00", query.qclass)
         )
-        self._record(query, tcp, ALLOWED, started, client)
+        self._record(query, transport, ALLOWED, started, client)
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
     def _check(self, name: str) -> Verdict:
@@ -406,7 +446,7 @@ class Resolver:
         verdict: Verdict,
         via: str | None,
         client: str,
-        tcp: bool,
+        transport: str,
         started: float,
         limit: int | None,
         *,
@@ -424,7 +464,7 @@ class Resolver:
             cache.store(key if key is not None else cache_key(query), body, ede=option)
         if self.metrics is not None:
             self.metrics.block(verdict.category, verdict.list)
-        self._record(query, tcp, BLOCKED, started, client, verdict)
+        self._record(query, transport, BLOCKED, started, client, verdict)
         out = edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size, options=option)
         if self.dnstap is not None:
             self._last_block = (out, option)
@@ -464,7 +504,7 @@ class Resolver:
         # clamped, negative TTL from the SOA) when it was cacheable.
         entry = cache.store(pending.key, body, records) if cache is not None else None
         body = render(entry, query, 0) if entry is not None else bytes(wire.adopt(body, query))
-        self._record(query, pending.tcp, ALLOWED, pending.started, pending.client)
+        self._record(query, pending.transport, ALLOWED, pending.started, pending.client)
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
     def _inspect(
@@ -487,7 +527,7 @@ class Resolver:
             verdict,
             via,
             pending.client,
-            pending.tcp,
+            pending.transport,
             pending.started,
             limit,
             blocker=policy.blocker if policy is not None else None,
@@ -524,7 +564,7 @@ class Resolver:
             entry = cache.store(pending.key, body)
             if entry is not None:
                 body = render(entry, query, 0)
-        self._record(query, pending.tcp, LOCAL, pending.started, pending.client)
+        self._record(query, pending.transport, LOCAL, pending.started, pending.client)
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
     def _cache_for(self, pending: Pending) -> Cache | None:
@@ -555,7 +595,7 @@ class Resolver:
             entry = cache.store(pending.key, body)
             if entry is not None:
                 body = render(entry, query, 0)
-        self._record(query, pending.tcp, ALLOWED, pending.started, pending.client)
+        self._record(query, pending.transport, ALLOWED, pending.started, pending.client)
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
     def _upstream_failed(self, pending: Pending, limit: int | None) -> bytes:
@@ -564,12 +604,12 @@ class Resolver:
         if stale is not None:
             body = render(stale, query, 0, stale_ttl=self.cache.stale_answer_ttl)
             options = stale.ede + edns.ede_option(edns.EDE_STALE_ANSWER)
-            self._record(query, pending.tcp, CACHED, pending.started, pending.client)
+            self._record(query, pending.transport, CACHED, pending.started, pending.client)
             log.info("served %s stale: no upstream answered", query.qname)
             return edns.finish(
                 body, query.edns, limit=limit, udp_size=self.udp_size, options=options
             )
-        self._record(query, pending.tcp, SERVFAIL, pending.started, pending.client)
+        self._record(query, pending.transport, SERVFAIL, pending.started, pending.client)
         return edns.error_response(
             query.id, query.flags, wire.SERVFAIL, query.question, query.edns,
             udp_size=self.udp_size,
@@ -694,26 +734,25 @@ class Resolver:
     def _record(
         self,
         query: wire.Query | None,
-        tcp: bool,
+        transport: str,
         result: str,
         started: float,
         client: str,
         verdict: Verdict | None = None,
     ) -> None:
         elapsed = time.perf_counter() - started
-        protocol = "tcp" if tcp else "udp"
         if self.metrics is not None:
-            self.metrics.query(query.qtype if query is not None else 0, protocol, result, elapsed)
+            self.metrics.query(query.qtype if query is not None else 0, transport, result, elapsed)
         if self.querylog is not None and query is not None:
             self.querylog.log(
                 client=client,
                 qname=query.qname,
                 qtype=query.qtype,
-                protocol=protocol,
+                protocol=transport,
                 result=result,
                 verdict=verdict,
                 duration=elapsed,
             )
 
 
-__all__ = ["CacheKey", "Pending", "Resolver"]
+__all__ = ["TRANSPORTS", "CacheKey", "Pending", "Resolver"]
