@@ -64,10 +64,18 @@ def dnsperf(
     rate: int | None = None,
     verbose: bool = False,
     once: bool = False,
+    mode: str = "udp",
+    clients: int = DNSPERF_SOCKETS,
+    doh_uri: str = "",
 ) -> dict[str, float | list[float]]:
-    """Run dnsperf (EDNS on, 200 in flight); returns its figures (and latencies if verbose)."""
+    """Run dnsperf (EDNS on, 200 in flight) over `mode` (udp, tcp, dot, doh) with
+    `clients` sockets; returns its figures (and latencies if verbose)."""
     argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-e",
-            "-q", str(DNSPERF_INFLIGHT), "-c", str(DNSPERF_SOCKETS), "-t", "2"]
+            "-q", str(DNSPERF_INFLIGHT), "-c", str(clients), "-t", "2"]
+    if mode != "udp":
+        argv += ["-m", mode]
+    if mode == "doh":
+        argv += ["-O", f"doh-uri={doh_uri}"]
     argv += ["-n", "1"] if once else ["-l", str(seconds)]
     if rate:
         argv += ["-Q", str(rate)]
@@ -103,11 +111,17 @@ def measure(
     cpus: str | None,
     rate: int | None = None,
     verbose: bool = False,
+    mode: str = "udp",
+    port: int = 0,
+    clients: int = DNSPERF_SOCKETS,
+    doh_uri: str = "",
 ) -> Run:
-    """One timed run: dnsperf figures, server CPU over the run, memory after it."""
+    """One timed run: dnsperf figures, server CPU over the run, memory after it. `mode`,
+    `port` (default the server's plain port), `clients`, `doh_uri`: as for `dnsperf`."""
     pids = server.pids()
     cpu0 = servers.cpu_seconds(pids)
-    figures = dnsperf(server.port, queries, seconds, cpus=cpus, rate=rate, verbose=verbose)
+    figures = dnsperf(port or server.port, queries, seconds, cpus=cpus, rate=rate,
+                      verbose=verbose, mode=mode, clients=clients, doh_uri=doh_uri)
     cpu = servers.cpu_seconds(server.pids()) - cpu0
     rss, pss = servers.memory_kb(server.pids())
     completed = int(figures["completed"])  # type: ignore[arg-type]
@@ -179,6 +193,8 @@ class Options:
     upstream_transport: str = "udp"
     ratelimit: bool = False
     observed: bool = False
+    transports: tuple[str, ...] = ()
+    handshake_seconds: float = 5.0
 
 
 def run_all(opts: Options, log: object = print) -> dict[str, object]:
