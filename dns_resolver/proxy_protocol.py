@@ -21,11 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
+import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dns_resolver.acl import Network, client_ip
+
+log = logging.getLogger(__name__)
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V1_PREFIX = b"PROXY "
@@ -194,3 +199,75 @@ async def read_header(
 def _refuse_unless(proxy: bool) -> None:
     if not proxy:
         raise ProxyError("PROXY header from an address that is not a trusted proxy")
+
+
+async def before_tls(
+    writer: asyncio.StreamWriter,
+    peer: tuple[Any, ...],
+    proxies: Sequence[Network],
+    required: bool,
+    timeout: float,
+) -> tuple[Any, ...] | None:
+    """The client address of a connection to a TLS listener (DoT, DoH): the PROXY
+    header's when a trusted proxy sent one, else `peer`; None when the connection must
+    close (a header missing but required, a malformed one; raised ProxyError logged).
+
+    Must be called before anything awaits after the accept, so that no byte has reached
+    the stream yet: the header is taken off the socket itself, with the transport's
+    reading paused, and every byte after it stays in the kernel for the TLS handshake.
+    From an address that is not a trusted proxy nothing is read: a header there is not
+    a TLS ClientHello, and the handshake fails on it (the connection closes)."""
+    if not peer or not trusted(str(peer[0]), proxies):
+        return peer
+    writer.transport.pause_reading()  # type: ignore[attr-defined]
+    raw = writer.get_extra_info("socket")
+    sock = raw.dup()  # a socket of our own: the transport's may not be read directly
+    try:
+        async with asyncio.timeout(timeout):
+            header = await _take_header(sock)
+    except (TimeoutError, ProxyError, OSError) as exc:
+        log.debug("connection from proxy %s: %s; closing", peer[0], exc)
+        return None
+    finally:
+        sock.close()
+    if header is None:
+        if required:
+            log.debug("proxy %s connected without the required PROXY header", peer[0])
+            return None
+        return peer
+    return header.source or peer
+
+
+async def _take_header(sock: socket.socket) -> ProxyHeader | None:
+    """The header at the head of `sock`'s data, received (and nothing after it), or None
+    (nothing received) when the data does not start with one."""
+    while True:
+        data = await _peek(sock, V1_MAX)
+        if not data:
+            raise ProxyError("connection closed before any byte")
+        if not (V2_SIGNATURE.startswith(data[:12]) or V1_PREFIX.startswith(data[:6])):
+            return None
+        if data.startswith(V2_SIGNATURE) and len(data) >= _V2_FIXED:
+            # TLVs can make a v2 header longer than what was peeked.
+            data = await _peek(sock, _V2_FIXED + struct.unpack_from("!H", data, 14)[0])
+        try:
+            header = parse(data)
+        except ProxyTruncated:
+            # Rare (a proxy sends its header in one segment): wait for the rest.
+            await asyncio.sleep(0.005)
+            continue
+        sock.recv(header.length)
+        return header
+
+
+async def _peek(sock: socket.socket, n: int) -> bytes:
+    """Up to `n` bytes at the head of `sock`'s data, left there; waits for the first."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    fd = sock.fileno()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+    return sock.recv(n, socket.MSG_PEEK)
