@@ -23,10 +23,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dns_resolver import listeners
 from dns_resolver.acl import Acl
 from dns_resolver.blocking import Blocker
 from dns_resolver.blockpage.recent import RecentBlocks
 from dns_resolver.cache import Cache
+from dns_resolver.certs import CertificateError
 from dns_resolver.local import LocalData, rule_servers
 from dns_resolver.ratelimit import RateLimitCollector, build_limiter
 from dns_resolver.reconfigure import ConfigSource, Reread, apply_logging, reread
@@ -186,6 +188,7 @@ class App:
         self.dnstap: Any = None  # dns_resolver.dnstap.Dnstap when [dnstap] is on
         self.resolver: Resolver | None = None
         self.server: DnsServer | None = None
+        self.encrypted: Any = None  # listeners.EncryptedListeners when DoT/DoH are on
         self.blockpage: Any = None
         self.admin: Any = None  # reports.server.AdminServer when [admin] enabled
         self.observer: Any = None  # dns_resolver.observed.Observer when [observed] enabled
@@ -301,6 +304,19 @@ class App:
             trusted_proxies=self.config.server.trusted_proxies,
             proxy_required=self.config.server.proxy_required,
         )
+        if listeners.wanted(self.config):
+            try:
+                self.encrypted = listeners.EncryptedListeners(
+                    self.config, self.server, reuse_port=self.reuse_port
+                )
+            except CertificateError as exc:
+                log.error("cannot start the encrypted listeners: %s", exc)
+                return 2
+        if self.encrypted is not None:
+            # Before plain DNS: a server that answers on `listen` serves all its transports.
+            await self.encrypted.start()
+            if self.metrics is not None:
+                self.metrics.registry.register(self.encrypted.stats)
         await self.server.start()
         if self.metrics is not None and self.server.fast is not None:
             # The C cache holds Python's entries and the answers C forwarded itself.
@@ -332,6 +348,8 @@ class App:
             if self.reloader is not None:
                 # Off the loop: stop() joins the thread, which may be ending a child.
                 await loop.run_in_executor(None, self.reloader.stop)
+            if self.encrypted is not None:
+                await self.encrypted.stop()
             await self.server.stop()
             for forwarder in upstream_sets(self.resolver):
                 await forwarder.close()
@@ -555,6 +573,8 @@ class App:
                     outcome = Reread(None, error=str(exc))
             elif outcome.config is not None:
                 self.reload_local()  # the same file: its hosts files may have changed
+            if outcome.config is not None and self.encrypted is not None:
+                self.encrypted.reload(self.config)  # the certificate files are read again
             if self.counts_config_reloads and self.metrics is not None:
                 self.metrics.config_reload(outcome.result)
             if outcome.config is None:

@@ -16,6 +16,8 @@ DEFAULT_UDP_PAYLOAD = 1232  # DNS Flag Day 2020
 PLAIN_UDP_LIMIT = 512  # RFC 1035, a client without EDNS
 
 OPTION_EDE = 15  # RFC 8914
+OPTION_PADDING = 12  # RFC 7830
+PADDING_BLOCK = 468  # RFC 8467 4.1: the block length recommended for responses
 
 # Extended DNS Error INFO-CODEs used here (RFC 8914 section 4).
 EDE_OTHER = 0
@@ -80,6 +82,30 @@ def finish(
         (body[0] << 8) | body[1], flags, 1, 0, 0, 1 if opt else 0
     )
     return hdr + body[12:end] + opt
+
+
+def pad(message: bytes, block: int = PADDING_BLOCK) -> bytes:
+    """`message` with a Padding option in its OPT making its length a multiple of
+    `block` (RFC 7830, the block-length policy of RFC 8467). Unchanged without an OPT
+    (the query had no EDNS) or when the OPT is not the last record (not one of ours)."""
+    try:
+        records = wire.walk_records(message)
+    except wire.WireError:
+        return message
+    if not records or records[-1].rtype != wire.TYPE_OPT or records[-1].end != len(message):
+        return message
+    opt = records[-1]
+    fill = -(len(message) + 4) % block
+    rdlength = opt.rdlength + 4 + fill
+    if rdlength > 0xFFFF:
+        return message
+    return (
+        message[: opt.rdata_offset - 2]
+        + wire.pack_u16(rdlength)
+        + message[opt.rdata_offset :]
+        + struct.pack("!HH", OPTION_PADDING, fill)
+        + bytes(fill)
+    )
 
 
 def error_response(

@@ -202,34 +202,29 @@ def _refuse_unless(proxy: bool) -> None:
 
 
 async def before_tls(
-    writer: asyncio.StreamWriter,
+    conn: socket.socket,
     peer: tuple[Any, ...],
     proxies: Sequence[Network],
     required: bool,
     timeout: float,
 ) -> tuple[Any, ...] | None:
-    """The client address of a connection to a TLS listener (DoT, DoH): the PROXY
-    header's when a trusted proxy sent one, else `peer`; None when the connection must
-    close (a header missing but required, a malformed one; raised ProxyError logged).
+    """The client address of a connection accepted by a TLS listener (DoT, DoH), read
+    from the raw socket `conn` before the handshake: the PROXY header's when a trusted
+    proxy sent one, else `peer`; None when the connection must close (a header missing
+    but required, a malformed one, none within `timeout`).
 
-    Must be called before anything awaits after the accept, so that no byte has reached
-    the stream yet: the header is taken off the socket itself, with the transport's
-    reading paused, and every byte after it stays in the kernel for the TLS handshake.
-    From an address that is not a trusted proxy nothing is read: a header there is not
-    a TLS ClientHello, and the handshake fails on it (the connection closes)."""
+    Exactly the header's bytes are received; the ClientHello after it stays in the kernel
+    for the handshake. From an address that is not a trusted proxy nothing is read: a
+    header there is no ClientHello, and the handshake fails on it (the connection closes).
+    """
     if not peer or not trusted(str(peer[0]), proxies):
         return peer
-    writer.transport.pause_reading()  # type: ignore[attr-defined]
-    raw = writer.get_extra_info("socket")
-    sock = raw.dup()  # a socket of our own: the transport's may not be read directly
     try:
         async with asyncio.timeout(timeout):
-            header = await _take_header(sock)
+            header = await _take_header(conn)
     except (TimeoutError, ProxyError, OSError) as exc:
         log.debug("connection from proxy %s: %s; closing", peer[0], exc)
         return None
-    finally:
-        sock.close()
     if header is None:
         if required:
             log.debug("proxy %s connected without the required PROXY header", peer[0])

@@ -6,10 +6,11 @@ on: C writes no log lines) through an asyncio datagram endpoint. Either way what
 Python goes through `handle_datagram` -> `Resolver.handle`: cache hits, blocks and errors
 are answered without creating a task; only upstream queries become tasks.
 
-TCP uses 2-byte length framing (RFC 1035 4.2.2) and serves many queries per
-connection, pipelined (answers to upstream queries are sent as they arrive, so possibly
-out of order), until the client closes or stays idle for `tcp_idle_timeout` seconds
-(RFC 7766).
+TCP runs the stream loop DoT shares (`stream.serve_stream`): 2-byte length framing
+(RFC 1035 4.2.2), many queries per connection, pipelined (answers to upstream queries are
+sent as they arrive, so possibly out of order), until the client closes or stays idle for
+`tcp_idle_timeout` seconds (RFC 7766). `answer` and `answer_later` are what every stream
+transport (TCP, DoT, DoH) calls for a query.
 
 Nothing a client sends can crash the server: an exception while handling a query is
 logged and answered with SERVFAIL, and the loop carries on.
@@ -21,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -29,6 +29,7 @@ from dns_resolver import fastpath, proxy_protocol
 from dns_resolver.fastpath import UdpFastPath
 from dns_resolver.proxy_protocol import ProxyError
 from dns_resolver.resolver import Pending, Resolver
+from dns_resolver.stream import serve_stream
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ MAX_UDP_INFLIGHT = 10_000  # UDP queries waiting for an upstream, across all lis
 TCP_PIPELINE = 32  # upstream queries in flight per TCP connection
 
 
-def _bind(host: str, port: int, kind: int, reuse_port: bool = False) -> socket.socket:
+def bind(host: str, port: int, kind: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, kind)
     try:
@@ -139,6 +140,36 @@ class DnsServer:
             self.tap(data, out, addr, "udp")
         return out
 
+    def answer(
+        self, data: bytes, peer: tuple, transport: str, client_id: str | None = None  # type: ignore[type-arg]
+    ) -> bytes | Pending | None:
+        """`Resolver.handle` for a stream transport's query from `peer`: an answer (copied
+        to dnstap), a `Pending` for `answer_later`, or None for bytes that are not DNS.
+        An exception is logged and answered with SERVFAIL."""
+        try:
+            out = self.resolver.handle(
+                data, peer[0] if peer else "", True, transport=transport, client_id=client_id
+            )
+        except Exception:
+            log.exception("error handling a %s query from %s", transport, peer[:1])
+            out = self.resolver.servfail_for(data)
+        if isinstance(out, bytes):
+            self.tap(data, out, peer, transport)
+        return out
+
+    async def answer_later(
+        self, pending: Pending, data: bytes, peer: tuple, transport: str  # type: ignore[type-arg]
+    ) -> bytes | None:
+        """The answer to a query `answer` left pending (copied to dnstap); SERVFAIL when
+        resolving it raised."""
+        try:
+            out: bytes | None = await self.resolver.resolve(pending)
+        except Exception:
+            log.exception("error resolving %s for %s", pending.query.qname, peer[:1])
+            out = self.resolver.servfail_for(data)
+        self.tap(data, out, peer, transport, pending)
+        return out
+
     def tap(
         self,
         data: bytes,
@@ -200,10 +231,10 @@ class DnsServer:
         loop = asyncio.get_running_loop()
         for host, port in self.listen:
             try:
-                tcp_sock = _bind(host, port, socket.SOCK_STREAM, self.reuse_port)
+                tcp_sock = bind(host, port, socket.SOCK_STREAM, self.reuse_port)
                 # Port 0 (tests): UDP takes the port the kernel gave TCP.
                 port = tcp_sock.getsockname()[1]
-                udp_sock = _bind(host, port, socket.SOCK_DGRAM, self.reuse_port)
+                udp_sock = bind(host, port, socket.SOCK_DGRAM, self.reuse_port)
             except OSError as exc:
                 await self.stop()
                 raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
@@ -243,92 +274,31 @@ class DnsServer:
         self._tcp.clear()
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        client = peer[0] if peer else ""
-        resolver = self.resolver
-        # Queries that need the upstream run concurrently and are answered as they finish
-        # (RFC 7766 6.2.1.1: a client matches answers by ID); at most TCP_PIPELINE at once.
-        slots = asyncio.Semaphore(TCP_PIPELINE)
-        inflight: set[asyncio.Task[None]] = set()
         self._connections[writer] = asyncio.current_task()
-
-        def send(out: bytes) -> None:
-            if not writer.is_closing():
-                writer.write(struct.pack("!H", len(out)) + out)
-
-        async def answer_later(pending: Pending, data: bytes) -> None:
-            try:
-                out: bytes | None = await resolver.resolve(pending)
-            except Exception:
-                log.exception("error resolving %s for %s", pending.query.qname, client)
-                out = resolver.servfail_for(data)
-            finally:
-                slots.release()
-            if out is not None:
-                send(out)
-            self.tap(data, out, peer, "tcp", pending)
-
         try:
+            peer = writer.get_extra_info("peername") or ()
             try:
                 async with asyncio.timeout(self.tcp_idle_timeout):
-                    header, seen = await proxy_protocol.read_header(
+                    header, first = await proxy_protocol.read_header(
                         reader,
-                        proxy_protocol.trusted(client, self.trusted_proxies),
+                        proxy_protocol.trusted(str(peer[0]) if peer else "", self.trusted_proxies),
                         self.proxy_required,
                     )
-                    if seen:
-                        # The first message's length (and maybe some of it) was read.
-                        length = struct.unpack_from("!H", seen)[0]
-                        first: bytes | None = seen[2:] + await reader.readexactly(
-                            length + 2 - len(seen)
-                        )
-                    else:
-                        first = None
-            except (TimeoutError, asyncio.IncompleteReadError):
-                return
-            except ProxyError as exc:
-                log.debug("TCP client %s: %s; closing", client, exc)
+            except (TimeoutError, asyncio.IncompleteReadError, ProxyError) as exc:
+                log.debug("TCP client %s: %s; closing", peer[:1], exc)
+                writer.close()
                 return
             if header is not None and header.source is not None:
                 peer = header.source
-                client = peer[0]
-            while True:
-                try:
-                    async with asyncio.timeout(self.tcp_idle_timeout):
-                        if first is not None:
-                            data, first = first, None
-                        else:
-                            length = struct.unpack("!H", await reader.readexactly(2))[0]
-                            data = await reader.readexactly(length)
-                except (TimeoutError, asyncio.IncompleteReadError):
-                    return
-                try:
-                    out = resolver.handle(data, client, True)
-                except Exception:
-                    log.exception("error handling a TCP query from %s", client)
-                    out = resolver.servfail_for(data)
-                if out is None:
-                    # Garbage on a stream: the framing can no longer be trusted.
-                    return
-                if isinstance(out, Pending):
-                    await slots.acquire()
-                    task = asyncio.get_running_loop().create_task(answer_later(out, data))
-                    inflight.add(task)
-                    task.add_done_callback(inflight.discard)
-                else:
-                    send(out)
-                    self.tap(data, out, peer, "tcp")
-                await writer.drain()
-        except (ConnectionError, OSError) as exc:
-            log.debug("TCP client %s: %s", client, exc)
-        except asyncio.CancelledError:
-            # Shutdown raced with a new connection: end quietly (asyncio's start_server
-            # callback would otherwise log the cancellation as an error).
-            pass
+            await serve_stream(
+                self,
+                reader,
+                writer,
+                peer,
+                "tcp",
+                first=first,
+                idle_timeout=self.tcp_idle_timeout,
+                max_inflight=TCP_PIPELINE,
+            )
         finally:
-            if inflight:
-                await asyncio.gather(*inflight, return_exceptions=True)
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.drain()
-            writer.close()
             self._connections.pop(writer, None)
