@@ -179,6 +179,11 @@ class ServerTls:
         elif time.monotonic() - self._built >= self.config.ticket_rotation:
             self.reload(self.config)
 
+    def paths(self) -> tuple[str, str]:
+        """The certificate and key files (the same file for the self-signed one) the
+        contexts are built from: for a listener that loads them itself (DoQ)."""
+        return self._paths()
+
     def _paths(self) -> tuple[str, str]:
         config = self.config
         if config.cert:

@@ -1,0 +1,177 @@
+"""DNS over QUIC end to end: `filterdns serve` with `listen_quic`, queried with dnspython's
+DoQ client and a raw aioquic client, with and without a ClientID in the server name (kdig
+3.2.6 here is built without libngtcp2: its `+quic` falls back to TCP); bad streams
+(a wrong length prefix, a non-zero message ID, bytes that are not DNS) close their
+connection with DOQ_PROTOCOL_ERROR and the listener goes on; answers are padded."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+from aioquic.asyncio.client import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
+
+from dns_resolver.listen_quic import DOQ_PROTOCOL_ERROR
+from tests.dns_resolver.encrypted import KID, SERVER_NAME, encrypted_config
+from tests.dns_resolver.harness import (
+    LOOPBACK,
+    NsdServer,
+    ServerProcess,
+    TestZone,
+    free_port,
+    write_list,
+)
+
+ADULT = TestZone.BLOCKED.rstrip(".")
+ALLOWED = TestZone.WWW.rstrip(".")
+
+
+@pytest.fixture
+def server(
+    tmp_path: Path, start_filterdns: Callable[..., ServerProcess], nsd_upstream: NsdServer
+) -> ServerProcess:
+    config = encrypted_config(tmp_path)
+    config["server"]["listen_quic"] = [f"{LOOPBACK}:{free_port()}"]
+    config["upstream"] = {"servers": [nsd_upstream.upstream]}
+    config["lists"] = [{"path": str(write_list(tmp_path, [ADULT], "adult.txt")),
+                        "category": "adult"}]
+    return start_filterdns(config)
+
+
+def quic_port(server: ServerProcess) -> int:
+    return int(server.config["server"]["listen_quic"][0].rsplit(":", 1)[1])
+
+
+def doq(server: ServerProcess, name: str, sni: str | None = SERVER_NAME,
+        **kw: object) -> dns.message.Message:
+    q = dns.message.make_query(name, "A", use_edns=0, **kw)  # type: ignore[arg-type]
+    return dns.query.quic(q, LOOPBACK, port=quic_port(server), timeout=5, verify=False,
+                          server_hostname=sni)
+
+
+def test_doq_answers_and_the_client_id_picks_the_policy(server: ServerProcess) -> None:
+    plain = doq(server, ADULT)
+    assert plain.rcode() == dns.rcode.NOERROR
+    assert [rr.to_text() for rr in plain.answer[0]] == [TestZone.BLOCKED_A]
+    kid = doq(server, ADULT, sni=f"{KID}.{SERVER_NAME}")
+    assert kid.rcode() == dns.rcode.NXDOMAIN
+    ede = [o for o in kid.options if o.otype == 15]
+    assert ede and "policy=kid" in ede[0].text
+    # No server name at all (a client that connects by address): no ClientID.
+    assert doq(server, ADULT, sni=None).rcode() == dns.rcode.NOERROR
+    # An unknown ClientID gets the policy the address would get.
+    assert doq(server, ADULT, sni=f"stranger.{SERVER_NAME}").rcode() == dns.rcode.NOERROR
+
+
+def test_doq_answers_are_padded_and_counted_as_quic(server: ServerProcess) -> None:
+    answer = doq(server, ALLOWED)
+    assert len(answer.to_wire()) % 468 == 0
+    padding = [o for o in answer.options if o.otype == 12]
+    assert padding
+    assert server.metric("filterdns_queries_total", protocol="quic") >= 1
+
+
+def test_a_server_name_we_do_not_serve_is_refused(server: ServerProcess) -> None:
+    async def handshake() -> None:
+        config = QuicConfiguration(is_client=True, alpn_protocols=["doq"],
+                                   server_name="dns.example.net", verify_mode=ssl.CERT_NONE)
+        async with connect(LOOPBACK, quic_port(server), configuration=config):
+            pass
+
+    with pytest.raises(ConnectionError):
+        asyncio.run(handshake())
+    assert server.metric("filterdns_listener_errors_total", transport="quic",
+                         kind="server_name") == 1
+    assert doq(server, ALLOWED).rcode() == dns.rcode.NOERROR
+
+
+class _Raw(QuicConnectionProtocol):
+    """A DoQ client that sends whatever bytes it is given on a stream."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.answers: dict[int, bytes] = {}
+        self.closed: asyncio.Future[events.ConnectionTerminated] = self._loop.create_future()
+        self.buf: dict[int, bytes] = {}
+
+    def quic_event_received(self, event: events.QuicEvent) -> None:
+        if isinstance(event, events.StreamDataReceived):
+            self.buf[event.stream_id] = self.buf.get(event.stream_id, b"") + event.data
+            if event.end_stream:
+                self.answers[event.stream_id] = self.buf.pop(event.stream_id)
+        elif isinstance(event, events.ConnectionTerminated) and not self.closed.done():
+            self.closed.set_result(event)
+
+    def send(self, data: bytes, end: bool = True) -> int:
+        stream_id = self._quic.get_next_available_stream_id()
+        self._quic.send_stream_data(stream_id, data, end_stream=end)
+        self.transmit()
+        return stream_id
+
+
+def _framed(name: str, qid: int = 0) -> bytes:
+    q = dns.message.make_query(name, "A")
+    q.id = qid
+    wire = q.to_wire()
+    return struct.pack("!H", len(wire)) + wire
+
+
+async def _bad_stream(port: int, payload: bytes) -> events.ConnectionTerminated:
+    config = QuicConfiguration(is_client=True, alpn_protocols=["doq"], server_name=SERVER_NAME,
+                               verify_mode=ssl.CERT_NONE)
+    async with connect(LOOPBACK, port, configuration=config, create_protocol=_Raw) as client:
+        assert isinstance(client, _Raw)
+        client.send(payload)
+        return await asyncio.wait_for(client.closed, 5)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"\x00\x40" + _framed(ALLOWED)[2:], id="length-too-long"),
+        pytest.param(b"\x00\x05" + _framed(ALLOWED)[2:], id="length-too-short"),
+        pytest.param(b"\x00", id="one-byte"),
+        pytest.param(_framed(ALLOWED, qid=4242), id="message-id-not-0"),
+        pytest.param(b"\x00\x04\xde\xad\xbe\xef", id="not-dns"),
+    ],
+)
+def test_bad_streams_close_the_connection_with_doq_protocol_error(
+    server: ServerProcess, payload: bytes
+) -> None:
+    closed = asyncio.run(_bad_stream(quic_port(server), payload))
+    assert closed.error_code == DOQ_PROTOCOL_ERROR
+    # The listener goes on.
+    assert doq(server, ALLOWED).rcode() == dns.rcode.NOERROR
+
+
+def test_many_queries_on_one_connection(server: ServerProcess) -> None:
+    async def run() -> dict[int, bytes]:
+        config = QuicConfiguration(is_client=True, alpn_protocols=["doq"],
+                                   server_name=SERVER_NAME, verify_mode=ssl.CERT_NONE)
+        async with connect(LOOPBACK, quic_port(server), configuration=config,
+                           create_protocol=_Raw) as client:
+            assert isinstance(client, _Raw)
+            ids = [client.send(_framed(n)) for n in (ALLOWED, ADULT) * 10]
+            for _ in range(100):
+                if len(client.answers) == len(ids):
+                    break
+                await asyncio.sleep(0.05)
+            return client.answers
+
+    answers = asyncio.run(run())
+    assert len(answers) == 20
+    for raw in answers.values():
+        (length,) = struct.unpack_from("!H", raw)
+        assert len(raw) == 2 + length
+        msg = dns.message.from_wire(raw[2:])
+        assert msg.id == 0 and msg.rcode() == dns.rcode.NOERROR
