@@ -1,10 +1,13 @@
 """The PROXY protocol end to end: `filterdns serve` behind dnsdist (a real load balancer
 that sends PROXY v2 to its backends over TCP), and raw PROXY v1/v2 headers from a trusted
-and an untrusted address; the policy follows the address the header carries."""
+and an untrusted address, in front of plain TCP and of DoT; the policy follows the address
+the header carries."""
 
 from __future__ import annotations
 
 import shutil
+import socket
+import ssl
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +17,14 @@ import dns.rcode
 import pytest
 
 from dns_resolver.proxy_protocol import V2_SIGNATURE
+from tests.dns_resolver.encrypted import (
+    SERVER_NAME,
+    client_context,
+    dot_port,
+    encrypted_config,
+    read_framed,
+    send_framed,
+)
 from tests.dns_resolver.harness import (
     NsdServer,
     ServerProcess,
@@ -122,3 +133,47 @@ def test_raw_headers_from_the_trusted_address_and_from_anyone_else(
     assert server.dig(ADULT, "A", "-b", OTHER).status == "NOERROR"
     assert server.dig(ADULT, "A", "+tcp", "-b", CHILD).status == "NXDOMAIN"
     assert server.running()
+
+
+@pytest.fixture
+def encrypted(
+    tmp_path: Path, start_filterdns: Callable[..., ServerProcess], nsd_upstream: NsdServer
+) -> ServerProcess:
+    """DoT and DoH behind a trusted proxy at PROXY, the child policy at CHILD."""
+    config = encrypted_config(tmp_path)
+    config["server"].update(trusted_proxies=[f"{PROXY}/32"], proxy_required=True)
+    config["upstream"] = {"servers": [nsd_upstream.upstream]}
+    config["lists"] = [{"path": str(write_list(tmp_path, [ADULT], "adult.txt")),
+                        "category": "adult"}]
+    config["policies"]["child"] = {"clients": [f"{CHILD}/32"], "block": ["adult"]}
+    return start_filterdns(config)
+
+
+def _dot_status(port: int, source: str, prefix: bytes) -> str | None:
+    """A DoT query for ADULT from `source`, after `prefix` sent in clear; its rcode, or
+    None when the connection was closed (before or after the handshake)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    try:
+        raw.sendall(prefix)
+        with client_context().wrap_socket(raw, server_hostname=SERVER_NAME) as conn:
+            send_framed(conn, dns.message.make_query(ADULT, "A").to_wire())
+            return _status(read_framed(conn) or None)
+    except (ssl.SSLError, ConnectionError):
+        return None
+    finally:
+        raw.close()
+
+
+def test_dot_takes_the_client_address_from_a_trusted_proxy(encrypted: ServerProcess) -> None:
+    port = dot_port(encrypted)
+    assert _dot_status(port, PROXY, _v2(CHILD)) == "NXDOMAIN"
+    assert _dot_status(port, PROXY, _v2(OTHER)) == "NOERROR"
+    assert _dot_status(port, PROXY, f"PROXY TCP4 {CHILD} 127.0.0.1 1 853\r\n".encode()) == (
+        "NXDOMAIN")
+    # A header from anyone else is no ClientHello: the handshake fails, the connection
+    # closes. A bare connection from the proxy's address closes too (proxy_required).
+    assert _dot_status(port, STRANGER, _v2(CHILD)) is None
+    assert _dot_status(port, PROXY, b"") is None
+    assert _dot_status(port, CHILD, b"") == "NXDOMAIN"
+    assert encrypted.metric("filterdns_listener_errors_total", transport="tls",
+                            kind="proxy") == 1
