@@ -21,7 +21,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 
-from dns_resolver.listen_quic import DOQ_PROTOCOL_ERROR
+from dns_resolver.listen_quic import DOQ_EXCESSIVE_LOAD, DOQ_PROTOCOL_ERROR
 from tests.dns_resolver.encrypted import KID, SERVER_NAME, encrypted_config
 from tests.dns_resolver.harness import (
     LOOPBACK,
@@ -100,15 +100,19 @@ class _Raw(QuicConnectionProtocol):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.answers: dict[int, bytes] = {}
+        self.answers: dict[int, asyncio.Future[bytes]] = {}
         self.closed: asyncio.Future[events.ConnectionTerminated] = self._loop.create_future()
         self.buf: dict[int, bytes] = {}
+
+    def answer(self, stream_id: int) -> asyncio.Future[bytes]:
+        """The bytes the server sends on `stream_id`, once it ends the stream."""
+        return self.answers.setdefault(stream_id, self._loop.create_future())
 
     def quic_event_received(self, event: events.QuicEvent) -> None:
         if isinstance(event, events.StreamDataReceived):
             self.buf[event.stream_id] = self.buf.get(event.stream_id, b"") + event.data
             if event.end_stream:
-                self.answers[event.stream_id] = self.buf.pop(event.stream_id)
+                self.answer(event.stream_id).set_result(self.buf.pop(event.stream_id))
         elif isinstance(event, events.ConnectionTerminated) and not self.closed.done():
             self.closed.set_result(event)
 
@@ -155,23 +159,50 @@ def test_bad_streams_close_the_connection_with_doq_protocol_error(
 
 
 def test_many_queries_on_one_connection(server: ServerProcess) -> None:
-    async def run() -> dict[int, bytes]:
+    async def run() -> list[bytes]:
         config = QuicConfiguration(is_client=True, alpn_protocols=["doq"],
                                    server_name=SERVER_NAME, verify_mode=ssl.CERT_NONE)
         async with connect(LOOPBACK, quic_port(server), configuration=config,
                            create_protocol=_Raw) as client:
             assert isinstance(client, _Raw)
             ids = [client.send(_framed(n)) for n in (ALLOWED, ADULT) * 10]
-            for _ in range(100):
-                if len(client.answers) == len(ids):
-                    break
-                await asyncio.sleep(0.05)
-            return client.answers
+            return await asyncio.wait_for(
+                asyncio.gather(*(client.answer(i) for i in ids)), 10
+            )
 
     answers = asyncio.run(run())
     assert len(answers) == 20
-    for raw in answers.values():
+    for raw in answers:
         (length,) = struct.unpack_from("!H", raw)
         assert len(raw) == 2 + length
         msg = dns.message.from_wire(raw[2:])
         assert msg.id == 0 and msg.rcode() == dns.rcode.NOERROR
+
+
+def test_a_connection_over_max_connections_is_closed_with_excessive_load(
+    tmp_path: Path, start_filterdns: Callable[..., ServerProcess], nsd_upstream: NsdServer
+) -> None:
+    config = encrypted_config(tmp_path, max_connections=1)
+    config["server"]["listen_quic"] = [f"{LOOPBACK}:{free_port()}"]
+    config["upstream"] = {"servers": [nsd_upstream.upstream]}
+    server = start_filterdns(config)
+    quic = QuicConfiguration(is_client=True, alpn_protocols=["doq"], server_name=SERVER_NAME,
+                             verify_mode=ssl.CERT_NONE)
+
+    async def run() -> tuple[int, bytes]:
+        port = quic_port(server)
+        async with connect(LOOPBACK, port, configuration=quic, create_protocol=_Raw) as first:
+            assert isinstance(first, _Raw)
+            async with connect(LOOPBACK, port, configuration=quic,
+                               create_protocol=_Raw) as second:
+                assert isinstance(second, _Raw)
+                closed = await asyncio.wait_for(second.closed, 5)
+            # The first connection is still served.
+            raw = await asyncio.wait_for(first.answer(first.send(_framed(ALLOWED))), 5)
+            return closed.error_code, raw
+
+    code, raw = asyncio.run(run())
+    assert code == DOQ_EXCESSIVE_LOAD
+    assert dns.message.from_wire(raw[2:]).rcode() == dns.rcode.NOERROR
+    assert server.metric("filterdns_listener_errors_total", transport="quic",
+                         kind="max_connections") == 1
