@@ -5,6 +5,7 @@ the header carries."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import socket
 import ssl
@@ -20,6 +21,7 @@ from dns_resolver.proxy_protocol import V2_SIGNATURE
 from tests.dns_resolver.encrypted import (
     SERVER_NAME,
     client_context,
+    doh_port,
     dot_port,
     encrypted_config,
     read_framed,
@@ -162,6 +164,38 @@ def _dot_status(port: int, source: str, prefix: bytes) -> str | None:
         return None
     finally:
         raw.close()
+
+
+def _doh_status(port: int, source: str, prefix: bytes) -> str | None:
+    """A DoH GET (HTTP/1.1) for ADULT from `source` after `prefix` in clear; its rcode,
+    or None when the connection was closed."""
+    query = base64.urlsafe_b64encode(dns.message.make_query(ADULT, "A").to_wire())
+    request = (f"GET /dns-query?dns={query.rstrip(b'=').decode()} HTTP/1.1\r\n"
+               f"Host: {SERVER_NAME}\r\nAccept: application/dns-message\r\n"
+               "Connection: close\r\n\r\n").encode()
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    try:
+        raw.sendall(prefix)
+        with client_context(("http/1.1",)).wrap_socket(raw, server_hostname=SERVER_NAME) as conn:
+            conn.sendall(request)
+            reply = b""
+            while chunk := conn.recv(4096):
+                reply += chunk
+    except (ssl.SSLError, ConnectionError):
+        return None
+    finally:
+        raw.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return _status(body)
+
+
+def test_doh_takes_the_client_address_from_a_trusted_proxy(encrypted: ServerProcess) -> None:
+    port = doh_port(encrypted)
+    assert _doh_status(port, PROXY, _v2(CHILD)) == "NXDOMAIN"
+    assert _doh_status(port, PROXY, _v2(OTHER)) == "NOERROR"
+    assert _doh_status(port, STRANGER, _v2(CHILD)) is None
+    assert _doh_status(port, CHILD, b"") == "NXDOMAIN"
 
 
 def test_dot_takes_the_client_address_from_a_trusted_proxy(encrypted: ServerProcess) -> None:
