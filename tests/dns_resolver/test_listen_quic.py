@@ -7,6 +7,9 @@ connection with DOQ_PROTOCOL_ERROR and the listener goes on; answers are padded.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import signal
 import ssl
 import struct
 from collections.abc import Callable
@@ -22,7 +25,7 @@ from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 
 from dns_resolver.listen_quic import DOQ_EXCESSIVE_LOAD, DOQ_PROTOCOL_ERROR
-from tests.dns_resolver.encrypted import KID, SERVER_NAME, encrypted_config
+from tests.dns_resolver.encrypted import KID, SERVER_NAME, encrypted_config, make_cert, until
 from tests.dns_resolver.harness import (
     LOOPBACK,
     NsdServer,
@@ -206,3 +209,33 @@ def test_a_connection_over_max_connections_is_closed_with_excessive_load(
     assert dns.message.from_wire(raw[2:]).rcode() == dns.rcode.NOERROR
     assert server.metric("filterdns_listener_errors_total", transport="quic",
                          kind="max_connections") == 1
+
+
+def test_doq_takes_the_certificate_reloaded_by_sighup(
+    tmp_path: Path, start_filterdns: Callable[..., ServerProcess], nsd_upstream: NsdServer
+) -> None:
+    cert, key = make_cert(tmp_path, SERVER_NAME)
+    first = tmp_path / "first.pem"
+    shutil.copy(cert, first)
+    config = encrypted_config(tmp_path, cert=str(cert), key=str(key))
+    config["server"]["listen_quic"] = [f"{LOOPBACK}:{free_port()}"]
+    config["upstream"] = {"servers": [nsd_upstream.upstream]}
+    server = start_filterdns(config)
+
+    def answered(trusted: Path) -> bool:
+        q = dns.message.make_query(ALLOWED, "A")
+        try:
+            dns.query.quic(q, LOOPBACK, port=quic_port(server), timeout=3,
+                           verify=str(trusted), server_hostname=SERVER_NAME)
+        except Exception:  # noqa: BLE001 - any failure to verify or connect counts
+            return False
+        return True
+
+    assert answered(first)
+    new_cert, new_key = make_cert(tmp_path, SERVER_NAME, stem="next")
+    shutil.copy(new_cert, tmp_path / "second.pem")
+    os.replace(new_key, key)
+    os.replace(new_cert, cert)
+    server.send_signal(signal.SIGHUP)
+    assert until(lambda: answered(tmp_path / "second.pem"))
+    assert not answered(first)
