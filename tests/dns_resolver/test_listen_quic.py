@@ -28,6 +28,7 @@ from dns_resolver.listen_quic import DOQ_EXCESSIVE_LOAD, DOQ_PROTOCOL_ERROR
 from tests.dns_resolver.encrypted import KID, SERVER_NAME, encrypted_config, make_cert, until
 from tests.dns_resolver.harness import (
     LOOPBACK,
+    FaultUpstream,
     NsdServer,
     ServerProcess,
     TestZone,
@@ -116,6 +117,10 @@ class _Raw(QuicConnectionProtocol):
             self.buf[event.stream_id] = self.buf.get(event.stream_id, b"") + event.data
             if event.end_stream:
                 self.answer(event.stream_id).set_result(self.buf.pop(event.stream_id))
+        elif isinstance(event, events.StreamReset):
+            self.answer(event.stream_id).set_exception(
+                ConnectionResetError(event.error_code)
+            )
         elif isinstance(event, events.ConnectionTerminated) and not self.closed.done():
             self.closed.set_result(event)
 
@@ -239,3 +244,33 @@ def test_doq_takes_the_certificate_reloaded_by_sighup(
     server.send_signal(signal.SIGHUP)
     assert until(lambda: answered(tmp_path / "second.pem"))
     assert not answered(first)
+
+
+def test_a_stream_over_max_inflight_is_reset_with_excessive_load(
+    tmp_path: Path,
+    start_filterdns: Callable[..., ServerProcess],
+    make_fault_upstream: Callable[..., FaultUpstream],
+) -> None:
+    silent = make_fault_upstream(mode="timeout")  # queries stay in flight
+    config = encrypted_config(tmp_path, max_inflight=1)
+    config["server"]["listen_quic"] = [f"{LOOPBACK}:{free_port()}"]
+    config["upstream"] = {"servers": [silent.upstream]}
+    server = start_filterdns(config)
+    quic = QuicConfiguration(is_client=True, alpn_protocols=["doq"], server_name=SERVER_NAME,
+                             verify_mode=ssl.CERT_NONE)
+
+    async def run() -> BaseException | None:
+        async with connect(LOOPBACK, quic_port(server), configuration=quic,
+                           create_protocol=_Raw) as client:
+            assert isinstance(client, _Raw)
+            client.send(_framed("one.example.com"))
+            second = client.answer(client.send(_framed("two.example.com")))
+            try:
+                await asyncio.wait_for(second, 5)
+            except ConnectionResetError as exc:
+                return exc
+            return None
+
+    reset = asyncio.run(run())
+    assert isinstance(reset, ConnectionResetError)
+    assert reset.args == (DOQ_EXCESSIVE_LOAD,)
