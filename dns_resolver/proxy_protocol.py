@@ -260,7 +260,12 @@ async def _peek(sock: socket.socket, n: int) -> bytes:
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
     fd = sock.fileno()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+
+    def readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, readable)
     try:
         await ready
     finally:

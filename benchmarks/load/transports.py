@@ -96,7 +96,7 @@ def measure(
 def handshakes(
     server: servers.Server, seconds: float, *, resume: bool, cpus: str | None,
     tls: servers.ServeTls,
-) -> dict[str, float]:
+) -> dict[str, object]:
     """New DoT sessions per second against `server` (full handshakes, or resumed ones),
     and the server's CPU per handshake."""
     argv = [sys.executable, "-m", "benchmarks.load.transports", "handshakes",
@@ -112,8 +112,9 @@ def handshakes(
     cpu = servers.cpu_seconds(server.pids()) - cpu0
     if out.returncode:
         raise RuntimeError(f"{server.name}: {out.stderr.strip()[-500:]}")
-    result: dict[str, float] = json.loads(out.stdout)
-    result["cpu_us_per_handshake"] = cpu / result["total"] * 1e6 if result["total"] else 0.0
+    result: dict[str, object] = json.loads(out.stdout)
+    total = float(result["total"])  # type: ignore[arg-type]
+    result["cpu_us_per_handshake"] = cpu / total * 1e6 if total else 0.0
     return result
 
 
@@ -140,8 +141,8 @@ def run_transports(
     kinds: list[tuple[str, type[servers.Server], dict[str, object]]] = [
         ("filterdns", servers.Filterdns,
          {"snapshot": snapshot, "serve": tls, "quic": "doq" in transports}),
-        *((p, servers.PEERS[p], {"serve": tls}) for p in opts.peers if p != "dnsmasq"),
     ]
+    kinds += [(p, servers.PEERS[p], {"serve": tls}) for p in opts.peers if p != "dnsmasq"]
     try:
         for label, cls, kwargs in [k for _ in range(opts.repeat) for k in kinds]:
             server = cls(work, ds, nsd.port, cpus=opts.server_cpus, **kwargs)  # type: ignore[arg-type]
@@ -262,7 +263,7 @@ def _handshake_worker(
                 head = _recv_exact(conn, 2)
                 _recv_exact(conn, struct.unpack("!H", head)[0])
                 counts[0] += 1
-                counts[1] += conn.session_reused
+                counts[1] += bool(conn.session_reused)
                 if resume:
                     session = conn.session
 
