@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import dns.message
 import dns.rcode
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dns_resolver.acl import Acl
 from dns_resolver.cache import Cache
@@ -287,3 +289,30 @@ def test_tcp_closes_on_a_header_from_anyone_else_and_on_a_missing_required_one(
         assert _rcodes(_exchange(loop, port, v2())) == ["NOERROR", "NOERROR"]
     finally:
         loop.run_until_complete(server.stop())
+
+
+# -- fuzz ------------------------------------------------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_parse_or_raise_proxy_error(data: bytes) -> None:
+    try:
+        header = parse(data)
+    except ProxyError:
+        return
+    assert 0 < header.length <= len(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.sampled_from([V2_SIGNATURE, b"PROXY ", b"PROXY TCP4 ", b"PROXY TCP6 "]),
+       tail=st.binary(max_size=120))
+def test_bytes_after_a_signature_parse_or_raise_proxy_error(prefix: bytes, tail: bytes) -> None:
+    try:
+        header = parse(prefix + tail)
+    except ProxyError:
+        return
+    assert header.length <= len(prefix + tail)
+    if header.source is not None:
+        assert 0 <= header.source[1] <= 65535
+        ipaddress.ip_address(header.source[0])
