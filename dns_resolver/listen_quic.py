@@ -51,9 +51,7 @@ ALPN = ["doq"]
 DOQ_NO_ERROR = 0x0
 DOQ_INTERNAL_ERROR = 0x1
 DOQ_PROTOCOL_ERROR = 0x2
-DOQ_REQUEST_CANCELLED = 0x3
 DOQ_EXCESSIVE_LOAD = 0x4
-MAX_MESSAGE = 0xFFFF
 
 
 class _UnrecognizedName(quic_tls.Alert):
@@ -90,10 +88,6 @@ class DoqListener:
         self._tickets: dict[bytes, quic_tls.SessionTicket] = {}
         stats.open.setdefault(TRANSPORT, 0)
         self._refresh()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.host, self.port
 
     async def start(self) -> None:
         """Bind and listen. Raises OSError naming the address."""
