@@ -304,6 +304,8 @@ class App:
             tcp_max_inflight=self.config.server.tcp_max_inflight,
             fast_path=self.config.server.fast_path,
             reuse_port=self.reuse_port,
+            trusted_proxies=self.config.server.trusted_proxies,
+            proxy_required=self.config.server.proxy_required,
         )
         if listeners.wanted(self.config):
             try:

@@ -1,6 +1,7 @@
-"""The encrypted listeners of one process: DoT (`server.listen_tls`) and DoH
-(`server.listen_https`), their shared TLS (`certs.ServerTls`), counters and upkeep (the
-certificate files polled for changes, the session ticket key rotated)."""
+"""The encrypted listeners of one process: DoT (`server.listen_tls`), DoH
+(`server.listen_https`) and DoQ (`server.listen_quic`, listen_quic.py), their shared TLS
+(`certs.ServerTls`), counters and upkeep (the certificate files polled for changes, the
+session ticket key rotated)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from dns_resolver.certs import ServerTls
 from dns_resolver.listen_https import https_listener
+from dns_resolver.listen_quic import DoqListener
 from dns_resolver.listen_tls import dot_listener
 from dns_resolver.stream import ListenerStats, StreamListener
 from fdconfig import Config
@@ -26,7 +28,9 @@ POLL_SECONDS = 2.0
 
 def wanted(config: Config) -> bool:
     """Whether `config` asks for an encrypted listener this module serves."""
-    return bool(config.server.listen_tls or config.server.listen_https)
+    return bool(
+        config.server.listen_tls or config.server.listen_https or config.server.listen_quic
+    )
 
 
 class EncryptedListeners:
@@ -38,12 +42,15 @@ class EncryptedListeners:
     def __init__(self, config: Config, server: DnsServer, *, reuse_port: bool = False) -> None:
         self.tls = ServerTls(config.tls)
         self.stats = ListenerStats()
-        self.listeners: list[StreamListener] = [
+        self.listeners: list[StreamListener | DoqListener] = [
             dot_listener(server, a.host, a.port, self.tls, self.stats, reuse_port=reuse_port)
             for a in config.server.listen_tls
         ] + [
             https_listener(server, a.host, a.port, self.tls, self.stats, reuse_port=reuse_port)
             for a in config.server.listen_https
+        ] + [
+            DoqListener(server, a.host, a.port, self.tls, self.stats, reuse_port=reuse_port)
+            for a in config.server.listen_quic
         ]
         self._poller: asyncio.Task[None] | None = None
 
@@ -55,7 +62,9 @@ class EncryptedListeners:
             except OSError:
                 await self.stop()
                 raise
-            name = "DNS over TLS" if listener.transport == "tls" else "DNS over HTTPS"
+            name = {"tls": "DNS over TLS", "https": "DNS over HTTPS"}.get(
+                listener.transport, "DNS over QUIC"
+            )
             log.info("listening on %s port %d (%s)", listener.host, listener.port, name)
         self._poller = asyncio.get_running_loop().create_task(self._poll())
 

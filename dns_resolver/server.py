@@ -25,8 +25,9 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from dns_resolver import fastpath
+from dns_resolver import fastpath, proxy_protocol
 from dns_resolver.fastpath import UdpFastPath
+from dns_resolver.proxy_protocol import ProxyError
 from dns_resolver.resolver import Pending, Resolver
 from dns_resolver.stream import serve_stream
 from dns_resolver.streampath import TcpFastPath
@@ -96,10 +97,15 @@ class DnsServer:
         tcp_max_inflight: int = 32,
         fast_path: bool = True,
         reuse_port: bool = False,
+        trusted_proxies: Sequence[proxy_protocol.Network] = (),
+        proxy_required: bool = False,
     ) -> None:
         self.resolver = resolver
         self.listen = list(listen)
         self.tcp_idle_timeout = tcp_idle_timeout
+        # PROXY protocol headers are taken from these peers only (proxy_protocol.py).
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.proxy_required = proxy_required
         self.reuse_port = reuse_port
         self.fast: UdpFastPath | None = None
         # TCP from the C stream loop (streampath.py) when the fast path serves UDP.
@@ -108,7 +114,9 @@ class DnsServer:
             self.fast = UdpFastPath(self, resolver.udp_size)
             if resolver.metrics is not None:
                 resolver.metrics.registry.register(self.fast)
-            if TcpFastPath.available():
+            # PROXY headers are read by the asyncio TCP path only: with trusted proxies,
+            # TCP is served from there.
+            if TcpFastPath.available() and not self.trusted_proxies:
                 self.stream = TcpFastPath(
                     self.fast, tcp_idle_timeout, tcp_max_connections, tcp_max_inflight
                 )
@@ -304,12 +312,27 @@ class DnsServer:
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections[writer] = asyncio.current_task()
         try:
+            peer = writer.get_extra_info("peername") or ()
+            try:
+                async with asyncio.timeout(self.tcp_idle_timeout):
+                    header, first = await proxy_protocol.read_header(
+                        reader,
+                        proxy_protocol.trusted(str(peer[0]) if peer else "", self.trusted_proxies),
+                        self.proxy_required,
+                    )
+            except (TimeoutError, asyncio.IncompleteReadError, ProxyError) as exc:
+                log.debug("TCP client %s: %s; closing", peer[:1], exc)
+                writer.close()
+                return
+            if header is not None and header.source is not None:
+                peer = header.source
             await serve_stream(
                 self,
                 reader,
                 writer,
-                writer.get_extra_info("peername") or (),
+                peer,
                 "tcp",
+                first=first,
                 idle_timeout=self.tcp_idle_timeout,
                 max_inflight=TCP_PIPELINE,
             )

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from dns_resolver import edns
+from dns_resolver import edns, proxy_protocol
 from dns_resolver.certs import CLIENT_ID_ATTRIBUTE, ServerTls
 from dns_resolver.resolver import Pending
 
@@ -39,6 +39,7 @@ ERROR_KINDS = (
     "http",  # an HTTP request answered with a 4xx status
     "http_protocol",  # broken HTTP/1.1 or HTTP/2 (a bad preface, a frame out of place)
     "refused_stream",  # an HTTP/2 stream over tls.max_streams: reset, the others go on
+    "proxy",  # a trusted proxy's PROXY header malformed, or missing when required
 )
 
 
@@ -103,6 +104,7 @@ async def serve_stream(
     transport: str,
     *,
     client_id: str | None = None,
+    first: bytes = b"",
     idle_timeout: float,
     max_inflight: int,
     padding: bool = False,
@@ -115,6 +117,8 @@ async def serve_stream(
     Queries that need the upstream run concurrently, at most `max_inflight` at once, and
     are answered as they finish (RFC 7766 6.2.1.1: a client matches answers by ID).
     `padding`: answers to EDNS queries are padded (RFC 7830, RFC 8467 block length).
+    `first`: the stream's first bytes, already read (at least the first message's length:
+    what the PROXY protocol check read of a connection without a header).
     """
     client = peer[0] if peer else ""
     slots = asyncio.Semaphore(max_inflight)
@@ -138,8 +142,13 @@ async def serve_stream(
         while True:
             try:
                 async with asyncio.timeout(idle_timeout):
-                    length = struct.unpack("!H", await reader.readexactly(2))[0]
-                    data = await reader.readexactly(length)
+                    if first:
+                        length = struct.unpack_from("!H", first)[0]
+                        data = first[2:] + await reader.readexactly(length + 2 - len(first))
+                        first = b""
+                    else:
+                        length = struct.unpack("!H", await reader.readexactly(2))[0]
+                        data = await reader.readexactly(length)
             except TimeoutError:
                 if stats is not None:
                     stats.error(transport, "idle")
@@ -280,6 +289,14 @@ class StreamListener:
             peer = ()
         writer: asyncio.StreamWriter | None = None
         try:
+            server = self.server
+            peer = await proxy_protocol.before_tls(  # type: ignore[assignment]
+                conn, peer, server.trusted_proxies, server.proxy_required,
+                self.tls.config.handshake_timeout,
+            )
+            if peer is None:
+                stats.error(transport, "proxy")
+                return
             shaken = await self._handshake(conn)
             if shaken is None:
                 return

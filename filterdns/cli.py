@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("fdconfig.cli").cli.register(sub)
     __import__("filterdns.squid_helper").squid_helper.register(sub)
     __import__("filterdns.doctor").doctor.register(sub)
+    __import__("filterdns.device_profile").device_profile.register(sub)
     __import__("reports.cli").cli.register(sub)
     __import__("subscribers.cli").cli.register(sub)
     __import__("benchmarks.load.cli").load.cli.register(sub)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.load import runner
+from benchmarks.load import runner, transports
 
 DESCRIPTION = (
     "Load benchmark: filterdns against Unbound, dnsmasq and dnsdist with dnsperf on "
@@ -56,10 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--observed", action="store_true",
                         help="also run filterdns with newly observed domains tracked "
                         "(filterdns+nod: [observed] enabled, docs/leads.md)")
-    parser.add_argument("--transports", default="udp",
-                        help="comma-separated client transports: udp (the mix, miss-heavy and "
-                        "fixed-rate runs), tcp (the mix over 4 long-lived TCP connections, "
-                        "dnsperf -m tcp); default udp")
+    parser.add_argument("--transports", default="",
+                        help="instead of the peer comparison: the mix over each of these "
+                        "transports (udp,tcp,dot,doh,doq), dnsperf -c 4 on long-lived "
+                        "connections, against filterdns and the --peers that speak them "
+                        "(Unbound, dnsdist), one certificate for all; and new TLS sessions "
+                        "per second, full and resumed")
+    parser.add_argument("--handshake-seconds", type=float, default=5.0,
+                        help="seconds per TLS handshake run with --transports (0: none)")
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="where JSON and PNG go (default ./results)")
     parser.add_argument("--server-cpus", default="1", help="taskset CPU list for servers")
@@ -78,12 +82,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark as `args` say; returns the exit status."""
     peers = tuple(p for p in args.peers.split(",") if p)
-    transports = tuple(t for t in args.transports.split(",") if t)
-    unknown = sorted(set(transports) - {"udp", "tcp"})
-    if unknown or not transports:
-        print(f"--transports: udp and/or tcp, not {','.join(unknown) or 'nothing'}",
-              file=sys.stderr)
-        return 2
     opts = runner.Options(
         entries=100_000 if args.smoke else args.entries,
         seconds=3.0 if args.smoke else args.seconds,
@@ -103,8 +101,17 @@ def run(args: argparse.Namespace) -> int:
         upstream_transport=args.upstream_transport,
         ratelimit=args.ratelimit,
         observed=args.observed,
-        transports=transports,
+        transports=tuple(t for t in args.transports.split(",") if t),
+        handshake_seconds=1.0 if args.smoke else args.handshake_seconds,
     )
+    unknown = set(opts.transports) - set(transports.TRANSPORTS)
+    if unknown:
+        print(f"error: unknown transport(s) {', '.join(sorted(unknown))}; choose from "
+              f"{','.join(transports.TRANSPORTS)}", file=sys.stderr)
+        return 2
+    if opts.transports:
+        transports.run_transports(opts, opts.transports)
+        return 0
     if opts.upstream_transport == "dot":
         runner.run_transport(opts)
         return 0

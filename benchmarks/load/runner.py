@@ -23,7 +23,6 @@ DNSPERF_INFLIGHT = 200  # queries in flight (-q)
 # Client sockets (-c): SO_REUSEPORT spreads clients over workers by source port, so one
 # socket would keep every query on one worker.
 DNSPERF_SOCKETS = 8
-TCP_CONNECTIONS = 4  # long-lived connections (-c) in the TCP runs, queries pipelined
 
 
 @dataclass
@@ -66,12 +65,17 @@ def dnsperf(
     verbose: bool = False,
     once: bool = False,
     mode: str = "udp",
+    clients: int = DNSPERF_SOCKETS,
+    doh_uri: str = "",
 ) -> dict[str, float | list[float]]:
-    """Run dnsperf (EDNS on, 200 in flight) over `mode` (udp, or tcp on TCP_CONNECTIONS
-    connections); returns its figures (and latencies if verbose)."""
-    sockets = DNSPERF_SOCKETS if mode == "udp" else TCP_CONNECTIONS
+    """Run dnsperf (EDNS on, 200 in flight) over `mode` (udp, tcp, dot, doh) with
+    `clients` sockets; returns its figures (and latencies if verbose)."""
     argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-e",
-            "-q", str(DNSPERF_INFLIGHT), "-c", str(sockets), "-t", "2", "-m", mode]
+            "-q", str(DNSPERF_INFLIGHT), "-c", str(clients), "-t", "2"]
+    if mode != "udp":
+        argv += ["-m", mode]
+    if mode == "doh":
+        argv += ["-O", f"doh-uri={doh_uri}"]
     argv += ["-n", "1"] if once else ["-l", str(seconds)]
     if rate:
         argv += ["-Q", str(rate)]
@@ -108,12 +112,16 @@ def measure(
     rate: int | None = None,
     verbose: bool = False,
     mode: str = "udp",
+    port: int = 0,
+    clients: int = DNSPERF_SOCKETS,
+    doh_uri: str = "",
 ) -> Run:
-    """One timed run: dnsperf figures, server CPU over the run, memory after it."""
+    """One timed run: dnsperf figures, server CPU over the run, memory after it. `mode`,
+    `port` (default the server's plain port), `clients`, `doh_uri`: as for `dnsperf`."""
     pids = server.pids()
     cpu0 = servers.cpu_seconds(pids)
-    figures = dnsperf(server.port, queries, seconds, cpus=cpus, rate=rate, verbose=verbose,
-                      mode=mode)
+    figures = dnsperf(port or server.port, queries, seconds, cpus=cpus, rate=rate,
+                      verbose=verbose, mode=mode, clients=clients, doh_uri=doh_uri)
     cpu = servers.cpu_seconds(server.pids()) - cpu0
     rss, pss = servers.memory_kb(server.pids())
     completed = int(figures["completed"])  # type: ignore[arg-type]
@@ -185,7 +193,8 @@ class Options:
     upstream_transport: str = "udp"
     ratelimit: bool = False
     observed: bool = False
-    transports: tuple[str, ...] = ("udp",)
+    transports: tuple[str, ...] = ()
+    handshake_seconds: float = 5.0
 
 
 def run_all(opts: Options, log: object = print) -> dict[str, object]:
@@ -246,13 +255,6 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
             kinds.append(
                 ("filterdns+text", servers.Filterdns, {"workers": 1, "snapshot": text_snapshot})
             )
-        if "tcp" in opts.transports:
-            # TCP from asyncio streams (server.fast_path = false), for the C stream loop's
-            # figures to be read against: its TCP run only.
-            kinds.append(
-                ("filterdns-py", servers.Filterdns,
-                 {"workers": 1, "snapshot": snapshot, "fast_path": False})
-            )
         if opts.workers > 1:
             kinds.append(
                 ("filterdns-w", servers.Filterdns, {"workers": opts.workers, "snapshot": snapshot})
@@ -273,17 +275,13 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
                 # through one of the client sockets, which the kernel maps to one worker.
                 for _ in range(1 if threads == 1 else 5):
                     dnsperf(server.port, ds.warm_file, 60, cpus=opts.client_cpus, once=True)
-                mixes: list[tuple[str, Path, dict[str, object]]] = []
-                if "udp" in opts.transports and label != "filterdns-py":
-                    mixes += [
-                        ("mix", ds.mix_file, {}),
-                        # The new names must be host names ("filterdns+log" is not one).
-                        ("miss", miss_file(work / "data", f"{label.replace('+', '-')}-",
-                                           2_000_000), {}),
-                        ("p99@10k", ds.mix_file, {"rate": 10_000, "verbose": True}),
-                    ]
-                if "tcp" in opts.transports:
-                    mixes.append(("tcp", ds.mix_file, {"mode": "tcp"}))
+                mixes: list[tuple[str, Path, dict[str, object]]] = [
+                    ("mix", ds.mix_file, {}),
+                    # The new names must be host names ("filterdns+log" is not one).
+                    ("miss", miss_file(work / "data", f"{label.replace('+', '-')}-",
+                                       2_000_000), {}),
+                    ("p99@10k", ds.mix_file, {"rate": 10_000, "verbose": True}),
+                ]
                 for mix, path, kw in mixes:
                     if opts.smoke and mix == "miss":
                         continue
@@ -497,7 +495,7 @@ def plot(runs: list[Run], path: Path, say: object) -> None:
     except ImportError:
         say("matplotlib is not installed: no plot (pip install filterdns[bench])")  # type: ignore[operator]
         return
-    mixes = sorted({r.mix for r in runs if r.mix in ("mix", "miss", "tcp")})
+    mixes = sorted({r.mix for r in runs if r.mix in ("mix", "miss")})
     names = list(dict.fromkeys(r.server for r in runs))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / max(1, len(mixes))

@@ -136,6 +136,20 @@ class TlsUpstream:
     ca_file: Path
 
 
+@dataclass(frozen=True)
+class ServeTls:
+    """What a server under test serves DoT and DoH with: one certificate for all of them,
+    for `name`, signed by the CA in `ca_file` (`make_tls_certificate`)."""
+
+    cert: Path
+    key: Path
+    ca_file: Path
+    name: str
+
+
+DOH_PATH = "/dns-query"
+
+
 class Server:
     """A DNS server process on 127.0.0.1:port."""
 
@@ -157,6 +171,8 @@ class Server:
         self.cpus = cpus
         self.threads = threads
         self.port = free_port()
+        # Ports of the encrypted listeners, for servers given a ServeTls (0: none).
+        self.tls_port = self.https_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup = 0.0
 
@@ -393,9 +409,13 @@ class Filterdns(Server):
         self, *args: object, workers: int = 1, snapshot: Path | None = None,
         querylog: bool = False, tls: TlsUpstream | None = None, ratelimit: bool = False,
         dnstap: bool = False, sink_cpus: str | None = None, observed: bool = False,
-        console: bool = False, fast_path: bool = True, **kwargs: object,
+        console: bool = False, fast_path: bool = True, serve: ServeTls | None = None,
+        quic: bool = False, **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.serve = serve
+        self.quic = quic  # with `serve`: DoQ too
+        self.quic_port = 0
         self.workers = workers
         self.fast_path = fast_path
         self.snapshot = snapshot
@@ -433,6 +453,16 @@ class Filterdns(Server):
                 f'[[lists]]\npath = "{self.dataset.domains_file}"\nformat = "domains"\n'
                 'category = "adult"\nname = "bench"\n'
             )
+        listeners = ""
+        if self.serve is not None:
+            self.tls_port, self.https_port = free_port(), free_port()
+            listeners = (f'listen_tls = ["127.0.0.1:{self.tls_port}"]\n'
+                         f'listen_https = ["127.0.0.1:{self.https_port}"]\n')
+            if self.quic:
+                self.quic_port = free_port()
+                listeners += f'listen_quic = ["127.0.0.1:{self.quic_port}"]\n'
+            tail += (f'[tls]\ncert = "{self.serve.cert}"\nkey = "{self.serve.key}"\n'
+                     f'server_name = "{self.serve.name}"\n\n')
         upstream = f'servers = ["127.0.0.1:{self.upstream_port}"]'
         if self.tls is not None:
             upstream = (
@@ -442,7 +472,7 @@ class Filterdns(Server):
         self.config.write_text(
             f"""[server]
 listen = ["127.0.0.1:{self.port}"]
-workers = {self.workers}
+{listeners}workers = {self.workers}
 fast_path = {"true" if self.fast_path else "false"}
 
 [upstream]
@@ -541,15 +571,31 @@ class Unbound(Server):
 
     name = "unbound"
 
-    def __init__(self, *args: object, tls: TlsUpstream | None = None, **kwargs: object) -> None:
+    def __init__(
+        self, *args: object, tls: TlsUpstream | None = None, serve: ServeTls | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.tls = tls
+        self.serve = serve
 
     def prepare(self) -> None:
         d = self.workdir
         self.control_port = free_port()
         forward = f"forward-addr: 127.0.0.1@{self.upstream_port}"
         tls_bundle = ""
+        listeners = ""
+        if self.serve is not None:
+            self.tls_port, self.https_port = free_port(), free_port()
+            listeners = f"""
+    interface: 127.0.0.1@{self.tls_port}
+    interface: 127.0.0.1@{self.https_port}
+    tls-port: {self.tls_port}
+    https-port: {self.https_port}
+    http-endpoint: "{DOH_PATH}"
+    tls-service-key: "{self.serve.key}"
+    tls-service-pem: "{self.serve.cert}"
+    incoming-num-tcp: 1000"""
         if self.tls is not None:
             forward = (
                 f"forward-addr: 127.0.0.1@{self.tls.port}#{self.tls.name}\n"
@@ -560,7 +606,7 @@ class Unbound(Server):
         (d / "unbound.conf").write_text(
             f"""server:
     interface: 127.0.0.1@{self.port}
-    port: {self.port}
+    port: {self.port}{listeners}
 {_unbound_common(d, self.threads)}
     so-rcvbuf: 4m
     so-reuseport: yes
@@ -708,13 +754,25 @@ class Dnsdist(Server):
 
     name = "dnsdist"
 
+    def __init__(self, *args: object, serve: ServeTls | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.serve = serve
+
     def prepare(self) -> None:
         d = self.workdir
         self.web_port = free_port()
         rules = data.dnsdist_lua(self.dataset.blocklist, d / "blocklist.lua")
+        listeners = ""
+        if self.serve is not None:
+            self.tls_port, self.https_port = free_port(), free_port()
+            cert, key = self.serve.cert, self.serve.key
+            listeners = (
+                f'addTLSLocal("127.0.0.1:{self.tls_port}", "{cert}", "{key}")\n'
+                f'addDOHLocal("127.0.0.1:{self.https_port}", "{cert}", "{key}", "{DOH_PATH}")\n'
+            )
         (d / "dnsdist.conf").write_text(
             f"""setLocal("127.0.0.1:{self.port}", {{reusePort=true}})
-setMaxUDPOutstanding(65535)
+{listeners}setMaxUDPOutstanding(65535)
 newServer({{address="127.0.0.1:{self.upstream_port}", checkInterval=3600}})
 pc = newPacketCache(200000, {{maxTTL=86400, minTTL=0}})
 getPool(""):setCache(pc)

@@ -140,15 +140,24 @@ def send_raw_udp(
 
 
 def send_raw_tcp(
-    port: int, payload: bytes, host: str = LOOPBACK, *, timeout: float = 2.0
+    port: int,
+    payload: bytes,
+    host: str = LOOPBACK,
+    *,
+    timeout: float = 2.0,
+    source: str | None = None,
+    prefix: bytes = b"",
 ) -> bytes | None:
-    """Send `payload` with its 2-byte length prefix over TCP; the reply's body, or None."""
+    """Send `payload` with its 2-byte length prefix over TCP (from `source`, after the
+    raw bytes `prefix`, e.g. a PROXY protocol header); the reply's body, or None."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
+            if source is not None:
+                s.bind((source, 0))
             s.connect((host, port))
-            s.sendall(struct.pack("!H", len(payload)) + payload)
+            s.sendall(prefix + struct.pack("!H", len(payload)) + payload)
             head = _recv_exact(s, 2)
             if head is None:
                 return None
