@@ -93,9 +93,18 @@ class LocalData:
         names |= set(self.rewrites.get(policy, ()))
         return names
 
-    def sends_root_elsewhere(self, policy: str) -> bool:
-        """True when a `"."` rule gives `policy` another default upstream set."""
-        return (ROOT, policy) in self.routes
+    def local_names(self, policy: str = "") -> set[str]:
+        """Names (and everything below them) answered from local records or rewritten for
+        `policy`'s clients: Python's, whatever a rule says."""
+        names = set(self.names) | set(self.policy_names.get(policy, ()))
+        return names | set(self.rewrites.get(policy, ()))
+
+    def rules_for(self, policy: str) -> dict[str, Forwarder]:
+        """Domain (`"."` for the default) -> the rule's `Forwarder` for `policy`'s
+        clients: a rule naming the policy beats one for everybody at the same domain."""
+        out = {domain: f for (domain, who), f in self.routes.items() if who == ""}
+        out.update({domain: f for (domain, who), f in self.routes.items() if who == policy})
+        return out
 
     # -- per query ------------------------------------------------------------------------
 
