@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from dns_resolver import wire
 from dns_resolver.bypass import suffixes
 from dns_resolver.upstream import Forwarder
-from fdconfig import Address, Config
+from fdconfig import Config
 from fdconfig.forward import ROOT
 from fdconfig.local import LOCALLY_SERVED, TYPES, LocalRecord, read_hosts
+from fdconfig.upstream import Server
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class LocalData:
         self,
         config: Config,
         default: Forwarder,
-        forwarders: Mapping[tuple[Address, ...], Forwarder],
+        forwarders: Mapping[tuple[Server, ...], Forwarder],
     ) -> None:
         loc = config.local
         self.ttl = loc.ttl
@@ -223,7 +224,7 @@ def compose(query: wire.Query, answer: Answer, response: bytes) -> bytes:
     return wire.header(query.id, flags, 1, len(parts), 0, 0) + query.question + b"".join(parts)
 
 
-def rule_servers(config: Config) -> list[tuple[Address, ...]]:
+def rule_servers(config: Config) -> list[tuple[Server, ...]]:
     """The distinct server lists of the `[[forward]]` rules (one `Forwarder` each)."""
     return list(dict.fromkeys(rule.servers for rule in config.forward))
 
