@@ -53,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dot: instead of the peer comparison, the miss-heavy mix "
                         "forwarded over DoT to an Unbound in front of NSD, against the "
                         "same over UDP and Unbound forwarding over DoT (forward-tls-upstream)")
+    parser.add_argument("--forward-rule", action="store_true",
+                        help="also run filterdns with a [[forward]] rule sending "
+                        "new.bench.test (the miss-heavy mix's new names) to a second NSD "
+                        "(filterdns+rule)")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="also run the filterdns of another checkout DIR (built in "
+                        "place), interleaved with ours: before/after (name@base)")
     parser.add_argument("--observed", action="store_true",
                         help="also run filterdns with newly observed domains tracked "
                         "(filterdns+nod: [observed] enabled, docs/leads.md)")
@@ -93,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         upstream_transport=args.upstream_transport,
         ratelimit=args.ratelimit,
         observed=args.observed,
+        forward_rule=args.forward_rule,
+        baseline=args.baseline.resolve() if args.baseline is not None else None,
     )
     if opts.upstream_transport == "dot":
         runner.run_transport(opts)
@@ -102,10 +111,11 @@ def run(args: argparse.Namespace) -> int:
         r for r in report["runs"]  # type: ignore[attr-defined]
         if r["server"].startswith("filterdns") and r["mix"] != "miss" and r["lost"]
     ]
-    reloads = report.get("reloads")
-    if isinstance(reloads, dict) and reloads["lost"]:
-        print(f"FAIL: {reloads['lost']} queries lost across reloads", file=sys.stderr)
-        return 1
+    for key in ("reloads", "reloads_rule"):
+        reloads = report.get(key)
+        if isinstance(reloads, dict) and reloads["lost"]:
+            print(f"FAIL: {reloads['lost']} queries lost across reloads ({key})", file=sys.stderr)
+            return 1
     if lost and args.smoke:
         print("FAIL: lost queries: " + ", ".join(r["server"] for r in lost), file=sys.stderr)
         return 1

@@ -159,6 +159,7 @@ class Server:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup = 0.0
+        self.cwd: Path | None = None  # where the process starts (default: ours)
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -181,6 +182,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                cwd=self.cwd,
             )
         finally:
             log.close()
@@ -393,9 +395,14 @@ class Filterdns(Server):
         self, *args: object, workers: int = 1, snapshot: Path | None = None,
         querylog: bool = False, tls: TlsUpstream | None = None, ratelimit: bool = False,
         dnstap: bool = False, sink_cpus: str | None = None, observed: bool = False,
-        console: bool = False, **kwargs: object,
+        console: bool = False, rule_port: int | None = None, source: Path | None = None,
+        **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # `source`: another checkout of filterdns (built in place) to run instead of this
+        # one, for before/after figures in one session (`python -m` imports from the cwd).
+        self.cwd = source
+        self.rule_port = rule_port
         self.workers = workers
         self.snapshot = snapshot
         self.querylog = querylog
@@ -427,6 +434,11 @@ class Filterdns(Server):
             tail += "[observed]\nenabled = true\n\n"
         if self.console:
             tail += f'[console]\nenabled = true\nstore_dir = "{self.workdir / "querylog.d"}"\n\n'
+        if self.rule_port is not None:
+            tail += (
+                f'[[forward]]\ndomains = ["{data.RULE_ZONE}"]\n'
+                f'servers = ["127.0.0.1:{self.rule_port}"]\n\n'
+            )
         if self.snapshot is None:
             tail += (
                 f'[[lists]]\npath = "{self.dataset.domains_file}"\nformat = "domains"\n'
