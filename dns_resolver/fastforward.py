@@ -366,6 +366,10 @@ class UpstreamPool:
             if tried is None or out.target or out.forwarder is not ours or out.local is not None:
                 self.fast.server.handle_pending(out, data, (host, port), send)
                 return
+            # Answers C matched before this failure count first: left to the next tick,
+            # they would clear the failure about to be recorded (a dead upstream would
+            # then need, and count, one failure more).
+            self._health()
             failure = self._relay_failures.pop(answer, None) if answer is not None else None
             if failure is not None:
                 # The relay's ask failed: that failure, not the marked SERVFAIL, counts.
