@@ -241,3 +241,24 @@ def test_a_reload_that_changes_a_rule_moves_its_names_to_the_new_servers(
     assert server.metric("filterdns_upstream_queries_total", upstream=new.upstream) == 1
     assert server.metric("filterdns_upstream_queries_total", upstream=old.upstream) == 1
     assert handed_to_python(server) == 0
+
+
+def test_local_records_under_a_rule_stay_local_and_the_rest_goes_to_its_servers(
+    start_filterdns: Callable[..., ServerProcess],
+    fault_upstream: FaultUpstream,
+    make_corp_nsd: Callable[..., NsdServer],
+) -> None:
+    corp = make_corp_nsd()
+    server = start_filterdns(
+        {
+            "upstream": {"servers": [fault_upstream.upstream]},
+            "local": {"records": ["printer.corp.test A 192.168.1.9"]},
+            "forward": [{"domains": ["corp.test"], "servers": [corp.upstream]}],
+        }
+    )
+    printer = server.dig("printer.corp.test", "A")
+    assert printer.rdata("A") == ["192.168.1.9"] and "aa" in printer.flags
+    assert server.metric("filterdns_fastpath_fallbacks_total", reason="policy") == 1
+    assert server.dig("dc.corp.test", "A").rdata("A") == [DC_A]
+    assert handed_to_python(server) == 1  # the local record only
+    assert server.metric("filterdns_upstream_queries_total", upstream=corp.upstream) == 1
