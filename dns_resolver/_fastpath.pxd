@@ -20,7 +20,7 @@ cdef enum:
     NBUCKETS = 19          # latency histogram buckets (metrics.LATENCY_BUCKETS + Inf)
     MAX_POLICIES = 64
     MAX_PENDING = 4096     # upstream queries in flight from C; beyond, misses go to Python
-    MAX_USOCK = 32         # upstream sockets, taking queries or draining
+    MAX_USOCK = 128        # upstream sockets of all sets, taking queries or draining
     QUERY_KEEP = 512       # client queries up to this size can be forwarded from C
     FWD_SIZE = 523         # an upstream query: up to QUERY_KEEP of question + our OPT
     HOST_BUF = 1024        # names per slot for the text rules (more: Python)
@@ -124,6 +124,7 @@ cdef class FastPath:
     cdef int nfree
     cdef readonly int inflight
     cdef USock usock[MAX_USOCK]
+    cdef int nusock        # slots below this may be in use (the round-robin's span)
     cdef int ucur[MAX_USETS]
     cdef double last_expiry
     cdef uint8_t rnd[4096]

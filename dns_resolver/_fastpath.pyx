@@ -505,6 +505,7 @@ cdef class FastPath:
                 self.usock[s].active = True
                 self.usock[s].uset = uset
                 self.usock[s].inflight = 0
+                self.nusock = max(self.nusock, s + 1)
                 self.usock[s].used = 0
                 return s
         raise RuntimeError(f"more than {MAX_USOCK} upstream sockets")
@@ -1205,8 +1206,8 @@ cdef class FastPath:
         cdef USock *u
         cdef double now = mono_now()
         cdef int cur = self.ucur[uset]
-        for tries in range(MAX_USOCK):
-            cur = (cur + 1) % MAX_USOCK
+        for tries in range(self.nusock):
+            cur = (cur + 1) % self.nusock
             if (self.usock[cur].fd >= 0 and self.usock[cur].active
                     and self.usock[cur].uset == uset):
                 s = cur

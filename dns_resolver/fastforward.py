@@ -61,8 +61,10 @@ log = logging.getLogger(__name__)
 POOL_SIZE = 4  # active upstream sockets; batches go round-robin over them
 ROTATE_SECONDS = 1.0  # one socket replaced this often: a source port lives POOL_SIZE s
 TICK_SECONDS = 0.05  # how often overdue queries are looked for
-# Sockets still read after retirement (until their answers are in or timed out): C has 32
-# slots, so rotation pauses while this many drain (a silent upstream, a long timeout).
+# Sockets still read after retirement (until their answers are in or timed out): C has
+# MAX_SOCKETS slots for all sets, so a set's rotation pauses while this many drain (a
+# silent upstream, a long timeout), or fewer when the sets must share them.
+MAX_SOCKETS = 128  # _fastpath.pxd MAX_USOCK
 MAX_DRAINING = 32 - 2 * POOL_SIZE
 UPSTREAM_RCVBUF = 4 << 20  # answers of a full batch of batches, as the listeners have
 # An encrypted upstream's ask gives up a little before C's own timeout, so that C hears of
@@ -79,10 +81,12 @@ class UpstreamPool:
         fast: the `dns_resolver.fastpath.UdpFastPath` whose `FastPath` forwards.
         forwarder: the set's `Forwarder` (default: the resolver's default set).
         index: the set's number in C (0: the default set).
+        sets: how many sets share C's sockets.
     """
 
-    def __init__(self, fast: Any, forwarder: Any = None, index: int = 0) -> None:
+    def __init__(self, fast: Any, forwarder: Any = None, index: int = 0, sets: int = 1) -> None:
         self.fast = fast
+        self.max_draining = min(MAX_DRAINING, MAX_SOCKETS // sets - POOL_SIZE)
         self.fp = fast.fp
         self.resolver = fast.server.resolver
         self.forwarder = forwarder if forwarder is not None else self.resolver.forwarder
@@ -108,7 +112,8 @@ class UpstreamPool:
             return []
         local = getattr(resolver, "local", None)
         sets = list(local.forwarders()) if local is not None else [resolver.forwarder]
-        return [cls(fast, forwarder, i) for i, forwarder in enumerate(sets[:MAX_SETS])]
+        sets = sets[:MAX_SETS]
+        return [cls(fast, forwarder, i, len(sets)) for i, forwarder in enumerate(sets)]
 
     @staticmethod
     def usable(resolver: Any) -> bool:
@@ -278,7 +283,7 @@ class UpstreamPool:
             if (
                 self._active
                 and now >= self._next_rotation
-                and len(self._draining) < MAX_DRAINING
+                and len(self._draining) < self.max_draining
             ):
                 self._next_rotation = now + ROTATE_SECONDS
                 slot, sock = self._active.pop(0)
