@@ -1,7 +1,7 @@
 # What C sees of the UDP fast path (dns_resolver/_fastpath.pyx): the query pipeline (ACL,
 # policy, cache, blocks) and the UDP loop with its forwarding.
 cimport cython
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from dns_resolver._blocks cimport MAX_BLOCK_KEYS, BlockAnswers
 from dns_resolver._cache cimport MAX_KEY, MAX_RECORDS, AnswerCache, Entry
@@ -20,13 +20,14 @@ cdef enum:
     NBUCKETS = 19          # latency histogram buckets (metrics.LATENCY_BUCKETS + Inf)
     MAX_POLICIES = 64
     MAX_PENDING = 4096     # upstream queries in flight from C; beyond, misses go to Python
-    MAX_USOCK = 32         # upstream sockets, taking queries or draining
+    MAX_USOCK = 128        # upstream sockets of all sets, taking queries or draining
     QUERY_KEEP = 512       # client queries up to this size can be forwarded from C
     FWD_SIZE = 523         # an upstream query: up to QUERY_KEEP of question + our OPT
     HOST_BUF = 1024        # names per slot for the text rules (more: Python)
     T_UDP = 0              # transports, for _one and the counters
     T_TCP = 1
     NTRANSPORT = 2
+    MAX_USETS = 16         # upstream sets C forwards to: the default (0) and rules' sets
 
 
 # Slot verdicts and the reasons a query goes to Python (exported for tests and metrics).
@@ -64,6 +65,7 @@ cdef struct Pending:
     uint8_t do
     uint8_t allow          # allowed by a list entry: no answer inspection (as Python)
     uint8_t policy
+    uint8_t uset           # the upstream set it was sent to
     uint64_t mask          # the policy's categories, for inspecting the answer
     uint32_t limit         # the client's UDP size
     uint32_t keylen
@@ -79,6 +81,7 @@ cdef struct USock:
     # One connected upstream socket: its port is the random source port of its queries.
     int fd                 # -1: slot unused
     bint active            # takes new queries (else draining until its answers are in)
+    int uset               # the upstream set whose first candidate it is connected to
     uint32_t inflight
     uint32_t used          # queries sent through it
     uint16_t *ids          # our ID -> pending index + 1 (0: none), 65536 entries
@@ -127,6 +130,12 @@ cdef class FastPath:
     cdef int ntrusted
     cdef uint64_t *punt     # hashes of (policy, name): names at or below go to Python
     cdef uint64_t npunt_slots
+    # forwarding rules (set_routes): hashes of (policy, domain) -> upstream set, or -1 for
+    # a locally served zone (Python answers it); most specific domain first
+    cdef uint64_t *route_h
+    cdef int8_t *route_v
+    cdef uint64_t nroute_slots
+    cdef int8_t root_set[MAX_POLICIES]  # the set of names no rule names, per policy (-1: Python)
     # forwarding misses upstream (set_upstream); pend/usock are owned by Python's pool
     cdef bint forwarding
     cdef bint inspect
@@ -139,7 +148,8 @@ cdef class FastPath:
     cdef int nfree
     cdef readonly int inflight
     cdef USock usock[MAX_USOCK]
-    cdef int ucur
+    cdef int nusock        # slots below this may be in use (the round-robin's span)
+    cdef int ucur[MAX_USETS]
     cdef double last_expiry
     cdef uint8_t rnd[4096]
     cdef int rndpos
@@ -157,11 +167,14 @@ cdef class FastPath:
     cdef double c_latency_sum
     cdef uint64_t c_blocks[MAX_BLOCK_KEYS]
     cdef uint64_t c_allowed[NTRANSPORT][NQTYPE]
-    cdef uint64_t c_up_latency[NBUCKETS]
-    cdef double c_up_latency_sum
-    cdef uint64_t c_up_queries, c_up_spoofed, c_up_garbage
+    cdef uint64_t c_up_latency[MAX_USETS][NBUCKETS]
+    cdef double c_up_latency_sum[MAX_USETS]
+    cdef uint64_t c_up_queries[MAX_USETS]
+    cdef uint64_t c_up_spoofed[MAX_USETS]
+    cdef uint64_t c_up_garbage[MAX_USETS]
+    cdef uint64_t up_answered[MAX_USETS]  # answers matched per set, for health (answered())
     cdef uint64_t c_hits, c_misses
-    cdef readonly uint64_t fast_answers, python_fallbacks, batches, datagrams, up_answered
+    cdef readonly uint64_t fast_answers, python_fallbacks, batches, datagrams
     # batch buffers
     cdef uint8_t *inbuf
     cdef uint8_t *outbuf
@@ -186,7 +199,7 @@ cdef class FastPath:
     cdef int _waiting_on(self, int s, list rest) except -1
     cdef bint _address_for_python(self, Pending *p, const char *text, int n) noexcept nogil
     cdef uint16_t _random16(self) noexcept nogil
-    cdef int _send_upstream(self, int *idx, int k) noexcept nogil
+    cdef int _send_upstream(self, int uset, int *idx, int k) noexcept nogil
     cdef void _forward(self, int *fwd, int *fslot, int nf) noexcept nogil
     cdef void _text_checks(self, int n)
     cdef bint _text_hit(self, Slot *s, uint64_t mask)
@@ -199,6 +212,7 @@ cdef class FastPath:
     cdef int _policy_of(self, int family, const uint8_t *addr) noexcept nogil
     cdef int _subscriber_policy(self, int family, const uint8_t *addr) noexcept nogil
     cdef bint _punted(self, int policy, const char *name, uint32_t n) noexcept nogil
+    cdef int _route(self, int policy, const char *name, uint32_t n) noexcept nogil
     cdef bint _allowed(self, int family, const uint8_t *addr) noexcept nogil
     cdef void _observe(self, const uint8_t *name, uint32_t namelen, int family,
                        const uint8_t *addr) noexcept nogil

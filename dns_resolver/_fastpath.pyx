@@ -189,6 +189,8 @@ cdef class FastPath:
         free(self.policy_nets)
         free(self.trusted)
         free(self.punt)
+        free(self.route_h)
+        free(self.route_v)
         free(self.inbuf)
         free(self.outbuf)
         free(self.hosts)
@@ -266,9 +268,9 @@ cdef class FastPath:
         self.cache.configure(max_entries, prefetch, prefetch_threshold, prefetch_min_hits)
 
     def set_punt_names(self, list punt_names):
-        """[(policy index, normalised name)]: queries of that policy for the name or below
-        it, and upstream answers with it as a CNAME target or address, go to Python (index
-        0 without policies)."""
+        """[(policy index, normalised name)]: upstream answers with the name or one below
+        it as a CNAME target or address go to Python (index 0 without policies); queries
+        for them are sent there by `set_routes`."""
         cdef uint64_t h, slot, nslots = 0
         cdef bytes raw
         free(self.punt)
@@ -289,6 +291,46 @@ cdef class FastPath:
                     slot = (slot + 1) & (nslots - 1)
                 self.punt[slot] = h
             self.npunt_slots = nslots
+
+    def set_routes(self, list routes, list roots):
+        """Where each query goes: [(policy index, normalised domain, upstream set or -1)],
+        the most specific domain of a name deciding (-1: Python answers the name and
+        everything below it), and per policy index the set (or -1) of the names no domain
+        names (`roots`). Misses of a set without sockets (`add_socket`) go to Python."""
+        cdef uint64_t h, slot, nslots = 0
+        cdef bytes raw
+        if len(roots) > MAX_POLICIES:
+            raise ValueError(f"at most {MAX_POLICIES} policies")
+        for value in roots:
+            if not -1 <= value < MAX_USETS:
+                raise ValueError(f"a root route to set {value}")
+        for index, _, value in routes:
+            if not -1 <= value < MAX_USETS or not 0 <= index < MAX_POLICIES:
+                raise ValueError(f"a route to set {value} for policy {index}")
+        free(self.route_h)
+        self.route_h = NULL
+        free(self.route_v)
+        self.route_v = NULL
+        self.nroute_slots = 0
+        for i in range(MAX_POLICIES):
+            self.root_set[i] = roots[i] if i < len(roots) else 0
+        if routes:
+            nslots = 16
+            while nslots < 2 * len(routes):
+                nslots <<= 1
+            self.route_h = <uint64_t *>calloc(nslots, sizeof(uint64_t))
+            self.route_v = <int8_t *>calloc(nslots, sizeof(int8_t))
+            if self.route_h == NULL or self.route_v == NULL:
+                raise MemoryError()
+            for index, name, value in routes:
+                raw = name.encode("ascii")
+                h = _punt_hash(self.k0, self.k1, index, PyBytes_AS_STRING(raw), len(raw))
+                slot = h & (nslots - 1)
+                while self.route_h[slot] != 0 and self.route_h[slot] != h:
+                    slot = (slot + 1) & (nslots - 1)
+                self.route_h[slot] = h
+                self.route_v[slot] = value
+            self.nroute_slots = nslots
 
     def set_templates(self, list templates):
         """Block answers after the question, for A, AAAA and any other type:
@@ -447,9 +489,12 @@ cdef class FastPath:
         """Send no more misses upstream from C (queries in flight still finish)."""
         self.forwarding = False
 
-    def add_socket(self, int fd):
-        """Take new upstream queries on `fd` (connected, non-blocking). Returns its slot."""
+    def add_socket(self, int fd, int uset=0):
+        """Take new upstream queries of upstream set `uset` on `fd` (connected,
+        non-blocking). Returns its slot."""
         cdef int s
+        if not 0 <= uset < MAX_USETS:
+            raise ValueError(f"upstream set {uset} is not below {MAX_USETS}")
         for s in range(MAX_USOCK):
             if self.usock[s].fd < 0:
                 self.usock[s].ids = <uint16_t *>calloc(65536, sizeof(uint16_t))
@@ -457,7 +502,9 @@ cdef class FastPath:
                     raise MemoryError()
                 self.usock[s].fd = fd
                 self.usock[s].active = True
+                self.usock[s].uset = uset
                 self.usock[s].inflight = 0
+                self.nusock = max(self.nusock, s + 1)
                 self.usock[s].used = 0
                 return s
         raise RuntimeError(f"more than {MAX_USOCK} upstream sockets")
@@ -466,6 +513,11 @@ cdef class FastPath:
         """No new queries on slot `s`; its answers are still read until `release`."""
         if 0 <= s < MAX_USOCK:
             self.usock[s].active = False
+
+    def answered(self, int uset):
+        """Upstream answers matched so far for set `uset` (its health: a change clears
+        its upstream's failures)."""
+        return self.up_answered[uset] if 0 <= uset < MAX_USETS else 0
 
     def socket_state(self, int s):
         """(fd, active, queries in flight, queries sent) of slot `s`."""
@@ -538,13 +590,13 @@ cdef class FastPath:
 
     cdef object _hand_over(self, int idx, int reason, object answer):
         """Give pending `idx` up to Python: (client datagram, host, port, reason, listener
-        fd, upstream answer or None, seconds since the client's query arrived). It stops
-        waiting and its entry is freed."""
+        fd, upstream answer or None, seconds since the client's query arrived, upstream
+        set). It stops waiting and its entry is freed."""
         cdef Pending *p = &self.pend[idx]
         self._detach(idx)
         host, port = host_port(p.name)
         out = (PyBytes_FromStringAndSize(<char *>p.query, p.qlen), host, port, reason, p.fd,
-               answer, mono_now() - p.started)
+               answer, mono_now() - p.started, p.uset)
         self._pend_free(idx)
         return out
 
@@ -606,6 +658,26 @@ cdef class FastPath:
                 start += 1
             if start >= n:
                 return False
+            start += 1
+
+    cdef int _route(self, int policy, const char *name, uint32_t n) noexcept nogil:
+        """The upstream set of `name` (lower-case, dotted) for `policy`: its most specific
+        domain's in the routes, else the policy's default set; -1: Python answers it."""
+        cdef uint32_t start = 0
+        cdef uint64_t h, slot
+        if self.nroute_slots == 0 or n == 0:
+            return self.root_set[policy]
+        while True:
+            h = _punt_hash(self.k0, self.k1, policy, name + start, n - start)
+            slot = h & (self.nroute_slots - 1)
+            while self.route_h[slot] != 0:
+                if self.route_h[slot] == h:
+                    return self.route_v[slot]
+                slot = (slot + 1) & (self.nroute_slots - 1)
+            while start < n and name[start] != 46:
+                start += 1
+            if start >= n:
+                return self.root_set[policy]
             start += 1
 
     cdef int _policy_of(self, int family, const uint8_t *addr) noexcept nogil:
@@ -721,7 +793,7 @@ cdef class FastPath:
         cdef char norm[256]
         cdef uint32_t keylen = 0, namelen = 0
         cdef bint edns = False, do = False
-        cdef int family, policy, idx, t
+        cdef int family, policy, idx, t, uset
         cdef const uint8_t *addr
         cdef uint64_t h
         cdef Entry *e
@@ -820,8 +892,13 @@ cdef class FastPath:
             return
         if policy < 0:
             policy = self._policy_of(family, addr)
-        if self.policy_python[policy] or (
-                self.npunt_slots and namelen and self._punted(policy, name, namelen)):
+        if self.policy_python[policy]:
+            slot.reason = R_POLICY
+            return
+        # One walk over the name's suffixes: its upstream set, or -1 for the names Python
+        # answers (punt names, local records, locally served zones: set_routes).
+        uset = self._route(policy, name, namelen)
+        if uset < 0:
             slot.reason = R_POLICY
             return
         key[keylen] = qtype >> 8
@@ -903,6 +980,7 @@ cdef class FastPath:
                         p.do = do
                         p.allow = code >= 0
                         p.policy = policy
+                        p.uset = <uint8_t>uset
                         p.mask = self.policy_mask[policy]
                         p.limit = limit
                         p.qlen = n
@@ -1027,14 +1105,34 @@ cdef class FastPath:
     cdef void _forward(self, int *fwd, int *fslot, int nf) noexcept nogil:
         """Send the pending queries `fwd` of batch slots `fslot` upstream. What could not
         be sent from C goes to Python as an ordinary miss."""
-        cdef int i
+        cdef int i, j, k, sent, uset
+        cdef uint32_t sets = 0
+        cdef int idx[VLEN]
+        cdef int islot[VLEN]
         if nf == 0:
             return
-        for i in range(self._send_upstream(fwd, nf), nf):
-            self._pend_free(fwd[i])
-            self.slots[fslot[i]].verdict = TO_PYTHON
-            self.slots[fslot[i]].reason = R_MISS
-            self.python_fallbacks += 1
+        for i in range(nf):
+            sets |= 1u << self.pend[fwd[i]].uset
+        for uset in range(MAX_USETS):
+            if not sets & (1u << uset):
+                continue
+            if sets == (1u << uset):  # one set in the batch (nearly always): no copy
+                k = nf
+                memcpy(idx, fwd, nf * sizeof(int))
+                memcpy(islot, fslot, nf * sizeof(int))
+            else:
+                k = 0
+                for j in range(nf):
+                    if self.pend[fwd[j]].uset == uset:
+                        idx[k] = fwd[j]
+                        islot[k] = fslot[j]
+                        k += 1
+            sent = self._send_upstream(uset, idx, k)
+            for i in range(sent, k):
+                self._pend_free(idx[i])
+                self.slots[islot[i]].verdict = TO_PYTHON
+                self.slots[islot[i]].reason = R_MISS
+                self.python_fallbacks += 1
 
     cdef void _text_checks(self, int n):
         """Run the text rules on this batch's TEXT_CHECK names (with the GIL: they are
@@ -1098,8 +1196,9 @@ cdef class FastPath:
             with nogil:
                 self._send_answered(n)
 
-    cdef int _send_upstream(self, int *idx, int k) noexcept nogil:
-        """Send pending queries `idx` on the next active upstream socket (one sendmmsg).
+    cdef int _send_upstream(self, int uset, int *idx, int k) noexcept nogil:
+        """Send pending queries `idx` on the next active socket of upstream set `uset`
+        (one sendmmsg).
         Returns how many went out: the first ones; the caller hands the rest to Python."""
         cdef mmsghdr msgs[VLEN]
         cdef iovec iovs[VLEN]
@@ -1109,11 +1208,14 @@ cdef class FastPath:
         cdef Pending *p
         cdef USock *u
         cdef double now = mono_now()
-        for tries in range(MAX_USOCK):
-            self.ucur = (self.ucur + 1) % MAX_USOCK
-            if self.usock[self.ucur].fd >= 0 and self.usock[self.ucur].active:
-                s = self.ucur
+        cdef int cur = self.ucur[uset]
+        for tries in range(self.nusock):
+            cur = (cur + 1) % self.nusock
+            if (self.usock[cur].fd >= 0 and self.usock[cur].active
+                    and self.usock[cur].uset == uset):
+                s = cur
                 break
+        self.ucur[uset] = cur
         if s < 0 or not self.forwarding:
             return 0
         u = &self.usock[s]
@@ -1187,7 +1289,7 @@ cdef class FastPath:
             d = self.inbuf + i * RECV_SIZE
             len_ = msgs[i].msg_len
             if len_ < 12 or not d[2] & 0x80:
-                self.c_up_garbage += 1
+                self.c_up_garbage[u.uset] += 1
                 continue
             uid = u16(d)
             idx = <int>u.ids[uid] - 1
@@ -1206,9 +1308,9 @@ cdef class FastPath:
                 # upstream.py tells them apart, spoofed if it parses, else garbage.
                 q = skip_name(d, len_, 12) if u16(d + 4) == 1 else 0
                 if q and q + 4 <= len_:
-                    self.c_up_spoofed += 1
+                    self.c_up_spoofed[u.uset] += 1
                 else:
-                    self.c_up_garbage += 1
+                    self.c_up_garbage[u.uset] += 1
                 continue
             self._detach(idx)
             self.slots[i].code = idx
@@ -1224,11 +1326,11 @@ cdef class FastPath:
                     self.slots[i].inlen = 0
                 continue
             lat = now - p.sent
-            self.c_up_latency[_bucket(lat)] += 1
-            self.c_up_latency_sum += lat
-            self.up_answered += 1
+            self.c_up_latency[u.uset][_bucket(lat)] += 1
+            self.c_up_latency_sum[u.uset] += lat
+            self.up_answered[u.uset] += 1
             # Counted when answered: a query handed over is counted by Python's attempt.
-            self.c_up_queries += 1
+            self.c_up_queries[u.uset] += 1
             r = self._answer(d, len_, p, self.outbuf + i * self.outsize, &outlen, now,
                              &self.slots[i] if self.text_rules else NULL)
             if r == 1:
@@ -1520,8 +1622,8 @@ cdef class FastPath:
         """The per-query counters since the last call, for the metrics flush:
         {"cached": {(qtype, transport): n}, "blocked": {...}, "allowed": {...} (forwarded
         from C, and ANY), "blocks": {metric index: n}, "latency": [n per bucket], "latency_sum": s,
-        "cache_hits": n, "cache_misses": n, "upstream": {"queries": n, "latency": [n per
-        bucket], "latency_sum": s, "spoofed": n, "garbage": n}}.
+        "cache_hits": n, "cache_misses": n, "upstream": [per upstream set: {"queries": n,
+        "latency": [n per bucket], "latency_sum": s, "spoofed": n, "garbage": n}]}.
         qtype 65535 stands for every code above 255 (metrics label it "other")."""
         cdef int i
         out = {
@@ -1533,21 +1635,21 @@ cdef class FastPath:
             "latency_sum": self.c_latency_sum,
             "cache_hits": self.c_hits,
             "cache_misses": self.c_misses,
-            "upstream": {
-                "queries": self.c_up_queries,
-                "latency": [self.c_up_latency[i] for i in range(NBUCKETS)],
-                "latency_sum": self.c_up_latency_sum,
-                "spoofed": self.c_up_spoofed,
-                "garbage": self.c_up_garbage,
-            },
+            "upstream": [{
+                "queries": self.c_up_queries[u],
+                "latency": [self.c_up_latency[u][i] for i in range(NBUCKETS)],
+                "latency_sum": self.c_up_latency_sum[u],
+                "spoofed": self.c_up_spoofed[u],
+                "garbage": self.c_up_garbage[u],
+            } for u in range(MAX_USETS)],
         }
         if reset:
             memset(self.c_allowed, 0, sizeof(self.c_allowed))
             memset(self.c_up_latency, 0, sizeof(self.c_up_latency))
-            self.c_up_latency_sum = 0
-            self.c_up_queries = 0
-            self.c_up_spoofed = 0
-            self.c_up_garbage = 0
+            memset(self.c_up_latency_sum, 0, sizeof(self.c_up_latency_sum))
+            memset(self.c_up_queries, 0, sizeof(self.c_up_queries))
+            memset(self.c_up_spoofed, 0, sizeof(self.c_up_spoofed))
+            memset(self.c_up_garbage, 0, sizeof(self.c_up_garbage))
             memset(self.c_cached, 0, sizeof(self.c_cached))
             memset(self.c_blocked, 0, sizeof(self.c_blocked))
             memset(self.c_blocks, 0, sizeof(self.c_blocks))

@@ -34,6 +34,12 @@ not finish:
   handed back to C as a marked SERVFAIL, so the query goes on in `Forwarder.resume`
   without the upstream, as after a closed port.
 
+- **Upstream sets.** Every `[[forward]]` rule's server set has a pool of its own (its
+  sockets, IDs, rotation and `Forwarder`), as the default set has; C picks the set of a
+  name from its rule table (`FastPath.set_routes`, filled by `UdpFastPath`) and sends the
+  name on that set's sockets. A query handed back carries its set, so it goes on in its
+  own set's `Forwarder`.
+
 C forwards only with the `failover` strategy; `parallel` stays in Python.
 """
 
@@ -55,28 +61,36 @@ log = logging.getLogger(__name__)
 POOL_SIZE = 4  # active upstream sockets; batches go round-robin over them
 ROTATE_SECONDS = 1.0  # one socket replaced this often: a source port lives POOL_SIZE s
 TICK_SECONDS = 0.05  # how often overdue queries are looked for
-# Sockets still read after retirement (until their answers are in or timed out): C has 32
-# slots, so rotation pauses while this many drain (a silent upstream, a long timeout).
+# Sockets still read after retirement (until their answers are in or timed out): C has
+# MAX_SOCKETS slots for all sets, so a set's rotation pauses while this many drain (a
+# silent upstream, a long timeout), or fewer when the sets must share them.
+MAX_SOCKETS = 128  # _fastpath.pxd MAX_USOCK
 MAX_DRAINING = 32 - 2 * POOL_SIZE
 UPSTREAM_RCVBUF = 4 << 20  # answers of a full batch of batches, as the listeners have
 # An encrypted upstream's ask gives up a little before C's own timeout, so that C hears of
 # the failure (and its kind) rather than timing out itself.
 RELAY_TIMEOUT_SHARE = 0.9
 MAX_RELAY_FAILURES = 10_000  # failures C has not taken back yet (a bound, never reached)
+MAX_SETS = 16  # upstream sets C forwards to (_fastpath.pxd MAX_USETS); beyond, Python
 
 
 class UpstreamPool:
-    """The upstream sockets of one `UdpFastPath` and its hand-overs.
+    """The upstream sockets of one upstream set of a `UdpFastPath`, and its hand-overs.
 
     Args:
         fast: the `dns_resolver.fastpath.UdpFastPath` whose `FastPath` forwards.
+        forwarder: the set's `Forwarder` (default: the resolver's default set).
+        index: the set's number in C (0: the default set).
+        sets: how many sets share C's sockets.
     """
 
-    def __init__(self, fast: Any) -> None:
+    def __init__(self, fast: Any, forwarder: Any = None, index: int = 0, sets: int = 1) -> None:
         self.fast = fast
+        self.max_draining = min(MAX_DRAINING, MAX_SOCKETS // sets - POOL_SIZE)
         self.fp = fast.fp
         self.resolver = fast.server.resolver
-        self.forwarder = self.resolver.forwarder
+        self.forwarder = forwarder if forwarder is not None else self.resolver.forwarder
+        self.index = index
         self.upstream: Any = None  # the Upstream the sockets are connected to
         self._active: list[tuple[int, socket.socket]] = []  # (slot, socket), oldest first
         self._relays: dict[int, socket.socket] = {}  # slot -> Python's end of a socket pair
@@ -88,6 +102,18 @@ class UpstreamPool:
         self._timer: asyncio.TimerHandle | None = None
         self._next_rotation = 0.0
         self._answered = 0
+
+    @classmethod
+    def for_sets(cls, fast: Any) -> list[UpstreamPool]:
+        """A pool for each upstream set of `fast`'s resolver C may forward to (none when
+        C may not forward at all): the default set first, then the rules' sets."""
+        resolver = fast.server.resolver
+        if not cls.usable(resolver):
+            return []
+        local = getattr(resolver, "local", None)
+        sets = list(local.forwarders()) if local is not None else [resolver.forwarder]
+        sets = sets[:MAX_SETS]
+        return [cls(fast, forwarder, i, len(sets)) for i, forwarder in enumerate(sets)]
 
     @staticmethod
     def usable(resolver: Any) -> bool:
@@ -162,7 +188,7 @@ class UpstreamPool:
             log.warning("cannot open a socket to upstream %s: %s", upstream.name, exc)
             return
         try:
-            slot = self.fp.add_socket(sock.fileno())
+            slot = self.fp.add_socket(sock.fileno(), self.index)
         except RuntimeError as exc:  # every slot taken: the misses go to Python meanwhile
             sock.close()
             if relay is not None:
@@ -257,7 +283,7 @@ class UpstreamPool:
             if (
                 self._active
                 and now >= self._next_rotation
-                and len(self._draining) < MAX_DRAINING
+                and len(self._draining) < self.max_draining
             ):
                 self._next_rotation = now + ROTATE_SECONDS
                 slot, sock = self._active.pop(0)
@@ -273,7 +299,7 @@ class UpstreamPool:
 
     def _health(self) -> None:
         """Answers received from C clear the upstream's failures, as in `Forwarder`."""
-        answered = self.fp.up_answered
+        answered = self.fp.answered(self.index)
         if answered != self._answered:
             self._answered = answered
             if self.upstream is not None and self.upstream.failures:
@@ -286,25 +312,28 @@ class UpstreamPool:
         self._take(self.fp.serve_upstream(slot))
 
     def _take(self, rest: Any) -> None:
-        """Run what C handed back: finish an answer, or go on from C's attempt."""
+        """Run what C handed back: finish an answer, or go on from C's attempt (in the
+        pool of the set each query was sent to: the expiry returns every set's)."""
         if not rest:
             return
         reasons = self.fast.reasons
         fallbacks = self.fast.fallbacks
-        for data, host, port, reason, fd, answer, waited in rest:
+        pools = self.fast.pools
+        for data, host, port, reason, fd, answer, waited, uset in rest:
             name = reasons[reason]
             fallbacks[name] += 1
             send = self.fast.sender(fd)
+            pool = pools[uset] if uset < len(pools) and pools[uset].index == uset else self
             if name == "answer":
-                self._finish(data, host, port, answer, waited, send)
+                pool._finish(data, host, port, answer, waited, send)
             else:
                 # timeout; upstream: TC or an error rcode (with the answer), a closed port.
                 kind = "timeout" if name == "timeout" else "network"
-                self._carry_on(data, host, port, answer, kind, waited, send)
+                pool._carry_on(data, host, port, answer, kind, waited, send)
 
     def _again(self, rest: Any) -> None:
         """Run queries C had sent upstream through the Python chain from the start."""
-        for data, host, port, _reason, fd, _answer, _waited in rest:
+        for data, host, port, _reason, fd, _answer, _waited, _uset in rest:
             self.fast.server.handle_datagram(data, (host, port), self.fast.sender(fd))
 
     def _finish(
@@ -336,9 +365,16 @@ class UpstreamPool:
             out = resolver.servfail_for(data)
         if isinstance(out, Pending):
             tried = self.upstream
-            if tried is None or out.target or out.forwarder or out.local is not None:
+            # Python routes the query to this set too (its rule, or none for the default
+            # set), unless the rules changed meanwhile: then Python's route goes on alone.
+            ours = None if self.forwarder is self.resolver.forwarder else self.forwarder
+            if tried is None or out.target or out.forwarder is not ours or out.local is not None:
                 self.fast.server.handle_pending(out, data, (host, port), send)
                 return
+            # Answers C matched before this failure count first: left to the next tick,
+            # they would clear the failure about to be recorded (a dead upstream would
+            # then need, and count, one failure more).
+            self._health()
             failure = self._relay_failures.pop(answer, None) if answer is not None else None
             if failure is not None:
                 # The relay's ask failed: that failure, not the marked SERVFAIL, counts.

@@ -36,9 +36,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from dns_resolver import wire
+from dns_resolver.bypass import suffixes
 from dns_resolver.cache import CacheEntry
 from dns_resolver.fastforward import UpstreamPool
 from fdconfig import ANONYMIZE_MODES
+from fdconfig.forward import ROOT
 
 try:
     from dns_resolver._fastpath import REASONS, FastPath
@@ -152,9 +154,8 @@ class UdpFastPath:
         self._socks: list[socket.socket] = []
         self._senders: dict[int, Callable[[bytes, tuple[str, int]], None]] = {}
         # Misses forwarded from C (fastforward.py), when the upstream strategy allows it.
-        self.pool: UpstreamPool | None = None
-        if UpstreamPool.usable(resolver):
-            self.pool = UpstreamPool(self)
+        # One per upstream set (the default first, then the forwarding rules' sets).
+        self.pools: list[UpstreamPool] = UpstreamPool.for_sets(self)
         self._log_drainer: asyncio.TimerHandle | None = None
         self._querylog: Any = None
         self._reconfigure_querylog(resolver.querylog)
@@ -203,27 +204,69 @@ class UdpFastPath:
         if self._subscriber_view is not None:
             self._sync_subscribers()
         if self._sync_policies(resolver) or changed:
-            # Reviewers' overrides (reports/) are decided in Python: their names are
-            # punted for every policy, next to the policies' own punt names. So are local
-            # names and forwarding rules' domains, so C never sends them to the default
-            # upstream set (dns_resolver.local).
-            indexes = range(self._npolicies or 1)
-            punt = self._policy_punt + [(i, n) for n in self._override_names for i in indexes]
+            self._sync_routes(local)
+
+    def _sync_routes(self, local: Any) -> None:
+        """Tell C where each name goes, per policy: its upstream set, or Python.
+
+        Reviewers' overrides (reports/) are decided in Python: their names are punted for
+        every policy, next to the policies' own punt names, local records and rewrites;
+        those win over any forwarding rule. A locally served zone goes to Python (its
+        NXDOMAIN) unless a rule at or below it names the name (`LocalData.route`).
+        """
+        indexes = range(self._npolicies or 1)
+        names = self._policy_names or [""]
+        own = self._policy_punt + [(i, n) for n in self._override_names for i in indexes]
+        punt = list(own)
+        if local is not None:
+            punt += [(i, n) for i in indexes for n in local.punt_names(names[i])]
+        self.fp.set_punt_names(punt)  # upstream answers naming these go to Python
+        routes: list[tuple[int, str, int]] = []
+        roots: list[int] = []
+        for i in indexes:
+            hard = {n for index, n in own if index == i}
+            table: dict[str, int] = {}
+            root = 0
             if local is not None:
-                names = self._policy_names or [""]
-                punt += [(i, n) for i in indexes for n in local.punt_names(names[i])]
-            self.fp.set_punt_names(punt)
+                policy = names[i]
+                hard |= local.local_names(policy)
+                table.update(dict.fromkeys(local.served, -1))
+                for domain, forwarder in local.rules_for(policy).items():
+                    if domain == ROOT:
+                        root = self._set_of(forwarder)
+                    else:
+                        table[domain] = self._set_of(forwarder)
+            table.update(dict.fromkeys(hard, -1))
+            # A rule's domain below a punt name is Python's too: punt names cover their
+            # whole subtree, whatever a more specific domain says.
+            for domain, value in table.items():
+                if value >= 0 and any(s in hard for s in suffixes(domain)):
+                    table[domain] = -1
+            routes += [(i, domain, value) for domain, value in table.items()]
+            roots.append(root)
+        self.fp.set_routes(routes, roots)
+
+    def _set_of(self, forwarder: Any) -> int:
+        """The upstream set C forwards `forwarder`'s names with, or -1 (Python does)."""
+        if not self.pools:
+            return 0  # C forwards nothing: its cache hits are all a route decides
+        for pool in self.pools:
+            if pool.forwarder is forwarder:
+                return pool.index
+        return -1
 
     def _swapped(self) -> None:
         """After a swap of the lists (or overrides, or settings): C would cache the answers
         to queries it forwarded under the old rules, so they are asked again through the
         Python chain under the new ones (the upstream pool is opened anew)."""
-        if self.pool is None or not self._socks:
+        if not self.pools or not self._socks:
             return
         self.flush()
-        self.pool.close(again=True)
-        self.pool = UpstreamPool(self)
-        self.pool.start()
+        for pool in self.pools:
+            pool.close(again=True)
+        self.pools = UpstreamPool.for_sets(self)
+        for pool in self.pools:
+            pool.start()
 
     def reconfigure(self) -> None:
         """Take the resolver's new parts after a config reload (`Resolver.take_settings`).
@@ -251,12 +294,13 @@ class UdpFastPath:
         self._policy_version = None
         self._matcher = None  # punt names again, for the policies there are now
         self._reconfigure_querylog(resolver.querylog)
-        if self.pool is not None:
-            self.flush()  # the forwarded counts so far belong to the old upstream
-            self.pool.close(again=True)
-        self.pool = UpstreamPool(self) if UpstreamPool.usable(resolver) else None
-        if self.pool is not None and self._socks:
-            self.pool.start()
+        self.flush()  # the forwarded counts so far belong to the old upstreams
+        for pool in self.pools:
+            pool.close(again=True)
+        self.pools = UpstreamPool.for_sets(self)
+        if self._socks:
+            for pool in self.pools:
+                pool.start()
         self.sync()
 
     def _reconfigure_querylog(self, querylog: Any) -> None:
@@ -299,13 +343,10 @@ class UdpFastPath:
             # What C does not implement of the contract goes to Python for that policy:
             # allowances (punt_mask) and block modes other than the global one. Punt names
             # (safe search, canaries, own entries) and trusted forwarders are checked in C.
-            # A policy whose `"."` rule names other upstreams is forwarded from Python.
-            local = getattr(resolver, "local", None)
             python.append(
                 bool(policy.punt_mask)
                 or policy.mode != self._blocker.mode
                 or policy.ttl != self._blocker.ttl
-                or (local is not None and local.sends_root_elsewhere(policy.name))
             )
             punt += [(index, name) for name in policy.punt_names]
         trusted = [(fam, packed, prefix, 0) for fam, packed, prefix in view.trusted_forwarders]
@@ -351,8 +392,8 @@ class UdpFastPath:
         self._senders[sock.fileno()] = _sender(sock)
         loop.add_reader(sock.fileno(), self._readable, sock)
         if len(self._socks) == 1:
-            if self.pool is not None:
-                self.pool.start()
+            for pool in self.pools:
+                pool.start()
             resolver = self.server.resolver
             if resolver.querylog is not None or getattr(resolver, "dnstap", None) is not None:
                 self._log_drainer = loop.call_later(LOG_DRAIN_SECONDS, self._drain_log)
@@ -365,8 +406,8 @@ class UdpFastPath:
     def close(self) -> None:
         """Stop watching and close the sockets; flush the counters one last time."""
         loop = asyncio.get_running_loop()
-        if self.pool is not None:
-            self.pool.close()
+        for pool in self.pools:
+            pool.close()
         if self._log_drainer is not None:
             self._log_drainer.cancel()
             self._log_drainer = None
@@ -498,9 +539,10 @@ class UdpFastPath:
             cache_hits=counts["cache_hits"],
             cache_misses=counts["cache_misses"],
         )
-        upstream = counts["upstream"]
-        pool = self.pool
-        if pool is not None and pool.upstream is not None:
+        for pool in self.pools:
+            if pool.upstream is None:
+                continue
+            upstream = counts["upstream"][pool.index]
             errors = {"spoofed": upstream["spoofed"], "garbage": upstream["garbage"]}
             metrics.merge_upstream(
                 pool.upstream.name,

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from dns_resolver import wire
 from dns_resolver.bypass import suffixes
 from dns_resolver.upstream import Forwarder
-from fdconfig import Address, Config
+from fdconfig import Config
 from fdconfig.forward import ROOT
 from fdconfig.local import LOCALLY_SERVED, TYPES, LocalRecord, read_hosts
+from fdconfig.upstream import Server
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class LocalData:
         self,
         config: Config,
         default: Forwarder,
-        forwarders: Mapping[tuple[Address, ...], Forwarder],
+        forwarders: Mapping[tuple[Server, ...], Forwarder],
     ) -> None:
         loc = config.local
         self.ttl = loc.ttl
@@ -93,9 +94,18 @@ class LocalData:
         names |= set(self.rewrites.get(policy, ()))
         return names
 
-    def sends_root_elsewhere(self, policy: str) -> bool:
-        """True when a `"."` rule gives `policy` another default upstream set."""
-        return (ROOT, policy) in self.routes
+    def local_names(self, policy: str = "") -> set[str]:
+        """Names (and everything below them) answered from local records or rewritten for
+        `policy`'s clients: Python's, whatever a rule says."""
+        names = set(self.names) | set(self.policy_names.get(policy, ()))
+        return names | set(self.rewrites.get(policy, ()))
+
+    def rules_for(self, policy: str) -> dict[str, Forwarder]:
+        """Domain (`"."` for the default) -> the rule's `Forwarder` for `policy`'s
+        clients: a rule naming the policy beats one for everybody at the same domain."""
+        out = {domain: f for (domain, who), f in self.routes.items() if who == ""}
+        out.update({domain: f for (domain, who), f in self.routes.items() if who == policy})
+        return out
 
     # -- per query ------------------------------------------------------------------------
 
@@ -214,7 +224,7 @@ def compose(query: wire.Query, answer: Answer, response: bytes) -> bytes:
     return wire.header(query.id, flags, 1, len(parts), 0, 0) + query.question + b"".join(parts)
 
 
-def rule_servers(config: Config) -> list[tuple[Address, ...]]:
+def rule_servers(config: Config) -> list[tuple[Server, ...]]:
     """The distinct server lists of the `[[forward]]` rules (one `Forwarder` each)."""
     return list(dict.fromkeys(rule.servers for rule in config.forward))
 

@@ -6,8 +6,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated
 
-from fdconfig.fields import Address, Table, Where, doc, parse_address
-from fdconfig.upstream import UpstreamConfig, is_ourselves
+from fdconfig.fields import Address, Table, Where, doc
+from fdconfig.upstream import Server, UpstreamConfig, is_ourselves, parse_server
 
 ROOT = "."
 """The domain of the default upstream set (every name is below it)."""
@@ -30,8 +30,9 @@ class ForwardTable(Table):
     servers: Annotated[
         tuple[str, ...],
         doc(
-            "Servers to ask, `ADDR[:PORT]`, with `[upstream]`'s strategy, timeout and "
-            "health tracking.",
+            "Servers to ask, as in `[upstream] servers` (`ADDR[:PORT]`, "
+            "`tls://ADDR[:PORT]#SERVER-NAME`, `https://HOST[:PORT]/PATH`), with "
+            "`[upstream]`'s strategy, timeout, health tracking, CA and bootstrap servers.",
             min_length=1,
         ),
     ]
@@ -47,7 +48,7 @@ class ForwardConfig:
     empty means every client."""
 
     domains: tuple[str, ...]
-    servers: tuple[Address, ...]
+    servers: tuple[Server, ...]
     policies: tuple[str, ...] = ()
 
 
@@ -71,10 +72,10 @@ def build(
             lambda t: ROOT if t.strip() == ROOT else normalize_domain(t),
         )
         servers = where.each(
-            f"{key}.servers", table.servers, lambda t: parse_address(t, default_port=53)
+            f"{key}.servers", table.servers, parse_server
         )
         for j, server in enumerate(servers):
-            if is_ourselves(server, listen):
+            if isinstance(server, Address) and is_ourselves(server, listen):
                 raise where.error(
                     f"{key}.servers[{j}]", f"{server} is one of our own listen addresses"
                 )

@@ -53,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dot: instead of the peer comparison, the miss-heavy mix "
                         "forwarded over DoT to an Unbound in front of NSD, against the "
                         "same over UDP and Unbound forwarding over DoT (forward-tls-upstream)")
+    parser.add_argument("--forward-rule", action="store_true",
+                        help="also run filterdns with a [[forward]] rule sending "
+                        "new.bench.test (the miss-heavy mix's new names) to a second NSD "
+                        "(filterdns+rule)")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="also run the filterdns of another checkout DIR (built in "
+                        "place), interleaved with ours: before/after (name@base)")
     parser.add_argument("--observed", action="store_true",
                         help="also run filterdns with newly observed domains tracked "
                         "(filterdns+nod: [observed] enabled, docs/leads.md)")
@@ -103,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         observed=args.observed,
         transports=tuple(t for t in args.transports.split(",") if t),
         handshake_seconds=1.0 if args.smoke else args.handshake_seconds,
+        forward_rule=args.forward_rule,
+        baseline=args.baseline.resolve() if args.baseline is not None else None,
     )
     unknown = set(opts.transports) - set(transports.TRANSPORTS)
     if unknown:
@@ -120,10 +129,11 @@ def run(args: argparse.Namespace) -> int:
         r for r in report["runs"]  # type: ignore[attr-defined]
         if r["server"].startswith("filterdns") and r["mix"] != "miss" and r["lost"]
     ]
-    reloads = report.get("reloads")
-    if isinstance(reloads, dict) and reloads["lost"]:
-        print(f"FAIL: {reloads['lost']} queries lost across reloads", file=sys.stderr)
-        return 1
+    for key in ("reloads", "reloads_rule"):
+        reloads = report.get(key)
+        if isinstance(reloads, dict) and reloads["lost"]:
+            print(f"FAIL: {reloads['lost']} queries lost across reloads ({key})", file=sys.stderr)
+            return 1
     if lost and args.smoke:
         print("FAIL: lost queries: " + ", ".join(r["server"] for r in lost), file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ZONE = "bench.test"
+RULE_ZONE = f"new.{ZONE}"  # the never-asked names: a `[[forward]]` rule's (--forward-rule)
 WORKING_SET = 5_000  # distinct allowed names repeated by the mix
 OTHER_SET = 1_000  # distinct NXDOMAIN / NODATA names
 BLOCKED_ASKED = 5_000  # distinct blocked names asked (drawn from the blocklist)

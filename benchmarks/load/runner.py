@@ -195,6 +195,8 @@ class Options:
     observed: bool = False
     transports: tuple[str, ...] = ()
     handshake_seconds: float = 5.0
+    forward_rule: bool = False
+    baseline: Path | None = None
 
 
 def run_all(opts: Options, log: object = print) -> dict[str, object]:
@@ -216,6 +218,10 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
     say(f"compiled {opts.entries} entries in {time.monotonic() - compile_started:.1f}s")
     nsd = servers.Nsd(work, ds, cpus=opts.client_cpus)
     nsd.start()
+    # --forward-rule: the rule's servers, a second NSD with the same zone on the same CPUs.
+    rule_nsd = servers.Nsd(work / "rule", ds, cpus=opts.client_cpus)
+    if opts.forward_rule:
+        rule_nsd.start()
     runs: list[Run] = []
     extra: dict[str, object] = {}
     try:
@@ -255,6 +261,16 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
             kinds.append(
                 ("filterdns+text", servers.Filterdns, {"workers": 1, "snapshot": text_snapshot})
             )
+        if opts.forward_rule:
+            kinds.append(
+                ("filterdns+rule", servers.Filterdns,
+                 {"workers": 1, "snapshot": snapshot, "rule_port": rule_nsd.port})
+            )
+        if opts.baseline is not None:
+            kinds += [
+                (f"{label}@base", cls, {**kwargs, "source": opts.baseline})
+                for label, cls, kwargs in list(kinds)
+            ]
         if opts.workers > 1:
             kinds.append(
                 ("filterdns-w", servers.Filterdns, {"workers": opts.workers, "snapshot": snapshot})
@@ -290,13 +306,16 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
                     run.extra["startup_s"] = startup
                     runs.append(run)
                     say(_line(run))
-                if label == "filterdns" and opts.reloads and "reloads" not in extra:
-                    top = next(r.qps for r in runs if r.server == "filterdns" and r.mix == "mix")
-                    extra["reloads"] = reload_run(server, ds, opts, top / 2, say)
+                # SIGHUPs under load: the plain set-up, and the rule's (its pools rebuilt).
+                key = {"filterdns": "reloads", "filterdns+rule": "reloads_rule"}.get(label)
+                if key is not None and opts.reloads and key not in extra:
+                    top = next(r.qps for r in runs if r.server == label and r.mix == "mix")
+                    extra[key] = reload_run(server, ds, opts, top / 2, say)
             finally:
                 server.stop()
     finally:
         nsd.stop()
+        rule_nsd.stop()
     if opts.repeat > 1:
         extra["all_runs"] = [asdict(r) for r in runs]
         runs = medians(runs)

@@ -175,6 +175,7 @@ class Server:
         self.tls_port = self.https_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup = 0.0
+        self.cwd: Path | None = None  # where the process starts (default: ours)
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -197,6 +198,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                cwd=self.cwd,
             )
         finally:
             log.close()
@@ -410,12 +412,17 @@ class Filterdns(Server):
         querylog: bool = False, tls: TlsUpstream | None = None, ratelimit: bool = False,
         dnstap: bool = False, sink_cpus: str | None = None, observed: bool = False,
         console: bool = False, fast_path: bool = True, serve: ServeTls | None = None,
-        quic: bool = False, **kwargs: object,
+        quic: bool = False, rule_port: int | None = None, source: Path | None = None,
+        **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.serve = serve
         self.quic = quic  # with `serve`: DoQ too
         self.quic_port = 0
+        # `source`: another checkout of filterdns (built in place) to run instead of this
+        # one, for before/after figures in one session (`python -m` imports from the cwd).
+        self.cwd = source
+        self.rule_port = rule_port
         self.workers = workers
         self.fast_path = fast_path
         self.snapshot = snapshot
@@ -448,6 +455,11 @@ class Filterdns(Server):
             tail += "[observed]\nenabled = true\n\n"
         if self.console:
             tail += f'[console]\nenabled = true\nstore_dir = "{self.workdir / "querylog.d"}"\n\n'
+        if self.rule_port is not None:
+            tail += (
+                f'[[forward]]\ndomains = ["{data.RULE_ZONE}"]\n'
+                f'servers = ["127.0.0.1:{self.rule_port}"]\n\n'
+            )
         if self.snapshot is None:
             tail += (
                 f'[[lists]]\npath = "{self.dataset.domains_file}"\nformat = "domains"\n'

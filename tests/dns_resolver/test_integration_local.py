@@ -82,7 +82,7 @@ def test_a_forward_rule_answers_for_the_policy_it_names(
             },
         }
     )
-    for _ in range(2):  # the second time from the cache (Python's: C never sees these)
+    for _ in range(2):  # the second time from the cache (C's: C forwards the rule too)
         staff = server.dig("dc.corp.test", "A", "-b", STAFF)
         assert staff.status == "NOERROR" and staff.rdata("A") == [DC_A]
     over_tcp = server.kdig("dc.corp.test", "A", "+tcp", "-b", STAFF)

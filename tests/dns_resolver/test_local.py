@@ -78,6 +78,23 @@ def test_punt_names_cover_every_name_c_must_not_forward(tmp_path: Path) -> None:
     assert "." not in names
 
 
+def test_the_rules_c_routes_by_per_policy(tmp_path: Path) -> None:
+    _, local = build(tmp_path)
+    everybody = local.rules_for("default")
+    assert {d: servers(f) for d, f in everybody.items()} == {
+        "in-addr.arpa": ["10.0.0.1:53"],
+        "corp.test": ["10.0.0.1:53"],
+    }
+    # At the same domain the policy's own rule wins.
+    assert servers(local.rules_for("staff")["corp.test"]) == ["10.0.0.2:53"]
+    # Names Python answers whatever a rule says: local records, rewrite sources.
+    staff = local.local_names("staff")
+    assert {"printer.lan", "a.lan", "b.lan", "out.lan", "school.lan"} <= staff
+    assert "9.1.168.192.in-addr.arpa" in staff  # the automatic PTR
+    assert "corp.test" not in staff and "test" not in staff  # rules' and served zones
+    assert "school.lan" not in local.local_names("default")
+
+
 def test_rewrite_keeps_the_labels_below_the_source(tmp_path: Path) -> None:
     _, local = build(tmp_path)
     assert local.rewrite("www.school.lan", "staff") == "www.intranet.example"

@@ -44,6 +44,19 @@ policies = ["staff"]
     assert rule.policies == ("staff",)
 
 
+def test_a_rule_takes_encrypted_servers_as_upstream_does(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        '[[forward]]\ndomains = ["corp.test"]\n'
+        'servers = ["tls://10.0.0.10#dc.corp.test", "https://dc.corp.test/dns-query"]\n',
+    )
+    (rule,) = config.forward
+    assert [str(s) for s in rule.servers] == [
+        "tls://10.0.0.10:853#dc.corp.test",
+        "https://dc.corp.test/dns-query",
+    ]
+
+
 def test_a_root_rule_for_everybody_is_the_default_upstream_set(tmp_path: Path) -> None:
     config = load(
         tmp_path,
