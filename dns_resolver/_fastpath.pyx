@@ -201,7 +201,6 @@ cdef class FastPath:
         free(self.outbuf)
         free(self.hosts)
         free(self.fwdbuf)
-        free(self.obsbuf)
         free(self.pend)
         free(self.free_pend)
         for i in range(MAX_USOCK):
@@ -336,55 +335,32 @@ cdef class FastPath:
         return self.log.dropped
     # -- newly observed domains (dns_resolver.observed) ---------------------------------
 
-    def set_observe(self, size_t capacity, int v4_prefix, int v6_prefix, uint32_t watch=0):
-        """Record every cache miss's name and client network (the address cut to
-        `v4_prefix`/`v6_prefix` bits) in a buffer of `capacity` bytes, for
-        take_observed(); capacity 0 stops recording. A full buffer drops (counted).
+    def set_observe(self, Observed observed, int v4_prefix, int v6_prefix,
+                    uint32_t watch=0):
+        """Hand every cache miss's name and client network (the address cut to
+        `v4_prefix`/`v6_prefix` bits) to `observed` (None stops), which keeps the records
+        Python takes.
 
-        A cache entry stored from now on also records its first `watch` hits: the
+        A cache entry stored from now on also passes on its first `watch` hits: the
         clients of a new domain are counted though most of them hit the cache, and an
         entry costs one untaken branch per hit after that."""
-        free(self.obsbuf)
-        self.obsbuf = NULL
-        self.obslen = 0
-        self.obscap = 0
-        if capacity:
-            self.obsbuf = <uint8_t *>malloc(capacity)
-            if self.obsbuf == NULL:
-                raise MemoryError()
-            self.obscap = capacity
+        self.observed = observed
         self.obs_v4 = max(0, min(v4_prefix, 32))
         self.obs_v6 = max(0, min(v6_prefix, 128))
-        self.cache.watch = watch if capacity else 0
-
-    def take_observed(self):
-        """The records since the last call: per miss, family (1 byte: 4 or 6), network
-        (16 bytes), name length (1 byte), the lower-case dotted name."""
-        cdef bytes out
-        if self.obslen == 0:
-            return b""
-        out = PyBytes_FromStringAndSize(<char *>self.obsbuf, self.obslen)
-        self.obslen = 0
-        return out
+        self.cache.watch = watch if observed is not None else 0
 
     cdef void _observe(self, const uint8_t *name, uint32_t namelen, int family,
-                       const uint8_t *addr) noexcept nogil:
-        cdef uint8_t *rec
-        cdef int prefix, full, i
-        if self.obslen + 18 + namelen > self.obscap:
-            self.obs_dropped += 1
-            return
-        rec = self.obsbuf + self.obslen
-        memset(rec, 0, 17)
-        rec[0] = family
+                       const uint8_t *addr, double now) noexcept nogil:
+        cdef uint8_t network[17]
+        cdef int prefix, full
+        memset(network, 0, 17)
+        network[0] = family
         prefix = self.obs_v4 if family == 4 else self.obs_v6
         full = prefix >> 3
-        memcpy(rec + 1, addr, full)
+        memcpy(network + 1, addr, full)
         if prefix & 7:
-            rec[1 + full] = addr[full] & ((0xFF << (8 - (prefix & 7))) & 0xFF)
-        rec[17] = namelen
-        memcpy(rec + 18, name, namelen)
-        self.obslen += 18 + namelen
+            network[1 + full] = addr[full] & ((0xFF << (8 - (prefix & 7))) & 0xFF)
+        self.observed.note(name, namelen, network, now)
 
     # -- dnstap (_tapbuf.pyx) -------------------------------------------------------------
 
@@ -854,8 +830,8 @@ cdef class FastPath:
             e.hits += 1
             if e.watch:
                 e.watch -= 1
-                if self.obsbuf != NULL and namelen:
-                    self._observe(<const uint8_t *>name, namelen, family, addr)
+                if self.observed is not None and namelen:
+                    self._observe(<const uint8_t *>name, namelen, family, addr, now)
             cache_touch(self.cache, e)
             slot.outlen = fill(e.body, e.bodylen, e.offsets, e.ttls, e.nttl, age, d, qend,
                                qflags, edns, do, limit, self.udp_size, e.ede, e.edelen, out)
@@ -866,8 +842,8 @@ cdef class FastPath:
             self.c_hits += 1
             return
         else:
-            if self.obsbuf != NULL and namelen:
-                self._observe(<const uint8_t *>name, namelen, family, addr)
+            if self.observed is not None and namelen:
+                self._observe(<const uint8_t *>name, namelen, family, addr, now)
             if self.core is None or not self.blocks.ready or namelen == 0:
                 slot.reason = R_MISS
                 return
