@@ -365,10 +365,15 @@ cdef class FastPath:
     # -- dnstap (_tapbuf.pyx) -------------------------------------------------------------
 
     def set_dnstap(self, bint query, bint response, int anonymize, bytes key, bytes prefix,
-                   size_t capacity):
-        """Write dnstap frames for every client exchange answered in C
-        (`TapBuffer.configure`)."""
-        self.tap.configure(query, response, anonymize, key, prefix, capacity)
+                   size_t capacity, bint forwarder_query=False, bint forwarder_response=False):
+        """Write dnstap frames for every client exchange answered in C, and for every
+        upstream exchange of the queries C forwards (`TapBuffer.configure`)."""
+        self.tap.configure(query, response, anonymize, key, prefix, capacity,
+                           forwarder_query, forwarder_response)
+
+    def set_dnstap_peer(self, int family, bytes address, int port, int protocol):
+        """The upstream C forwards to, for forwarder messages (`TapBuffer.set_peer`)."""
+        self.tap.set_peer(family, address, port, protocol)
 
     def take_tap(self):
         """(frames written since the last call, back to back; how many)."""
@@ -1081,7 +1086,7 @@ cdef class FastPath:
         cdef uint8_t *m
         cdef Pending *p
         cdef USock *u
-        cdef double now = mono_now()
+        cdef double now = mono_now(), wall
         for tries in range(MAX_USOCK):
             self.ucur = (self.ucur + 1) % MAX_USOCK
             if self.usock[self.ucur].fd >= 0 and self.usock[self.ucur].active:
@@ -1121,6 +1126,10 @@ cdef class FastPath:
             msgs[j].msg_hdr.msg_iov = &iovs[j]
             msgs[j].msg_hdr.msg_iovlen = 1
         sent = _send_all(u.fd, msgs, k)
+        if self.tap.fwd_on:
+            wall = wall_now()
+            for j in range(sent):
+                self.tap.forward(False, self.fwdbuf + j * FWD_SIZE, iovs[j].iov_len, wall, 0)
         for j in range(sent, k):
             p = &self.pend[idx[j]]
             u.ids[p.uid] = 0
@@ -1143,7 +1152,7 @@ cdef class FastPath:
         cdef Pending *p
         cdef USock *u = &self.usock[s]
         cdef bint same
-        cdef double lat
+        cdef double lat, wall = 0
         if u.fd < 0:
             return -1
         for i in range(VLEN):
@@ -1184,6 +1193,11 @@ cdef class FastPath:
                     self.c_up_garbage += 1
                 continue
             self._detach(idx)
+            if self.tap.fwd_on:
+                # The exchange as the upstream had it, whatever becomes of the answer.
+                if wall == 0:
+                    wall = wall_now()
+                self.tap.forward(True, d, len_, wall - (now - p.sent), wall)
             self.slots[i].code = idx
             self.slots[i].inlen = len_
             self.slots[i].verdict = TO_PYTHON

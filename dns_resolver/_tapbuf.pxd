@@ -12,6 +12,12 @@ cdef enum:
 cdef class TapBuffer:
     cdef readonly bint on  # CLIENT_QUERY or CLIENT_RESPONSE frames wanted
     cdef bint query, response
+    cdef readonly bint fwd_on  # FORWARDER_QUERY or FORWARDER_RESPONSE frames wanted
+    cdef bint fwd_query, fwd_response
+    cdef int peer_family, peer_protocol  # the upstream C forwards to (set_peer)
+    cdef uint8_t peer_addr[16]
+    cdef size_t peer_addrlen
+    cdef uint32_t peer_port
     cdef int anon          # as the query log's: truncate, hash, none
     cdef uint64_t k0, k1
     cdef uint8_t *buf
@@ -24,3 +30,5 @@ cdef class TapBuffer:
     cdef void write(self, const void *sa, int protocol, const uint8_t *q, uint32_t qlen,
                     const uint8_t *r, uint32_t rlen, const uint8_t *ede, uint32_t edelen,
                     double qwall, double rwall) noexcept nogil
+    cdef void forward(self, bint response, const uint8_t *m, uint32_t mlen, double qwall,
+                      double rwall) noexcept nogil

@@ -363,7 +363,8 @@ class App:
         self.dnstap = Dnstap(self.config.dnstap, self.config.querylog.anonymize)
         resolver.dnstap = self.dnstap
         if self.dnstap.forwarders:
-            resolver.forwarder.tap = self.dnstap
+            for forwarder in upstream_sets(resolver):
+                forwarder.tap = self.dnstap
         if self.metrics is not None:
             self.metrics.registry.register(self.dnstap)
         log.info("dnstap to %s", self.dnstap.target)
@@ -598,7 +599,8 @@ class App:
             store.close()
         resolver.take_settings(fresh)
         if self.dnstap is not None and self.dnstap.forwarders:
-            resolver.forwarder.tap = self.dnstap  # the new default set writes them too
+            for forwarder in upstream_sets(resolver):  # the new sets write them too
+                forwarder.tap = self.dnstap
         if self.server is not None:
             self.server.tcp_idle_timeout = config.server.tcp_idle_timeout
             if self.server.fast is not None:

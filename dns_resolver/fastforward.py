@@ -47,8 +47,9 @@ from collections.abc import Callable
 from typing import Any
 
 from dns_resolver import wire
+from dns_resolver.dnstap import PROTOCOLS, peer_address
 from dns_resolver.resolver import Pending
-from dns_resolver.upstream import EncryptedUpstream, UpstreamError
+from dns_resolver.upstream import TAP_PROTOCOLS, EncryptedUpstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,6 @@ class UpstreamPool:
         forwarder = getattr(resolver, "forwarder", None)
         if forwarder is None or not getattr(forwarder, "upstreams", None):
             return False
-        if getattr(forwarder, "tap", None) is not None:
-            return False  # dnstap's forwarder messages are written by Forwarder.exchange
         return forwarder.strategy == "failover" or len(forwarder.upstreams) == 1
 
     def start(self) -> None:
@@ -238,6 +237,12 @@ class UpstreamPool:
         self.upstream = first
         if first is None:
             return
+        if self.forwarder.tap is not None:
+            # dnstap's forwarder messages of C's queries name this upstream (the relay's
+            # queries too: they are its DoT or DoH exchanges).
+            family, address = peer_address(first.host)
+            protocol = PROTOCOLS[TAP_PROTOCOLS.get(first.transport, "udp")]
+            self.fp.set_dnstap_peer(family, address, first.port, protocol)
         for _ in range(POOL_SIZE):
             self._open()
         self._next_rotation = now + ROTATE_SECONDS

@@ -39,6 +39,10 @@ _RECV_SIZE = 65535
 _TLS_FAILURES = frozenset({"certificate", "tls"})  # logged as warnings: not passing troubles
 
 
+# dnstap's SocketProtocol of an encrypted upstream's transport (plain DNS: UDP or TCP).
+TAP_PROTOCOLS = {"tls": "dot", "https": "doh"}
+
+
 class UpstreamObserver(Protocol):
     """The events the forwarder reports (`dns_resolver.metrics.Metrics` has these)."""
 
@@ -343,8 +347,10 @@ class Forwarder:
         tcp = bool(response[2] & (wire.TC >> 8)) and not upstream.encrypted
         if tcp:
             response = await self._tcp(upstream, message, qid, query.question)
-        if self.tap is not None:
-            self.tap.forwarder(message, response, upstream.host, upstream.port, tcp, sent)
+        # C wrote the messages of its own exchange (udp_response); TCP after it is ours.
+        if self.tap is not None and (udp_response is None or tcp):
+            protocol = TAP_PROTOCOLS.get(upstream.transport, "tcp" if tcp else "udp")
+            self.tap.forwarder(message, response, upstream.host, upstream.port, protocol, sent)
         rcode = wire.rcode_of(response)
         if rcode in _BAD_RCODES:
             kind = "refused" if rcode == wire.REFUSED else "servfail"
