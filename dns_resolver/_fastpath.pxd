@@ -31,6 +31,7 @@ cdef struct Pending:
     # A client query forwarded upstream from C, until its answer or timeout.
     double started         # when the client's batch was received
     double sent
+    double sent_wall       # the same, wall clock (dnstap's forwarder messages only)
     uint64_t hash          # of the cache key
     int fd                 # the listener the client asked on (the answer leaves by it)
     int usock              # upstream socket slot; -1 when the entry is free

@@ -1129,6 +1129,7 @@ cdef class FastPath:
         if self.tap.fwd_on:
             wall = wall_now()
             for j in range(sent):
+                self.pend[idx[j]].sent_wall = wall
                 self.tap.forward(False, self.fwdbuf + j * FWD_SIZE, iovs[j].iov_len, wall, 0)
         for j in range(sent, k):
             p = &self.pend[idx[j]]
@@ -1197,7 +1198,7 @@ cdef class FastPath:
                 # The exchange as the upstream had it, whatever becomes of the answer.
                 if wall == 0:
                     wall = wall_now()
-                self.tap.forward(True, d, len_, wall - (now - p.sent), wall)
+                self.tap.forward(True, d, len_, p.sent_wall, wall)
             self.slots[i].code = idx
             self.slots[i].inlen = len_
             self.slots[i].verdict = TO_PYTHON

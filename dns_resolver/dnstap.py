@@ -198,8 +198,12 @@ def tap_address(host: str, mode: str, key: bytes) -> tuple[int, bytes]:
 
 
 def peer_address(host: str) -> tuple[int, bytes]:
-    """(socket family, packed address) of an upstream as forwarder messages name it."""
-    ip = ipaddress.ip_address(host)
+    """(socket family, packed address) of an upstream as forwarder messages name it; no
+    address for a host name (a DoH upstream before its bootstrap answered)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return INET, b""
     return (INET if ip.version == 4 else INET6), ip.packed
 
 

@@ -89,6 +89,7 @@ class UpstreamPool:
         self._timer: asyncio.TimerHandle | None = None
         self._next_rotation = 0.0
         self._answered = 0
+        self._tapped_host: str | None = None  # the upstream host C's dnstap frames name
 
     @staticmethod
     def usable(resolver: Any) -> bool:
@@ -237,15 +238,21 @@ class UpstreamPool:
         self.upstream = first
         if first is None:
             return
-        if self.forwarder.tap is not None:
-            # dnstap's forwarder messages of C's queries name this upstream (the relay's
-            # queries too: they are its DoT or DoH exchanges).
-            family, address = peer_address(first.host)
-            protocol = PROTOCOLS[TAP_PROTOCOLS.get(first.transport, "udp")]
-            self.fp.set_dnstap_peer(family, address, first.port, protocol)
+        self._tap_peer(first)
         for _ in range(POOL_SIZE):
             self._open()
         self._next_rotation = now + ROTATE_SECONDS
+
+    def _tap_peer(self, upstream: Any) -> None:
+        """dnstap's forwarder messages of C's queries name `upstream` (the relay's queries
+        too: they are its DoT or DoH exchanges). A DoH upstream's address is known once
+        its bootstrap answered, so the relay calls this again."""
+        if self.forwarder.tap is None or upstream.host == self._tapped_host:
+            return
+        self._tapped_host = upstream.host
+        family, address = peer_address(upstream.host)
+        protocol = PROTOCOLS[TAP_PROTOCOLS.get(upstream.transport, "udp")]
+        self.fp.set_dnstap_peer(family, address, upstream.port, protocol)
 
     def _now(self) -> float:
         assert self._loop is not None
@@ -389,6 +396,7 @@ class _Relayed:
         self.question = question
 
     def answered(self, answer: bytes) -> None:
+        self.pool._tap_peer(self.upstream)
         # A pipelined DoT query may have gone with another ID: C matches on its own.
         with contextlib.suppress(OSError):  # released meanwhile, or C's buffer full
             self.relay.send(self.message[:2] + answer[2:])
