@@ -179,6 +179,8 @@ class App:
         self.use_reloader = bool(config.server.data_dir)
         self.reloader: Any = None  # listsync.reloader.ListReloader while serving
         self.reuse_port = False  # set by workers.py: the workers share the port
+        # Set by workers.py: how newly observed domains reach the worker that counts them.
+        self.leads_link: Any = None
         self.on_started: Callable[[App], None] | None = None  # workers.py reports ports
         self.metrics: Any = None
         self.metrics_server: Any = None
@@ -307,7 +309,9 @@ class App:
         if self.config.observed.enabled:
             from dns_resolver.observed import start_observer
 
-            self.observer = start_observer(self.config, self.resolver, self.server.fast, self.admin)
+            self.observer = start_observer(
+                self.config, self.resolver, self.server.fast, self.admin, self.leads_link
+            )
         if self.reloader is not None:
             # Refresh timers only once clients are served: the first pass may download.
             self.reloader.start()

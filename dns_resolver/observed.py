@@ -28,11 +28,11 @@ the cache) are not tracked.
   CNAME targets and addresses that a list places in a category (`inspect.inspect_answer`
   on a fresh upstream answer); a look-alike (edit distance 1) of a host a reviewer blocked.
 
-Each worker process keeps its own filters and candidates (SO_REUSEPORT spreads clients by
-address, so one client's queries stay in one worker): nothing is locked or shared per
-query. The price: with N workers a domain's clients are split N ways, so `min_clients`
-counts per worker, and a domain may be new once per worker; the queue merges a lead raised
-twice into one item.
+Each worker process keeps its own filters (nothing is locked or shared per query). With
+`server.workers > 1` the candidates are counted in one place: the other workers send their
+records (the small stream of newly observed domains and candidates' queries) to worker 0
+over a Unix datagram socket the supervisor made before forking (`LeadsLink`), and worker 0's
+tracker counts every worker's client networks, reviews and raises the leads.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -329,15 +330,64 @@ def upstream_lookup(forwarder: Any) -> Callable[[str], Awaitable[bytes | None]]:
     return lookup
 
 
+LINK_DATAGRAM = 32 << 10  # bytes of records per datagram between workers (whole records)
+LINK_RCVBUF = 4 << 20  # the counting worker's socket buffer, between two drains
+
+
+def leads_sockets() -> tuple[socket.socket, socket.socket]:
+    """The supervisor's pair, before forking: (the counting worker's inbox, the others'
+    outbox)."""
+    inbox, outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for sock in (inbox, outbox):
+        sock.setblocking(False)
+    with contextlib.suppress(OSError):  # capped by net.core.rmem_max: best effort
+        inbox.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LINK_RCVBUF)
+    return inbox, outbox
+
+
+class LeadsLink:
+    """A worker's end of the records' way to the worker that counts them (`owner`)."""
+
+    def __init__(self, owner: bool, inbox: socket.socket, outbox: socket.socket) -> None:
+        self.owner = owner
+        self.inbox = inbox
+        self.outbox = outbox
+        self.dropped = 0  # records' datagrams the counting worker had no room for
+
+    def send(self, records: bytes) -> None:
+        """Send `records` to the counting worker, cut between records."""
+        pos, end = 0, len(records)
+        while pos < end:
+            stop = pos
+            while stop < end and stop - pos + 20 + records[stop + 17] <= LINK_DATAGRAM:
+                stop += 20 + records[stop + 17]
+            try:
+                self.outbox.send(records[pos:stop])
+            except OSError:  # full (the owner is behind) or gone (it restarts)
+                self.dropped += 1
+            pos = stop
+
+    def receive(self) -> Iterator[bytes]:
+        """The records the other workers sent since the last call."""
+        while True:
+            try:
+                yield self.inbox.recv(LINK_DATAGRAM)
+            except OSError:  # empty
+                return
+
+
 class Observer:
     """Drains the fast path's records into a `Tracker` and reviews it, on the loop.
 
     Args:
         tracker: the worker's tracker.
+        link: with several workers, the way to the one that counts (None: this one).
     """
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker: Tracker, link: LeadsLink | None = None) -> None:
         self.tracker = tracker
+        self.link = link
+        self.counts = link is None or link.owner  # this worker holds the candidates
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -352,7 +402,15 @@ class Observer:
             self._task = None
 
     def drain(self) -> None:
-        self.tracker.feed(self.tracker.filters.take())
+        records = self.tracker.filters.take()
+        if not self.counts:
+            assert self.link is not None
+            self.link.send(records)
+            return
+        self.tracker.feed(records)
+        if self.link is not None:
+            for chunk in self.link.receive():
+                self.tracker.feed(chunk)
 
     def collect(self) -> Iterator[Any]:
         """Prometheus families of the tracking (a `Metrics` registry collector)."""
@@ -363,8 +421,9 @@ class Observer:
             ("filterdns_observed_records", "Misses (and new entries' first hits) tracked.",
              tracker.misses),
             ("filterdns_observed_domains", "Newly observed registrable domains.", tracker.new),
-            ("filterdns_observed_dropped", "Records dropped: the C buffer was full.",
-             tracker.filters.dropped),
+            ("filterdns_observed_dropped",
+             "Records dropped: the C buffer, or the counting worker's socket, was full.",
+             tracker.filters.dropped + (self.link.dropped if self.link is not None else 0)),
             ("filterdns_leads_raised", "Leads put in the review queue.", tracker.raised),
             ("filterdns_leads_without_signal",
              "Candidates that earned attention but had no signal (require_signal).",
@@ -384,14 +443,18 @@ class Observer:
             await asyncio.sleep(DRAIN_SECONDS)
             try:
                 self.drain()
-                await self.tracker.review()
+                if self.counts:
+                    await self.tracker.review()
             except Exception:  # the next round must still run whatever this one met
                 log.exception("newly observed domains: a round failed")
 
 
-def start_observer(config: Any, resolver: Any, fast: Any, admin: Any) -> Observer:
+def start_observer(
+    config: Any, resolver: Any, fast: Any, admin: Any, link: LeadsLink | None = None
+) -> Observer:
     """The worker's `Observer` for `config` (`[observed]` enabled): C records misses from
-    now on; leads go to `admin`'s queue when the admin API runs here."""
+    now on; leads go to `admin`'s queue when the admin API runs here. With `link` (several
+    workers) the records go to, or come from, the other workers."""
     leads = config.leads
     fp = fast.fp if fast is not None else None
     raise_lead = None
@@ -413,7 +476,7 @@ def start_observer(config: Any, resolver: Any, fast: Any, admin: Any) -> Observe
             tracker.filters, leads.ipv4_prefix, leads.ipv6_prefix,
             NETWORKS_KEPT * leads.min_clients,
         )
-    observer = Observer(tracker)
+    observer = Observer(tracker, link)
     if resolver.metrics is not None:
         resolver.metrics.registry.register(observer)
     observer.start()
