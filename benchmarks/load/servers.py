@@ -27,6 +27,7 @@ from benchmarks.load import data
 
 TOOLS = ("dnsperf", "nsd", "unbound", "dnsmasq", "dnsdist")
 START_TIMEOUT = 180.0  # seconds; 5M-entry lists take a while to load in some peers
+DNSTAP_ALL = ("client_query", "client_response", "forwarder_query", "forwarder_response")
 
 
 def missing_tools(names: tuple[str, ...] = TOOLS) -> list[str]:
@@ -393,7 +394,7 @@ class Filterdns(Server):
         self, *args: object, workers: int = 1, snapshot: Path | None = None,
         querylog: bool = False, tls: TlsUpstream | None = None, ratelimit: bool = False,
         dnstap: bool = False, sink_cpus: str | None = None, observed: bool = False,
-        console: bool = False, **kwargs: object,
+        console: bool = False, dnstap_messages: tuple[str, ...] = (), **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.workers = workers
@@ -402,6 +403,7 @@ class Filterdns(Server):
         self.tls = tls
         self.ratelimit = ratelimit
         self.dnstap = dnstap
+        self.dnstap_messages = dnstap_messages  # default: [dnstap]'s (the client's two)
         self.sink_cpus = sink_cpus
         self.sink: DnstapSink | None = None
         self.observed = observed
@@ -414,7 +416,10 @@ class Filterdns(Server):
         if self.dnstap:
             sock = self.workdir / "dnstap.sock"
             self.sink = DnstapSink(sock, cpus=self.sink_cpus)
-            tail += f'[dnstap]\nsocket = "{sock}"\n\n'
+            tail += f'[dnstap]\nsocket = "{sock}"\n'
+            if self.dnstap_messages:
+                tail += f"messages = {list(self.dnstap_messages)}\n".replace("'", '"')
+            tail += "\n"
         if self.querylog:
             tail += (
                 f'[querylog]\nenabled = true\npath = "{self.workdir / "queries.jsonl"}"\n'
