@@ -89,7 +89,7 @@ class UpstreamPool:
         self._timer: asyncio.TimerHandle | None = None
         self._next_rotation = 0.0
         self._answered = 0
-        self._tapped_host: str | None = None  # the upstream host C's dnstap frames name
+        self._tapped: tuple[str, int, str] | None = None  # the upstream C's dnstap frames name
 
     @staticmethod
     def usable(resolver: Any) -> bool:
@@ -247,9 +247,10 @@ class UpstreamPool:
         """dnstap's forwarder messages of C's queries name `upstream` (the relay's queries
         too: they are its DoT or DoH exchanges). A DoH upstream's address is known once
         its bootstrap answered, so the relay calls this again."""
-        if self.forwarder.tap is None or upstream.host == self._tapped_host:
+        named = (upstream.host, upstream.port, upstream.transport)
+        if self.forwarder.tap is None or named == self._tapped:
             return
-        self._tapped_host = upstream.host
+        self._tapped = named
         family, address = peer_address(upstream.host)
         protocol = PROTOCOLS[TAP_PROTOCOLS.get(upstream.transport, "udp")]
         self.fp.set_dnstap_peer(family, address, upstream.port, protocol)
