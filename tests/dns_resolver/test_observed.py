@@ -11,7 +11,16 @@ from typing import Any
 
 import pytest
 
-from dns_resolver.observed import BloomPair, Lead, Tracker, lookalike, registrable
+from dns_resolver.observed import (
+    LINK_DATAGRAM,
+    BloomPair,
+    Lead,
+    LeadsLink,
+    Tracker,
+    leads_sockets,
+    lookalike,
+    registrable,
+)
 from fdconfig.leads import LeadsConfig
 from fdconfig.observed import ObservedConfig
 from filtercore import ListSpec, Matcher
@@ -261,3 +270,26 @@ def test_c_records_a_new_domain_and_a_candidates_queries_with_networks_not_addre
         run(lambda: fp.set_observe(None, 24, 48))
         assert query(port, TestZone.MAIL).rcode() == 0
         assert filters.noted == 7
+
+
+def test_records_between_workers_arrive_whole_and_are_counted_once() -> None:
+    inbox, outbox = leads_sockets()
+    try:
+        sender = BloomPair(1 << 16, 0.01, 3600.0)
+        sender.records(1 << 20, 100, 600.0, 5000)
+        for i in range(3000):  # more than one datagram's worth of new domains
+            sender.observe(f"www.new{i}.com".encode(), bytes([4, 10, 0, i >> 8, i & 0xFF]) +
+                           bytes(12), 1.0)
+        records = sender.take()
+        assert len(records) > LINK_DATAGRAM
+        LeadsLink(False, inbox, outbox).send(records)
+        tracker = _tracker(None, Clock(), [])
+        chunks = list(LeadsLink(True, inbox, outbox).receive())
+        assert len(chunks) > 1 and b"".join(chunks) == records
+        for chunk in chunks:
+            tracker.feed(chunk)
+        assert tracker.new == 3000 and len(tracker.candidates) == 3000
+        assert all(len(c.networks) == 1 for c in tracker.candidates.values())
+    finally:
+        inbox.close()
+        outbox.close()
