@@ -49,6 +49,12 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension(
+        "dns_resolver._observed",
+        ["dns_resolver/_observed.pyx"],
+        include_dirs=["filtercore"],  # _siphash.h
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
         "dns_resolver._fastpath",
         ["dns_resolver/_fastpath.pyx"],
         include_dirs=["filtercore", "dns_resolver"],  # _siphash.h, _subtable.h

@@ -58,12 +58,6 @@ def read_domains(path: Path) -> list[str]:
             if line.strip() and not line.startswith("#")]
 
 
-def record(name: str, network: int) -> bytes:
-    """One record as `FastPath.take_observed` writes it (an IPv4 /24 network)."""
-    packed = bytes([4]) + network.to_bytes(3, "big") + bytes(13)
-    return packed + bytes([len(name)]) + name.encode()
-
-
 def build(ut1: Path, rng: random.Random, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     new_white = sorted({d for c in WHITE for d in read_domains(ut1 / c / "domains")})
     background = [d for c in BACKGROUND for d in read_domains(ut1 / c / "domains")]
@@ -100,7 +94,9 @@ def clients(rng: random.Random, cap: int) -> int:
     return min(cap, int(rng.paretovariate(1.1)))
 
 
-def stream(parts: dict[str, Any], rng: random.Random, networks: int) -> tuple[list[bytes], dict]:
+def stream(
+    parts: dict[str, Any], rng: random.Random, networks: int
+) -> tuple[list[tuple[str, int]], dict]:
     origin: dict[str, str] = {}
     events: list[tuple[str, int]] = []
     new = [(d, "benign") for d in parts["new_white"]]
@@ -112,7 +108,7 @@ def stream(parts: dict[str, Any], rng: random.Random, networks: int) -> tuple[li
     known = parts["known"]
     events += [(f"www.{rng.choice(known)}", rng.randrange(networks)) for _ in range(len(events))]
     rng.shuffle(events)
-    return [record(name, network) for name, network in events], origin
+    return events, origin
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,11 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     for domain in parts["known"]:  # the days before the window
         tracker.filters.add(registrable(domain) or domain)
     records, origin = stream(parts, rng, args.networks)
-    batch = 4096
-    chunks = [b"".join(records[i : i + batch]) for i in range(0, len(records), batch)]
     started = time.process_time()  # CPU time: the machine may be shared
-    for chunk in chunks:
-        tracker.feed(chunk)
+    for name, network in records:
+        tracker.observe(name, network)
     fed = time.process_time() - started
     asyncio.run(tracker.review())
     by_signal = Counter(s["signal"] for lead in raised for s in lead.evidence["signals"])

@@ -12,12 +12,16 @@
 #include <string.h>
 
 typedef struct {
-    int type;                 /* Message.Type: 5 CLIENT_QUERY, 6 CLIENT_RESPONSE */
+    int type;                 /* Message.Type: 5 CLIENT_QUERY, 6 CLIENT_RESPONSE,
+                                 7 FORWARDER_QUERY, 8 FORWARDER_RESPONSE */
     int family;               /* SocketFamily: 1 INET, 2 INET6 */
-    int protocol;             /* SocketProtocol: 1 UDP */
-    const uint8_t *addr;      /* query_address (4 or 16 bytes) */
+    int protocol;             /* SocketProtocol: 1 UDP, 2 TCP, 3 DOT, 4 DOH */
+    int peer;                 /* addr/port are the responder's (response_address/_port:
+                                 the upstream of a forwarder message), else the client's */
+    const uint8_t *addr;      /* query_address or response_address (4 or 16 bytes; none
+                                 when addrlen is 0) */
     size_t addrlen;
-    uint32_t port;            /* query_port */
+    uint32_t port;            /* query_port or response_port */
     uint64_t qsec;            /* query_time_sec / _nsec */
     uint32_t qnsec;
     const uint8_t *query;     /* query_message, or NULL */
@@ -85,8 +89,10 @@ static inline size_t fd_message(uint8_t *out, const fd_tap_msg *m) {
     n += fd_uint(out ? out + n : NULL, 0x08, (uint64_t)m->type);
     n += fd_uint(out ? out + n : NULL, 0x10, (uint64_t)m->family);
     n += fd_uint(out ? out + n : NULL, 0x18, (uint64_t)m->protocol);
-    n += fd_bytes(out ? out + n : NULL, 0x22, m->addr, m->addrlen);
-    n += fd_uint(out ? out + n : NULL, 0x30, m->port);
+    if (m->addrlen) {
+        n += fd_bytes(out ? out + n : NULL, m->peer ? 0x2A : 0x22, m->addr, m->addrlen);
+        n += fd_uint(out ? out + n : NULL, m->peer ? 0x38 : 0x30, m->port);
+    }
     n += fd_time(out ? out + n : NULL, 0x40, m->qsec, m->qnsec);
     if (m->query) n += fd_bytes(out ? out + n : NULL, 0x52, m->query, m->querylen);
     if (m->response) {

@@ -6,6 +6,7 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, 
 from dns_resolver._blocks cimport MAX_BLOCK_KEYS, BlockAnswers
 from dns_resolver._cache cimport MAX_KEY, MAX_RECORDS, AnswerCache, Entry
 from dns_resolver._net cimport Net, in_net
+from dns_resolver._observed cimport Observed
 from dns_resolver._querylog cimport LogBuffer
 from dns_resolver._ratelimit cimport RateLimiter
 from dns_resolver._subtable cimport SubscriberTable, sub_header
@@ -55,6 +56,7 @@ cdef struct Pending:
     # A client query forwarded upstream from C, until its answer or timeout.
     double started         # when the client's batch was received
     double sent
+    double sent_wall       # the same, wall clock (dnstap's forwarder messages only)
     uint64_t hash          # of the cache key
     int fd                 # the listener the client asked on (the answer leaves by it)
     int usock              # upstream socket slot; -1 when the entry is free
@@ -155,11 +157,9 @@ cdef class FastPath:
     cdef int rndpos
     cdef uint8_t *fwdbuf
     # newly observed domains (set_observe, issue 17): miss names and client networks
-    # (masked here: addresses never leave C), drained by take_observed()
-    cdef uint8_t *obsbuf
-    cdef size_t obslen, obscap
+    # (masked here: addresses never leave C) go to the Observed filters
+    cdef Observed observed
     cdef int obs_v4, obs_v6    # network prefixes kept of a client address
-    cdef readonly uint64_t obs_dropped
     # counters, read and zeroed by counters()
     cdef uint64_t c_cached[NTRANSPORT][NQTYPE]
     cdef uint64_t c_blocked[NTRANSPORT][NQTYPE]
@@ -215,7 +215,7 @@ cdef class FastPath:
     cdef int _route(self, int policy, const char *name, uint32_t n) noexcept nogil
     cdef bint _allowed(self, int family, const uint8_t *addr) noexcept nogil
     cdef void _observe(self, const uint8_t *name, uint32_t namelen, int family,
-                       const uint8_t *addr) noexcept nogil
+                       const uint8_t *addr, double now) noexcept nogil
     cdef bint _limited(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
                        Slot *slot, double now, bint tcp) noexcept nogil
     cdef uint32_t _any_answer(self, const uint8_t *d, uint32_t qend, uint16_t qflags,

@@ -195,7 +195,6 @@ cdef class FastPath:
         free(self.outbuf)
         free(self.hosts)
         free(self.fwdbuf)
-        free(self.obsbuf)
         free(self.pend)
         free(self.free_pend)
         for i in range(MAX_USOCK):
@@ -370,63 +369,46 @@ cdef class FastPath:
         return self.log.dropped
     # -- newly observed domains (dns_resolver.observed) ---------------------------------
 
-    def set_observe(self, size_t capacity, int v4_prefix, int v6_prefix, uint32_t watch=0):
-        """Record every cache miss's name and client network (the address cut to
-        `v4_prefix`/`v6_prefix` bits) in a buffer of `capacity` bytes, for
-        take_observed(); capacity 0 stops recording. A full buffer drops (counted).
+    def set_observe(self, Observed observed, int v4_prefix, int v6_prefix,
+                    uint32_t watch=0):
+        """Hand every cache miss's name and client network (the address cut to
+        `v4_prefix`/`v6_prefix` bits) to `observed` (None stops), which keeps the records
+        Python takes.
 
-        A cache entry stored from now on also records its first `watch` hits: the
+        A cache entry stored from now on also passes on its first `watch` hits: the
         clients of a new domain are counted though most of them hit the cache, and an
         entry costs one untaken branch per hit after that."""
-        free(self.obsbuf)
-        self.obsbuf = NULL
-        self.obslen = 0
-        self.obscap = 0
-        if capacity:
-            self.obsbuf = <uint8_t *>malloc(capacity)
-            if self.obsbuf == NULL:
-                raise MemoryError()
-            self.obscap = capacity
+        self.observed = observed
         self.obs_v4 = max(0, min(v4_prefix, 32))
         self.obs_v6 = max(0, min(v6_prefix, 128))
-        self.cache.watch = watch if capacity else 0
-
-    def take_observed(self):
-        """The records since the last call: per miss, family (1 byte: 4 or 6), network
-        (16 bytes), name length (1 byte), the lower-case dotted name."""
-        cdef bytes out
-        if self.obslen == 0:
-            return b""
-        out = PyBytes_FromStringAndSize(<char *>self.obsbuf, self.obslen)
-        self.obslen = 0
-        return out
+        self.cache.watch = watch if observed is not None else 0
 
     cdef void _observe(self, const uint8_t *name, uint32_t namelen, int family,
-                       const uint8_t *addr) noexcept nogil:
-        cdef uint8_t *rec
-        cdef int prefix, full, i
-        if self.obslen + 18 + namelen > self.obscap:
-            self.obs_dropped += 1
-            return
-        rec = self.obsbuf + self.obslen
-        memset(rec, 0, 17)
-        rec[0] = family
+                       const uint8_t *addr, double now) noexcept nogil:
+        cdef uint8_t network[17]
+        cdef int prefix, full
+        memset(network, 0, 17)
+        network[0] = family
         prefix = self.obs_v4 if family == 4 else self.obs_v6
         full = prefix >> 3
-        memcpy(rec + 1, addr, full)
+        memcpy(network + 1, addr, full)
         if prefix & 7:
-            rec[1 + full] = addr[full] & ((0xFF << (8 - (prefix & 7))) & 0xFF)
-        rec[17] = namelen
-        memcpy(rec + 18, name, namelen)
-        self.obslen += 18 + namelen
+            network[1 + full] = addr[full] & ((0xFF << (8 - (prefix & 7))) & 0xFF)
+        self.observed.note(name, namelen, network, now)
 
     # -- dnstap (_tapbuf.pyx) -------------------------------------------------------------
 
     def set_dnstap(self, bint query, bint response, int anonymize, bytes key, bytes prefix,
-                   size_t capacity):
-        """Write dnstap frames for every client exchange answered in C
-        (`TapBuffer.configure`)."""
-        self.tap.configure(query, response, anonymize, key, prefix, capacity)
+                   size_t capacity, bint forwarder_query=False, bint forwarder_response=False):
+        """Write dnstap frames for every client exchange answered in C, and for every
+        upstream exchange of the queries C forwards (`TapBuffer.configure`)."""
+        self.tap.configure(query, response, anonymize, key, prefix, capacity,
+                           forwarder_query, forwarder_response)
+
+    def set_dnstap_peer(self, int uset, int family, bytes address, int port, int protocol):
+        """The upstream C forwards upstream set `uset` to, for forwarder messages
+        (`TapBuffer.set_peer`)."""
+        self.tap.set_peer(uset, family, address, port, protocol)
 
     def take_tap(self):
         """(frames written since the last call, back to back; how many)."""
@@ -935,8 +917,8 @@ cdef class FastPath:
             e.hits += 1
             if e.watch:
                 e.watch -= 1
-                if self.obsbuf != NULL and namelen:
-                    self._observe(<const uint8_t *>name, namelen, family, addr)
+                if self.observed is not None and namelen:
+                    self._observe(<const uint8_t *>name, namelen, family, addr, now)
             cache_touch(self.cache, e)
             slot.outlen = fill(e.body, e.bodylen, e.offsets, e.ttls, e.nttl, age, d, qend,
                                qflags, edns, do, limit, self.udp_size, e.ede, e.edelen, out)
@@ -947,8 +929,8 @@ cdef class FastPath:
             self.c_hits += 1
             return
         else:
-            if self.obsbuf != NULL and namelen:
-                self._observe(<const uint8_t *>name, namelen, family, addr)
+            if self.observed is not None and namelen:
+                self._observe(<const uint8_t *>name, namelen, family, addr, now)
             if self.core is None or not self.blocks.ready or namelen == 0:
                 slot.reason = R_MISS
                 return
@@ -1207,7 +1189,7 @@ cdef class FastPath:
         cdef uint8_t *m
         cdef Pending *p
         cdef USock *u
-        cdef double now = mono_now()
+        cdef double now = mono_now(), wall
         cdef int cur = self.ucur[uset]
         for tries in range(self.nusock):
             cur = (cur + 1) % self.nusock
@@ -1250,6 +1232,12 @@ cdef class FastPath:
             msgs[j].msg_hdr.msg_iov = &iovs[j]
             msgs[j].msg_hdr.msg_iovlen = 1
         sent = _send_all(u.fd, msgs, k)
+        if self.tap.fwd_on:
+            wall = wall_now()
+            for j in range(sent):
+                self.pend[idx[j]].sent_wall = wall
+                self.tap.forward(uset, False, self.fwdbuf + j * FWD_SIZE, iovs[j].iov_len,
+                                 wall, 0)
         for j in range(sent, k):
             p = &self.pend[idx[j]]
             u.ids[p.uid] = 0
@@ -1272,7 +1260,7 @@ cdef class FastPath:
         cdef Pending *p
         cdef USock *u = &self.usock[s]
         cdef bint same
-        cdef double lat
+        cdef double lat, wall = 0
         if u.fd < 0:
             return -1
         for i in range(VLEN):
@@ -1313,6 +1301,11 @@ cdef class FastPath:
                     self.c_up_garbage[u.uset] += 1
                 continue
             self._detach(idx)
+            if self.tap.fwd_on:
+                # The exchange as the upstream had it, whatever becomes of the answer.
+                if wall == 0:
+                    wall = wall_now()
+                self.tap.forward(u.uset, True, d, len_, p.sent_wall, wall)
             self.slots[i].code = idx
             self.slots[i].inlen = len_
             self.slots[i].verdict = TO_PYTHON

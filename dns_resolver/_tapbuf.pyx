@@ -18,6 +18,7 @@ cdef extern from "_dnstap.h" nogil:
         int type
         int family
         int protocol
+        int peer
         const uint8_t *addr
         size_t addrlen
         uint32_t port
@@ -45,13 +46,15 @@ cdef class TapBuffer:
         free(self.buf)
 
     def configure(self, bint query, bint response, int anonymize, bytes key, bytes prefix,
-                  size_t capacity):
+                  size_t capacity, bint forwarder_query=False, bint forwarder_response=False):
         """Write frames for every client exchange answered in C into a buffer of
         `capacity` bytes (the first call sizes it) that `take` drains; frames that do not
         fit are counted in `dropped`.
 
         Args:
             query, response: write CLIENT_QUERY, CLIENT_RESPONSE.
+            forwarder_query, forwarder_response: write FORWARDER_QUERY and
+                FORWARDER_RESPONSE for the queries C forwards (to the `set_peer` upstream).
             anonymize: as the query log's: 0 truncate, 1 hash (keyed with `key`), 2 none.
             prefix: the encoded `Dnstap.identity` and `.version` fields.
         """
@@ -70,6 +73,23 @@ cdef class TapBuffer:
         self.query = query
         self.response = response
         self.on = query or response
+        self.fwd_query = forwarder_query
+        self.fwd_response = forwarder_response
+        self.fwd_on = forwarder_query or forwarder_response
+
+    def set_peer(self, int peer, int family, bytes address, int port, int protocol):
+        """The upstream C forwards upstream set `peer`'s queries to, as forwarder messages
+        name it: SocketFamily `family`, `address` packed (4 or 16 bytes, or empty: not an
+        address), `port`, SocketProtocol `protocol`."""
+        if len(address) not in (0, 4, 16):
+            raise ValueError("dnstap: an upstream address is 4 or 16 bytes")
+        if not 0 <= peer < TAP_PEERS:
+            raise ValueError(f"dnstap: upstream set {peer} is not 0..{TAP_PEERS - 1}")
+        self.peer_family[peer] = family
+        memcpy(self.peer_addr[peer], PyBytes_AS_STRING(address), len(address))
+        self.peer_addrlen[peer] = len(address)
+        self.peer_port[peer] = port
+        self.peer_protocol[peer] = protocol
 
     def take(self):
         """(frames written since the last call, back to back; how many)."""
@@ -153,6 +173,40 @@ cdef class TapBuffer:
                 m.valuelen = qend - 12
         n = fd_tap_frame(self.buf + self.len, self.cap - self.len,
                          self.prefix, self.prefixlen, &m)
+        if n == 0:
+            self.dropped += 1
+        self.len += n
+        self.count += n != 0
+
+    cdef void forward(self, int peer, bint response, const uint8_t *m, uint32_t mlen,
+                      double qwall, double rwall) noexcept nogil:
+        """A FORWARDER_QUERY (query `m` sent at `qwall`) or FORWARDER_RESPONSE (answer `m`
+        received at `rwall`) frame of an exchange with upstream set `peer`'s `set_peer`
+        upstream."""
+        cdef fd_tap_msg t
+        cdef size_t n
+        if not (self.fwd_response if response else self.fwd_query):
+            return
+        memset(&t, 0, sizeof(t))
+        t.type = 8 if response else 7
+        t.family = self.peer_family[peer]
+        t.protocol = self.peer_protocol[peer]
+        t.peer = 1
+        t.addr = self.peer_addr[peer]
+        t.addrlen = self.peer_addrlen[peer]
+        t.port = self.peer_port[peer]
+        t.qsec = <uint64_t>qwall
+        t.qnsec = <uint32_t>((qwall - <double>t.qsec) * 1e9)
+        if response:
+            t.rsec = <uint64_t>rwall
+            t.rnsec = <uint32_t>((rwall - <double>t.rsec) * 1e9)
+            t.response = m
+            t.responselen = mlen
+        else:
+            t.query = m
+            t.querylen = mlen
+        n = fd_tap_frame(self.buf + self.len, self.cap - self.len, self.prefix,
+                         self.prefixlen, &t)
         if n == 0:
             self.dropped += 1
         self.len += n

@@ -181,6 +181,8 @@ class App:
         self.use_reloader = bool(config.server.data_dir)
         self.reloader: Any = None  # listsync.reloader.ListReloader while serving
         self.reuse_port = False  # set by workers.py: the workers share the port
+        # Set by workers.py: how newly observed domains reach the worker that counts them.
+        self.leads_link: Any = None
         self.on_started: Callable[[App], None] | None = None  # workers.py reports ports
         self.metrics: Any = None
         self.metrics_server: Any = None
@@ -328,7 +330,9 @@ class App:
         if self.config.observed.enabled:
             from dns_resolver.observed import start_observer
 
-            self.observer = start_observer(self.config, self.resolver, self.server.fast, self.admin)
+            self.observer = start_observer(
+                self.config, self.resolver, self.server.fast, self.admin, self.leads_link
+            )
         if self.reloader is not None:
             # Refresh timers only once clients are served: the first pass may download.
             self.reloader.start()
@@ -389,7 +393,8 @@ class App:
         self.dnstap = Dnstap(self.config.dnstap, self.config.querylog.anonymize)
         resolver.dnstap = self.dnstap
         if self.dnstap.forwarders:
-            resolver.forwarder.tap = self.dnstap
+            for forwarder in upstream_sets(resolver):
+                forwarder.tap = self.dnstap
         if self.metrics is not None:
             self.metrics.registry.register(self.dnstap)
         log.info("dnstap to %s", self.dnstap.target)
@@ -634,7 +639,8 @@ class App:
             store.close()
         resolver.take_settings(fresh)
         if self.dnstap is not None and self.dnstap.forwarders:
-            resolver.forwarder.tap = self.dnstap  # the new default set writes them too
+            for forwarder in upstream_sets(resolver):  # the new sets write them too
+                forwarder.tap = self.dnstap
         if self.server is not None:
             self.server.set_tcp_limits(
                 config.server.tcp_idle_timeout,

@@ -37,6 +37,7 @@ __all__ = [
     "control_frame",
     "dnstap_prefix",
     "encode_dnstap",
+    "peer_address",
     "policy_fields",
     "read_control",
     "tap_address",
@@ -197,6 +198,16 @@ def tap_address(host: str, mode: str, key: bytes) -> tuple[int, bytes]:
     return (INET if ip.version == 4 else INET6), packed
 
 
+def peer_address(host: str) -> tuple[int, bytes]:
+    """(socket family, packed address) of an upstream as forwarder messages name it; no
+    address for a host name (a DoH upstream before its bootstrap answered)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return INET, b""
+    return (INET if ip.version == 4 else INET6), ip.packed
+
+
 def control_frame(kind: int, content_type: bool = True) -> bytes:
     """A Frame Streams control frame of `kind`, naming our content type if asked."""
     body = struct.pack("!I", kind)
@@ -341,19 +352,19 @@ class Dnstap:
             )
 
     def forwarder(
-        self, query: bytes, response: bytes | None, host: str, port: int, tcp: bool,
+        self, query: bytes, response: bytes | None, host: str, port: int, protocol: str,
         sent: float,
     ) -> None:  # fmt: skip
         """FORWARDER_QUERY and FORWARDER_RESPONSE (as configured) for one upstream
-        exchange with `host`:`port` that started at wall-clock time `sent`."""
+        exchange with `host`:`port` over `protocol` (`udp`, `tcp`, `dot`, `doh`) that
+        started at wall-clock time `sent`."""
         want_query = FORWARDER_QUERY in self.types
         want_response = FORWARDER_RESPONSE in self.types and response is not None
         wanted = want_query + want_response
         if not wanted or self._closed or not self._room(wanted):
             return
-        ip = ipaddress.ip_address(host)
-        family = INET if ip.version == 4 else INET6
-        proto = PROTOCOLS["tcp" if tcp else "udp"]
+        family, packed = peer_address(host)
+        proto = PROTOCOLS[protocol]
         if want_query:
             self._queue.append(
                 (
@@ -362,7 +373,7 @@ class Dnstap:
                     proto,
                     b"",
                     0,
-                    ip.packed,
+                    packed,
                     port,
                     sent,
                     query,
@@ -379,7 +390,7 @@ class Dnstap:
                     proto,
                     b"",
                     0,
-                    ip.packed,
+                    packed,
                     port,
                     sent,
                     b"",

@@ -53,6 +53,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dns_resolver import wire
+from dns_resolver.dnstap import PROTOCOLS, peer_address
 from dns_resolver.resolver import Pending
 from dns_resolver.upstream import EncryptedUpstream, UpstreamError
 
@@ -102,6 +103,7 @@ class UpstreamPool:
         self._timer: asyncio.TimerHandle | None = None
         self._next_rotation = 0.0
         self._answered = 0
+        self._tapped: tuple[str, int, str] | None = None  # the upstream C's dnstap frames name
 
     @classmethod
     def for_sets(cls, fast: Any) -> list[UpstreamPool]:
@@ -122,8 +124,6 @@ class UpstreamPool:
         forwarder = getattr(resolver, "forwarder", None)
         if forwarder is None or not getattr(forwarder, "upstreams", None):
             return False
-        if getattr(forwarder, "tap", None) is not None:
-            return False  # dnstap's forwarder messages are written by Forwarder.exchange
         return forwarder.strategy == "failover" or len(forwarder.upstreams) == 1
 
     def start(self) -> None:
@@ -264,9 +264,22 @@ class UpstreamPool:
         self.upstream = first
         if first is None:
             return
+        self._tap_peer(first)
         for _ in range(POOL_SIZE):
             self._open()
         self._next_rotation = now + ROTATE_SECONDS
+
+    def _tap_peer(self, upstream: Any) -> None:
+        """dnstap's forwarder messages of C's queries name `upstream` (the relay's queries
+        too: they are its DoT or DoH exchanges). A DoH upstream's address is known once
+        its bootstrap answered, so the relay calls this again."""
+        named = (upstream.host, upstream.port, upstream.transport)
+        if self.forwarder.tap is None or named == self._tapped:
+            return
+        self._tapped = named
+        family, address = peer_address(upstream.host)
+        protocol = PROTOCOLS[upstream.transport]  # udp, tls or https
+        self.fp.set_dnstap_peer(self.index, family, address, upstream.port, protocol)
 
     def _now(self) -> float:
         assert self._loop is not None
@@ -420,6 +433,7 @@ class _Relayed:
         self.question = question
 
     def answered(self, answer: bytes) -> None:
+        self.pool._tap_peer(self.upstream)
         # A pipelined DoT query may have gone with another ID: C matches on its own.
         with contextlib.suppress(OSError):  # released meanwhile, or C's buffer full
             self.relay.send(self.message[:2] + answer[2:])

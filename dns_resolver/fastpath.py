@@ -38,6 +38,7 @@ from typing import Any
 from dns_resolver import wire
 from dns_resolver.bypass import suffixes
 from dns_resolver.cache import CacheEntry
+from dns_resolver.dnstap import FORWARDER_QUERY, FORWARDER_RESPONSE
 from dns_resolver.fastforward import UpstreamPool
 from fdconfig import ANONYMIZE_MODES
 from fdconfig.forward import ROOT
@@ -163,7 +164,8 @@ class UdpFastPath:
         if dnstap is not None:
             mode = ANONYMIZE_MODES.index(dnstap.mode)
             self.fp.set_dnstap(dnstap.client_query, dnstap.client_response, mode, dnstap.key,
-                               dnstap.prefix(), TAP_BUFFER)  # fmt: skip
+                               dnstap.prefix(), TAP_BUFFER, FORWARDER_QUERY in dnstap.types,
+                               FORWARDER_RESPONSE in dnstap.types)  # fmt: skip
             dnstap.more_dropped.append(lambda: int(self.fp.tap_dropped))
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

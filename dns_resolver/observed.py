@@ -1,19 +1,22 @@
 """Newly observed domains and the leads they raise (`[observed]`, `[leads]`; docs/leads.md).
 
-The C fast path records, for every cache miss, the name and the client's network (cut to
-`leads.ipv4_prefix`/`ipv6_prefix` bits in C: addresses never reach Python). Most clients of
-a domain hit the cache, so a cache entry also records its first `NETWORKS_KEPT *
-min_clients` hits; after that a hit costs one untaken branch. Every `DRAIN_SECONDS` the
-records are handed to `Tracker.feed` in one batch. Queries only the Python chain sees (TCP,
-DoH, names a policy hands to Python before the cache) are not tracked.
+The C fast path hands every cache miss's name and client network (cut to
+`leads.ipv4_prefix`/`ipv6_prefix` bits: addresses never reach Python) to the C filters
+(`dns_resolver/_observed.pyx`). Most clients of a domain hit the cache, so a cache entry also
+passes on its first `NETWORKS_KEPT * min_clients` hits; after that a hit costs one untaken
+branch. Queries only the Python chain sees (TCP, DoH, names a policy hands to Python before
+the cache) are not tracked.
 
-- **Registrable domain.** `registrable()` uses tldextract's bundled Public Suffix List
-  snapshot, offline (no download at run time); results are memoised per name.
-- **Seen before?** `BloomPair`: two Bloom filters of `observed.memory / 2` bytes each,
-  sized by the classic formulas for `observed.false_positive_rate`. New domains go into the
-  current filter; when it holds its capacity or half the window has passed, the older one
-  is dropped and a fresh one started, so a domain is remembered between window/2 and window
-  and memory never grows. A domain in neither filter is newly observed.
+- **Registrable domain** (in C): tldextract's bundled Public Suffix List snapshot, offline
+  (no download at run time), as a hash set of its rules; `registrable()` is the same
+  function for Python.
+- **Seen before?** (in C) `BloomPair`: two Bloom filters of `observed.memory / 2` bytes
+  each, sized by the classic formulas for `observed.false_positive_rate`. New domains go
+  into the current filter; when it holds its capacity or half the window has passed, the
+  older one is dropped and a fresh one started, so a domain is remembered between window/2
+  and window and memory never grows. A domain in neither filter is newly observed: only
+  these, and a candidate's next queries (up to its record budget), become records, which
+  `Tracker.feed` takes every `DRAIN_SECONDS`.
 - **Candidates.** A newly observed domain is counted, logged and held for `leads.window`
   with its query count and the hashes of its client networks (a bounded set: counts, never
   addresses). One that reaches `min_clients` and `min_queries` is examined once: its
@@ -25,20 +28,19 @@ DoH, names a policy hands to Python before the cache) are not tracked.
   CNAME targets and addresses that a list places in a category (`inspect.inspect_answer`
   on a fresh upstream answer); a look-alike (edit distance 1) of a host a reviewer blocked.
 
-Each worker process keeps its own filters and candidates (SO_REUSEPORT spreads clients by
-address, so one client's queries stay in one worker): nothing is locked or shared per
-query. The price: with N workers a domain's clients are split N ways, so `min_clients`
-counts per worker, and a domain may be new once per worker; the queue merges a lead raised
-twice into one item.
+Each worker process keeps its own filters (nothing is locked or shared per query). With
+`server.workers > 1` the candidates are counted in one place: the other workers send their
+records (the small stream of newly observed domains and candidates' queries) to worker 0
+over a Unix datagram socket the supervisor made before forking (`LeadsLink`), and worker 0's
+tracker counts every worker's client networks, reviews and raises the leads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import math
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -49,6 +51,7 @@ import dnslib
 import tldextract
 
 from dns_resolver import wire
+from dns_resolver._observed import Observed, registrable_of, set_rules
 from dns_resolver.inspect import inspect_answer
 from fdconfig.leads import LeadsConfig
 from fdconfig.observed import ObservedConfig
@@ -60,125 +63,26 @@ DRAIN_SECONDS = 0.5  # how often the C records are handed to the tracker
 OBSERVE_BUFFER = 1 << 20  # bytes of C records between drains (a full buffer drops, counted)
 NETWORKS_KEPT = 4  # a candidate keeps up to this many times min_clients network hashes
 DAY = 86_400.0
-KNOWN_CACHE = 1 << 16  # recently asked known domains kept in a set (see Tracker.observe)
+NEW, WATCHED = 1, 2  # a record's kind (_observed.pxd)
 
 _EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 # The ICANN section of tldextract's bundled Public Suffix List, as its rule strings
-# ("co.uk", "*.ck", "!www.ck"): a set lookup per label is about 3 times cheaper than
-# calling the extractor, which also handles what a DNS miss never holds (URLs, ports).
-_RULES: frozenset[str] = frozenset(_EXTRACT._get_tld_extractor().tlds_excl_private)
+# ("co.uk", "*.ck", "!www.ck"), for C.
+set_rules(_EXTRACT._get_tld_extractor().tlds_excl_private)
+
+# The C filters: two rotating Bloom filters plus what C records for the Tracker.
+BloomPair = Observed
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def registrable(name: str) -> str | None:
     """The registrable domain of `name` (`www.example.co.uk` -> `example.co.uk`), or None
     for a public suffix itself, an IP literal or a name under no known suffix (as
-    tldextract says)."""
-    labels = name.rstrip(".").lower().split(".")
-    if labels[-1].isdigit():
-        return None  # an IPv4 literal
-    rules = _RULES
-    # The longest rule that matches wins; an exception rule ("!") beats the wildcard
-    # ("*.") of the same length.
-    for i in range(len(labels)):
-        candidate = ".".join(labels[i:])
-        if "!" + candidate in rules:
-            suffix = i + 1
-        elif candidate in rules or (
-            i + 1 < len(labels) and "*." + ".".join(labels[i + 1 :]) in rules
-        ):
-            suffix = i
-        else:
-            continue
-        return ".".join(labels[suffix - 1 :]) if suffix > 0 else None
-    return None
-
-
-class BloomPair:
-    """Two rotating Bloom filters: a fixed memory, a stated false-positive rate.
-
-    Args:
-        memory: bytes of both filters together.
-        false_positive_rate: what each filter is sized for at its capacity.
-        window: seconds; the filters rotate every window/2 (or when one is full).
-        clock: seconds, monotonic.
-    """
-
-    def __init__(
-        self,
-        memory: int,
-        false_positive_rate: float,
-        window: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.bits = max(64, (memory // 2) * 8)
-        # Capacity and hash count that give the rate with these bits (Bloom's formulas).
-        self.capacity = max(1, int(-self.bits * math.log(2) ** 2 / math.log(false_positive_rate)))
-        self.hashes = max(1, round(self.bits / self.capacity * math.log(2)))
-        self.window = window
-        self._clock = clock
-        self._current = bytearray(self.bits // 8)
-        self._previous = bytearray(self.bits // 8)
-        self.count = 0  # domains in the current filter
-        self.rotations = 0
-        self._rotated_at = clock()
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes the filters hold (constant)."""
-        return len(self._current) + len(self._previous)
-
-    def predicted_false_positive_rate(self, entries: int | None = None) -> float:
-        """The chance a new domain is taken for seen, with `entries` in each filter
-        (default: both at capacity, the worst case)."""
-        n = self.capacity if entries is None else entries
-        one = (1 - math.exp(-self.hashes * n / self.bits)) ** self.hashes
-        return 1 - (1 - one) ** 2
-
-    def _positions(self, key: str) -> list[int]:
-        # Double hashing (Kirsch & Mitzenmacher) from one 64-bit hash: k probes for one.
-        h = hash(key) & 0xFFFFFFFFFFFFFFFF
-        h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
-        bits = self.bits
-        return [(h1 + i * h2) % bits for i in range(self.hashes)]
-
-    @staticmethod
-    def _has(bits: bytearray, positions: list[int]) -> bool:
-        return all(bits[p >> 3] & (1 << (p & 7)) for p in positions)
-
-    def seen(self, key: str) -> bool:
-        """True when `key` is in either filter (or a false positive says so)."""
-        positions = self._positions(key)
-        return self._has(self._current, positions) or self._has(self._previous, positions)
-
-    def add(self, key: str) -> bool:
-        """Remember `key`; True when it was in neither filter (newly observed)."""
-        positions = self._positions(key)
-        current = self._current
-        # One pass over the current filter, setting as it goes: the bits it sets for a key
-        # it already holds were set anyway.
-        missing = 0
-        for p in positions:
-            bit = 1 << (p & 7)
-            byte = current[p >> 3]
-            if not byte & bit:
-                missing += 1
-                current[p >> 3] = byte | bit
-        if not missing:
-            return False
-        new = not self._has(self._previous, positions)
-        self.count += 1
-        if self.count >= self.capacity or self._clock() - self._rotated_at >= self.window / 2:
-            self.rotate()
-        return new
-
-    def rotate(self) -> None:
-        """Forget the older filter; start an empty current one."""
-        self._previous, self._current = self._current, self._previous
-        self._current[:] = bytes(len(self._current))
-        self.count = 0
-        self.rotations += 1
-        self._rotated_at = self._clock()
+    tldextract says). The C function the fast path uses."""
+    name = name.rstrip(".").lower()
+    if name.rsplit(".", 1)[-1].isdigit():
+        return None  # an IPv4 literal (C knows ASCII digits only)
+    found = registrable_of(name.encode())
+    return None if found is None else found.decode()
 
 
 @dataclass
@@ -253,63 +157,64 @@ class Tracker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.leads = leads
+        self._keep = NETWORKS_KEPT * leads.min_clients
         self.filters = BloomPair(
-            observed.memory, observed.false_positive_rate, observed.window, clock
+            observed.memory, observed.false_positive_rate, observed.window, clock()
+        )
+        self.filters.records(
+            OBSERVE_BUFFER, max(self._keep, leads.min_queries), leads.window,
+            leads.max_candidates,
         )
         self._matcher = matcher
         self._lookup = lookup
         self._raise = raise_lead
         self._clock = clock
         self.candidates: OrderedDict[str, Candidate] = OrderedDict()
-        # Domains the filters already hold, recently asked: most misses are of these, and a
-        # set lookup is a fraction of the filters' k probes. Emptied at each rotation (so a
-        # domain is forgotten as the filters say) and when it reaches KNOWN_CACHE.
-        self._known: set[str] = set()
-        self._rotations = 0
-        self._keep = NETWORKS_KEPT * leads.min_clients
         self._day_start = clock()
         self.raised_today = 0
         # Counters (metrics and the replay's report).
-        self.misses = 0
         self.new = 0
         self.raised = 0
         self.not_raised = 0  # examined, no signal (with require_signal)
         self.over_budget = 0  # would have been raised past max_per_day
 
+    @property
+    def misses(self) -> int:
+        """Misses (and new entries' first hits) the filters looked at."""
+        return self.filters.noted
+
     # -- input ------------------------------------------------------------------------------
 
     def feed(self, records: bytes) -> None:
-        """Take the fast path's records (`FastPath.take_observed`)."""
+        """Take the C filters' records (`Observed.take`)."""
         view = memoryview(records)
         pos, end = 0, len(records)
-        observe = self.observe
+        record = self._record
         while pos < end:
-            size = records[pos + 17]
-            observe(records[pos + 18 : pos + 18 + size].decode("ascii"), hash(view[pos : pos + 17]))
-            pos += 18 + size
+            size, offset, kind = records[pos + 17 : pos + 20]
+            start = pos + 20
+            name = records[start : start + size]
+            record(name.decode(), name[offset:].decode(), kind, hash(view[pos : pos + 17]))
+            pos = start + size
 
     def observe(self, name: str, network: int) -> None:
-        """One cache miss of `name` from the client network hashed as `network`."""
-        self.misses += 1
-        domain = registrable(name)
-        if domain is None:
-            return
-        if domain in self._known:
-            return
+        """One cache miss of `name` from the client network numbered `network` (a miss
+        Python saw: tests, the replay)."""
+        encoded = name.rstrip(".").lower().encode()
+        if 0 < len(encoded) < 256:
+            self.filters.observe(encoded, network.to_bytes(17, "big"), self._clock())
+        self.feed(self.filters.take())
+
+    def _record(self, name: str, domain: str, kind: int, network: int) -> None:
         candidate = self.candidates.get(domain)
         if candidate is None:
-            new = self.filters.add(domain)
-            if self.filters.rotations != self._rotations or len(self._known) >= KNOWN_CACHE:
-                self._rotations = self.filters.rotations
-                self._known.clear()
-            if not new:
-                self._known.add(domain)
-                return
+            if kind != NEW:
+                return  # a candidate dropped meanwhile
             self.new += 1
             log.info("newly observed domain %s", domain)
             candidate = self.candidates[domain] = Candidate(domain, name, self._clock())
             if len(self.candidates) > self.leads.max_candidates:
-                self.candidates.popitem(last=False)
+                self.filters.forget(self.candidates.popitem(last=False)[0])
         candidate.queries += 1
         if len(candidate.networks) < self._keep:
             candidate.networks.add(network)
@@ -324,7 +229,7 @@ class Tracker:
             oldest = next(iter(self.candidates.values()))
             if now - oldest.first_seen < window:
                 break
-            self.candidates.popitem(last=False)
+            self.filters.forget(self.candidates.popitem(last=False)[0])
         return [
             c
             for c in self.candidates.values()
@@ -341,6 +246,7 @@ class Tracker:
             self._day_start, self.raised_today = now, 0
         for candidate in self.due():
             candidate.examined = True
+            self.filters.forget(candidate.domain)  # its next queries need not reach Python
             signals = await self.signals(candidate)
             if not signals and self.leads.require_signal:
                 self.not_raised += 1
@@ -424,17 +330,64 @@ def upstream_lookup(forwarder: Any) -> Callable[[str], Awaitable[bytes | None]]:
     return lookup
 
 
+LINK_DATAGRAM = 32 << 10  # bytes of records per datagram between workers (whole records)
+LINK_RCVBUF = 4 << 20  # the counting worker's socket buffer, between two drains
+
+
+def leads_sockets() -> tuple[socket.socket, socket.socket]:
+    """The supervisor's pair, before forking: (the counting worker's inbox, the others'
+    outbox)."""
+    inbox, outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for sock in (inbox, outbox):
+        sock.setblocking(False)
+    with contextlib.suppress(OSError):  # capped by net.core.rmem_max: best effort
+        inbox.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LINK_RCVBUF)
+    return inbox, outbox
+
+
+class LeadsLink:
+    """A worker's end of the records' way to the worker that counts them (`owner`)."""
+
+    def __init__(self, owner: bool, inbox: socket.socket, outbox: socket.socket) -> None:
+        self.owner = owner
+        self.inbox = inbox
+        self.outbox = outbox
+        self.dropped = 0  # records' datagrams the counting worker had no room for
+
+    def send(self, records: bytes) -> None:
+        """Send `records` to the counting worker, cut between records."""
+        pos, end = 0, len(records)
+        while pos < end:
+            stop = pos
+            while stop < end and stop - pos + 20 + records[stop + 17] <= LINK_DATAGRAM:
+                stop += 20 + records[stop + 17]
+            try:
+                self.outbox.send(records[pos:stop])
+            except OSError:  # full (the owner is behind) or gone (it restarts)
+                self.dropped += 1
+            pos = stop
+
+    def receive(self) -> Iterator[bytes]:
+        """The records the other workers sent since the last call."""
+        while True:
+            try:
+                yield self.inbox.recv(LINK_DATAGRAM)
+            except OSError:  # empty
+                return
+
+
 class Observer:
     """Drains the fast path's records into a `Tracker` and reviews it, on the loop.
 
     Args:
         tracker: the worker's tracker.
-        fp: the C `FastPath` recording misses, or None (the Python chain only).
+        link: with several workers, the way to the one that counts (None: this one).
     """
 
-    def __init__(self, tracker: Tracker, fp: Any) -> None:
+    def __init__(self, tracker: Tracker, link: LeadsLink | None = None) -> None:
         self.tracker = tracker
-        self.fp = fp
+        self.link = link
+        self.counts = link is None or link.owner  # this worker holds the candidates
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -449,8 +402,15 @@ class Observer:
             self._task = None
 
     def drain(self) -> None:
-        if self.fp is not None:
-            self.tracker.feed(self.fp.take_observed())
+        records = self.tracker.filters.take()
+        if not self.counts:
+            assert self.link is not None
+            self.link.send(records)
+            return
+        self.tracker.feed(records)
+        if self.link is not None:
+            for chunk in self.link.receive():
+                self.tracker.feed(chunk)
 
     def collect(self) -> Iterator[Any]:
         """Prometheus families of the tracking (a `Metrics` registry collector)."""
@@ -461,8 +421,9 @@ class Observer:
             ("filterdns_observed_records", "Misses (and new entries' first hits) tracked.",
              tracker.misses),
             ("filterdns_observed_domains", "Newly observed registrable domains.", tracker.new),
-            ("filterdns_observed_dropped", "Records dropped: the C buffer was full.",
-             self.fp.obs_dropped if self.fp is not None else 0),
+            ("filterdns_observed_dropped",
+             "Records dropped: the C buffer, or the counting worker's socket, was full.",
+             tracker.filters.dropped + (self.link.dropped if self.link is not None else 0)),
             ("filterdns_leads_raised", "Leads put in the review queue.", tracker.raised),
             ("filterdns_leads_without_signal",
              "Candidates that earned attention but had no signal (require_signal).",
@@ -482,20 +443,20 @@ class Observer:
             await asyncio.sleep(DRAIN_SECONDS)
             try:
                 self.drain()
-                await self.tracker.review()
+                if self.counts:
+                    await self.tracker.review()
             except Exception:  # the next round must still run whatever this one met
                 log.exception("newly observed domains: a round failed")
 
 
-def start_observer(config: Any, resolver: Any, fast: Any, admin: Any) -> Observer:
+def start_observer(
+    config: Any, resolver: Any, fast: Any, admin: Any, link: LeadsLink | None = None
+) -> Observer:
     """The worker's `Observer` for `config` (`[observed]` enabled): C records misses from
-    now on; leads go to `admin`'s queue when the admin API runs here."""
+    now on; leads go to `admin`'s queue when the admin API runs here. With `link` (several
+    workers) the records go to, or come from, the other workers."""
     leads = config.leads
     fp = fast.fp if fast is not None else None
-    if fp is not None:
-        fp.set_observe(
-            OBSERVE_BUFFER, leads.ipv4_prefix, leads.ipv6_prefix, NETWORKS_KEPT * leads.min_clients
-        )
     raise_lead = None
     if admin is not None:
         service = admin.service
@@ -510,7 +471,12 @@ def start_observer(config: Any, resolver: Any, fast: Any, admin: Any) -> Observe
         lookup=upstream_lookup(resolver.forwarder),
         raise_lead=raise_lead,
     )
-    observer = Observer(tracker, fp)
+    if fp is not None:
+        fp.set_observe(
+            tracker.filters, leads.ipv4_prefix, leads.ipv6_prefix,
+            NETWORKS_KEPT * leads.min_clients,
+        )
+    observer = Observer(tracker, link)
     if resolver.metrics is not None:
         resolver.metrics.registry.register(observer)
     observer.start()

@@ -343,8 +343,10 @@ class Forwarder:
         tcp = bool(response[2] & (wire.TC >> 8)) and not upstream.encrypted
         if tcp:
             response = await self._tcp(upstream, message, qid, query.question)
-        if self.tap is not None:
-            self.tap.forwarder(message, response, upstream.host, upstream.port, tcp, sent)
+        # C wrote the messages of its own exchange (udp_response); TCP after it is ours.
+        if self.tap is not None and (udp_response is None or tcp):
+            protocol = "tcp" if tcp and upstream.transport == "udp" else upstream.transport
+            self.tap.forwarder(message, response, upstream.host, upstream.port, protocol, sent)
         rcode = wire.rcode_of(response)
         if rcode in _BAD_RCODES:
             kind = "refused" if rcode == wire.REFUSED else "servfail"

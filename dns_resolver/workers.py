@@ -36,6 +36,7 @@ import logging
 import os
 import pickle
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -123,6 +124,9 @@ class Supervisor:
         self.children: dict[int, int] = {}  # pid -> worker index
         self.metrics_ports: dict[int, int] = {}  # worker index -> its metrics port
         self._pipes: dict[int, int] = {}  # read end -> worker index
+        # [observed]: the workers send their newly observed domains to worker 0, which
+        # counts every worker's clients (made before forking, kept for restarts).
+        self._leads_link: tuple[socket.socket, socket.socket] | None = None
         self._last_restart = 0.0
         self.reloader: Any = None  # listsync.reloader.ListReloader with server.data_dir
         self.subscribers: Any = None  # subscribers.runtime.Subscribers: the table's writer
@@ -166,7 +170,8 @@ class Supervisor:
             status = 1
             try:
                 status = _worker_main(
-                    self.config, self.snapshot, index, write_end, self.handoff
+                    self.config, self.snapshot, index, write_end, self.handoff,
+                    self._leads_link,
                 )
             except BaseException:
                 log.exception("worker %d failed", index)
@@ -263,6 +268,10 @@ class Supervisor:
                 except Exception as exc:
                     log.error("cannot start the admin API: %s", exc)
                     return 1
+            if self.config.observed.enabled:
+                from dns_resolver.observed import leads_sockets
+
+                self._leads_link = leads_sockets()
             for index in range(self.count):
                 self._spawn(index)
             if self.reloader is not None:
@@ -287,6 +296,8 @@ class Supervisor:
             if self.children:
                 self._stop_workers()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+            for sock in self._leads_link or ():
+                sock.close()
             if self._tmpdir is not None:
                 self._tmpdir.cleanup()
             self._handoff_dir.cleanup()
@@ -503,7 +514,8 @@ class _WorkersCollector:
 
 
 def _worker_main(
-    config: Config, snapshot: str, index: int, report_fd: int, handoff: ConfigHandoff
+    config: Config, snapshot: str, index: int, report_fd: int, handoff: ConfigHandoff,
+    leads_link: tuple[socket.socket, socket.socket] | None = None,
 ) -> int:
     """One worker: the ordinary App on shared ports, lists from the snapshot, and on
     SIGHUP the configuration the parent validated."""
@@ -518,6 +530,10 @@ def _worker_main(
     app.load_matcher = snapshot_loader(snapshot)
     app.use_reloader = False  # the parent owns the reloader
     app.reuse_port = True
+    if leads_link is not None:
+        from dns_resolver.observed import LeadsLink
+
+        app.leads_link = LeadsLink(index == 0, *leads_link)
 
     def started(app: App) -> None:
         port = app.metrics_server.port if app.metrics_server is not None else 0

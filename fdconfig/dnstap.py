@@ -31,8 +31,8 @@ class DnstapTable(Table):
     messages: Annotated[
         tuple[Message, ...],
         doc(
-            "Which messages to send. `forwarder_query`/`forwarder_response` make every "
-            "upstream query go through Python (the C fast path does not forward then)."
+            "Which messages to send. `forwarder_query`/`forwarder_response`: the upstream "
+            "exchanges, written in C for the queries the C fast path forwards."
         ),
     ] = ("client_query", "client_response")
     anonymize: Annotated[

@@ -28,7 +28,7 @@ class LeadsTable(Table):
         doc("How long a newly observed domain may take to earn attention: seconds or `\"1h\"`."),
     ] = "1h"
     max_per_day: Annotated[
-        int, doc("Leads raised per day at most (per worker), to keep the queue readable.", ge=0)
+        int, doc("Leads raised per day at most, to keep the queue readable.", ge=0)
     ] = 100
     require_signal: Annotated[
         bool,

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dnstap", action="store_true",
                         help="also run filterdns with dnstap on (filterdns+tap): client "
                         "queries and responses to a collector that reads and discards")
+    parser.add_argument("--dnstap-forwarder", action="store_true",
+                        help="also run filterdns with dnstap's forwarder messages too "
+                        "(filterdns+tapfwd): all four message types")
     parser.add_argument("--console", action="store_true",
                         help="also run filterdns with the query log and the console's store "
                         "and statistics on (filterdns+console)")
@@ -103,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         repeat=1 if args.smoke else max(1, args.repeat),
         querylog=args.querylog,
         dnstap=args.dnstap,
+        dnstap_forwarder=args.dnstap_forwarder,
         console=args.console,
         text_rules=args.text_rules,
         upstream_transport=args.upstream_transport,

@@ -188,6 +188,7 @@ class Options:
     repeat: int = 1
     querylog: bool = False
     dnstap: bool = False
+    dnstap_forwarder: bool = False
     console: bool = False
     text_rules: bool = False
     upstream_transport: str = "udp"
@@ -243,6 +244,12 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
                 ("filterdns+tap", servers.Filterdns,
                  {"workers": 1, "snapshot": snapshot, "dnstap": True,
                   "sink_cpus": opts.client_cpus})
+            )
+        if opts.dnstap_forwarder:
+            kinds.append(
+                ("filterdns+tapfwd", servers.Filterdns,
+                 {"workers": 1, "snapshot": snapshot, "dnstap": True,
+                  "sink_cpus": opts.client_cpus, "dnstap_messages": servers.DNSTAP_ALL})
             )
         if opts.observed:
             kinds.append(

@@ -27,6 +27,7 @@ from benchmarks.load import data
 
 TOOLS = ("dnsperf", "nsd", "unbound", "dnsmasq", "dnsdist")
 START_TIMEOUT = 180.0  # seconds; 5M-entry lists take a while to load in some peers
+DNSTAP_ALL = ("client_query", "client_response", "forwarder_query", "forwarder_response")
 
 
 def missing_tools(names: tuple[str, ...] = TOOLS) -> list[str]:
@@ -413,7 +414,7 @@ class Filterdns(Server):
         dnstap: bool = False, sink_cpus: str | None = None, observed: bool = False,
         console: bool = False, fast_path: bool = True, serve: ServeTls | None = None,
         quic: bool = False, rule_port: int | None = None, source: Path | None = None,
-        **kwargs: object,
+        dnstap_messages: tuple[str, ...] = (), **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.serve = serve
@@ -430,6 +431,7 @@ class Filterdns(Server):
         self.tls = tls
         self.ratelimit = ratelimit
         self.dnstap = dnstap
+        self.dnstap_messages = dnstap_messages  # default: [dnstap]'s (the client's two)
         self.sink_cpus = sink_cpus
         self.sink: DnstapSink | None = None
         self.observed = observed
@@ -442,7 +444,10 @@ class Filterdns(Server):
         if self.dnstap:
             sock = self.workdir / "dnstap.sock"
             self.sink = DnstapSink(sock, cpus=self.sink_cpus)
-            tail += f'[dnstap]\nsocket = "{sock}"\n\n'
+            tail += f'[dnstap]\nsocket = "{sock}"\n'
+            if self.dnstap_messages:
+                tail += f"messages = {list(self.dnstap_messages)}\n".replace("'", '"')
+            tail += "\n"
         if self.querylog:
             tail += (
                 f'[querylog]\nenabled = true\npath = "{self.workdir / "queries.jsonl"}"\n'

@@ -27,11 +27,23 @@ from benchmarks.load.servers import DnstapSink
 from fdconfig import ConfigError, load_config
 from tests.dns_resolver.harness import (
     LOOPBACK,
+    FaultUpstream,
     NsdServer,
     ServerProcess,
     TestZone,
     eventually,
     free_port,
+)
+from tests.dns_resolver.test_integration_encrypted_upstreams import (
+    TestCa,
+    UnboundTls,
+    encrypted_config,
+)
+from tests.dns_resolver.test_integration_encrypted_upstreams import (  # noqa: F401 (fixtures)
+    make_unbound as make_unbound,
+)
+from tests.dns_resolver.test_integration_encrypted_upstreams import (  # noqa: F401
+    test_ca as test_ca,
 )
 
 DNSTAP = "/usr/bin/dnstap"
@@ -459,3 +471,105 @@ def test_config_relative_socket(tmp_path: Path) -> None:
     assert config.enabled
     assert config.socket == str(tmp_path / "tap.sock")
     assert config.messages == ("client_query", "client_response")
+
+
+def test_a_miss_forwarded_by_c_yields_the_four_messages_with_the_upstream(
+    tmp_path: Path, collectors: Callable[..., Collector], filterdns_on_nsd: Callable[...,
+    ServerProcess], nsd_upstream: NsdServer,
+) -> None:  # fmt: skip
+    sock = tmp_path / "dnstap.sock"
+    collector = collectors(str(sock))
+    server = filterdns_on_nsd(_dnstap({"socket": str(sock)}, messages=ALL_MESSAGES))
+    assert eventually(_connected(server))
+    assert server.dig(TestZone.MAIL).status == "NOERROR"
+    # C forwarded it and answered: no miss went to the Python chain.
+    assert server.metric("filterdns_fastpath_answers_total") == 1
+    assert server.metric("filterdns_fastpath_fallbacks_total", reason="miss") == 0
+    assert eventually(lambda: len(_questions(collector.documents())) == 4)
+    docs = collector.documents()
+    (cq,) = _of(docs, "CLIENT_QUERY", TestZone.MAIL)
+    (cr,) = _of(docs, "CLIENT_RESPONSE", TestZone.MAIL)
+    (fq,) = _of(docs, "FORWARDER_QUERY", TestZone.MAIL)
+    (fr,) = _of(docs, "FORWARDER_RESPONSE", TestZone.MAIL)
+    assert cq["query_address"] == cr["query_address"] == "127.0.0.0"
+    for message in (fq, fr):
+        assert message["socket_protocol"] == "UDP"
+        assert message["response_address"] == LOOPBACK
+        assert int(message["response_port"]) == nsd_upstream.port
+        assert "query_address" not in message
+    # The query C built (our OPT, RD kept) and NSD's authoritative answer to it.
+    assert "flags: rd" in fq["query_message"] and "OPT PSEUDOSECTION" in fq["query_message"]
+    assert "response_message" not in fq
+    assert "flags: qr aa rd" in fr["response_message"]
+    assert f"IN\tA\t{TestZone.MAIL_A}" in fr["response_message"]
+    assert fr["response_time"] >= fr["query_time"] == fq["query_time"]
+    assert cq["query_time"] <= fq["query_time"] <= fr["response_time"] <= cr["response_time"]
+
+
+def test_a_forwarding_rules_upstream_writes_forwarder_messages(
+    tmp_path: Path, collectors: Callable[..., Collector], filterdns_on_nsd: Callable[...,
+    ServerProcess], make_fault_upstream: Callable[..., FaultUpstream],
+) -> None:  # fmt: skip
+    corp = make_fault_upstream(answer_ip="192.0.2.77")
+    sock = tmp_path / "dnstap.sock"
+    collector = collectors(str(sock))
+    server = filterdns_on_nsd(
+        {
+            **_dnstap({"socket": str(sock)}, messages=["forwarder_query", "forwarder_response"]),
+            "forward": [{"domains": ["corp.example"], "servers": [corp.upstream]}],
+        }
+    )
+    assert eventually(_connected(server))
+    name = "intranet.corp.example."
+    assert server.dig(name).rdata("A") == [corp.answer_ip]
+    assert eventually(lambda: len(_questions(collector.documents())) == 2)
+    docs = collector.documents()
+    (fq,) = _of(docs, "FORWARDER_QUERY", name)
+    (fr,) = _of(docs, "FORWARDER_RESPONSE", name)
+    for message in (fq, fr):
+        assert message["response_address"] == LOOPBACK
+        assert int(message["response_port"]) == corp.port
+
+
+@pytest.mark.parametrize(
+    ("transport", "fast_path"),
+    [("dot", True), ("dot", False), ("doh", True)],
+    ids=["dot-relayed-from-c", "dot-python", "doh-relayed-from-c"],
+)
+def test_forwarder_messages_name_an_encrypted_upstreams_transport(
+    tmp_path: Path, collectors: Callable[..., Collector],
+    start_filterdns: Callable[..., ServerProcess], make_unbound: Callable[[], UnboundTls],
+    test_ca: TestCa, nsd_upstream: NsdServer, transport: str, fast_path: bool,
+) -> None:  # fmt: skip
+    unbound = make_unbound()
+    sock = tmp_path / "dnstap.sock"
+    collector = collectors(str(sock))
+    if transport == "dot":
+        config = encrypted_config([unbound.dot()], test_ca, fast_path)
+        port = unbound.dot_port
+    else:
+        config = encrypted_config(
+            [unbound.doh()], test_ca, fast_path, bootstrap=[nsd_upstream.upstream]
+        )
+        port = unbound.doh_port
+    server = start_filterdns(
+        {**config, **_dnstap({"socket": str(sock)}, messages=ALL_MESSAGES)}
+    )
+    assert eventually(_connected(server))
+    # The first query also looks up a DoH upstream's address (its bootstrap).
+    assert server.dig(TestZone.WWW).rdata("A") == [TestZone.WWW_A]
+    assert server.dig(TestZone.MAIL).rdata("A") == [TestZone.MAIL_A]
+    assert server.metric("filterdns_fastpath_answers_total") == (2 if fast_path else 0)
+    assert eventually(lambda: len(_of(collector.documents(), "FORWARDER_RESPONSE",
+                                      TestZone.MAIL)) == 1)  # fmt: skip
+    docs = collector.documents()
+    (fq,) = _of(docs, "FORWARDER_QUERY", TestZone.MAIL)
+    (fr,) = _of(docs, "FORWARDER_RESPONSE", TestZone.MAIL)
+    for message in (fq, fr):
+        assert message["socket_protocol"] == transport.upper()
+        assert message["response_address"] == LOOPBACK
+        assert int(message["response_port"]) == port
+    assert f"IN\tA\t{TestZone.MAIL_A}" in fr["response_message"]
+    # The client's side is plain UDP still.
+    (cr,) = _of(docs, "CLIENT_RESPONSE", TestZone.MAIL)
+    assert cr["socket_protocol"] == "UDP"

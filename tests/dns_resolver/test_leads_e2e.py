@@ -123,3 +123,30 @@ def test_a_new_domain_with_a_gambling_cname_becomes_a_lead_and_is_blocked_by_dec
     assert decision["report_kind"] == "lead" and decision["source"] == "observed"
     (change,) = [r for r in records if r["kind"] == "override-change"]
     assert change["report_id"] == lead["id"] and change["report_kind"] == "lead"
+
+
+def test_with_two_workers_the_clients_of_both_count_toward_one_lead(
+    start_filterdns: Callable[..., ServerProcess], leads_nsd: NsdServer
+) -> None:
+    # SO_REUSEPORT spreads the 20 sources over the two workers (all in one: 2 ** -19);
+    # worker 0 counts the clients the other one saw too.
+    server = start_filterdns(
+        {
+            "server": {"workers": 2},
+            "observed": {"enabled": True, "memory": 65536},
+            "leads": {"min_clients": 20, "window": "1h", "ipv4_prefix": 32,
+                      "require_signal": False},
+        },
+        upstreams=[leads_nsd.upstream],
+    )
+    for source in CLIENTS:
+        assert query(server.port, NEW_NAME, source=source).rcode() == 0
+    assert eventually(lambda: f"lead raised for {NEW_DOMAIN}" in server.stderr_text()), (
+        server.stderr_text()
+    )
+    # Counted once, though each worker's own filters found the domain new.
+    assert server.stderr_text().count(f"newly observed domain {NEW_DOMAIN}") == 1
+    raised = f"lead raised for {NEW_DOMAIN}"
+    line = next(line for line in server.stderr_text().splitlines() if raised in line)
+    assert "'client_networks': 20" in line
+    assert server.metric("filterdns_leads_raised_total") == 1

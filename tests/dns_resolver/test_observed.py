@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dns_resolver.observed import BloomPair, Lead, Tracker, lookalike, registrable
+from dns_resolver.observed import (
+    LINK_DATAGRAM,
+    BloomPair,
+    Lead,
+    LeadsLink,
+    Tracker,
+    leads_sockets,
+    lookalike,
+    registrable,
+)
 from fdconfig.leads import LeadsConfig
 from fdconfig.observed import ObservedConfig
 from filtercore import ListSpec, Matcher
 from reports.overrides import LayeredMatcher, OverrideMatcher
 from tests.dns_resolver.harness import InProcessServer, NsdServer, TestZone, query
+from tests.dns_resolver.policy_zone import _zone
 from tests.filtercore.formats_support import UT1
 
 
@@ -36,6 +46,7 @@ def test_registrable_domains_come_from_the_public_suffix_list() -> None:
 
 
 def test_registrable_domains_agree_with_tldextract_on_real_names() -> None:
+    """`registrable` is the C function the fast path calls (dns_resolver/_observed.pyx)."""
     from dns_resolver.observed import _EXTRACT
 
     names = [
@@ -216,11 +227,23 @@ def test_lookalikes_are_one_edit_away(domain: str, hosts: list[str], twin: str |
     assert lookalike(domain, hosts) == twin
 
 
-def test_c_records_a_miss_and_a_new_entrys_first_hits_with_networks_not_addresses(
-    nsd_upstream: NsdServer,
+NEW_ZONE = "fresh-site.com."
+
+
+@pytest.fixture
+def new_domain_nsd(tmp_path: Path) -> Iterator[NsdServer]:
+    zones = {NEW_ZONE: _zone(NEW_ZONE, "www IN A 192.0.2.60\nmail IN A 192.0.2.61\n")}
+    server = NsdServer(tmp_path / "nsd", extra_zones=zones)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_c_records_a_new_domain_and_a_candidates_queries_with_networks_not_addresses(
+    new_domain_nsd: NsdServer,
 ) -> None:
     matcher = Matcher.from_lists([])
-    in_process = InProcessServer(matcher, [nsd_upstream.upstream])
+    in_process = InProcessServer(matcher, [new_domain_nsd.upstream])
     with in_process as (port, server):
         fp = server.fast.fp
 
@@ -231,15 +254,42 @@ def test_c_records_a_miss_and_a_new_entrys_first_hits_with_networks_not_addresse
             # The C state belongs to the loop's thread (it reads between batches there).
             return asyncio.run_coroutine_threadsafe(on_loop(call), in_process.loop).result(5)
 
-        run(lambda: fp.set_observe(1 << 16, 24, 48, 3))
-        for _ in range(6):  # a miss, then five cache hits
-            assert query(port, TestZone.WWW).rcode() == 0
-        records = run(fp.take_observed)
-        name = TestZone.WWW.rstrip(".").encode()
-        one = bytes([4, 127, 0, 0, 0]) + bytes(12) + bytes([len(name)]) + name
-        assert records == one * 4  # the miss and the first three hits; the /24, not .1
-        assert query(port, TestZone.WWW).rcode() == 0
-        assert run(fp.take_observed) == b""  # hits past the watch cost no record
-        run(lambda: fp.set_observe(0, 24, 48))
+        filters = BloomPair(1 << 16, 0.01, 3600.0)
+        filters.records(1 << 16, 3, 600.0, 100)  # the new domain's query and 2 more
+        run(lambda: fp.set_observe(filters, 24, 48, 5))
+        for _ in range(6):  # a miss, then five cache hits (the entry passes on five)
+            assert query(port, "www." + NEW_ZONE).rcode() == 0
+        records = run(filters.take)
+        name = b"www.fresh-site.com"
+        head = bytes([4, 127, 0, 0, 0]) + bytes(12) + bytes([len(name), 4])
+        # The /24, not .1; the first is new, then the candidate's budget; then known.
+        assert records == head + b"\x01" + name + (head + b"\x02" + name) * 2
+        assert filters.noted == 6
+        assert query(port, "mail." + NEW_ZONE).rcode() == 0  # same domain: known now
+        assert run(filters.take) == b""
+        run(lambda: fp.set_observe(None, 24, 48))
         assert query(port, TestZone.MAIL).rcode() == 0
-        assert run(fp.take_observed) == b""
+        assert filters.noted == 7
+
+
+def test_records_between_workers_arrive_whole_and_are_counted_once() -> None:
+    inbox, outbox = leads_sockets()
+    try:
+        sender = BloomPair(1 << 16, 0.01, 3600.0)
+        sender.records(1 << 20, 100, 600.0, 5000)
+        for i in range(3000):  # more than one datagram's worth of new domains
+            sender.observe(f"www.new{i}.com".encode(), bytes([4, 10, 0, i >> 8, i & 0xFF]) +
+                           bytes(12), 1.0)
+        records = sender.take()
+        assert len(records) > LINK_DATAGRAM
+        LeadsLink(False, inbox, outbox).send(records)
+        tracker = _tracker(None, Clock(), [])
+        chunks = list(LeadsLink(True, inbox, outbox).receive())
+        assert len(chunks) > 1 and b"".join(chunks) == records
+        for chunk in chunks:
+            tracker.feed(chunk)
+        assert tracker.new == 3000 and len(tracker.candidates) == 3000
+        assert all(len(c.networks) == 1 for c in tracker.candidates.values())
+    finally:
+        inbox.close()
+        outbox.close()
