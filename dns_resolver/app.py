@@ -191,6 +191,9 @@ class App:
         self.observer: Any = None  # dns_resolver.observed.Observer when [observed] enabled
         self.console: Any = None  # dns_resolver.consolefeed.ConsoleFeed when [console] enabled
         self.subscribers: Any = None  # subscribers.runtime.Subscribers when enabled
+        # One of several workers (workers.py): what it shares with the console's worker.
+        self.share: Any = None  # dns_resolver.workershare.WorkerShare
+        self._follow: asyncio.Task[None] | None = None
         self.radius: Any = None  # its RADIUS listener's transport
         self._tick: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
@@ -238,10 +241,16 @@ class App:
         )
         if self.config.subscribers.enabled and not await self._start_subscribers(policies):
             return 1
+        if self.share is not None:
+            if policies is not None:
+                self.share.apply_switches(policies)  # in force before the first answer
+            self._follow = loop.create_task(
+                self.share.follow_switches(lambda: self.resolver and self.resolver.policies)
+            )
         if self.config.console.enabled and self.querylog is not None:
             from dns_resolver.consolefeed import ConsoleFeed
 
-            self.console = ConsoleFeed(self.config)
+            self.console = ConsoleFeed(self.config, share=self.share)
             self.console.attach(self.querylog, self.resolver)
         if self.config.admin.enabled:
             from reports.server import AdminServer
@@ -343,6 +352,8 @@ class App:
                 await asyncio.to_thread(self.subscribers.stop)
             if self._tick is not None:
                 self._tick.cancel()
+            if self._follow is not None:
+                self._follow.cancel()
             if self.blockpage is not None:
                 self.blockpage.stop()
             if self.resolver.policies is not None and self.resolver.policies.allowances:
@@ -447,6 +458,10 @@ class App:
             # A console pause or block-now moves the next boundary closer: wake for it.
             loop = asyncio.get_running_loop()
             table.subscribe(lambda _view: loop.call_soon_threadsafe(self._arm_tick))
+            share = self.share
+            if share is not None and share.serves_console:
+                # The console's switches reach the other workers (workershare.py).
+                table.subscribe(lambda _view: share.write_switches(table))
         table.refresh()
         self._arm_tick()
 

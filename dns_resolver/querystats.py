@@ -12,10 +12,11 @@ hourly ones; the per-second rate over time comes from 1-minute counters (7 days 
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from dns_resolver.querystore import COLUMNS, Row
@@ -163,9 +164,25 @@ class QueryStats:
         self.hourly = Ring(3600, 7 * 24 + 1)
         self.minutes: dict[int, tuple[int, int]] = {}  # minute -> (queries, blocked)
         self.clients: OrderedDict[str, ClientSeen] = OrderedDict()
+        self.changes = 0  # batches added: a publisher tells new numbers by it
+
+    def state(self) -> bytes:
+        """Everything `summary` and `recent_clients` read, pickled (`from_state`): what a
+        worker publishes for the console worker to merge (workershare.py)."""
+        with self._lock:
+            return pickle.dumps(
+                (self.fine.slots, self.hourly.slots, self.minutes, self.clients), protocol=5
+            )
+
+    @classmethod
+    def from_state(cls, data: bytes) -> QueryStats:
+        out = cls()
+        out.fine.slots, out.hourly.slots, out.minutes, out.clients = pickle.loads(data)
+        return out
 
     def add(self, rows: Sequence[Row]) -> None:
         with self._lock:
+            self.changes += 1
             for row in rows:
                 ts = row[0]
                 self.fine.bucket(ts).add(row)
@@ -194,58 +211,102 @@ class QueryStats:
 
     def recent_clients(self, limit: int = 100) -> list[dict[str, Any]]:
         """The clients seen most recently first."""
-        with self._lock:
-            return [c.as_dict() for c in list(reversed(self.clients.values()))[:limit]]
+        return merged_clients([self], limit)
 
     def summary(self, window: str, now: float | None = None, top: int = 10) -> dict[str, Any]:
         """The numbers of the overview for `window` ("1h", "24h" or "7d")."""
-        seconds = WINDOWS[window]
-        now = time.time() if now is None else now
-        start = now - seconds
-        ring = self.fine if window == "1h" else self.hourly
-        merged = Bucket()
-        with self._lock:
+        return merged_summary([self], window, now, top)
+
+
+class StatsGroup:
+    """The overview of several workers: this one's `QueryStats` and the others' published
+    ones (`peers`), merged at read time. Reads like a `QueryStats`."""
+
+    def __init__(self, own: QueryStats, peers: Callable[[], list[QueryStats]]) -> None:
+        self.own = own
+        self.peers = peers
+
+    def recent_clients(self, limit: int = 100) -> list[dict[str, Any]]:
+        return merged_clients([self.own, *self.peers()], limit)
+
+    def summary(self, window: str, now: float | None = None, top: int = 10) -> dict[str, Any]:
+        return merged_summary([self.own, *self.peers()], window, now, top)
+
+
+def merged_clients(parts: Sequence[QueryStats], limit: int = 100) -> list[dict[str, Any]]:
+    """The clients seen most recently first, each once whichever workers it reached."""
+    seen: dict[str, ClientSeen] = {}
+    for stats in parts:
+        with stats._lock:
+            for client in reversed(stats.clients.values()):  # the latest first at ties
+                found = seen.get(client.client)
+                if found is None:
+                    seen[client.client] = found = ClientSeen(client.client)
+                found.merge(client)
+    recent = sorted(seen.values(), key=lambda c: -c.last_seen)[:limit]
+    return [c.as_dict() for c in recent]
+
+
+def merged_summary(
+    parts: Sequence[QueryStats], window: str, now: float | None = None, top: int = 10
+) -> dict[str, Any]:
+    """The numbers of the overview for `window` ("1h", "24h" or "7d") over `parts`:
+    counters added, sketches merged (summed, then trimmed back to k)."""
+    seconds = WINDOWS[window]
+    now = time.time() if now is None else now
+    start = now - seconds
+    merged = Bucket()
+    minutes: Counter[int] = Counter()
+    blocked_minutes: Counter[int] = Counter()
+    for stats in parts:
+        ring = stats.fine if window == "1h" else stats.hourly
+        with stats._lock:
             for bucket in ring.since(start):
                 merged.merge(bucket)
-            # The chart ends with the minute under way, so the last queries show at once.
-            series = self._series((int(now // 60) + 1) * 60 - seconds, seconds)
-        answered = merged.total
-        return {
-            "window": window,
-            "queries": merged.total,
-            "blocked": merged.blocked,
-            "blocked_share": merged.blocked / answered if answered else 0.0,
-            "cache_hit_rate": merged.cached / answered if answered else 0.0,
-            "upstream_latency_ms": (
-                round(merged.latency_ms / merged.latency_n, 3) if merged.latency_n else None
-            ),
-            "by_result": dict(merged.by_result.most_common()),
-            "by_category": dict(merged.by_category.most_common()),
-            "by_policy": dict(merged.by_policy.most_common()),
-            "top_queried": _pairs(merged.names.top(top)),
-            "top_blocked": _pairs(merged.blocked_names.top(top)),
-            "top_clients": _pairs(merged.clients.top(top)),
-            "series": series,
-        }
+            for minute, (total, blocked) in stats.minutes.items():
+                minutes[minute] += total
+                blocked_minutes[minute] += blocked
+    # The chart ends with the minute under way, so the last queries show at once.
+    series = _series(minutes, blocked_minutes, (int(now // 60) + 1) * 60 - seconds, seconds)
+    answered = merged.total
+    return {
+        "window": window,
+        "queries": merged.total,
+        "blocked": merged.blocked,
+        "blocked_share": merged.blocked / answered if answered else 0.0,
+        "cache_hit_rate": merged.cached / answered if answered else 0.0,
+        "upstream_latency_ms": (
+            round(merged.latency_ms / merged.latency_n, 3) if merged.latency_n else None
+        ),
+        "by_result": dict(merged.by_result.most_common()),
+        "by_category": dict(merged.by_category.most_common()),
+        "by_policy": dict(merged.by_policy.most_common()),
+        "top_queried": _pairs(merged.names.top(top)),
+        "top_blocked": _pairs(merged.blocked_names.top(top)),
+        "top_clients": _pairs(merged.clients.top(top)),
+        "series": series,
+    }
 
-    def _series(self, start: float, seconds: int) -> list[dict[str, float]]:
-        """POINTS points of (time, queries/s, blocked share) over the window."""
-        step = seconds / POINTS
-        out = []
-        for i in range(POINTS):
-            lo = int((start + i * step) // 60)
-            hi = int((start + (i + 1) * step) // 60)
-            total = blocked = 0
-            for minute in range(lo, max(hi, lo + 1)):
-                t, b = self.minutes.get(minute, (0, 0))
-                total += t
-                blocked += b
-            out.append({
-                "time": round(start + i * step, 3),
-                "qps": round(total / step, 4),
-                "blocked_share": round(blocked / total, 4) if total else 0.0,
-            })  # fmt: skip
-        return out
+
+def _series(
+    minutes: Counter[int], blocked_minutes: Counter[int], start: float, seconds: int
+) -> list[dict[str, float]]:
+    """POINTS points of (time, queries/s, blocked share) over the window."""
+    step = seconds / POINTS
+    out = []
+    for i in range(POINTS):
+        lo = int((start + i * step) // 60)
+        hi = int((start + (i + 1) * step) // 60)
+        total = blocked = 0
+        for minute in range(lo, max(hi, lo + 1)):
+            total += minutes[minute]
+            blocked += blocked_minutes[minute]
+        out.append({
+            "time": round(start + i * step, 3),
+            "qps": round(total / step, 4),
+            "blocked_share": round(blocked / total, 4) if total else 0.0,
+        })  # fmt: skip
+    return out
 
 
 class ClientSeen:
@@ -269,6 +330,17 @@ class ClientSeen:
         if row[_POLICY]:
             self.policy, self.client_why = row[_POLICY], row[_CLIENT_WHY]
         self.last.append((row[0], row[_QNAME], row[_RESULT]))
+
+    def merge(self, other: ClientSeen) -> None:
+        """Add what another worker saw of the same client."""
+        self.queries += other.queries
+        self.blocked += other.blocked
+        if other.policy and (other.last_seen >= self.last_seen or not self.policy):
+            self.policy, self.client_why = other.policy, other.client_why
+        self.last_seen = max(self.last_seen, other.last_seen)
+        latest = sorted([*self.last, *other.last])[-LAST_QUERIES:]
+        self.last.clear()
+        self.last.extend(latest)
 
     def as_dict(self) -> dict[str, Any]:
         return {

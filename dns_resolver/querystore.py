@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import heapq
+import itertools
 import json
 import logging
 import os
@@ -54,6 +56,8 @@ NAMES_IN = 1000
 index; more (a common substring) scans the day backwards, which finds `limit` rows soon."""
 _INSERT = f"INSERT INTO q VALUES ({', '.join('?' * len(COLUMNS))})"
 SUFFIX = ".sqlite"
+WORKER_PREFIX = "worker-"
+"""A worker's own folder in the store's (`consolefeed.py`)."""
 
 
 @dataclass(frozen=True)
@@ -174,9 +178,16 @@ class QueryStore:
             self._rows.pop(day, None)
             log.info("query-log store: dropped %s (retention)", day)
 
-    def days(self) -> list[str]:
-        """The stored days, oldest first."""
-        return sorted(p.name[: -len(SUFFIX)] for p in self.dir.glob(f"*{SUFFIX}"))
+    def days(self, folder: Path | None = None) -> list[str]:
+        """The stored days (of this store's folder, or `folder`), oldest first."""
+        folder = self.dir if folder is None else folder
+        return sorted(p.name[: -len(SUFFIX)] for p in folder.glob(f"*{SUFFIX}"))
+
+    def folders(self) -> list[Path]:
+        """Every folder a search reads: the store's root and each worker's folder in it
+        (`worker-N`, with `server.workers` > 1), whichever this process writes."""
+        root = self.dir.parent if self.dir.name.startswith(WORKER_PREFIX) else self.dir
+        return [root, *sorted(p for p in root.glob(f"{WORKER_PREFIX}*") if p.is_dir())]
 
     def close(self) -> None:
         with self._lock:
@@ -187,7 +198,15 @@ class QueryStore:
     # -- reading (the admin API, any thread) --
 
     def search(self, s: Search) -> list[dict[str, Any]]:
-        """Rows matching `s`, newest first, at most `s.limit`."""
+        """Rows matching `s`, newest first, at most `s.limit`, from every worker's folder
+        (each read newest first up to `limit`, then the newest of them all kept)."""
+        found = [self._search_folder(folder, s) for folder in self.folders()]
+        if len(found) == 1:
+            return found[0]
+        merged = heapq.merge(*found, key=lambda row: row["ts"], reverse=True)
+        return list(itertools.islice(merged, s.limit))
+
+    def _search_folder(self, folder: Path, s: Search) -> list[dict[str, Any]]:
         where, args = [], []
         for column in ("client", "result", "category", "policy"):
             value = getattr(s, column)
@@ -201,13 +220,13 @@ class QueryStore:
             where.append("ts < ?")
             args.append(s.until)
         out: list[dict[str, Any]] = []
-        for day in reversed(self.days()):
+        for day in reversed(self.days(folder)):
             if s.until is not None and day > day_of(s.until):
                 continue
             if s.since is not None and day < day_of(s.since):
                 break
             try:
-                conn = sqlite3.connect(f"file:{self.dir / (day + SUFFIX)}?mode=ro", uri=True)
+                conn = sqlite3.connect(f"file:{folder / (day + SUFFIX)}?mode=ro", uri=True)
             except sqlite3.OperationalError:
                 continue  # dropped by retention meanwhile
             try:

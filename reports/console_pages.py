@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dns_resolver.querystats import WINDOWS, QueryStats
+from dns_resolver.querystats import WINDOWS, QueryStats, StatsGroup
 from dns_resolver.querystore import QueryStore, Search
 from reports.api import SERVICE, ApiError, _choice_param, _int_param, _json_body, require
 from reports.console import View, console_page
@@ -32,7 +32,7 @@ TEXT_MAX = 253
 class ConsoleData:
     """What the console pages read: None for what this process does not have."""
 
-    stats: QueryStats | None
+    stats: QueryStats | StatsGroup | None
     store: QueryStore | None
     resolver: Any = None
     config: Any = None

@@ -10,7 +10,7 @@ from pathlib import Path
 from dnslib import QTYPE
 
 from dns_resolver.querylog import QueryLog
-from dns_resolver.querystats import RECENT_CLIENTS, TOP_K, QueryStats, SpaceSaving
+from dns_resolver.querystats import RECENT_CLIENTS, TOP_K, QueryStats, SpaceSaving, StatsGroup
 from dns_resolver.querystore import COLUMNS, QueryStore, Search, day_of, rows_from_json
 from filtercore.verdict import NO_MATCH
 
@@ -90,6 +90,37 @@ def test_stats_windows_and_bounded_memory() -> None:
     assert len(bucket.names.counts) < 2 * TOP_K and len(stats.clients) == RECENT_CLIENTS
     newest = stats.recent_clients(1)[0]["last_queries"][0]
     assert newest["name"] == f"n{RECENT_CLIENTS + 49}.example"
+
+
+def test_workers_stats_merge_from_published_state() -> None:
+    """Two workers' aggregates, one of them through its published state, read as one."""
+    now = time.time()
+    own, other = QueryStats(), QueryStats()
+    own.add([row(now, "a.example", client="192.0.2.1"), row(now, "ads.example", "blocked")])
+    other.add([row(now - 5, "a.example", client="192.0.2.1", policy="child", client_why="cidr")]
+              + [row(now, "b.example", client="192.0.2.2") for _ in range(3)])  # fmt: skip
+    group = StatsGroup(own, lambda: [QueryStats.from_state(other.state())])
+    hour = group.summary("1h", now)
+    assert hour["queries"] == 6 and hour["blocked"] == 1
+    assert hour["top_queried"][:2] == [{"name": "b.example", "count": 3},
+                                       {"name": "a.example", "count": 2}]  # fmt: skip
+    assert round(sum(p["qps"] for p in hour["series"]) * 60, 1) == 6
+    clients = {c["client"]: c for c in group.recent_clients()}
+    assert clients["192.0.2.1"]["queries"] == 3 and clients["192.0.2.1"]["policy"] == "child"
+    assert [q["name"] for q in clients["192.0.2.1"]["last_queries"]] == [
+        "ads.example", "a.example", "a.example",
+    ]  # fmt: skip
+
+
+def test_search_reads_every_workers_folder(tmp_path: Path) -> None:
+    now = time.time()
+    first, second = QueryStore(tmp_path / "worker-0"), QueryStore(tmp_path / "worker-1")
+    first.add([row(now - 3, "w0-old.example"), row(now, "w0-new.example")])
+    second.add([row(now - 1, "w1.example", "blocked")])
+    names = [r["qname"] for r in first.search(Search(limit=10))]
+    assert names == ["w0-new.example", "w1.example", "w0-old.example"]
+    assert [r["qname"] for r in second.search(Search(limit=2))] == names[:2]
+    assert [r["qname"] for r in first.search(Search(result="blocked"))] == ["w1.example"]
 
 
 def test_querylog_feeds_sinks_with_anonymised_rows(tmp_path: Path) -> None:
