@@ -609,6 +609,9 @@ class App:
             raise
         self.config = config
         apply_logging(config)
+        if self.console is not None and querylog is not None and querylog is not self.querylog:
+            # Before the fast path takes the new log: it asks whether the log has sinks.
+            self.console.attach(querylog, resolver)
         if store is not None and (policies is None or policies.allowances is not store):
             store.close()
         resolver.take_settings(fresh)

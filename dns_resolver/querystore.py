@@ -11,23 +11,22 @@ backwards, with no sort. A name search first scans the day's distinct names (a s
 table), then reads the rows of the few that match by index.
 
 Each row says why it got its answer: category, list, the rule as written, the policy, why
-the client has it (`CLIENT_WHY`), the schedule window or allowance note, the CNAME target
-or answer address that decided, whether it was cached, the upstream and the latency.
+the client has it (`CLIENT_WHY`), the schedule window or allowance note, the step that
+decided (`DECIDED_BY`; the CNAME target or answer address for an inspection), whether it
+was cached, the upstream that answered and its latency, and the response time.
 """
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import heapq
 import itertools
-import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +36,23 @@ log = logging.getLogger(__name__)
 COLUMNS = (
     "ts", "client", "qname", "qtype", "protocol", "result", "rcode", "category", "list",
     "rule", "policy", "client_why", "why", "decided_by", "cached", "upstream", "latency_ms",
+    "upstream_ms",
 )  # fmt: skip
 CLIENT_WHY = ("clientid", "edns-client-id", "subscriber", "cidr", "default")
 """Why a client gets its policy: a ClientID of an encrypted transport, a client id in an
 EDNS option (MAC, CPE), a subscriber, its network (`clients` CIDRs, or ECS), or none."""
+DECIDED_BY = (
+    "list", "override", "subscriber-list", "schedule=WINDOW", "block-now",
+    "allowance=CATEGORY:...", "pause", "cname=NAME", "address=IP", "safe-search", "bypass",
+    "local", "cache", "stale-cache", "upstream", "upstream-failed", "ratelimit", "acl",
+    "parser", "rfc8482",
+)  # fmt: skip
+"""What a row's `decided_by` says: a list rule (allow or block), a reviewer's override, a
+subscriber's own list, the policy's schedule window, block-now, spent allowance or pause,
+an answer inspection (the CNAME target or address it matched), safe search, a bypass
+canary, a local record, the cache (or its stale copy), the upstream's answer (nothing
+listed the name) or its failure, the rate limit, the access list, an unparsable query or
+RFC 8482's answer to ANY."""
 Row = tuple[Any, ...]
 """One query, its values in `COLUMNS` order."""
 
@@ -115,6 +127,10 @@ class QueryStore:
         # A crash may lose the last second of rows, never corrupt a day: enough for a log.
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)
+        have = {column for _, column, *_ in conn.execute("PRAGMA table_info(q)")}
+        for column in COLUMNS:
+            if column not in have:  # a day file of an earlier version, appended to
+                conn.execute(f"ALTER TABLE q ADD COLUMN {column}")
         self._conn, self._day = conn, day
         if day not in self._rows:
             self._rows[day] = conn.execute("SELECT count(*) FROM q").fetchone()[0]
@@ -303,36 +319,3 @@ def _explained(row: Row, explain: Callable[[str], Any]) -> Row:
     values[_LIST] = values[_LIST] or verdict.list
     values[_CATEGORY] = values[_CATEGORY] or verdict.category
     return tuple(values)
-
-
-_SECONDS: dict[str, int] = {}
-
-
-def _second(text: str) -> int:
-    """UNIX time of "YYYY-MM-DDTHH:MM:SS" (UTC), cached: a batch shares a few seconds and
-    strptime costs ~20 us."""
-    found = _SECONDS.get(text)
-    if found is None:
-        if len(_SECONDS) > 4096:
-            _SECONDS.clear()
-        found = _SECONDS[text] = calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
-    return found
-
-
-def rows_from_json(lines: Iterable[bytes]) -> list[Row]:
-    """Rows from query-log JSON lines (those the C fast path formats)."""
-    out = []
-    for line in lines:
-        try:
-            d = json.loads(line)
-            stamp = d["timestamp"]
-            ts = _second(stamp[:19]) + int(stamp[20:23]) / 1000
-        except (ValueError, KeyError, TypeError):
-            continue
-        result = d.get("result")
-        out.append((
-            ts, d.get("client"), d.get("qname"), d.get("qtype"), d.get("protocol"), result,
-            d.get("rcode"), d.get("category"), d.get("list"), None, None, None, None, None,
-            int(result == "cached"), None, d.get("duration_ms"),
-        ))  # fmt: skip
-    return out

@@ -11,7 +11,7 @@ from dnslib import QTYPE
 
 from dns_resolver.querylog import QueryLog
 from dns_resolver.querystats import RECENT_CLIENTS, TOP_K, QueryStats, SpaceSaving, StatsGroup
-from dns_resolver.querystore import COLUMNS, QueryStore, Search, day_of, rows_from_json
+from dns_resolver.querystore import COLUMNS, QueryStore, Search, day_of
 from filtercore.verdict import NO_MATCH
 
 
@@ -130,7 +130,7 @@ def test_querylog_feeds_sinks_with_anonymised_rows(tmp_path: Path) -> None:
     qlog.describe_client = lambda client, category: ("child", "cidr", None)
     qlog.log("192.0.2.77", "www.example", QTYPE.A, "udp", "allowed", 0.002, verdict=NO_MATCH)
     line = json.loads(qlog._format((time.time(), "192.0.2.5", "c.example", 1, "udp",  # noqa: SLF001
-                                    "cached", None, None, None, 0, 0.0)))  # fmt: skip
+                                    "cached", None, None, None, 0, 0.0, None, None)))  # fmt: skip
     qlog.log_formatted((json.dumps(line) + "\n").encode())
     qlog.flush()
     qlog.close()
@@ -140,4 +140,57 @@ def test_querylog_feeds_sinks_with_anonymised_rows(tmp_path: Path) -> None:
     assert first["qtype"] == "A" and first["latency_ms"] == 2.0
     second = dict(zip(COLUMNS, got[1], strict=True))
     assert second["client"] == "192.0.2.0" and second["cached"] == 1
-    assert rows_from_json([b"not json\n"]) == []
+
+
+NO_FIELDS = '"category":null,"list":null'
+
+
+def c_line(client: str, name: str, result: str, fields: str = NO_FIELDS) -> bytes:
+    """A line as the C fast path writes it (`FastPath._log`)."""
+    return (
+        f'{{"timestamp":"2026-12-04T10:00:00.250Z","client":"{client}","qname":"{name}",'
+        f'"qtype":"A","protocol":"udp","result":"{result}",{fields},"rcode":null,'
+        f'"duration_ms":0.5}}\n'
+    ).encode()
+
+
+def test_c_lines_get_the_real_clients_policy_and_are_anonymised_here(tmp_path: Path) -> None:
+    """With sinks C writes clients as they are: the writer describes them (exact policy
+    whatever `anonymize` is) and anonymises them, in the rows and in the file."""
+    got: list = []
+    qlog = QueryLog(tmp_path / "q.log", anonymize="hash")
+    qlog.sinks.append(got.extend)
+    asked: list = []
+
+    def describe(client: str, category: str | None) -> tuple[str, str, str | None]:
+        asked.append(client)
+        return ("child" if client == "192.0.2.7" else "default", "cidr",
+                "schedule=school" if category else None)  # fmt: skip
+
+    qlog.describe_client = describe
+    qlog.fast_upstream = lambda: "127.0.0.1:5300"
+    assert qlog.fast_path_settings()[0] == 2  # "none": C writes the address as it is
+    qlog.log_formatted(
+        c_line("192.0.2.7", "a.example", "allowed")
+        + c_line("192.0.2.8", "a.example", "cached")
+        + c_line("192.0.2.7", "bad.example", "blocked", '"category":"adult","list":"kids"')
+        + c_line("192.0.2.7", 'q\\"uote.example', "blocked", '"category":"adult","list":"kids"')
+        + b"not json\n"
+    )
+    qlog.close()
+    rows = [dict(zip(COLUMNS, r, strict=True)) for r in got]
+    assert [r["qname"] for r in rows] == ["a.example", "a.example", "bad.example", 'q"uote.example']
+    assert [r["policy"] for r in rows] == ["child", "default", "child", "child"]
+    assert [r["decided_by"] for r in rows] == ["upstream", "cache", "schedule=school",
+                                               "schedule=school"]  # fmt: skip
+    assert rows[0]["upstream"] == "127.0.0.1:5300" and rows[0]["upstream_ms"] == 0.5
+    assert rows[1]["upstream"] is None and rows[2]["category"] == "adult"
+    assert rows[0]["client"] == rows[2]["client"] != rows[1]["client"]
+    assert len(rows[0]["client"]) == 16 and "192.0.2" not in rows[0]["client"]
+    assert rows[0]["ts"] == 1796378400.25
+    text = (tmp_path / "q.log").read_text()
+    assert "192.0.2" not in text and text.count(rows[0]["client"]) == 3
+    assert [json.loads(line)["qname"] for line in text.splitlines()] == [
+        "a.example", "a.example", "bad.example", 'q"uote.example',
+    ]  # fmt: skip
+    assert sorted(set(asked)) == ["192.0.2.7", "192.0.2.8"]
