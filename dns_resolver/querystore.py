@@ -1,14 +1,17 @@
 """The console's query-log store: every answered query as a searchable SQLite row.
 
 Written by the query log's writer thread (`QueryLog.sinks`), never on the query path, with
-the same anonymised clients. One SQLite file per UTC day under `DIR/` (`2026-12-04.sqlite`):
-retention drops whole files, the oldest first, when they are older than `retention_days`
-or when the files together pass `max_bytes` or `max_rows`, so nothing ever runs a large
-DELETE. A search walks the days newest first and stops once it has `limit` rows, so a
-typical search reads the newest part of the log only; indexes on time and client serve
-those filters. Rows are appended in time order, so "newest first" is the table read
-backwards, with no sort. A name search first scans the day's distinct names (a small
-table), then reads the rows of the few that match by index.
+the same anonymised clients. SQLite files in `DIR/`, each a part of a UTC day of at most
+`PART_ROWS` rows (`2026-12-04.0001.sqlite`, `.0002`, ...; a whole day in
+`2026-12-04.sqlite` from earlier versions): retention drops whole files, the oldest
+first, when they are older than `retention_days` or when the files together pass
+`max_bytes` or `max_rows`, so nothing ever runs a large DELETE. The part being written
+has no index; it gets its indexes (time, client, name) in one pass when it is full or
+its day ends. A search walks the parts newest first and stops once it has `limit` rows,
+so a typical search reads the newest part of the log only. Rows are appended in time
+order, so "newest first" is the table read backwards, with no sort. A name search first
+scans the part's distinct names (a small table), then reads the rows of the few that
+match (by index once the part is sealed).
 
 Each row says why it got its answer: category, list, the rule as written, the policy, why
 the client has it (`CLIENT_WHY`), the schedule window or allowance note, the step that
@@ -28,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +62,18 @@ Row = tuple[Any, ...]
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS q ({", ".join(COLUMNS)});
+CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS q_ts ON q(ts);
 CREATE INDEX IF NOT EXISTS q_client ON q(client, ts);
 CREATE INDEX IF NOT EXISTS q_qname ON q(qname);
-CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY) WITHOUT ROWID;
 """
+PART_ROWS = 250_000
+"""Rows of a part file before the next one is begun. The part being written has no index
+(each indexed row cost ~3x an unindexed one: a B-tree insert per index at a random
+place); its indexes are built in one pass, by sorting, when it is full or its day ends.
+A search reads the open part by a backwards scan, which this bound keeps short."""
 NAMES_IN = 1000
 """A name search matching at most this many distinct names of a day reads their rows by
 index; more (a common substring) scans the day backwards, which finds `limit` rows soon."""
@@ -111,29 +122,58 @@ class QueryStore:
         # Filled in by the writer for rows whose producer could not say (the C fast path
         # knows a name is blocked, not by which rule): name -> Verdict-like or None.
         self.explain: Callable[[str], Any] | None = None
-        self._day = ""
+        self._part = ""  # the part being written, and its connection
         self._conn: sqlite3.Connection | None = None
-        self._rows: dict[str, int] = {}  # day -> rows, counted once per file then kept
+        self._rows: dict[str, int] = {}  # part -> rows, counted once per file then kept
         self._lock = threading.Lock()  # add() and prune() from the writer, close() from stop
         self._error_reported = False
 
     # -- writing (the query log's writer thread) --
 
-    def _open(self, day: str) -> sqlite3.Connection:
-        if self._conn is not None:
-            self._conn.close()
-        conn = sqlite3.connect(self.dir / f"{day}{SUFFIX}", check_same_thread=False)
+    def _connect(self, part: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.dir / f"{part}{SUFFIX}", check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        # A crash may lose the last second of rows, never corrupt a day: enough for a log.
+        # A crash may lose the last second of rows, never corrupt a part: enough for a log.
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA cache_size=-16384")  # 16 MB: sorting for the indexes
         conn.executescript(_SCHEMA)
         have = {column for _, column, *_ in conn.execute("PRAGMA table_info(q)")}
         for column in COLUMNS:
-            if column not in have:  # a day file of an earlier version, appended to
+            if column not in have:  # a file of an earlier version
                 conn.execute(f"ALTER TABLE q ADD COLUMN {column}")
-        self._conn, self._day = conn, day
-        if day not in self._rows:
-            self._rows[day] = conn.execute("SELECT count(*) FROM q").fetchone()[0]
+        return conn
+
+    def _writing(self, day: str) -> sqlite3.Connection:
+        """The connection to write `day`'s rows to: the open part while it has room, else
+        a new part (the one before it sealed). After a restart an unsealed part of the day
+        is carried on, and other unsealed ones (a crash) are sealed."""
+        conn = self._conn
+        if conn is not None and self._part[:10] == day and self._rows[self._part] < PART_ROWS:
+            return conn
+        if conn is not None:
+            _seal(conn)
+            conn.close()
+            self._conn = None
+        first = not self._rows
+        parts = [p for p in self.parts() if p[:10] == day]
+        part = parts[-1] if parts and len(parts[-1]) > 10 else f"{day}.0000"
+        conn = self._connect(part)
+        if part not in self._rows:
+            self._rows[part] = conn.execute("SELECT count(*) FROM q").fetchone()[0]
+        if self._rows[part] >= PART_ROWS or _sealed(conn):
+            _seal(conn)
+            conn.close()
+            part = f"{day}.{int(part[11:]) + 1:04d}"
+            conn = self._connect(part)
+            self._rows[part] = 0
+        if first:
+            for other in self.parts():
+                if other != part:
+                    with contextlib.closing(self._connect(other)) as old:
+                        _seal(old)
+                        # Counted once, so that `max_rows` holds across restarts.
+                        self._rows[other] = old.execute("SELECT count(*) FROM q").fetchone()[0]
+        self._conn, self._part = conn, part
         return conn
 
     def add(self, rows: Sequence[Row]) -> None:
@@ -153,25 +193,24 @@ class QueryStore:
         explain = self.explain
         if explain is not None:
             rows = [_explained(row, explain) for row in rows]
-        by_day: dict[str, list[Row]] = {}
-        for row in rows:
-            by_day.setdefault(day_of(row[0]), []).append(row)
-        new_day = False
+        first = day_of(min(map(_get_ts, rows)))
+        if first == day_of(max(map(_get_ts, rows))):
+            by_day = {first: rows}  # the usual batch: no day per row
+        else:
+            by_day = {}
+            for row in rows:
+                by_day.setdefault(day_of(row[0]), []).append(row)
+        parts = len(self._rows)
         for day, batch in sorted(by_day.items()):
-            if day != self._day or self._conn is None:
-                new_day = new_day or day not in self._rows
-                conn = self._open(day)
-            else:
-                conn = self._conn
+            conn = self._writing(day)
             with conn:
                 conn.executemany(_INSERT, batch)
-                # The day's distinct names: a substring search scans these, not the rows.
-                conn.executemany(
-                    "INSERT OR IGNORE INTO names VALUES (?)", [(n,) for n in {r[2] for r in batch}]
-                )
-            self._rows[day] = self._rows.get(day, 0) + len(batch)
+                # The part's distinct names: a substring search scans these, not the rows.
+                names = [(name,) for name in set(map(_get_name, batch))]
+                conn.executemany("INSERT OR IGNORE INTO names VALUES (?)", names)
+            self._rows[self._part] += len(batch)
             self.written += len(batch)
-        if new_day or sum(self._rows.values()) > self.max_rows:
+        if len(self._rows) != parts or sum(self._rows.values()) > self.max_rows:
             self._prune()
 
     def prune(self) -> None:
@@ -180,24 +219,30 @@ class QueryStore:
             self._prune()
 
     def _prune(self) -> None:
-        days = self.days()
+        parts = self.parts()
         oldest_kept = day_of(time.time() - self.retention_days * 86400)
-        sizes = {d: _size(self.dir / f"{d}{SUFFIX}") for d in days}
-        for day in days[:-1]:  # never the newest: it is being written
-            over_rows = sum(self._rows.get(d, 0) for d in sizes) > self.max_rows
+        sizes = {p: _size(self.dir / f"{p}{SUFFIX}") for p in parts}
+        for part in parts[:-1]:  # never the newest
+            if part == self._part:
+                break  # being written
+            over_rows = sum(self._rows.get(p, 0) for p in sizes) > self.max_rows
             over_bytes = sum(sizes.values()) > self.max_bytes
-            if day >= oldest_kept and not over_rows and not over_bytes:
+            if part[:10] >= oldest_kept and not over_rows and not over_bytes:
                 break
             for extra in ("", "-wal", "-shm"):
-                (self.dir / f"{day}{SUFFIX}{extra}").unlink(missing_ok=True)
-            sizes.pop(day)
-            self._rows.pop(day, None)
-            log.info("query-log store: dropped %s (retention)", day)
+                (self.dir / f"{part}{SUFFIX}{extra}").unlink(missing_ok=True)
+            sizes.pop(part)
+            self._rows.pop(part, None)
+            log.info("query-log store: dropped %s (retention)", part)
 
-    def days(self, folder: Path | None = None) -> list[str]:
-        """The stored days (of this store's folder, or `folder`), oldest first."""
+    def parts(self, folder: Path | None = None) -> list[str]:
+        """The stored parts (of this store's folder, or `folder`), oldest first."""
         folder = self.dir if folder is None else folder
         return sorted(p.name[: -len(SUFFIX)] for p in folder.glob(f"*{SUFFIX}"))
+
+    def days(self) -> list[str]:
+        """The days stored, oldest first."""
+        return sorted({part[:10] for part in self.parts()})
 
     def folders(self) -> list[Path]:
         """Every folder a search reads: the store's root and each worker's folder in it
@@ -208,7 +253,7 @@ class QueryStore:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
-                self._conn.close()
+                self._conn.close()  # unsealed: the next start carries it on or seals it
                 self._conn = None
 
     # -- reading (the admin API, any thread) --
@@ -236,13 +281,13 @@ class QueryStore:
             where.append("ts < ?")
             args.append(s.until)
         out: list[dict[str, Any]] = []
-        for day in reversed(self.days(folder)):
-            if s.until is not None and day > day_of(s.until):
+        for part in reversed(self.parts(folder)):
+            if s.until is not None and part[:10] > day_of(s.until):
                 continue
-            if s.since is not None and day < day_of(s.since):
+            if s.since is not None and part[:10] < day_of(s.since):
                 break
             try:
-                conn = sqlite3.connect(f"file:{folder / (day + SUFFIX)}?mode=ro", uri=True)
+                conn = sqlite3.connect(f"file:{folder / (part + SUFFIX)}?mode=ro", uri=True)
             except sqlite3.OperationalError:
                 continue  # dropped by retention meanwhile
             try:
@@ -291,6 +336,19 @@ class QueryStore:
             "written": self.written,
             "dropped": self.dropped,
         }
+
+
+def _sealed(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'q_qname'").fetchone() is not None
+
+
+def _seal(conn: sqlite3.Connection) -> None:
+    """Build a part's indexes (nothing when it has them)."""
+    conn.executescript(_INDEXES)
+
+
+_get_ts = itemgetter(0)
+_get_name = itemgetter(COLUMNS.index("qname"))
 
 
 def _size(path: Path) -> int:

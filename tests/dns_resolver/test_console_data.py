@@ -4,11 +4,15 @@ overview aggregates (Space-Saving, windows, bounded clients) and the query log's
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
+import pytest
 from dnslib import QTYPE
 
+from dns_resolver import querystore
 from dns_resolver.querylog import QueryLog
 from dns_resolver.querystats import RECENT_CLIENTS, TOP_K, QueryStats, SpaceSaving, StatsGroup
 from dns_resolver.querystore import COLUMNS, QueryStore, Search, day_of
@@ -56,6 +60,37 @@ def test_retention_drops_whole_days_by_age_and_rows(tmp_path: Path) -> None:
     assert day_of(now - 2 * 86400) not in store.days()
     assert day_of(now) in store.days()  # the newest day is never dropped
     assert store.stats()["rows"] <= 301
+
+
+def indexed(path: Path) -> bool:
+    with closing(sqlite3.connect(path)) as conn:
+        return bool(conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+                                 "AND name LIKE 'q_%'").fetchone()[0])  # fmt: skip
+
+
+def test_parts_are_indexed_when_full_and_carried_on_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(querystore, "PART_ROWS", 10)
+    now = time.time()
+    store = QueryStore(tmp_path)
+    for batch in range(5):  # 25 rows: two full parts, the third open
+        store.add([row(now - 100 + batch * 5 + i, f"b{batch}-{i}.example") for i in range(5)])
+    files = sorted(tmp_path.glob("*.sqlite"))
+    assert [p.name[11:] for p in files] == ["0000.sqlite", "0001.sqlite", "0002.sqlite"]
+    assert [indexed(p) for p in files] == [True, True, False]
+    names = [r["qname"] for r in store.search(Search(limit=100))]
+    assert len(names) == 25 and names[0] == "b4-4.example" and names[-1] == "b0-0.example"
+    assert [r["qname"] for r in store.search(Search(name="b2-", limit=100))] == [
+        f"b2-{i}.example" for i in reversed(range(5))
+    ]
+    store.close()
+    again = QueryStore(tmp_path)  # a restart: the open part is carried on
+    again.add([row(now, "after.example")])
+    assert sorted(p.name for p in tmp_path.glob("*.sqlite")) == [p.name for p in files]
+    assert again.search(Search(limit=1))[0]["qname"] == "after.example"
+    assert again.stats()["rows"] == 26
+    again.close()
 
 
 def test_space_saving_keeps_the_heavy_hitters() -> None:
