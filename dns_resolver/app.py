@@ -193,7 +193,7 @@ class App:
         self.subscribers: Any = None  # subscribers.runtime.Subscribers when enabled
         # One of several workers (workers.py): what it shares with the console's worker.
         self.share: Any = None  # dns_resolver.workershare.WorkerShare
-        self._follow: asyncio.Task[None] | None = None
+        self._follows: list[asyncio.Task[None]] = []
         self.radius: Any = None  # its RADIUS listener's transport
         self._tick: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
@@ -242,11 +242,7 @@ class App:
         if self.config.subscribers.enabled and not await self._start_subscribers(policies):
             return 1
         if self.share is not None:
-            if policies is not None:
-                self.share.apply_switches(policies)  # in force before the first answer
-            self._follow = loop.create_task(
-                self.share.follow_switches(lambda: self.resolver and self.resolver.policies)
-            )
+            self._follow_share(policies)
         if self.config.console.enabled and self.querylog is not None:
             from dns_resolver.consolefeed import ConsoleFeed
 
@@ -352,8 +348,8 @@ class App:
                 await asyncio.to_thread(self.subscribers.stop)
             if self._tick is not None:
                 self._tick.cancel()
-            if self._follow is not None:
-                self._follow.cancel()
+            for task in self._follows:
+                task.cancel()
             if self.blockpage is not None:
                 self.blockpage.stop()
             if self.resolver.policies is not None and self.resolver.policies.allowances:
@@ -367,6 +363,35 @@ class App:
             if self.console is not None:
                 self.console.close()
         return 0
+
+    def _follow_share(self, policies: Any) -> None:
+        """One of several workers: the console worker's policy switches, and its
+        reviewers' overrides unless this is the console worker (workershare.py)."""
+        from dns_resolver.workershare import follow
+
+        share = self.share
+        if policies is not None:
+            share.apply_switches(policies)  # in force before the first answer
+
+        def switches() -> None:
+            table = self.resolver.policies if self.resolver is not None else None
+            if table is not None and share.apply_switches(table):
+                log.info("policy switches from the console's worker applied")
+
+        loop = asyncio.get_running_loop()
+        self._follows = [loop.create_task(follow(share.switches_file(), switches))]
+        if share.admin and not share.serves_console:
+            from listsync.update import config_data_dir
+            from reports.overrides import FILE_NAME, OverrideMatcher
+
+            path = config_data_dir(self.config) / FILE_NAME
+
+            def overrides() -> None:
+                assert self.resolver is not None
+                self.resolver.set_overrides(OverrideMatcher.load(path))
+                log.info("reviewers' overrides from the console's worker applied")
+
+            self._follows.append(loop.create_task(follow(path, overrides)))
 
     def _start_dnstap(self, resolver: Resolver) -> None:
         from dns_resolver.dnstap import Dnstap

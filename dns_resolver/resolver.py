@@ -751,14 +751,18 @@ class Resolver:
 
 def block_step(verdict: Verdict, via: str | None, note: str | None) -> str:
     """What decided a block, for the query log's `decided_by`: the answer inspection's
-    match (`cname=NAME`, `address=IP`), the policy's schedule window, block-now or spent
-    allowance (its note), a reviewer's override, or else the list rule."""
+    match (`cname=NAME`, `address=IP`), a reviewer's override (or a subscriber's own
+    list, a bypass canary, unsafe search), the policy's schedule window, block-now or
+    spent allowance (its note), or else the list rule."""
     if via:
         return via
+    step = _LIST_STEPS.get(verdict.list or "")
+    if step is not None:
+        return step
     for part in (note or "").split():
         if not part.startswith("policy="):
             return part  # schedule=NAME, block-now, allowance=CATEGORY:...
-    return _LIST_STEPS.get(verdict.list or "", "list")
+    return "list"
 
 
 def pass_step(pending: Pending) -> str:

@@ -460,7 +460,7 @@ def _worker_main(
     )
     app = App(_worker_config(config, index))
     app.reread = lambda: handoff.read(index)
-    app.share = WorkerShare(os.path.dirname(handoff.path), index)
+    app.share = WorkerShare(os.path.dirname(handoff.path), index, admin=config.admin.enabled)
     app.counts_config_reloads = False  # the parent counts
     app.load_matcher = snapshot_loader(snapshot)
     app.use_reloader = False  # the parent owns the reloader

@@ -16,6 +16,9 @@ sent per query:
   restarted worker reads it as it starts, so a switch stays in force across a restart of
   any worker.
 
+The other workers also follow the reviewers' overrides the console worker writes to the
+data directory (`reports.overrides`), the same way.
+
 Files are written to a temporary name and renamed, so a reader sees a whole file.
 """
 
@@ -28,6 +31,7 @@ import logging
 import os
 import pickle
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +53,10 @@ def _write(path: Path, data: bytes) -> None:
 class WorkerShare:
     """The shared folder as seen by worker `index`."""
 
-    def __init__(self, folder: str | os.PathLike[str], index: int) -> None:
+    def __init__(self, folder: str | os.PathLike[str], index: int, *, admin: bool) -> None:
         self.folder = Path(folder)
         self.index = index
+        self.admin = admin  # the configuration has an admin listener (worker 0 serves it)
         self._peers: dict[int, tuple[int, Any]] = {}  # index -> (mtime_ns, loaded)
         self._peers_lock = threading.Lock()  # the admin API reads from worker threads
 
@@ -116,18 +121,21 @@ class WorkerShare:
             table.refresh(force=True)
         return changed
 
-    async def follow_switches(self, policies: Any) -> None:
-        """Apply the switches file whenever it changes (runs until cancelled).
+    def switches_file(self) -> Path:
+        return self.folder / SWITCHES
 
-        `policies` returns the policy table in force (a config reload replaces it)."""
-        path = self.folder / SWITCHES
-        seen: tuple[int, Any] = (-1, None)
-        while True:
-            table = policies()
-            with contextlib.suppress(OSError):
-                stamp = (path.stat().st_mtime_ns, table)
-                if stamp != seen and table is not None:
-                    seen = stamp
-                    if self.apply_switches(table):
-                        log.info("policy switches from the console worker applied")
-            await asyncio.sleep(POLL_INTERVAL)
+
+async def follow(path: Path, apply: Callable[[], object]) -> None:
+    """Call `apply()` whenever the file at `path` changes, and once if it is there now
+    (runs until cancelled; polled every `POLL_INTERVAL`)."""
+    seen = -1
+    while True:
+        with contextlib.suppress(OSError):
+            stamp = path.stat().st_mtime_ns
+            if stamp != seen:
+                seen = stamp
+                try:
+                    apply()
+                except Exception:  # a half-written file is read again when it changes
+                    log.exception("cannot apply %s", path)
+        await asyncio.sleep(POLL_INTERVAL)

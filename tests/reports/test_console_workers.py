@@ -1,6 +1,7 @@
 """The console with `server.workers = 2` on a real `filterdns serve` (NSD upstream): the
-overview counts the queries both workers answered, the query log finds them all, and a
-pause or a block-now is in force on both workers within 1 s.
+overview counts the queries both workers answered, the query log finds them all, a
+pause or a block-now is in force on both workers within 1 s, and so is a reviewer's
+override.
 
 Queries come from many loopback addresses (and dig's random source ports), so the
 kernel's SO_REUSEPORT hash spreads them over both workers. Each worker writes its own
@@ -47,8 +48,8 @@ def worker_rows(server: ServerProcess, sql: str, *args: object) -> dict[str, int
     return out
 
 
-def a_round(server: ServerProcess, client: str, status: str) -> bool:
-    return all(server.dig(BLOCKED, "A", "-b", client).status == status for _ in range(ROUND))
+def a_round(server: ServerProcess, client: str, status: str, name: str = BLOCKED) -> bool:
+    return all(server.dig(name, "A", "-b", client).status == status for _ in range(ROUND))
 
 
 def test_two_workers_count_search_and_switch_together(
@@ -101,3 +102,14 @@ def test_two_workers_count_search_and_switch_together(
     assert eventually(lambda: a_round(server, TEEN, "NXDOMAIN"), 1.0)
     blocked_now = "client = ? AND result = 'blocked' AND ts >= ?"
     assert eventually(lambda: all(worker_rows(server, blocked_now, TEEN, since).values()), 3)
+
+    # A reviewer's decision (an override in the data directory) blocks on both workers.
+    assert server.dig(WWW, "A", "-b", TEEN).status == "NOERROR"
+    since = time.time()
+    report = admin.post("/api/reports", {"target": WWW, "kind": "report", "category": "adult"})
+    assert report.status_code == 201, report.text
+    decision = {"action": "block", "category": "adult", "reason": "a test"}
+    assert admin.post(f"/api/reports/{report.json()['id']}/decision", decision).is_success
+    assert eventually(lambda: a_round(server, TEEN, "NXDOMAIN", WWW), 3)
+    overridden = "qname = ? AND decided_by = 'override' AND ts >= ?"
+    assert eventually(lambda: all(worker_rows(server, overridden, WWW, since).values()), 3)
