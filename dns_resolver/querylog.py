@@ -333,7 +333,9 @@ class QueryLog:
         describe = self.describe_client if self._c_raw or self.anonymize == "none" else None
         upstream = self.fast_upstream() if self.fast_upstream is not None else None
         seconds = _SECONDS
-        described: dict[tuple[str, str | None], tuple[str, str, str | None]] = {}
+        # (client, result, category, list) -> (anonymised client, the row's values from
+        # `policy` to `upstream`): worked out once per drain, not once per row.
+        known: dict[tuple[str, str, str | None, str | None], tuple[Any, tuple[Any, ...]]] = {}
         file_lines = []
         for line in buffer.decode().splitlines():
             parts = line.split('"')
@@ -348,39 +350,49 @@ class QueryLog:
                     continue
                 parts, fields = decoded
                 category, list_name = parts[27], parts[31]
-            client = parts[7]
-            anon = self._anonymous(client) if self._c_raw else client
-            if rewrite and size in (33, 37):
-                parts[7] = anon or ""
-                line = '"'.join(parts)
-            elif rewrite:
-                line = json.dumps({**fields, "client": anon}, separators=(",", ":"))
+            result = parts[23]
+            key = (parts[7], result, category, list_name)
+            found = known.get(key)
+            if found is None:
+                found = known[key] = self._c_values(key, describe, upstream)
+            anon, middle = found
+            if rewrite:
+                if size == 33 or size == 37:
+                    parts[7] = anon or ""
+                    line = '"'.join(parts)
+                else:
+                    line = json.dumps({**fields, "client": anon}, separators=(",", ":"))
             file_lines.append(line)
             if rows is None:
                 continue
             stamp = parts[3]
-            second = seconds.get(stamp[:19])
-            if second is None:
-                second = _second(stamp[:19])
-            result = parts[23]
-            policy = why = note = None
-            if describe is not None:
-                key = (client, category)
-                found = described.get(key)
-                if found is None:
-                    found = described[key] = describe(client, category)
-                policy, why, note = found
+            second = seconds.get(stamp[:19]) or _second(stamp[:19])
             duration = float(parts[-1][1:-1])
-            forwarded = result == "allowed"
             rows.append((
                 second + int(stamp[20:23]) / 1000, anon, parts[11], parts[15], "udp", result,
-                None, category, list_name, None, policy, why, note,
-                _C_STEPS.get(result, "list") if note is None else note, int(result == "cached"),
-                upstream if forwarded else None, duration, duration if forwarded else None,
+                None, category, list_name, None, *middle, duration,
+                duration if result == "allowed" else None,
             ))  # fmt: skip
         if not rewrite:
             return buffer, count
         return ("\n".join(file_lines) + "\n").encode() if file_lines else b"", count
+
+    def _c_values(
+        self,
+        key: tuple[str, str, str | None, str | None],
+        describe: Callable[[str, str | None], tuple[str, str, str | None]] | None,
+        upstream: str | None,
+    ) -> tuple[Any, tuple[Any, ...]]:
+        """What the rows of C's lines with the same client, result and labels share: the
+        anonymised client, and (policy, why, note, decided_by, cached, upstream)."""
+        client, result, category, _list = key
+        anon = self._anonymous(client) if self._c_raw else client
+        policy = why = note = None
+        if describe is not None:
+            policy, why, note = describe(client, category)
+        decided = _C_STEPS.get(result, "list") if note is None else note
+        forwarded = upstream if result == "allowed" else None
+        return anon, (policy, why, note, decided, int(result == "cached"), forwarded)
 
     def _feed_sinks(self, rows: list[Row]) -> None:
         for sink in self.sinks:
