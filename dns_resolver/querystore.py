@@ -10,8 +10,8 @@ has no index; it gets its indexes (time, client, name) in one pass when it is fu
 its day ends. A search walks the parts newest first and stops once it has `limit` rows,
 so a typical search reads the newest part of the log only. Rows are appended in time
 order, so "newest first" is the table read backwards, with no sort. A name search first
-scans the part's distinct names (a small table), then reads the rows of the few that
-match (by index once the part is sealed).
+scans a sealed part's distinct names (a small table), then reads the rows of the few
+that match by index; the open part is scanned backwards.
 
 Each row says why it got its answer: category, list, the rule as written, the policy, why
 the client has it (`CLIENT_WHY`), the schedule window or allowance note, the step that
@@ -68,12 +68,14 @@ _INDEXES = """
 CREATE INDEX IF NOT EXISTS q_ts ON q(ts);
 CREATE INDEX IF NOT EXISTS q_client ON q(client, ts);
 CREATE INDEX IF NOT EXISTS q_qname ON q(qname);
+INSERT OR IGNORE INTO names SELECT DISTINCT qname FROM q WHERE qname IS NOT NULL;
 """
 PART_ROWS = 250_000
 """Rows of a part file before the next one is begun. The part being written has no index
 (each indexed row cost ~3x an unindexed one: a B-tree insert per index at a random
 place); its indexes are built in one pass, by sorting, when it is full or its day ends.
-A search reads the open part by a backwards scan, which this bound keeps short."""
+A search reads the open part by a backwards scan, which this bound keeps short; its
+table of distinct names (for name searches) is filled then too."""
 NAMES_IN = 1000
 """A name search matching at most this many distinct names of a day reads their rows by
 index; more (a common substring) scans the day backwards, which finds `limit` rows soon."""
@@ -205,9 +207,6 @@ class QueryStore:
             conn = self._writing(day)
             with conn:
                 conn.executemany(_INSERT, batch)
-                # The part's distinct names: a substring search scans these, not the rows.
-                names = [(name,) for name in set(map(_get_name, batch))]
-                conn.executemany("INSERT OR IGNORE INTO names VALUES (?)", names)
             self._rows[self._part] += len(batch)
             self.written += len(batch)
         if len(self._rows) != parts or sum(self._rows.values()) > self.max_rows:
@@ -305,7 +304,10 @@ class QueryStore:
         conn: sqlite3.Connection, s: Search, where: list[str], args: list[Any], limit: int
     ) -> list[dict[str, Any]]:
         where, args = list(where), list(args)
-        if s.name:
+        if s.name and not _sealed(conn):  # the part being written: read backwards
+            where.append("instr(qname, ?) > 0")
+            args.append(s.name.lower())
+        elif s.name:
             needle = s.name.lower()
             names = [
                 n for (n,) in conn.execute(
@@ -343,12 +345,12 @@ def _sealed(conn: sqlite3.Connection) -> bool:
 
 
 def _seal(conn: sqlite3.Connection) -> None:
-    """Build a part's indexes (nothing when it has them)."""
-    conn.executescript(_INDEXES)
+    """Build a part's indexes and its table of distinct names (once)."""
+    if not _sealed(conn):
+        conn.executescript(_INDEXES)
 
 
 _get_ts = itemgetter(0)
-_get_name = itemgetter(COLUMNS.index("qname"))
 
 
 def _size(path: Path) -> int:
