@@ -196,6 +196,9 @@ class App:
         self.observer: Any = None  # dns_resolver.observed.Observer when [observed] enabled
         self.console: Any = None  # dns_resolver.consolefeed.ConsoleFeed when [console] enabled
         self.subscribers: Any = None  # subscribers.runtime.Subscribers when enabled
+        # One of several workers (workers.py): what it shares with the console's worker.
+        self.share: Any = None  # dns_resolver.workershare.WorkerShare
+        self._follows: list[asyncio.Task[None]] = []
         self.radius: Any = None  # its RADIUS listener's transport
         self._tick: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
@@ -243,10 +246,12 @@ class App:
         )
         if self.config.subscribers.enabled and not await self._start_subscribers(policies):
             return 1
+        if self.share is not None:
+            self._follow_share(policies)
         if self.config.console.enabled and self.querylog is not None:
             from dns_resolver.consolefeed import ConsoleFeed
 
-            self.console = ConsoleFeed(self.config)
+            self.console = ConsoleFeed(self.config, share=self.share)
             self.console.attach(self.querylog, self.resolver)
         if self.config.admin.enabled:
             from reports.server import AdminServer
@@ -373,6 +378,8 @@ class App:
                 await asyncio.to_thread(self.subscribers.stop)
             if self._tick is not None:
                 self._tick.cancel()
+            for task in self._follows:
+                task.cancel()
             if self.blockpage is not None:
                 self.blockpage.stop()
             if self.resolver.policies is not None and self.resolver.policies.allowances:
@@ -386,6 +393,35 @@ class App:
             if self.console is not None:
                 self.console.close()
         return 0
+
+    def _follow_share(self, policies: Any) -> None:
+        """One of several workers: the console worker's policy switches, and its
+        reviewers' overrides unless this is the console worker (workershare.py)."""
+        from dns_resolver.workershare import follow
+
+        share = self.share
+        if policies is not None:
+            share.apply_switches(policies)  # in force before the first answer
+
+        def switches() -> None:
+            table = self.resolver.policies if self.resolver is not None else None
+            if table is not None and share.apply_switches(table):
+                log.info("policy switches from the console's worker applied")
+
+        loop = asyncio.get_running_loop()
+        self._follows = [loop.create_task(follow(share.switches_file(), switches))]
+        if share.admin and not share.serves_console:
+            from listsync.update import config_data_dir
+            from reports.overrides import FILE_NAME, OverrideMatcher
+
+            path = config_data_dir(self.config) / FILE_NAME
+
+            def overrides() -> None:
+                assert self.resolver is not None
+                self.resolver.set_overrides(OverrideMatcher.load(path))
+                log.info("reviewers' overrides from the console's worker applied")
+
+            self._follows.append(loop.create_task(follow(path, overrides)))
 
     def _start_dnstap(self, resolver: Resolver) -> None:
         from dns_resolver.dnstap import Dnstap
@@ -481,6 +517,10 @@ class App:
             # A console pause or block-now moves the next boundary closer: wake for it.
             loop = asyncio.get_running_loop()
             table.subscribe(lambda _view: loop.call_soon_threadsafe(self._arm_tick))
+            share = self.share
+            if share is not None and share.serves_console:
+                # The console's switches reach the other workers (workershare.py).
+                table.subscribe(lambda _view: share.write_switches(table))
         table.refresh()
         self._arm_tick()
 
@@ -635,6 +675,9 @@ class App:
             self.subscribers.reconfigure(config, policies)
         self.config = config
         apply_logging(config)
+        if self.console is not None and querylog is not None and querylog is not self.querylog:
+            # Before the fast path takes the new log: it asks whether the log has sinks.
+            self.console.attach(querylog, resolver)
         if store is not None and (policies is None or policies.allowances is not store):
             store.close()
         resolver.take_settings(fresh)

@@ -8,6 +8,10 @@ over them), its own cache and fast path, and maps the snapshot read-only with
 `Matcher.from_snapshot`: the table pages are the file's page-cache pages, shared by every
 worker, so N workers cost one copy.
 
+With `[admin]` on, worker 0 serves the admin listener and the console; the other
+workers' console aggregates and the policy switches (pause, block-now) reach it, and
+them, through files in the parent's private folder (`workershare.py`).
+
 The parent serves nothing itself. It
 - passes SIGTERM/SIGINT on and waits for the workers (bounded, then SIGKILL);
 - on SIGHUP re-reads and validates the configuration file (`reconfigure.py`; a file that
@@ -48,6 +52,7 @@ from typing import Any
 
 from dns_resolver import eventloop
 from dns_resolver.reconfigure import ConfigSource, apply_logging, reread
+from dns_resolver.workershare import CONSOLE_WORKER, WorkerShare
 from fdconfig import Address, Config
 
 log = logging.getLogger(__name__)
@@ -88,13 +93,17 @@ class ConfigHandoff:
             pickle.dump(config, f)
         os.replace(tmp, self.path)
 
-    def read(self) -> Config:
-        """The configuration for a worker (its metrics on its own ephemeral port)."""
+    def read(self, index: int) -> Config:
+        """The configuration for worker `index` (its metrics on its own ephemeral port)."""
         with open(self.path, "rb") as f:
-            return _worker_config(pickle.load(f))
+            return _worker_config(pickle.load(f), index)
 
 
-def _worker_config(config: Config) -> Config:
+def _worker_config(config: Config, index: int) -> Config:
+    if index != CONSOLE_WORKER and config.admin.enabled:
+        # One worker serves the admin listener and the console (workershare.py); the
+        # others' aggregates and the policy switches reach it through shared files.
+        config = replace(config, admin=replace(config.admin, enabled=False))
     if config.metrics.listen is None:
         return config
     # Each worker serves its own figures on an ephemeral loopback port; the parent adds
@@ -524,8 +533,9 @@ def _worker_main(
     signal.pthread_sigmask(
         signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
     )
-    app = App(_worker_config(config))
-    app.reread = handoff.read
+    app = App(_worker_config(config, index))
+    app.reread = lambda: handoff.read(index)
+    app.share = WorkerShare(os.path.dirname(handoff.path), index, admin=config.admin.enabled)
     app.counts_config_reloads = False  # the parent counts
     app.load_matcher = snapshot_loader(snapshot)
     app.use_reloader = False  # the parent owns the reloader
