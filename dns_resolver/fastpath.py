@@ -325,8 +325,9 @@ class UdpFastPath:
             )
 
     def _forwarding_to(self) -> str | None:
-        """The upstream C forwards misses to (the query log's rows name it)."""
-        pool = self.pool
+        """The upstream C forwards misses to (the query log's rows name it): the default
+        set's, as C's log lines do not say which set a rule's miss went to."""
+        pool = self.pools[0] if self.pools else None
         return pool.upstream.name if pool is not None and pool.upstream is not None else None
 
     def _sync_subscribers(self) -> None:
