@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,10 @@ class App:
         # Set by workers.py: how newly observed domains reach the worker that counts them.
         self.leads_link: Any = None
         self.on_started: Callable[[App], None] | None = None  # workers.py reports ports
+        # POST /api/reload; with workers it asks the supervisor, which re-reads the file.
+        self.admin_reload: Callable[[], Awaitable[dict[str, Any]]] = self.reload_config
+        # With workers: wakes the supervisor's subscriber table writer after an API change.
+        self.wake_subscribers: Callable[[], None] | None = None
         self.metrics: Any = None
         self.metrics_server: Any = None
         self.querylog: Any = None
@@ -195,7 +199,9 @@ class App:
         self.admin: Any = None  # reports.server.AdminServer when [admin] enabled
         self.observer: Any = None  # dns_resolver.observed.Observer when [observed] enabled
         self.console: Any = None  # dns_resolver.consolefeed.ConsoleFeed when [console] enabled
-        self.subscribers: Any = None  # subscribers.runtime.Subscribers when enabled
+        # subscribers.runtime.Subscribers when enabled (SubscriberWrites in the worker of
+        # several that serves the admin listener; the others: None)
+        self.subscribers: Any = None
         # One of several workers (workers.py): what it shares with the console's worker.
         self.share: Any = None  # dns_resolver.workershare.WorkerShare
         self._follows: list[asyncio.Task[None]] = []
@@ -260,10 +266,9 @@ class App:
                 self.admin = AdminServer(
                     self.config,
                     resolver=self.resolver,
-                    reload=self.reload_config,
+                    reload=self.admin_reload,
                     console=self.console,
                     subscribers=self.subscribers,
-                    listen=not self.reuse_port,  # with workers the supervisor listens
                 )
                 await self.admin.start()
             except Exception as exc:
@@ -475,9 +480,17 @@ class App:
         from subscribers.runtime import Subscribers, serving_view
 
         if self.reuse_port:
-            # One of several workers: the supervisor writes the table, feeds included.
+            # One of several workers: the supervisor writes the table and hears RADIUS;
+            # the worker with the admin listener writes the API's changes to the store.
             try:
                 policies.subscribers = serving_view(self.config, config_data_dir(self.config))
+                if self.config.admin.enabled:
+                    from subscribers.runtime import SubscriberWrites
+
+                    assert self.wake_subscribers is not None
+                    self.subscribers = SubscriberWrites(
+                        self.config, config_data_dir(self.config), self.wake_subscribers
+                    )
             except Exception as exc:
                 log.error("cannot map the subscribers' table: %s", exc)
                 return False
