@@ -44,8 +44,8 @@ def fill(store: QueryStore, rows: int, now: float, seed: int = 1) -> float:
             name = "rare-needle.example"
         batch.append((
             ts, rng.choice(clients), name, "A", "udp", result, "NOERROR", cat, cat, rule,
-            "child", "cidr", None, None, int(rng.random() < 0.5), "192.0.2.53:53",
-            round(rng.random() * 20, 3),
+            "child", "cidr", None, "list" if rule else "upstream", int(rng.random() < 0.5),
+            "192.0.2.53:53", round(rng.random() * 20, 3), round(rng.random() * 15, 3),
         ))  # fmt: skip
         if len(batch) == BATCH:
             store.add(batch)

@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,10 @@ class App:
         # Set by workers.py: how newly observed domains reach the worker that counts them.
         self.leads_link: Any = None
         self.on_started: Callable[[App], None] | None = None  # workers.py reports ports
+        # POST /api/reload; with workers it asks the supervisor, which re-reads the file.
+        self.admin_reload: Callable[[], Awaitable[dict[str, Any]]] = self.reload_config
+        # With workers: wakes the supervisor's subscriber table writer after an API change.
+        self.wake_subscribers: Callable[[], None] | None = None
         self.metrics: Any = None
         self.metrics_server: Any = None
         self.querylog: Any = None
@@ -195,7 +199,12 @@ class App:
         self.admin: Any = None  # reports.server.AdminServer when [admin] enabled
         self.observer: Any = None  # dns_resolver.observed.Observer when [observed] enabled
         self.console: Any = None  # dns_resolver.consolefeed.ConsoleFeed when [console] enabled
-        self.subscribers: Any = None  # subscribers.runtime.Subscribers when enabled
+        # subscribers.runtime.Subscribers when enabled (SubscriberWrites in the worker of
+        # several that serves the admin listener; the others: None)
+        self.subscribers: Any = None
+        # One of several workers (workers.py): what it shares with the console's worker.
+        self.share: Any = None  # dns_resolver.workershare.WorkerShare
+        self._follows: list[asyncio.Task[None]] = []
         self.radius: Any = None  # its RADIUS listener's transport
         self._tick: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
@@ -243,10 +252,12 @@ class App:
         )
         if self.config.subscribers.enabled and not await self._start_subscribers(policies):
             return 1
+        if self.share is not None:
+            self._follow_share(policies)
         if self.config.console.enabled and self.querylog is not None:
             from dns_resolver.consolefeed import ConsoleFeed
 
-            self.console = ConsoleFeed(self.config)
+            self.console = ConsoleFeed(self.config, share=self.share)
             self.console.attach(self.querylog, self.resolver)
         if self.config.admin.enabled:
             from reports.server import AdminServer
@@ -255,10 +266,9 @@ class App:
                 self.admin = AdminServer(
                     self.config,
                     resolver=self.resolver,
-                    reload=self.reload_config,
+                    reload=self.admin_reload,
                     console=self.console,
                     subscribers=self.subscribers,
-                    listen=not self.reuse_port,  # with workers the supervisor listens
                 )
                 await self.admin.start()
             except Exception as exc:
@@ -373,6 +383,8 @@ class App:
                 await asyncio.to_thread(self.subscribers.stop)
             if self._tick is not None:
                 self._tick.cancel()
+            for task in self._follows:
+                task.cancel()
             if self.blockpage is not None:
                 self.blockpage.stop()
             if self.resolver.policies is not None and self.resolver.policies.allowances:
@@ -386,6 +398,35 @@ class App:
             if self.console is not None:
                 self.console.close()
         return 0
+
+    def _follow_share(self, policies: Any) -> None:
+        """One of several workers: the console worker's policy switches, and its
+        reviewers' overrides unless this is the console worker (workershare.py)."""
+        from dns_resolver.workershare import follow
+
+        share = self.share
+        if policies is not None:
+            share.apply_switches(policies)  # in force before the first answer
+
+        def switches() -> None:
+            table = self.resolver.policies if self.resolver is not None else None
+            if table is not None and share.apply_switches(table):
+                log.info("policy switches from the console's worker applied")
+
+        loop = asyncio.get_running_loop()
+        self._follows = [loop.create_task(follow(share.switches_file(), switches))]
+        if share.admin and not share.serves_console:
+            from listsync.update import config_data_dir
+            from reports.overrides import FILE_NAME, OverrideMatcher
+
+            path = config_data_dir(self.config) / FILE_NAME
+
+            def overrides() -> None:
+                assert self.resolver is not None
+                self.resolver.set_overrides(OverrideMatcher.load(path))
+                log.info("reviewers' overrides from the console's worker applied")
+
+            self._follows.append(loop.create_task(follow(path, overrides)))
 
     def _start_dnstap(self, resolver: Resolver) -> None:
         from dns_resolver.dnstap import Dnstap
@@ -439,9 +480,17 @@ class App:
         from subscribers.runtime import Subscribers, serving_view
 
         if self.reuse_port:
-            # One of several workers: the supervisor writes the table, feeds included.
+            # One of several workers: the supervisor writes the table and hears RADIUS;
+            # the worker with the admin listener writes the API's changes to the store.
             try:
                 policies.subscribers = serving_view(self.config, config_data_dir(self.config))
+                if self.config.admin.enabled:
+                    from subscribers.runtime import SubscriberWrites
+
+                    assert self.wake_subscribers is not None
+                    self.subscribers = SubscriberWrites(
+                        self.config, config_data_dir(self.config), self.wake_subscribers
+                    )
             except Exception as exc:
                 log.error("cannot map the subscribers' table: %s", exc)
                 return False
@@ -481,6 +530,10 @@ class App:
             # A console pause or block-now moves the next boundary closer: wake for it.
             loop = asyncio.get_running_loop()
             table.subscribe(lambda _view: loop.call_soon_threadsafe(self._arm_tick))
+            share = self.share
+            if share is not None and share.serves_console:
+                # The console's switches reach the other workers (workershare.py).
+                table.subscribe(lambda _view: share.write_switches(table))
         table.refresh()
         self._arm_tick()
 
@@ -635,6 +688,9 @@ class App:
             self.subscribers.reconfigure(config, policies)
         self.config = config
         apply_logging(config)
+        if self.console is not None and querylog is not None and querylog is not self.querylog:
+            # Before the fast path takes the new log: it asks whether the log has sinks.
+            self.console.attach(querylog, resolver)
         if store is not None and (policies is None or policies.allowances is not store):
             store.close()
         resolver.take_settings(fresh)

@@ -358,6 +358,8 @@ class UpstreamPool:
             out = resolver.handle(data, host, False, waited)
             if isinstance(out, Pending):
                 pending = out
+                if self.upstream is not None:  # C asked it; its wait is the exchange
+                    pending.upstream = (self.upstream.name, waited)
                 out = resolver.answer(out, answer)
         except Exception:
             log.exception("error finishing an upstream answer for %s", host)
@@ -401,8 +403,8 @@ class UpstreamPool:
                 self._follow()
 
             async def resume(pending: Pending) -> bytes:
-                response = await self.forwarder.resume(pending.query, tried, answer)
-                return self.resolver.answer(pending, response)
+                asking = self.forwarder.resume(pending.query, tried, answer)
+                return await self.resolver.forward(pending, asking)
 
             self.fast.server.handle_pending(out, data, (host, port), send, resume)
         elif out is not None:

@@ -318,10 +318,17 @@ class UdpFastPath:
         anonymize, key, qtypes = querylog.fast_path_settings()
         self.fp.set_querylog(anonymize, key, qtypes, LOG_BUFFER)
         querylog.earlier_lines = self.fp.take_log
+        querylog.fast_upstream = self._forwarding_to
         if self._socks and self._log_drainer is None:
             self._log_drainer = asyncio.get_running_loop().call_later(
                 LOG_DRAIN_SECONDS, self._drain_log
             )
+
+    def _forwarding_to(self) -> str | None:
+        """The upstream C forwards misses to (the query log's rows name it): the default
+        set's, as C's log lines do not say which set a rule's miss went to."""
+        pool = self.pools[0] if self.pools else None
+        return pool.upstream.name if pool is not None and pool.upstream is not None else None
 
     def _sync_subscribers(self) -> None:
         """Hand C the subscribers' table (mapped again when the writer replaced it)."""

@@ -18,6 +18,7 @@ The file is rotated when it would grow past `max_bytes`: the current file become
 
 from __future__ import annotations
 
+import calendar
 import collections
 import functools
 import ipaddress
@@ -29,11 +30,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dnslib import QTYPE, RCODE
 
 from dns_resolver.acl import client_ip
-from dns_resolver.querystore import Row, rows_from_json
+from dns_resolver.querystore import Row
 from fdconfig import ANONYMIZE_MODES, QueryLogConfig
 from filtercore._digest import siphash24
 from filtercore.verdict import Verdict
@@ -42,7 +44,8 @@ __all__ = ["QueryLog", "anonymize_client"]
 
 log = logging.getLogger(__name__)
 
-# (time, client, qname, qtype, protocol, result, verdict, category, list, rcode, duration)
+# (time, client, qname, qtype, protocol, result, verdict, category, list, rcode, duration,
+#  decided_by, upstream)
 _Entry = tuple[
     float,
     str,
@@ -55,6 +58,8 @@ _Entry = tuple[
     "str | None",
     "int | None",
     float,
+    "str | None",
+    "tuple[str, float] | None",
 ]
 
 
@@ -131,6 +136,11 @@ class QueryLog:
         # it, the schedule or allowance note). Asked on the writer thread.
         self.describe_client: Callable[[str, str | None], tuple[str, str, str | None]] | None
         self.describe_client = None
+        # The upstream the C fast path forwards to (its lines do not say): fastpath.py.
+        self.fast_upstream: Callable[[], str | None] | None = None
+        # True once C was told to write clients as they are (for the sinks' policies):
+        # the writer anonymises its lines then (`fast_path_settings`).
+        self._c_raw = False
         # A fresh random key each start: hashes link queries within one run only.
         self._key = secrets.token_bytes(16)
         # deque.append/popleft are atomic, so producers and the writer need no lock.
@@ -169,11 +179,15 @@ class QueryLog:
         category: str | None = None,
         list_name: str | None = None,
         timestamp: float | None = None,
+        decided_by: str | None = None,
+        upstream: tuple[str, float] | None = None,
     ) -> None:
         """Queue one entry (cheap; nothing is formatted or written here).
 
         `qtype` and `rcode` are numeric codes; `duration` is in seconds; `timestamp`
         defaults to now. A `verdict` supplies `category` and `list` unless they are given.
+        `decided_by` names the step that decided (`querystore.DECIDED_BY`) and `upstream`
+        the upstream that answered with its latency in seconds: the console's rows only.
         """
         if self._closed:
             return
@@ -195,6 +209,8 @@ class QueryLog:
                 list_name,
                 rcode,
                 duration,
+                decided_by,
+                upstream,
             )
         )
 
@@ -209,13 +225,19 @@ class QueryLog:
         self._queue.append(lines)  # type: ignore[arg-type]
 
     def fast_path_settings(self) -> tuple[int, bytes, dict[int, str]]:
-        """(anonymize mode index, pseudonym key, {qtype code: JSON}) for the C writer."""
+        """(anonymize mode index, pseudonym key, {qtype code: JSON}) for the C writer.
+
+        With sinks (the console), C writes the clients as they are and this writer
+        anonymises them before anything is stored: a row's policy is then the one of the
+        client's real address, whatever `anonymize` says."""
         names = {
             code: _code_name(QTYPE, code)
             for code in range(65536)
             if QTYPE.get(code) != str(code)
         }
-        return ANONYMIZE_MODES.index(self.anonymize), self._key, names
+        self._c_raw = bool(self.sinks)
+        mode = "none" if self._c_raw else self.anonymize
+        return ANONYMIZE_MODES.index(mode), self._key, names
 
     def flush(self) -> None:
         """Write everything queued so far (from any thread); returns when it is on disk."""
@@ -244,7 +266,7 @@ class QueryLog:
         """One JSON line. Runs on the writer thread; built by hand from cached pieces since
         `json.dumps` of a dict, `datetime.isoformat` and `ipaddress` cost ~20 µs a line."""
         (ts, client, qname, qtype, protocol, result, verdict, category, list_name, rcode,
-         duration) = entry  # fmt: skip
+         duration, _decided_by, _upstream) = entry  # fmt: skip
         if verdict is not None:
             category = category or verdict.category
             list_name = list_name or verdict.list
@@ -253,13 +275,7 @@ class QueryLog:
             self._stamp_second = second
             self._stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         millis = min(int((ts - second) * 1000), 999)
-        anon = self._clients.get(client)
-        if anon is None:
-            if len(self._clients) >= _CLIENT_CACHE_SIZE:
-                self._clients.clear()
-            anon = self._clients[client] = _dumps(
-                anonymize_client(client, self.anonymize, self._key)
-            )
+        anon = _dumps(self._anonymous(client))
         return (
             f'{{"timestamp":"{self._stamp_prefix}.{millis:03d}Z","client":{anon},'
             f'"qname":{_dumps(qname)},"qtype":{_code_name(QTYPE, qtype)},'
@@ -268,11 +284,21 @@ class QueryLog:
             f'"rcode":{_code_name(RCODE, rcode)},"duration_ms":{round(duration * 1000, 3)}}}\n'
         ).encode()
 
+    def _anonymous(self, client: str) -> str | None:
+        """`client` as the log shows it (cached: the same clients come back)."""
+        try:
+            return self._clients[client]
+        except KeyError:
+            if len(self._clients) >= _CLIENT_CACHE_SIZE:
+                self._clients.clear()
+            anon = self._clients[client] = anonymize_client(client, self.anonymize, self._key)
+            return anon
+
     def _row(self, entry: _Entry) -> Row:
         """The entry as a `querystore` row (its client anonymised like the line's)."""
         (ts, client, qname, qtype, protocol, result, verdict, category, list_name, rcode,
-         duration) = entry  # fmt: skip
-        anon = anonymize_client(client, self.anonymize, self._key)
+         duration, decided_by, upstream) = entry  # fmt: skip
+        anon = self._anonymous(client)
         rule = None
         if verdict is not None:
             category = category or verdict.category
@@ -286,21 +312,87 @@ class QueryLog:
         return (
             ts, anon, qname, qtype_name if isinstance(qtype_name, str) else str(qtype),
             protocol, result, rcode_name if isinstance(rcode_name, str) else rcode, category,
-            list_name, rule, policy, client_why, note, None, int(result == "cached"), None,
-            round(duration * 1000, 3),
+            list_name, rule, policy, client_why, note, decided_by, int(result == "cached"),
+            upstream[0] if upstream else None, round(duration * 1000, 3),
+            round(upstream[1] * 1000, 3) if upstream else None,
         )  # fmt: skip
 
-    def _described(self, rows: list[Row]) -> list[Row]:
-        """Rows of the C writer's lines with their policy, when the log keeps addresses as
-        they are (an anonymised address cannot tell which policy the client has)."""
-        describe = self.describe_client
-        if describe is None or self.anonymize != "none":
-            return rows
-        out = []
-        for row in rows:
-            policy, client_why, note = describe(row[1], row[7])
-            out.append((*row[:10], policy, client_why, note, *row[13:]))
-        return out
+    def _from_c(self, buffer: bytes, rows: list[Row] | None) -> tuple[bytes, int]:
+        """The C fast path's lines: (the bytes for the file, how many lines), and their rows
+        appended to `rows` when there are sinks.
+
+        One pass of `str.split` per line, no JSON decoding: C writes one fixed layout
+        (`_fastpath.pyx`, `FastPath._log`), so the fields sit at known places; a line
+        that splits otherwise (a name with a quote) is decoded as JSON. Clients C wrote
+        as they are (`fast_path_settings`) are described (policy, why) and anonymised
+        here, for the rows and for the file alike."""
+        count = buffer.count(b"\n")
+        if rows is None and not self._c_raw:
+            return buffer, count
+        rewrite = self._c_raw and self.anonymize != "none"
+        describe = self.describe_client if self._c_raw or self.anonymize == "none" else None
+        upstream = self.fast_upstream() if self.fast_upstream is not None else None
+        seconds = _SECONDS
+        # (client, result, category, list) -> (anonymised client, the row's values from
+        # `policy` to `upstream`): worked out once per drain, not once per row.
+        known: dict[tuple[str, str, str | None, str | None], tuple[Any, tuple[Any, ...]]] = {}
+        file_lines = []
+        for line in buffer.decode().splitlines():
+            parts = line.split('"')
+            size = len(parts)
+            if size == 33:
+                category = list_name = None
+            elif size == 37:
+                category, list_name = parts[27], parts[31]
+            else:
+                decoded = _c_parts(line)
+                if decoded is None:
+                    continue
+                parts, fields = decoded
+                category, list_name = parts[27], parts[31]
+            result = parts[23]
+            key = (parts[7], result, category, list_name)
+            found = known.get(key)
+            if found is None:
+                found = known[key] = self._c_values(key, describe, upstream)
+            anon, middle = found
+            if rewrite:
+                if size == 33 or size == 37:
+                    parts[7] = anon or ""
+                    line = '"'.join(parts)
+                else:
+                    line = json.dumps({**fields, "client": anon}, separators=(",", ":"))
+            file_lines.append(line)
+            if rows is None:
+                continue
+            stamp = parts[3]
+            second = seconds.get(stamp[:19]) or _second(stamp[:19])
+            duration = float(parts[-1][1:-1])
+            rows.append((
+                second + int(stamp[20:23]) / 1000, anon, parts[11], parts[15], "udp", result,
+                None, category, list_name, None, *middle, duration,
+                duration if result == "allowed" else None,
+            ))  # fmt: skip
+        if not rewrite:
+            return buffer, count
+        return ("\n".join(file_lines) + "\n").encode() if file_lines else b"", count
+
+    def _c_values(
+        self,
+        key: tuple[str, str, str | None, str | None],
+        describe: Callable[[str, str | None], tuple[str, str, str | None]] | None,
+        upstream: str | None,
+    ) -> tuple[Any, tuple[Any, ...]]:
+        """What the rows of C's lines with the same client, result and labels share: the
+        anonymised client, and (policy, why, note, decided_by, cached, upstream)."""
+        client, result, category, _list = key
+        anon = self._anonymous(client) if self._c_raw else client
+        policy = why = note = None
+        if describe is not None:
+            policy, why, note = describe(client, category)
+        decided = _C_STEPS.get(result, "list") if note is None else note
+        forwarded = upstream if result == "allowed" else None
+        return anon, (policy, why, note, decided, int(result == "cached"), forwarded)
 
     def _feed_sinks(self, rows: list[Row]) -> None:
         for sink in self.sinks:
@@ -311,45 +403,84 @@ class QueryLog:
 
     def _drain(self) -> None:
         queue = self._queue
-        lines: list[bytes] = []
+        chunks: list[bytes] = []  # whole lines: one each, or a C buffer's lines together
+        count = 0
         rows: list[Row] | None = [] if self.sinks else None
         while queue:
             entry = queue.popleft()
             if isinstance(entry, bytes):
-                split = entry.splitlines(keepends=True)
-                lines += split
-                if rows is not None:
-                    rows += self._described(rows_from_json(split))
+                chunk, lines = self._from_c(entry, rows)
+                chunks.append(chunk)
+                count += lines
             else:
-                lines.append(self._format(entry))
+                chunks.append(self._format(entry))
+                count += 1
                 if rows is not None:
                     rows.append(self._row(entry))
         if rows:
             self._feed_sinks(rows)
-        if not lines or self._file.closed:
+        if not chunks or self._file.closed:
             return
         try:
-            batch_start = 0
-            size = 0
-            for i, line in enumerate(lines):
-                if self._size + size + len(line) > self.max_bytes and (self._size + size) > 0:
-                    self._file.write(b"".join(lines[batch_start:i]))
-                    self._rotate()
-                    batch_start, size = i, 0
-                size += len(line)
-            self._file.write(b"".join(lines[batch_start:]))
-            self._size += size
+            for chunk in chunks:
+                self._write(chunk)
             self._file.flush()
-            self.written += len(lines)
+            self.written += count
         except OSError as e:
             # A full or read-only disk must not take the resolver down; say so once.
-            self.dropped += len(lines)
+            self.dropped += count
             if not self._write_error_reported:
                 self._write_error_reported = True
                 log.warning("query log %s: cannot write (%s); dropping entries", self.path, e)
+
+    def _write(self, chunk: bytes) -> None:
+        """Append whole lines, rotating first at the last line that still fits."""
+        while self._size + len(chunk) > self.max_bytes and self._size + len(chunk) > 0:
+            cut = chunk.rfind(b"\n", 0, max(self.max_bytes - self._size, 0)) + 1
+            if cut == 0 and self._size == 0:
+                cut = chunk.find(b"\n") + 1 or len(chunk)  # a line longer than the limit
+            self._file.write(chunk[:cut])
+            self._rotate()
+            chunk = chunk[cut:]
+        self._file.write(chunk)
+        self._size += len(chunk)
 
     def _rotate(self) -> None:
         self._file.close()
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
         self._file = self.path.open("ab")
         self._size = 0
+
+
+# What decided a row of C's: cache hits, the upstream's answer, the rate limit; blocks
+# are the list's unless their policy's note says otherwise (a schedule, block-now).
+_C_STEPS = {"cached": "cache", "allowed": "upstream", "ratelimited": "ratelimit"}
+
+
+def _c_parts(line: str) -> tuple[list[Any], dict[str, Any]] | None:
+    """A C line that does not split as usual (a quote in the name), decoded as JSON: its
+    fields where a split puts them, and the fields by name."""
+    try:
+        d = json.loads(line)
+        parts: list[Any] = [""] * 37
+        parts[3], parts[7], parts[11] = d["timestamp"], d["client"], d["qname"]
+        parts[15], parts[23] = d["qtype"], d["result"]
+        parts[27], parts[31] = d["category"], d["list"]
+        parts[-1] = f":{d['duration_ms']}}}"
+    except (ValueError, KeyError, TypeError):
+        return None
+    return parts, d
+
+
+_SECONDS: dict[str, int] = {}
+
+
+def _second(text: str) -> int:
+    """UNIX time of "YYYY-MM-DDTHH:MM:SS" (UTC), cached: a batch shares a few seconds and
+    strptime costs ~20 us."""
+    found = _SECONDS.get(text)
+    if found is None:
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        found = _SECONDS[text] = calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+    return found

@@ -12,10 +12,12 @@ hourly ones; the per-second rate over time comes from 1-minute counters (7 days 
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from dns_resolver.querystore import COLUMNS, Row
@@ -79,6 +81,50 @@ class SpaceSaving:
         return sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
 
+_get_result = itemgetter(_RESULT)
+_get_qname = itemgetter(_QNAME)
+_get_client = itemgetter(_CLIENT)
+_get_category = itemgetter(_CATEGORY)
+_get_policy = itemgetter(_POLICY)
+_get_cached = itemgetter(_CACHED)
+_get_ts = itemgetter(0)
+
+
+class Counts:
+    """A batch of rows counted exactly, with C-speed passes (`Counter` over `itemgetter`)
+    rather than Python code per row: the sketches then take one `add` per distinct name
+    or client of the batch, not one per row."""
+
+    __slots__ = ("blocked_names", "by_category", "by_policy", "by_result", "cached",
+                 "clients", "latency_ms", "latency_n", "names", "total")  # fmt: skip
+
+    def __init__(self, rows: Sequence[Row]) -> None:
+        self.total = len(rows)
+        self.by_result = Counter(map(_get_result, rows))
+        if None in self.by_result:
+            self.by_result["?"] += self.by_result.pop(None)
+        self.by_category = Counter(map(_get_category, rows))
+        self.by_category.pop(None, None)
+        self.by_policy = Counter(map(_get_policy, rows))
+        self.by_policy.pop(None, None)
+        self.names = Counter(map(_get_qname, rows))
+        self.clients = Counter(map(_get_client, rows))
+        self.clients.pop(None, None)
+        self.clients.pop("", None)
+        self.cached = sum(map(_get_cached, rows))
+        self.blocked_names: Counter[str] = Counter()
+        if self.by_result.get("blocked"):
+            self.blocked_names.update(r[_QNAME] for r in rows if r[_RESULT] == "blocked")
+        # Upstream latency: answers that were neither cached nor decided here.
+        latencies = [r[_LATENCY] for r in rows if not r[_CACHED] and r[_LATENCY] is not None
+                     and r[_RESULT] not in _NO_UPSTREAM]  # fmt: skip
+        self.latency_ms = sum(latencies)
+        self.latency_n = len(latencies)
+
+
+_NO_UPSTREAM = frozenset(("blocked", "refused", "ratelimited", "local"))
+
+
 class Bucket:
     """One time bucket's counters and sketches."""
 
@@ -98,25 +144,21 @@ class Bucket:
         self.blocked_names = SpaceSaving()
         self.clients = SpaceSaving()
 
-    def add(self, row: Row) -> None:
-        self.total += 1
-        result = row[_RESULT] or "?"
-        self.by_result[result] += 1
-        if row[_CATEGORY]:
-            self.by_category[row[_CATEGORY]] += 1
-        if row[_POLICY]:
-            self.by_policy[row[_POLICY]] += 1
-        self.names.add(row[_QNAME])
-        if row[_CLIENT]:
-            self.clients.add(row[_CLIENT])
-        if result == "blocked":
-            self.blocked += 1
-            self.blocked_names.add(row[_QNAME])
-        if row[_CACHED]:
-            self.cached += 1
-        elif row[_LATENCY] is not None and result not in ("blocked", "refused"):
-            self.latency_ms += row[_LATENCY]
-            self.latency_n += 1
+    def add(self, counts: Counts) -> None:
+        """Add a batch's counts (`Counts`: one pass over its rows serves both rings)."""
+        self.total += counts.total
+        self.blocked += counts.by_result.get("blocked", 0)
+        self.cached += counts.cached
+        self.latency_ms += counts.latency_ms
+        self.latency_n += counts.latency_n
+        self.by_result.update(counts.by_result)
+        self.by_category.update(counts.by_category)
+        self.by_policy.update(counts.by_policy)
+        for sketch, exact in ((self.names, counts.names), (self.clients, counts.clients),
+                              (self.blocked_names, counts.blocked_names)):  # fmt: skip
+            add = sketch.add
+            for item, n in exact.items():
+                add(item, n)
 
     def merge(self, other: Bucket) -> None:
         self.total += other.total
@@ -163,26 +205,57 @@ class QueryStats:
         self.hourly = Ring(3600, 7 * 24 + 1)
         self.minutes: dict[int, tuple[int, int]] = {}  # minute -> (queries, blocked)
         self.clients: OrderedDict[str, ClientSeen] = OrderedDict()
+        self.changes = 0  # batches added: a publisher tells new numbers by it
+
+    def state(self) -> bytes:
+        """Everything `summary` and `recent_clients` read, pickled (`from_state`): what a
+        worker publishes for the console worker to merge (workershare.py)."""
+        with self._lock:
+            return pickle.dumps(
+                (self.fine.slots, self.hourly.slots, self.minutes, self.clients), protocol=5
+            )
+
+    @classmethod
+    def from_state(cls, data: bytes) -> QueryStats:
+        out = cls()
+        out.fine.slots, out.hourly.slots, out.minutes, out.clients = pickle.loads(data)
+        return out
 
     def add(self, rows: Sequence[Row]) -> None:
-        with self._lock:
+        """Count a batch of rows (the writer's): counted once per 5-minute bucket it
+        touches (usually one), then added to that bucket and to its hour's."""
+        if not rows:
+            return
+        width = self.fine.width
+        if int(min(map(_get_ts, rows)) // width) == int(max(map(_get_ts, rows)) // width):
+            groups = {rows[0][0]: rows}
+        else:
+            groups = {}
             for row in rows:
-                ts = row[0]
-                self.fine.bucket(ts).add(row)
-                self.hourly.bucket(ts).add(row)
-                minute = int(ts // 60)
-                total, blocked = self.minutes.get(minute, (0, 0))
-                self.minutes[minute] = (total + 1, blocked + (row[_RESULT] == "blocked"))
-                self._seen(row)
+                groups.setdefault(row[0] // width * width, []).append(row)
+        minutes = Counter(int(ts // 60) for ts in map(_get_ts, rows))
+        blocked = Counter(int(r[0] // 60) for r in rows if r[_RESULT] == "blocked")
+        by_client: dict[str, list[Row]] = {}
+        for row in rows:
+            if row[_CLIENT]:
+                by_client.setdefault(row[_CLIENT], []).append(row)
+        with self._lock:
+            self.changes += 1
+            for ts, group in groups.items():
+                counts = Counts(group)
+                self.fine.bucket(ts).add(counts)
+                self.hourly.bucket(ts).add(counts)
+            for minute, n in minutes.items():
+                total, was_blocked = self.minutes.get(minute, (0, 0))
+                self.minutes[minute] = (total + n, was_blocked + blocked.get(minute, 0))
+            for client, mine in by_client.items():
+                self._seen(client, mine)
             if len(self.minutes) > 7 * 24 * 60 + 60:
                 horizon = int(time.time() // 60) - 7 * 24 * 60
                 for old in [m for m in self.minutes if m < horizon]:
                     del self.minutes[old]
 
-    def _seen(self, row: Row) -> None:
-        client = row[_CLIENT]
-        if not client:
-            return
+    def _seen(self, client: str, rows: list[Row]) -> None:
         seen = self.clients.get(client)
         if seen is None:
             seen = self.clients[client] = ClientSeen(client)
@@ -190,62 +263,106 @@ class QueryStats:
                 self.clients.popitem(last=False)
         else:
             self.clients.move_to_end(client)
-        seen.add(row)
+        seen.add(rows)
 
     def recent_clients(self, limit: int = 100) -> list[dict[str, Any]]:
         """The clients seen most recently first."""
-        with self._lock:
-            return [c.as_dict() for c in list(reversed(self.clients.values()))[:limit]]
+        return merged_clients([self], limit)
 
     def summary(self, window: str, now: float | None = None, top: int = 10) -> dict[str, Any]:
         """The numbers of the overview for `window` ("1h", "24h" or "7d")."""
-        seconds = WINDOWS[window]
-        now = time.time() if now is None else now
-        start = now - seconds
-        ring = self.fine if window == "1h" else self.hourly
-        merged = Bucket()
-        with self._lock:
+        return merged_summary([self], window, now, top)
+
+
+class StatsGroup:
+    """The overview of several workers: this one's `QueryStats` and the others' published
+    ones (`peers`), merged at read time. Reads like a `QueryStats`."""
+
+    def __init__(self, own: QueryStats, peers: Callable[[], list[QueryStats]]) -> None:
+        self.own = own
+        self.peers = peers
+
+    def recent_clients(self, limit: int = 100) -> list[dict[str, Any]]:
+        return merged_clients([self.own, *self.peers()], limit)
+
+    def summary(self, window: str, now: float | None = None, top: int = 10) -> dict[str, Any]:
+        return merged_summary([self.own, *self.peers()], window, now, top)
+
+
+def merged_clients(parts: Sequence[QueryStats], limit: int = 100) -> list[dict[str, Any]]:
+    """The clients seen most recently first, each once whichever workers it reached."""
+    seen: dict[str, ClientSeen] = {}
+    for stats in parts:
+        with stats._lock:
+            for client in reversed(stats.clients.values()):  # the latest first at ties
+                found = seen.get(client.client)
+                if found is None:
+                    seen[client.client] = found = ClientSeen(client.client)
+                found.merge(client)
+    recent = sorted(seen.values(), key=lambda c: -c.last_seen)[:limit]
+    return [c.as_dict() for c in recent]
+
+
+def merged_summary(
+    parts: Sequence[QueryStats], window: str, now: float | None = None, top: int = 10
+) -> dict[str, Any]:
+    """The numbers of the overview for `window` ("1h", "24h" or "7d") over `parts`:
+    counters added, sketches merged (summed, then trimmed back to k)."""
+    seconds = WINDOWS[window]
+    now = time.time() if now is None else now
+    start = now - seconds
+    merged = Bucket()
+    minutes: Counter[int] = Counter()
+    blocked_minutes: Counter[int] = Counter()
+    for stats in parts:
+        ring = stats.fine if window == "1h" else stats.hourly
+        with stats._lock:
             for bucket in ring.since(start):
                 merged.merge(bucket)
-            # The chart ends with the minute under way, so the last queries show at once.
-            series = self._series((int(now // 60) + 1) * 60 - seconds, seconds)
-        answered = merged.total
-        return {
-            "window": window,
-            "queries": merged.total,
-            "blocked": merged.blocked,
-            "blocked_share": merged.blocked / answered if answered else 0.0,
-            "cache_hit_rate": merged.cached / answered if answered else 0.0,
-            "upstream_latency_ms": (
-                round(merged.latency_ms / merged.latency_n, 3) if merged.latency_n else None
-            ),
-            "by_result": dict(merged.by_result.most_common()),
-            "by_category": dict(merged.by_category.most_common()),
-            "by_policy": dict(merged.by_policy.most_common()),
-            "top_queried": _pairs(merged.names.top(top)),
-            "top_blocked": _pairs(merged.blocked_names.top(top)),
-            "top_clients": _pairs(merged.clients.top(top)),
-            "series": series,
-        }
+            for minute, (total, blocked) in stats.minutes.items():
+                minutes[minute] += total
+                blocked_minutes[minute] += blocked
+    # The chart ends with the minute under way, so the last queries show at once.
+    series = _series(minutes, blocked_minutes, (int(now // 60) + 1) * 60 - seconds, seconds)
+    answered = merged.total
+    return {
+        "window": window,
+        "queries": merged.total,
+        "blocked": merged.blocked,
+        "blocked_share": merged.blocked / answered if answered else 0.0,
+        "cache_hit_rate": merged.cached / answered if answered else 0.0,
+        "upstream_latency_ms": (
+            round(merged.latency_ms / merged.latency_n, 3) if merged.latency_n else None
+        ),
+        "by_result": dict(merged.by_result.most_common()),
+        "by_category": dict(merged.by_category.most_common()),
+        "by_policy": dict(merged.by_policy.most_common()),
+        "top_queried": _pairs(merged.names.top(top)),
+        "top_blocked": _pairs(merged.blocked_names.top(top)),
+        "top_clients": _pairs(merged.clients.top(top)),
+        "series": series,
+    }
 
-    def _series(self, start: float, seconds: int) -> list[dict[str, float]]:
-        """POINTS points of (time, queries/s, blocked share) over the window."""
-        step = seconds / POINTS
-        out = []
-        for i in range(POINTS):
-            lo = int((start + i * step) // 60)
-            hi = int((start + (i + 1) * step) // 60)
-            total = blocked = 0
-            for minute in range(lo, max(hi, lo + 1)):
-                t, b = self.minutes.get(minute, (0, 0))
-                total += t
-                blocked += b
-            out.append({
-                "time": round(start + i * step, 3),
-                "qps": round(total / step, 4),
-                "blocked_share": round(blocked / total, 4) if total else 0.0,
-            })  # fmt: skip
-        return out
+
+def _series(
+    minutes: Counter[int], blocked_minutes: Counter[int], start: float, seconds: int
+) -> list[dict[str, float]]:
+    """POINTS points of (time, queries/s, blocked share) over the window."""
+    step = seconds / POINTS
+    out = []
+    for i in range(POINTS):
+        lo = int((start + i * step) // 60)
+        hi = int((start + (i + 1) * step) // 60)
+        total = blocked = 0
+        for minute in range(lo, max(hi, lo + 1)):
+            total += minutes[minute]
+            blocked += blocked_minutes[minute]
+        out.append({
+            "time": round(start + i * step, 3),
+            "qps": round(total / step, 4),
+            "blocked_share": round(blocked / total, 4) if total else 0.0,
+        })  # fmt: skip
+    return out
 
 
 class ClientSeen:
@@ -262,13 +379,27 @@ class ClientSeen:
         self.client_why: str | None = None
         self.last: deque[tuple[float, str, str]] = deque(maxlen=LAST_QUERIES)
 
-    def add(self, row: Row) -> None:
-        self.queries += 1
-        self.blocked += row[_RESULT] == "blocked"
-        self.last_seen = max(self.last_seen, row[0])
-        if row[_POLICY]:
-            self.policy, self.client_why = row[_POLICY], row[_CLIENT_WHY]
-        self.last.append((row[0], row[_QNAME], row[_RESULT]))
+    def add(self, rows: list[Row]) -> None:
+        """This client's rows of a batch, in the order they came."""
+        self.queries += len(rows)
+        self.blocked += sum(1 for r in rows if r[_RESULT] == "blocked")
+        self.last_seen = max(self.last_seen, max(map(_get_ts, rows)))
+        for row in reversed(rows):
+            if row[_POLICY]:
+                self.policy, self.client_why = row[_POLICY], row[_CLIENT_WHY]
+                break
+        self.last.extend((r[0], r[_QNAME], r[_RESULT]) for r in rows[-LAST_QUERIES:])
+
+    def merge(self, other: ClientSeen) -> None:
+        """Add what another worker saw of the same client."""
+        self.queries += other.queries
+        self.blocked += other.blocked
+        if other.policy and (other.last_seen >= self.last_seen or not self.policy):
+            self.policy, self.client_why = other.policy, other.client_why
+        self.last_seen = max(self.last_seen, other.last_seen)
+        latest = sorted([*self.last, *other.last])[-LAST_QUERIES:]
+        self.last.clear()
+        self.last.extend(latest)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dns_resolver import edns, wire
@@ -29,13 +29,16 @@ from dns_resolver.policy import Policy, PolicyTable, list_categories, policy_cac
 from dns_resolver.ratelimit import LIMITED_LOG, PASS
 from dns_resolver.ratelimit import RESULT as RATELIMITED
 from dns_resolver.safesearch import safesearch_answer, safesearch_query
-from dns_resolver.upstream import Forwarder
+from dns_resolver.upstream import Forwarder, note_answers
 from filtercore.errors import InvalidNameError
 from filtercore.verdict import NO_MATCH, Action, Verdict
 
 log = logging.getLogger(__name__)
 
 # Result labels of the queries metric (bounded set).
+# Lists that are steps of their own in the query log's `decided_by`.
+_LIST_STEPS = {"overrides": "override", "subscriber": "subscriber-list",
+               "bypass-prevention": "bypass", "unsafe-search": "safe-search"}  # fmt: skip
 ALLOWED = "allowed"
 BLOCKED = "blocked"
 CACHED = "cached"
@@ -65,7 +68,7 @@ class Pending:
 
     __slots__ = (
         "query", "client", "transport", "started", "explicit_allow", "key", "policy", "target",
-        "forwarder", "local", "generation",
+        "forwarder", "local", "generation", "upstream",
     )  # fmt: skip
 
     def __init__(
@@ -84,6 +87,7 @@ class Pending:
         generation: int = 0,
     ) -> None:
         self.query = query
+        self.upstream: tuple[str, float] | None = None  # who answered, in seconds
         self.client = client
         self.transport = transport
         self.started = started
@@ -206,8 +210,10 @@ class Resolver:
         try:
             query = wire.parse_query(data)
         except wire.BadQuery as bad:
-            result = _BAD_QUERY_RESULT.get(bad.rcode, FORMERR)
-            self._record(None, transport, result, started, client)
+            self._record(
+                None, transport, _BAD_QUERY_RESULT.get(bad.rcode, FORMERR), started, client,
+                decided_by="parser",
+            )
             log.debug("bad query from %s: %s", client, bad)
             return edns.error_response(
                 bad.qid, bad.flags, bad.rcode, bad.question, bad.edns, udp_size=self.udp_size
@@ -270,7 +276,7 @@ class Resolver:
             udp_size=self.udp_size,
             options=entry.ede,
         )
-        self._record(query, transport, CACHED, started, client)
+        self._record(query, transport, CACHED, started, client, decided_by="cache")
         return out
 
     def _handle_policy(
@@ -365,7 +371,8 @@ class Resolver:
         blocked = self._inspect(pending, body, None, limit)
         if blocked is not None:
             return blocked
-        self._record(query, pending.transport, LOCAL, pending.started, pending.client)
+        self._record(query, pending.transport, LOCAL, pending.started, pending.client,
+                     decided_by="local")  # fmt: skip
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
     def _refuse(self, data: bytes, client: str, transport: str, started: float) -> bytes | None:
@@ -378,7 +385,7 @@ class Resolver:
             return None
         else:
             qid, flags, question, opt = query.id, query.flags, query.question, query.edns
-        self._record(query, transport, REFUSED, started, client)
+        self._record(query, transport, REFUSED, started, client, decided_by="acl")
         return edns.error_response(qid, flags, wire.REFUSED, question, opt, udp_size=self.udp_size)
 
     def _limited(
@@ -412,6 +419,7 @@ class Resolver:
                 protocol=transport,
                 result=RATELIMITED,
                 duration=time.perf_counter() - started,
+                decided_by="ratelimit",
             )
         if action == "drop":
             return None
@@ -432,7 +440,7 @@ class Resolver:
             + query.question
             + wire.rr(wire.QNAME_POINTER, wire.TYPE_HINFO, 3600, b"\x07RFC8482\x00", query.qclass)
         )
-        self._record(query, transport, ALLOWED, started, client)
+        self._record(query, transport, ALLOWED, started, client, decided_by="rfc8482")
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
     def _check(self, name: str) -> Verdict:
@@ -466,7 +474,10 @@ class Resolver:
             cache.store(key if key is not None else cache_key(query), body, ede=option)
         if self.metrics is not None:
             self.metrics.block(verdict.category, verdict.list)
-        self._record(query, transport, BLOCKED, started, client, verdict)
+        self._record(
+            query, transport, BLOCKED, started, client, verdict,
+            decided_by=block_step(verdict, via, note),
+        )  # fmt: skip
         out = edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size, options=option)
         if self.dnstap is not None:
             self._last_block = (out, option)
@@ -482,7 +493,15 @@ class Resolver:
                 return await self._local_target(pending, pending.local, limit)
             return await self._rewrite(pending, limit)
         forwarder = pending.forwarder or self.forwarder
-        return self.answer(pending, await forwarder.resolve(pending.query))
+        return await self.forward(pending, forwarder.resolve(pending.query))
+
+    async def forward(self, pending: Pending, asking: Awaitable[bytes | None]) -> bytes:
+        """Answer `pending` with what `asking` (an upstream set's `resolve` or `resume`)
+        gets, noting which upstream answered and how fast (the query log says)."""
+        answered = note_answers()
+        response = await asking
+        pending.upstream = answered[0] if answered else None
+        return self.answer(pending, response)
 
     def answer(self, pending: Pending, response: bytes | None) -> bytes:
         """The client's answer from the upstream's `response` (None: every upstream
@@ -506,7 +525,8 @@ class Resolver:
         # clamped, negative TTL from the SOA) when it was cacheable.
         entry = cache.store(pending.key, body, records) if cache is not None else None
         body = render(entry, query, 0) if entry is not None else bytes(wire.adopt(body, query))
-        self._record(query, pending.transport, ALLOWED, pending.started, pending.client)
+        self._record(query, pending.transport, ALLOWED, pending.started, pending.client,
+                     decided_by=pass_step(pending), upstream=pending.upstream)  # fmt: skip
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
     def _inspect(
@@ -550,7 +570,9 @@ class Resolver:
         if isinstance(route, str):
             response: bytes | None = local.nxdomain(target_query, route)
         else:
+            answered = note_answers()
             response = await route.resolve(target_query)
+            pending.upstream = answered[0] if answered else None
         if response is None:
             return self._upstream_failed(pending, limit)
         try:
@@ -566,7 +588,8 @@ class Resolver:
             entry = cache.store(pending.key, body)
             if entry is not None:
                 body = render(entry, query, 0)
-        self._record(query, pending.transport, LOCAL, pending.started, pending.client)
+        self._record(query, pending.transport, LOCAL, pending.started, pending.client,
+                     decided_by="local", upstream=pending.upstream)  # fmt: skip
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
     def _cache_for(self, pending: Pending) -> Cache | None:
@@ -584,7 +607,9 @@ class Resolver:
         """Safe search: answer with a CNAME to the target and the target's records."""
         query = pending.query
         target_query = safesearch_query(query, pending.target)
+        answered = note_answers()
         response = await self.forwarder.resolve(target_query)
+        pending.upstream = answered[0] if answered else None
         if response is None:
             return self._upstream_failed(pending, limit)
         try:
@@ -597,7 +622,8 @@ class Resolver:
             entry = cache.store(pending.key, body)
             if entry is not None:
                 body = render(entry, query, 0)
-        self._record(query, pending.transport, ALLOWED, pending.started, pending.client)
+        self._record(query, pending.transport, ALLOWED, pending.started, pending.client,
+                     decided_by="safe-search", upstream=pending.upstream)  # fmt: skip
         return edns.finish(body, query.edns, limit=limit, udp_size=self.udp_size)
 
     def _upstream_failed(self, pending: Pending, limit: int | None) -> bytes:
@@ -606,12 +632,14 @@ class Resolver:
         if stale is not None:
             body = render(stale, query, 0, stale_ttl=self.cache.stale_answer_ttl)
             options = stale.ede + edns.ede_option(edns.EDE_STALE_ANSWER)
-            self._record(query, pending.transport, CACHED, pending.started, pending.client)
+            self._record(query, pending.transport, CACHED, pending.started, pending.client,
+                         decided_by="stale-cache")  # fmt: skip
             log.info("served %s stale: no upstream answered", query.qname)
             return edns.finish(
                 body, query.edns, limit=limit, udp_size=self.udp_size, options=options
             )
-        self._record(query, pending.transport, SERVFAIL, pending.started, pending.client)
+        self._record(query, pending.transport, SERVFAIL, pending.started, pending.client,
+                     decided_by="upstream-failed")  # fmt: skip
         return edns.error_response(
             query.id, query.flags, wire.SERVFAIL, query.question, query.edns,
             udp_size=self.udp_size,
@@ -741,6 +769,9 @@ class Resolver:
         started: float,
         client: str,
         verdict: Verdict | None = None,
+        *,
+        decided_by: str | None = None,
+        upstream: tuple[str, float] | None = None,
     ) -> None:
         elapsed = time.perf_counter() - started
         if self.metrics is not None:
@@ -754,7 +785,34 @@ class Resolver:
                 result=result,
                 verdict=verdict,
                 duration=elapsed,
+                decided_by=decided_by,
+                upstream=upstream,
             )
+
+
+def block_step(verdict: Verdict, via: str | None, note: str | None) -> str:
+    """What decided a block, for the query log's `decided_by`: the answer inspection's
+    match (`cname=NAME`, `address=IP`), a reviewer's override (or a subscriber's own
+    list, a bypass canary, unsafe search), the policy's schedule window, block-now or
+    spent allowance (its note), or else the list rule."""
+    if via:
+        return via
+    step = _LIST_STEPS.get(verdict.list or "")
+    if step is not None:
+        return step
+    for part in (note or "").split():
+        if not part.startswith("policy="):
+            return part  # schedule=NAME, block-now, allowance=CATEGORY:...
+    return "list"
+
+
+def pass_step(pending: Pending) -> str:
+    """What let a forwarded query through: a paused policy, an allow rule, or nothing
+    listed it (the upstream's answer, inspected)."""
+    policy = pending.policy
+    if policy is not None and policy.paused_until > time.time():
+        return "pause"
+    return "list" if pending.explicit_allow else "upstream"
 
 
 __all__ = ["TRANSPORTS", "CacheKey", "Pending", "Resolver"]

@@ -25,6 +25,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dns_resolver import edns, wire
@@ -194,6 +195,18 @@ def _parses(data: bytes) -> bool:
     return True
 
 
+_ANSWERED: ContextVar[list[tuple[str, float]] | None] = ContextVar("answered", default=None)
+
+
+def note_answers() -> list[tuple[str, float]]:
+    """From now on in the calling task, each upstream that answers is appended to the list
+    returned, as (name, seconds): the query log's upstream and its latency. A list, so
+    the tasks of the parallel strategy (which copy the context) append to it too."""
+    found: list[tuple[str, float]] = []
+    _ANSWERED.set(found)
+    return found
+
+
 class Forwarder:
     """Sends queries upstream with a strategy and health tracking."""
 
@@ -292,8 +305,12 @@ class Forwarder:
                 kind, error = "network", f"{type(exc).__name__}: {exc.strerror or exc}"
             self.record_failure(upstream, kind, error)
             return None
+        elapsed = time.monotonic() - started
         if self.observer is not None:
-            self.observer.upstream_query(upstream.name, time.monotonic() - started)
+            self.observer.upstream_query(upstream.name, elapsed)
+        noted = _ANSWERED.get()
+        if noted is not None:
+            noted.append((upstream.name, elapsed))
         self.record_success(upstream)
         return answer
 

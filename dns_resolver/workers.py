@@ -8,7 +8,17 @@ over them), its own cache and fast path, and maps the snapshot read-only with
 `Matcher.from_snapshot`: the table pages are the file's page-cache pages, shared by every
 worker, so N workers cost one copy.
 
-The parent serves nothing itself. It
+With `[admin]` on, worker 0 serves the admin listener and the console; the other
+workers' console aggregates and the policy switches (pause, block-now) reach it, and
+them, through files in the parent's private folder (`workershare.py`).
+
+With `[subscribers]` on, the parent is the one writer of the subscribers' table every
+worker maps (built before forking, then kept current from the store's change log on a
+thread) and hears RADIUS on a thread of its own. Worker 0's provisioning API writes to
+the store, as the CLI does, and wakes the parent's writer with SIGUSR1 so the change
+is in the table at once rather than at the next poll.
+
+The parent serves no clients' queries itself. It
 - passes SIGTERM/SIGINT on and waits for the workers (bounded, then SIGKILL);
 - on SIGHUP re-reads and validates the configuration file (`reconfigure.py`; a file that
   does not validate changes nothing, and the parent counts the outcome). A changed
@@ -48,6 +58,7 @@ from typing import Any
 
 from dns_resolver import eventloop
 from dns_resolver.reconfigure import ConfigSource, apply_logging, reread
+from dns_resolver.workershare import CONSOLE_WORKER, WorkerShare
 from fdconfig import Address, Config
 
 log = logging.getLogger(__name__)
@@ -62,6 +73,10 @@ _SAME_IN_EVERY_WORKER = (
 )
 # Counted by the parent, which re-reads the file: the workers' own figures are left out.
 _PARENT_OWNS = ("filterdns_config_reloads",)
+# The parent's signals: SIGUSR1 is worker 0 saying the subscribers' store changed.
+_HANDLED = frozenset(
+    {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1}
+)
 
 
 def snapshot_loader(path: str) -> Any:
@@ -88,13 +103,17 @@ class ConfigHandoff:
             pickle.dump(config, f)
         os.replace(tmp, self.path)
 
-    def read(self) -> Config:
-        """The configuration for a worker (its metrics on its own ephemeral port)."""
+    def read(self, index: int) -> Config:
+        """The configuration for worker `index` (its metrics on its own ephemeral port)."""
         with open(self.path, "rb") as f:
-            return _worker_config(pickle.load(f))
+            return _worker_config(pickle.load(f), index)
 
 
-def _worker_config(config: Config) -> Config:
+def _worker_config(config: Config, index: int) -> Config:
+    if index != CONSOLE_WORKER and config.admin.enabled:
+        # One worker serves the admin listener and the console (workershare.py); the
+        # others' aggregates and the policy switches reach it through shared files.
+        config = replace(config, admin=replace(config.admin, enabled=False))
     if config.metrics.listen is None:
         return config
     # Each worker serves its own figures on an ephemeral loopback port; the parent adds
@@ -131,7 +150,7 @@ class Supervisor:
         self.reloader: Any = None  # listsync.reloader.ListReloader with server.data_dir
         self.subscribers: Any = None  # subscribers.runtime.Subscribers: the table's writer
         self.radius: Any = None  # subscribers.radius.RadiusAccounting, once listening
-        self._control_failed: list[str] = []  # why the admin listener or RADIUS did not start
+        self._control_failed: list[str] = []  # why RADIUS did not start
         # Set from the reloader's thread; the supervising loop passes SIGHUP on, so
         # signals and the children table stay with the main thread.
         self._new_snapshot = threading.Event()
@@ -241,7 +260,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Compile, fork the workers, then supervise until SIGTERM/SIGINT."""
-        handled = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+        handled = set(_HANDLED)
         # Blocked before forking, so no signal is lost between fork and the workers'
         # own handlers (App installs them; _worker_main unblocks).
         signal.pthread_sigmask(signal.SIG_BLOCK, handled)
@@ -312,7 +331,7 @@ class Supervisor:
         self.subscribers = Subscribers(self.config, config_data_dir(self.config))
         self.subscribers.service.build()
 
-    # -- the admin API and RADIUS ---------------------------------------------------------
+    # -- the admin database and RADIUS -------------------------------------------------
 
     def _migrate_admin(self) -> None:
         """The admin database is migrated once, before forking (the workers open it too,
@@ -323,12 +342,10 @@ class Supervisor:
         Store(database_url(self.config, config_data_dir(self.config))).close()
 
     def _start_control(self) -> bool:
-        """After forking: the admin listener (with the provisioning API) and RADIUS, on
-        an event loop of a thread of their own (the workers serve DNS only). False when
-        one of them cannot start (a port in use), as a single process would fail."""
-        if not self.config.admin.enabled and (
-            self.subscribers is None or self.config.radius.listen is None
-        ):
+        """After forking: RADIUS, on an event loop of a thread of its own (the table's
+        writer is this process). False when it cannot start (a port in use), as a single
+        process would fail."""
+        if self.subscribers is None or self.config.radius.listen is None:
             return True
         started = threading.Event()
         threading.Thread(target=self._control, args=(started,), name="control",
@@ -341,41 +358,24 @@ class Supervisor:
     def _control(self, started: threading.Event) -> None:
         import asyncio
 
-        async def reload() -> dict[str, Any]:
-            # The main thread re-reads and passes it on, as for a signal from outside.
-            os.kill(os.getpid(), signal.SIGHUP)
-            return {"reloaded": True, "config": "requested"}
+        from subscribers.radius import start_radius
 
         async def serve() -> None:
+            where = self.config.radius.listen
             try:
-                if self.subscribers is not None and self.config.radius.listen is not None:
-                    from subscribers.radius import start_radius
-
-                    try:
-                        _transport, self.radius = await start_radius(
-                            self.config.radius, self.subscribers
-                        )
-                    except OSError as exc:
-                        where = self.config.radius.listen
-                        self._control_failed.append(f"cannot listen for RADIUS on {where}: {exc}")
-                    else:
-                        log.info("RADIUS accounting on %s", self.config.radius.listen)
-                if self.config.admin.enabled:
-                    from reports.server import AdminServer
-
-                    admin = AdminServer(self.config, reload=reload, subscribers=self.subscribers)
-                    try:
-                        await admin.start()
-                    except Exception as exc:
-                        self._control_failed.append(f"cannot start the admin API: {exc}")
+                _transport, self.radius = await start_radius(self.config.radius, self.subscribers)
+            except OSError as exc:
+                self._control_failed.append(f"cannot listen for RADIUS on {where}: {exc}")
+                return
             finally:
                 started.set()
+            log.info("RADIUS accounting on %s", where)
             await asyncio.Event().wait()  # until the process ends (a daemon thread)
 
         try:
             asyncio.run(serve())
         except Exception as exc:
-            self._control_failed.append(f"the admin API and RADIUS thread failed: {exc}")
+            self._control_failed.append(f"the RADIUS thread failed: {exc}")
         finally:
             started.set()  # never leave the main thread waiting
 
@@ -397,6 +397,10 @@ class Supervisor:
                         self._stop_workers()
                         return 1
                     self._restart(index, status)
+                continue
+            if info.si_signo == signal.SIGUSR1:
+                if self.subscribers is not None:
+                    self.subscribers.kick()  # worker 0's API changed the store
                 continue
             if info.si_signo in (signal.SIGTERM, signal.SIGINT):
                 log.info("shutting down %d workers", len(self.children))
@@ -521,11 +525,26 @@ def _worker_main(
     SIGHUP the configuration the parent validated."""
     from dns_resolver.app import App
 
-    signal.pthread_sigmask(
-        signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
-    )
-    app = App(_worker_config(config))
-    app.reread = handoff.read
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+    app = App(_worker_config(config, index))
+    if index == CONSOLE_WORKER:
+        parent = os.getppid()
+
+        def wake() -> None:
+            # Coalesced: a burst of changes wakes the writer once or a few times.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(parent, signal.SIGUSR1)
+
+        async def reload() -> dict[str, Any]:
+            # The parent re-reads and validates the file and passes it on to every worker,
+            # as for a SIGHUP from outside; the outcome is in its log and metrics.
+            os.kill(parent, signal.SIGHUP)
+            return {"reloaded": True, "config": "requested"}
+
+        app.wake_subscribers = wake
+        app.admin_reload = reload
+    app.reread = lambda: handoff.read(index)
+    app.share = WorkerShare(os.path.dirname(handoff.path), index, admin=config.admin.enabled)
     app.counts_config_reloads = False  # the parent counts
     app.load_matcher = snapshot_loader(snapshot)
     app.use_reloader = False  # the parent owns the reloader

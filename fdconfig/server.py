@@ -87,9 +87,10 @@ class ServerTable(Table):
             'across them), `1`..`256` or `"auto"` (one per CPU the process may run on). Each '
             "worker has its own cache; all of them map one compiled list snapshot, so N "
             "workers hold one copy of the lists. The parent process compiles the lists, "
-            "serves `/metrics` (the workers' figures added up), the admin listener and "
-            "RADIUS, and passes SIGHUP (reload) and SIGTERM on. See "
-            "[resolver-fastpath.md](resolver-fastpath.md)."
+            "serves `/metrics` (the workers' figures added up), writes the subscribers' "
+            "table and hears RADIUS, and passes SIGHUP (reload) and SIGTERM on. Worker 0 "
+            "serves the admin listener: the console, the review pages and the provisioning "
+            "API. See [resolver-fastpath.md](resolver-fastpath.md)."
         ),
     ] = 1
     fast_path: Annotated[

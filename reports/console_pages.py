@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dns_resolver.querystats import WINDOWS, QueryStats
+from dns_resolver.querystats import WINDOWS, QueryStats, StatsGroup
 from dns_resolver.querystore import QueryStore, Search
 from reports.api import SERVICE, ApiError, _choice_param, _int_param, _json_body, require
 from reports.console import View, console_page
@@ -32,7 +32,7 @@ TEXT_MAX = 253
 class ConsoleData:
     """What the console pages read: None for what this process does not have."""
 
-    stats: QueryStats | None
+    stats: QueryStats | StatsGroup | None
     store: QueryStore | None
     resolver: Any = None
     config: Any = None
@@ -280,6 +280,13 @@ def why_html(view: View, row: dict[str, Any]) -> str:
     return "<br>".join(parts)
 
 
+def _upstream(row: dict[str, Any]) -> str:
+    if not row.get("upstream"):
+        return ""
+    took = f" ({row['upstream_ms']} ms)" if row.get("upstream_ms") is not None else ""
+    return esc(f"{row['upstream']}{took}")
+
+
 @console_page
 async def queries_page(request: web.Request, view: View) -> web.Response:
     fields = [
@@ -325,7 +332,7 @@ async def queries_page(request: web.Request, view: View) -> web.Response:
         f"<td>{_cell(r['client'] or '', 'client')}</td><td>{esc(r['qname'] or '')}</td>"
         f"<td>{esc(str(r['qtype'] or ''))}</td><td>{esc(r['result'] or '')}</td>"
         f"<td>{why_html(view, r)}</td><td>{esc(r['policy'] or '')}</td>"
-        f"<td>{esc(r['upstream'] or '')}</td><td>{r['latency_ms']} ms</td></tr>"
+        f"<td>{_upstream(r)}</td><td>{r['latency_ms']} ms</td></tr>"
         for r in rows
     )
     found = f'<p role="status">{view.t("rows_found", n=len(rows), ms=f"{elapsed:.0f}")}</p>'

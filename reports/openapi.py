@@ -105,7 +105,12 @@ def console_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "rows"),
                 ],
                 "responses": {
-                    "200": _json({"type": "object"}, "rows and elapsed_ms"),
+                    "200": _json(
+                        {"type": "object"},
+                        "rows (time, client, qname, qtype, protocol, result, rcode, category, "
+                        "list, rule, policy, client_why, why, decided_by, cached, upstream, "
+                        "latency_ms, upstream_ms) and elapsed_ms",
+                    ),
                     "404": _json(_ref("Error"), "no query-log store"),
                     **_ERRORS,
                 },

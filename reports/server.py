@@ -49,10 +49,9 @@ class AdminServer:
         port: overrides `admin.listen`'s port (0 = any free one; tests).
         console: the resolver's `ConsoleFeed` (statistics and query-log store), or None:
             then, with `[console]` enabled, the store is read from its folder.
-        subscribers: the running `subscribers.runtime.Subscribers`, whose provisioning API
+        subscribers: the running `subscribers.runtime.Subscribers` (or `SubscriberWrites`
+            in the worker of several that serves this listener), whose provisioning API
             is mounted here, or None.
-        listen: False in the workers of several (their supervisor has the listener): the
-            overrides are still put in force and kept in step with the database.
     """
 
     def __init__(
@@ -65,7 +64,6 @@ class AdminServer:
         port: int | None = None,
         console: Any = None,
         subscribers: Any = None,
-        listen: bool = True,
     ) -> None:
         from listsync.update import config_data_dir
 
@@ -73,7 +71,6 @@ class AdminServer:
         self.resolver = resolver
         self.reload = reload
         self.subscribers = subscribers  # subscribers.runtime.Subscribers: its API routes
-        self.listen = listen
         self.data_dir = Path(data_dir) if data_dir is not None else config_data_dir(config)
         self.host = config.admin.listen.host
         self.port = config.admin.listen.port if port is None else port
@@ -99,8 +96,6 @@ class AdminServer:
         )
         await self.service.publish_overrides()
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop())
-        if not self.listen:
-            return
         app = make_app(self.service, reports.allow, reports.trusted_proxies)
         app[FEED] = self._console_data()
         if self.subscribers is not None:

@@ -24,9 +24,9 @@ from reports.submission import ValidationError
 from subscribers.addresses import containing
 from subscribers.imports import ImportError_, parse_lines
 from subscribers.input import check_id, parse_subscriber
-from subscribers.runtime import AUDIT_KIND, Subscribers
+from subscribers.runtime import AUDIT_KIND, Subscribers, SubscriberWrites
 
-SUBSCRIBERS = web.AppKey("subscribers", Subscribers)
+SUBSCRIBERS = web.AppKey("subscribers", Subscribers | SubscriberWrites)
 IMPORT_BATCH = 2000
 MAX_LINE = 64 * 1024
 
@@ -47,7 +47,7 @@ async def put_subscriber(request: web.Request) -> web.Response:
     subs = request.app[SUBSCRIBERS]
     sub = parse_subscriber(_id(request), await _json_body(request), subs.policy_names)
     before, after = await asyncio.to_thread(subs.store.put, sub, who.identity)
-    subs.service.kick()
+    subs.kick()
     await _audit(
         request,
         {"action": "put", "id": sub.id, "by": who.identity, "before": before, "after": after},
@@ -72,7 +72,7 @@ async def delete_subscriber(request: web.Request) -> web.Response:
         before = await asyncio.to_thread(subs.store.delete, sid)
     except NotFound as exc:
         raise ApiError(404, str(exc)) from None
-    subs.service.kick()
+    subs.kick()
     await _audit(request, {"action": "delete", "id": sid, "by": who.identity, "before": before})
     return web.json_response({"removed": before})
 
@@ -138,17 +138,17 @@ async def import_subscribers(request: web.Request) -> web.Response:
             if len(batch) >= IMPORT_BATCH:
                 count += await asyncio.to_thread(subs.store.import_batch, batch, who.identity)
                 batch = []
-                subs.service.kick()
+                subs.kick()
     except ImportError_ as exc:
         raise ApiError(422, f"{exc} ({count} rows before it were imported)", exc.field) from None
     if batch:
         count += await asyncio.to_thread(subs.store.import_batch, batch, who.identity)
-    subs.service.kick()
+    subs.kick()
     await _audit(request, {"action": "import", "rows": count, "by": who.identity})
     return web.json_response({"imported": count})
 
 
-def add_routes(app: web.Application, subscribers: Subscribers) -> None:
+def add_routes(app: web.Application, subscribers: Subscribers | SubscriberWrites) -> None:
     """Mount the provisioning API on the admin application."""
     app[SUBSCRIBERS] = subscribers
     app[EXTRA_PATHS] = openapi_paths()

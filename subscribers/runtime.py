@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,33 @@ def serving_view(config: Any, data_dir: str | os.PathLike[str]) -> SubscriberVie
     return SubscriberView(table_path(config, data_dir), store)
 
 
-class Subscribers:
+class _PolicyNames:
+    """The configured policies as the provisioning API needs them: names in index order
+    and the policy an address gets by network alone."""
+
+    policy_names: list[str]
+
+    def _configure(self, config: Any) -> None:
+        if not config.policy.enabled:
+            raise ValueError("[subscribers] needs [policies]: a subscriber's policy is one")
+        self.config = config
+        # The PolicyTable's index order (dns_resolver.policy): the table stores indexes.
+        self.policy_names = [p.name for p in config.policy.policies]
+        self.networks = [
+            (net, i) for i, p in enumerate(config.policy.policies) for net in p.clients
+        ]
+        self.networks.sort(key=lambda item: -item[0].prefixlen)
+
+    def network_policy(self, address: str) -> tuple[str, str]:
+        """(policy, "address" or "default") of `address` by the policy networks alone."""
+        ip = ipaddress.ip_address(address.strip())
+        for net, index in self.networks:
+            if ip.version == net.version and ip in net:
+                return self.policy_names[index], "address"
+        return "default", "default"
+
+
+class Subscribers(_PolicyNames):
     """Everything `[subscribers]` runs in the process that writes the table: the process
     that serves (one worker), or the supervisor of several workers.
 
@@ -35,10 +62,8 @@ class Subscribers:
     """
 
     def __init__(self, config: Any, data_dir: str | os.PathLike[str], policies: Any = None) -> None:
-        if not config.policy.enabled:
-            raise ValueError("[subscribers] needs [policies]: a subscriber's policy is one")
-        self.policies = policies
         self._configure(config)
+        self.policies = policies
         self.audit = AuditLog(Path(data_dir) / AUDIT_NAME)  # RADIUS changes (API: its own)
         self.store = SubscriberStore(database_url(config, data_dir))
         self.service = SubscriberService(
@@ -48,20 +73,13 @@ class Subscribers:
             config.subscribers.poll_interval,
         )
 
-    def _configure(self, config: Any) -> None:
-        self.config = config
-        # The PolicyTable's index order (dns_resolver.policy): the table stores indexes.
-        self.policy_names = [p.name for p in config.policy.policies]
-        self.networks = [
-            (net, i) for i, p in enumerate(config.policy.policies) for net in p.clients
-        ]
-        self.networks.sort(key=lambda item: -item[0].prefixlen)
+    def kick(self) -> None:
+        """The store changed here: the table's writer reads the log now."""
+        self.service.kick()
 
     def reconfigure(self, config: Any, policies: Any = None) -> None:
         """A reloaded configuration: the table's policy indexes follow the new order
         (`policies`: the new `PolicyTable` when this process serves)."""
-        if not config.policy.enabled:
-            raise ValueError("[subscribers] needs [policies]: a subscriber's policy is one")
         self._configure(config)
         self.service.reindex(self.policy_names)
         if policies is not None:
@@ -77,10 +95,29 @@ class Subscribers:
         self.service.stop()
         self.store.close()
 
-    def network_policy(self, address: str) -> tuple[str, str]:
-        """(policy, "address" or "default") of `address` by the policy networks alone."""
-        ip = ipaddress.ip_address(address.strip())
-        for net, index in self.networks:
-            if ip.version == net.version and ip in net:
-                return self.policy_names[index], "address"
-        return "default", "default"
+
+class SubscriberWrites(_PolicyNames):
+    """The provisioning API in the worker that serves the admin listener, while its
+    supervisor writes the table (workers.py): changes go to the store as the CLI's do,
+    and `kick` wakes the supervisor's writer to read the change log at once.
+
+    Args:
+        config: the loaded config.
+        data_dir: where the SQLite database lives (migrated by the supervisor).
+        wake: tells the table's writer that the log grew (a signal to the supervisor).
+    """
+
+    def __init__(
+        self, config: Any, data_dir: str | os.PathLike[str], wake: Callable[[], None]
+    ) -> None:
+        self._configure(config)
+        self.store = SubscriberStore(database_url(config, data_dir), run_migrations=False)
+        self.kick = wake
+
+    def reconfigure(self, config: Any, policies: Any = None) -> None:
+        """A reloaded configuration: the API checks against the new policy names (the
+        supervisor renumbers the table)."""
+        self._configure(config)
+
+    def stop(self) -> None:
+        self.store.close()

@@ -14,11 +14,18 @@ from pathlib import Path
 import httpx
 
 from listsync.audit import AuditLog
-from tests.dns_resolver.harness import ServerProcess, TestZone, eventually, free_port
+from tests.dns_resolver.harness import (
+    NsdServer,
+    ServerProcess,
+    TestZone,
+    eventually,
+    free_port,
+)
 from tests.reports.test_console import login, page_csrf
 from tests.reports.test_e2e import reviewer_token
 
 CHILD = "127.0.0.2"
+TEEN = "127.0.0.3"
 BLOCKED = TestZone.BLOCKED.rstrip(".")
 WWW = TestZone.WWW.rstrip(".")
 
@@ -145,3 +152,44 @@ def test_block_now_is_admin_only_and_shows(
     viewer = Api(server, "viewer")
     refused = viewer.post("/api/policies/child/block", {"category": "adult", "minutes": 1})
     assert refused.status_code == 403
+
+
+def test_rows_say_what_decided_and_which_upstream_answered(
+    filterdns_on_nsd: Callable[..., ServerProcess], nsd_upstream: NsdServer, tmp_path: Path
+) -> None:
+    """Rows written by C (forwarded, cached, blocked again) and by Python (the first block,
+    a block-now) say which step decided and which upstream answered; with hashed clients
+    the policy is still the client's own, and no address reaches the disk."""
+    config = console_config(tmp_path)
+    config["querylog"]["anonymize"] = "hash"
+    config["policies"]["teen"] = {"clients": [f"{TEEN}/32"], "block": []}
+    server = filterdns_on_nsd(config)
+    admin = Api(server, "admin")
+    for _ in range(2):
+        assert server.dig(WWW, "A", "-b", CHILD).status == "NOERROR"
+        assert server.dig(BLOCKED, "A", "-b", CHILD).status == "NXDOMAIN"
+    assert admin.post("/api/policies/teen/block", {"category": "adult", "minutes": 5}).is_success
+    assert eventually(lambda: server.dig(BLOCKED, "A", "-b", TEEN).status == "NXDOMAIN", 1.0)
+
+    def rows() -> list[dict]:
+        return admin.get("/api/querylog", limit=100).json()["rows"][::-1]  # oldest first
+
+    assert eventually(lambda: len(rows()) >= 5, 5)
+    found = rows()
+    child = [r for r in found if r["policy"] == "child"]
+    assert [(r["qname"], r["result"], r["decided_by"]) for r in child] == [
+        (WWW, "allowed", "upstream"),
+        (BLOCKED, "blocked", "list"),
+        (WWW, "cached", "cache"),
+        (BLOCKED, "blocked", "list"),
+    ]
+    assert child[0]["upstream"] == nsd_upstream.upstream and child[0]["upstream_ms"] > 0
+    assert all(r["upstream"] is None for r in child[1:])
+    assert all(r["client_why"] == "cidr" and len(r["client"]) == 16 for r in child)
+    assert len({r["client"] for r in child}) == 1 and all(r["rule"] for r in child[1::2])
+    teen = [r for r in found if r["policy"] == "teen" and r["result"] == "blocked"]
+    assert teen and all(r["decided_by"] == "block-now" for r in teen)
+    page = login_client(admin).get("/queries").text
+    assert "<code>block-now</code>" in page and f"{nsd_upstream.upstream} (" in page
+    text = (tmp_path / "q.log").read_text()
+    assert CHILD not in text and TEEN not in text

@@ -285,25 +285,56 @@ def test_provisioning_api_cli_own_lists_and_audit(server: ServerProcess, tmp_pat
 def test_workers_share_one_table_fed_by_the_api_and_radius(
     serve: Callable[[dict], ServerProcess],
 ) -> None:
-    """With workers the supervisor writes the table, serves the admin listener with the
-    provisioning API and hears RADIUS; every worker maps the same file, a change is in
-    force on every worker within 1 s, and the supervisor's /metrics has the RADIUS and
-    table figures."""
+    """With workers the supervisor writes the table and hears RADIUS; worker 0 serves the
+    admin listener (console and provisioning API) and writes the API's changes to the
+    store. Every worker maps the same file, a change is in force on every worker within
+    1 s, and the supervisor's /metrics has the RADIUS and table figures."""
     port = free_port()
     config = subscriber_config(port)
     config["server"]["workers"] = 2
+    # Far beyond the deadline: only worker 0's wake-up can bring an API change in time.
+    config["subscribers"]["poll_interval"] = 30
     server = serve(config)
     base = "http://" + server.config["admin"]["listen"]
+    auth = admin_token(server)
     r = httpx.put(
         f"{base}/api/subscribers/sub42",
         json={"policy": "child", "addresses": ["127.0.0.51"]},
-        headers=admin_token(server),
+        headers=auth,
         timeout=10,
     )
     assert r.status_code == 201, r.text
     assert until(server, "127.0.0.51", blocked) < START_DEADLINE
     # dig picks a new source port each time: the kernel spreads them over the workers.
     assert all(blocked(dig_from(server, "127.0.0.51")) for _ in range(12))
+    # A streamed import through the same listener, and the console beside it.
+    rows = "\n".join(
+        json.dumps({"id": f"imp{i}", "policy": "child", "addresses": [f"127.0.1.{i}"]})
+        for i in range(1, 6)
+    )
+    imported = httpx.post(
+        f"{base}/api/subscribers/import",
+        content=rows.encode(),
+        headers={**auth, "Content-Type": "application/x-ndjson"},
+        timeout=10,
+    )
+    assert imported.json() == {"imported": 5}, imported.text
+    assert until(server, "127.0.1.5", blocked) < START_DEADLINE
+    # The listener is a worker's: its check API has the lists (the supervisor has none).
+    check = httpx.get(f"{base}/api/check", params={"name": ADULT}, headers=auth, timeout=10)
+    assert check.json()["action"] == "block", check.text
+    # A reload through it is the supervisor's: it re-reads the file and counts it.
+    reload = httpx.post(f"{base}/api/reload", headers=auth, timeout=10)
+    assert reload.json() == {"reloaded": True, "config": "requested"}
+    assert eventually(
+        lambda: server.metric("filterdns_config_reloads_total", result="applied") == 1, 5
+    )
+    changes = [
+        (r["action"], r["by"].split(" ")[0])
+        for r in audit_records(server)
+        if r["kind"] == "subscriber"
+    ]
+    assert changes == [("put", "provisioning"), ("import", "provisioning")]
     assert radclient(
         port,
         SECRET,
@@ -317,7 +348,7 @@ def test_workers_share_one_table_fed_by_the_api_and_radius(
     assert not radclient(port, "wrong", User_Name="sub42", Acct_Status_Type="Stop")
     assert server.metric("filterdns_radius_requests_total", status="Start") == 1
     assert server.metric("filterdns_radius_dropped_total", reason="bad_authenticator") == 1
-    assert server.metric("filterdns_subscriber_addresses") == 2
+    assert server.metric("filterdns_subscriber_addresses") == 2 + 5  # with the imported
     children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
     table = str(Path(server.config_path).parent / "data" / "subscribers.table")
     # One file, mapped by each worker (the list reloader's child may be there too).
@@ -328,8 +359,8 @@ def test_workers_share_one_table_fed_by_the_api_and_radius(
 def test_workers_stop_when_the_admin_listener_cannot_start(
     serve: Callable[[dict], ServerProcess],
 ) -> None:
-    """The supervisor's admin listener on a port in use fails the start, as it would in
-    one process: not a server without its provisioning API."""
+    """Worker 0's admin listener on a port in use fails the start, as it would in one
+    process: not a server without its provisioning API and console."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
