@@ -114,7 +114,6 @@ cdef class TapBuffer:
         cdef char text[64]
         cdef uint64_t h
         cdef uint32_t qend, ancount
-        cdef size_t n
         cdef int i
         if client_of(sa, &family, &addr) < 0:
             return
@@ -143,12 +142,7 @@ cdef class TapBuffer:
             m.type = 5
             m.query = q
             m.querylen = qlen
-            n = fd_tap_frame(self.buf + self.len, self.cap - self.len,
-                             self.prefix, self.prefixlen, &m)
-            if n == 0:
-                self.dropped += 1
-            self.len += n
-            self.count += n != 0
+            _emit(self, &m)
         if not self.response:
             return
         m.type = 6
@@ -171,12 +165,7 @@ cdef class TapBuffer:
             if qend:
                 m.value = q + 12
                 m.valuelen = qend - 12
-        n = fd_tap_frame(self.buf + self.len, self.cap - self.len,
-                         self.prefix, self.prefixlen, &m)
-        if n == 0:
-            self.dropped += 1
-        self.len += n
-        self.count += n != 0
+        _emit(self, &m)
 
     cdef void forward(self, int peer, bint response, const uint8_t *m, uint32_t mlen,
                       double qwall, double rwall) noexcept nogil:
@@ -184,7 +173,6 @@ cdef class TapBuffer:
         received at `rwall`) frame of an exchange with upstream set `peer`'s `set_peer`
         upstream."""
         cdef fd_tap_msg t
-        cdef size_t n
         if not (self.fwd_response if response else self.fwd_query):
             return
         memset(&t, 0, sizeof(t))
@@ -205,9 +193,14 @@ cdef class TapBuffer:
         else:
             t.query = m
             t.querylen = mlen
-        n = fd_tap_frame(self.buf + self.len, self.cap - self.len, self.prefix,
-                         self.prefixlen, &t)
-        if n == 0:
-            self.dropped += 1
-        self.len += n
-        self.count += n != 0
+        _emit(self, &t)
+
+
+cdef inline void _emit(TapBuffer tap, fd_tap_msg *m) noexcept nogil:
+    """Append `m`'s frame to `tap`'s buffer, or count it dropped when it does not fit."""
+    cdef size_t n = fd_tap_frame(tap.buf + tap.len, tap.cap - tap.len, tap.prefix,
+                                 tap.prefixlen, m)
+    if n == 0:
+        tap.dropped += 1
+    tap.len += n
+    tap.count += n != 0
