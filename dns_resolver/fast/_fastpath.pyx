@@ -37,7 +37,8 @@ import os
 
 from dns_resolver.fast._blocks cimport MAX_BLOCK_KEYS, BlockAnswers, ede_find
 from dns_resolver.fast._cache cimport AnswerCache, Entry, cache_find, cache_touch, fill
-from dns_resolver.fast._querylog cimport L_ALLOWED, L_BLOCKED, L_CACHED, L_LIMITED, L_QUIET, LogBuffer
+from dns_resolver.fast._querylog cimport (L_ALLOWED, L_BLOCKED, L_CACHED, L_LIMITED, L_QUIET,
+                                         LogBuffer)
 from dns_resolver.fast._ratelimit cimport (RL_DROP, RL_LIMITED_LOG, RL_PASS, RL_REFUSED,
                                       RL_TRUNCATE, RateLimiter)
 from dns_resolver.fast._subtable cimport SubscriberTable, sub_lookup
@@ -367,7 +368,7 @@ cdef class FastPath:
     @property
     def log_dropped(self):
         return self.log.dropped
-    # -- newly observed domains (dns_resolver.observability.observed) ---------------------------------
+    # -- newly observed domains (dns_resolver.observability.observed) -----------------------
 
     def set_observe(self, Observed observed, int v4_prefix, int v6_prefix,
                     uint32_t watch=0):

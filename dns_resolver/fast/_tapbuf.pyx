@@ -1,6 +1,7 @@
 # cython: language_level=3
 """dnstap frames written in C for the client exchanges C answers (the encoding is in
-_dnstap.h; dns_resolver/observability/dnstap.py sends them), into a buffer Python drains (`take`)."""
+_dnstap.h; dns_resolver/observability/dnstap.py sends them), into a buffer Python drains
+(`take`)."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
@@ -8,7 +9,8 @@ from libc.stdio cimport snprintf
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memset, strlen
 
-from dns_resolver.fast._wire cimport AF_INET6, client_of, inet_ntop, ntohs, skip_name, sockaddr_in, u16
+from dns_resolver.fast._wire cimport (AF_INET6, client_of, inet_ntop, ntohs, skip_name,
+                                     sockaddr_in, u16)
 
 cdef extern from "_siphash.h":
     uint64_t fc_siphash24(uint64_t k0, uint64_t k1, const unsigned char *data, size_t n) nogil
