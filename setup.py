@@ -15,55 +15,55 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension(
-        "dns_resolver._ratelimit",
-        ["dns_resolver/_ratelimit.pyx"],
+        "dns_resolver.fast._ratelimit",
+        ["dns_resolver/fast/_ratelimit.pyx"],
         include_dirs=["filtercore"],  # _siphash.h
         extra_compile_args=["-O3"],
     ),
     Extension(
-        "dns_resolver._subtable",
-        ["dns_resolver/_subtable.pyx"],
+        "dns_resolver.fast._subtable",
+        ["dns_resolver/fast/_subtable.pyx"],
         extra_compile_args=["-O3"],
     ),
     Extension(
-        "dns_resolver._cache",
-        ["dns_resolver/_cache.pyx"],
+        "dns_resolver.fast._cache",
+        ["dns_resolver/fast/_cache.pyx"],
         include_dirs=["filtercore"],  # _siphash.h
         extra_compile_args=["-O3"],
     ),
     Extension(
-        "dns_resolver._blocks",
-        ["dns_resolver/_blocks.pyx"],
+        "dns_resolver.fast._blocks",
+        ["dns_resolver/fast/_blocks.pyx"],
         extra_compile_args=["-O3"],
     ),
     Extension(
-        "dns_resolver._querylog",
-        ["dns_resolver/_querylog.pyx"],
+        "dns_resolver.fast._querylog",
+        ["dns_resolver/fast/_querylog.pyx"],
         include_dirs=["filtercore"],  # _siphash.h
         extra_compile_args=["-O3"],
     ),
     Extension(
-        "dns_resolver._tapbuf",
-        ["dns_resolver/_tapbuf.pyx"],
-        include_dirs=["filtercore", "dns_resolver"],  # _siphash.h, _dnstap.h
+        "dns_resolver.fast._tapbuf",
+        ["dns_resolver/fast/_tapbuf.pyx"],
+        include_dirs=["filtercore", "dns_resolver/fast"],  # _siphash.h, _dnstap.h
         extra_compile_args=["-O3"],
     ),
     Extension(
-        "dns_resolver._observed",
-        ["dns_resolver/_observed.pyx"],
+        "dns_resolver.fast._observed",
+        ["dns_resolver/fast/_observed.pyx"],
         include_dirs=["filtercore"],  # _siphash.h
         extra_compile_args=["-O3"],
     ),
     Extension(
-        "dns_resolver._fastpath",
-        ["dns_resolver/_fastpath.pyx"],
-        include_dirs=["filtercore", "dns_resolver"],  # _siphash.h, _subtable.h
+        "dns_resolver.fast._fastpath",
+        ["dns_resolver/fast/_fastpath.pyx"],
+        include_dirs=["filtercore", "dns_resolver/fast"],  # _siphash.h, _subtable.h
         extra_compile_args=["-O3"],
     ),
     Extension(
-        "dns_resolver._stream",
-        ["dns_resolver/_stream.pyx"],
-        include_dirs=["filtercore", "dns_resolver"],  # through the .pxd files it cimports
+        "dns_resolver.fast._stream",
+        ["dns_resolver/fast/_stream.pyx"],
+        include_dirs=["filtercore", "dns_resolver/fast"],  # through the .pxd files it cimports
         extra_compile_args=["-O3"],
     ),
 ]

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dns_resolver.querylog import QueryLog
-from dns_resolver.querystats import QueryStats
-from dns_resolver.querystore import QueryStore
+from dns_resolver.observability.querylog import QueryLog
+from dns_resolver.observability.querystats import QueryStats
+from dns_resolver.observability.querystore import QueryStore
 
 BUFFER_LINES = 10_000  # C's buffer holds about 0.1 s of lines at 100,000 q/s
 

@@ -36,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dns_resolver.observed import Lead, Tracker, registrable
+from dns_resolver.observability.observed import Lead, Tracker, registrable
 from fdconfig.leads import LeadsConfig
 from fdconfig.observed import ObservedConfig
 from filtercore import ListSpec, Matcher

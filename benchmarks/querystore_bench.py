@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from dns_resolver.querystore import QueryStore, Search
+from dns_resolver.observability.querystore import QueryStore, Search
 
 BATCH = 5000  # about what the writer drains every 0.5 s at 10,000 queries/s
 DAYS = 7

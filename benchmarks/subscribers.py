@@ -46,7 +46,7 @@ import httpx
 
 from benchmarks.load import data, servers
 from benchmarks.load.runner import compile_snapshot, dnsperf, measure
-from dns_resolver._subtable import SubscriberTable, capacity_for
+from dns_resolver.fast._subtable import SubscriberTable, capacity_for
 
 V6_BASE = 0x20010DB8 << 32  # 2001:db8::/32, a /56 per subscriber below it
 LOOKUPS = 1_000_000

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from dns_resolver import fastpath, wire
-from dns_resolver.dnstap import dnstap_prefix
+from dns_resolver import wire
+from dns_resolver.fast import fastpath
+from dns_resolver.observability.dnstap import dnstap_prefix
 
 pytestmark = pytest.mark.skipif(not fastpath.available(), reason="fast path not built")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from dns_resolver.metrics import Metrics
+from dns_resolver.observability.metrics import Metrics
 
 
 @pytest.mark.benchmark(group="metrics")

@@ -1,4 +1,4 @@
-"""Newly observed domains in C (`dns_resolver/_observed.pyx`): the cost of one cache miss
+"""Newly observed domains in C (`dns_resolver/fast/_observed.pyx`): the cost of one cache miss
 handed to the filters, by what it turns out to be. Each call includes Python's call of
 `Observed.observe` (about 0.04 µs), which the fast path does not pay.
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dns_resolver.observed import BloomPair
+from dns_resolver.observability.observed import BloomPair
 
 NETWORK = bytes([4, 192, 0, 2]) + bytes(13)
 BATCH = 10_000

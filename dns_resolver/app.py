@@ -23,18 +23,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dns_resolver import listeners
-from dns_resolver.acl import Acl
-from dns_resolver.blocking import Blocker
 from dns_resolver.blockpage.recent import RecentBlocks
-from dns_resolver.cache import Cache
-from dns_resolver.certs import CertificateError
-from dns_resolver.local import LocalData, rule_servers
-from dns_resolver.ratelimit import RateLimitCollector, build_limiter
 from dns_resolver.reconfigure import ConfigSource, Reread, apply_logging, reread
 from dns_resolver.resolver import Resolver
-from dns_resolver.server import DnsServer
-from dns_resolver.upstream import Forwarder, upstreams_of
+from dns_resolver.steps.acl import Acl
+from dns_resolver.steps.blocking import Blocker
+from dns_resolver.steps.cache import Cache
+from dns_resolver.steps.local import LocalData, rule_servers
+from dns_resolver.steps.ratelimit import RateLimitCollector, build_limiter
+from dns_resolver.transports import listeners
+from dns_resolver.transports.certs import CertificateError
+from dns_resolver.transports.server import DnsServer
+from dns_resolver.upstreams.upstream import Forwarder, upstreams_of
 from fdconfig import Address, Config
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,12 @@ def build_policies(config: Config, matcher: Any, *, clock: Any = None, store: An
     """
     if not config.policy.enabled:
         return None
-    from dns_resolver.policy import PolicyTable, list_categories
+    from dns_resolver.steps.policy import PolicyTable, list_categories
 
     if not any(p.allowances for p in config.policy.policies):
         store = None
     elif store is None:
-        from dns_resolver.allowance import AllowanceStore
+        from dns_resolver.steps.allowance import AllowanceStore
 
         store = AllowanceStore(Path(config.policy.state_dir) / ALLOWANCE_FILE)
     return PolicyTable(
@@ -191,14 +191,14 @@ class App:
         self.metrics: Any = None
         self.metrics_server: Any = None
         self.querylog: Any = None
-        self.dnstap: Any = None  # dns_resolver.dnstap.Dnstap when [dnstap] is on
+        self.dnstap: Any = None  # dns_resolver.observability.dnstap.Dnstap when [dnstap] is on
         self.resolver: Resolver | None = None
         self.server: DnsServer | None = None
         self.encrypted: Any = None  # listeners.EncryptedListeners when DoT/DoH are on
         self.blockpage: Any = None
         self.admin: Any = None  # reports.server.AdminServer when [admin] enabled
-        self.observer: Any = None  # dns_resolver.observed.Observer when [observed] enabled
-        self.console: Any = None  # dns_resolver.consolefeed.ConsoleFeed when [console] enabled
+        self.observer: Any = None  # observability.observed.Observer when [observed] enabled
+        self.console: Any = None  # observability.consolefeed.ConsoleFeed when [console] enabled
         # subscribers.runtime.Subscribers when enabled (SubscriberWrites in the worker of
         # several that serves the admin listener; the others: None)
         self.subscribers: Any = None
@@ -215,7 +215,7 @@ class App:
     def _build_metrics(self) -> Any:
         if not self.config.metrics.enabled:
             return None
-        from dns_resolver.metrics import Metrics
+        from dns_resolver.observability.metrics import Metrics
 
         return Metrics()
 
@@ -223,7 +223,7 @@ class App:
     def _build_querylog(config: Config) -> Any:
         if not config.querylog.enabled:
             return None
-        from dns_resolver.querylog import QueryLog
+        from dns_resolver.observability.querylog import QueryLog
 
         return QueryLog.from_config(config.querylog)
 
@@ -255,7 +255,7 @@ class App:
         if self.share is not None:
             self._follow_share(policies)
         if self.config.console.enabled and self.querylog is not None:
-            from dns_resolver.consolefeed import ConsoleFeed
+            from dns_resolver.observability.consolefeed import ConsoleFeed
 
             self.console = ConsoleFeed(self.config, share=self.share)
             self.console.attach(self.querylog, self.resolver)
@@ -290,7 +290,7 @@ class App:
             self.blockpage.start()
             log.info("block page on http://%s/", self.blockpage.address)
         if self.metrics is not None:
-            from dns_resolver.metrics import start_metrics_server
+            from dns_resolver.observability.metrics import start_metrics_server
 
             self.metrics.lists_loaded(list_entries(matcher))
             if self.resolver.cache is not None:
@@ -338,7 +338,7 @@ class App:
             fp = self.server.fast.fp
             self.metrics.watch_cache_entries(lambda: int(fp.entries))
         if self.config.observed.enabled:
-            from dns_resolver.observed import start_observer
+            from dns_resolver.observability.observed import start_observer
 
             self.observer = start_observer(
                 self.config, self.resolver, self.server.fast, self.admin, self.leads_link
@@ -429,7 +429,7 @@ class App:
             self._follows.append(loop.create_task(follow(path, overrides)))
 
     def _start_dnstap(self, resolver: Resolver) -> None:
-        from dns_resolver.dnstap import Dnstap
+        from dns_resolver.observability.dnstap import Dnstap
 
         self.dnstap = Dnstap(self.config.dnstap, self.config.querylog.anonymize)
         resolver.dnstap = self.dnstap

@@ -18,18 +18,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dns_resolver import edns, wire
-from dns_resolver._ratelimit import RateLimiter
-from dns_resolver.acl import Acl
-from dns_resolver.blocking import Blocker
 from dns_resolver.blockpage.recent import RecentBlocks
-from dns_resolver.cache import Cache, CacheKey, cache_key, render
-from dns_resolver.inspect import Checker, inspect_answer
-from dns_resolver.local import Answer, LocalData, compose
-from dns_resolver.policy import Policy, PolicyTable, list_categories, policy_cache_key
-from dns_resolver.ratelimit import LIMITED_LOG, PASS
-from dns_resolver.ratelimit import RESULT as RATELIMITED
-from dns_resolver.safesearch import safesearch_answer, safesearch_query
-from dns_resolver.upstream import Forwarder, note_answers
+from dns_resolver.fast._ratelimit import RateLimiter
+from dns_resolver.steps.acl import Acl
+from dns_resolver.steps.blocking import Blocker
+from dns_resolver.steps.cache import Cache, CacheKey, cache_key, render
+from dns_resolver.steps.inspect import Checker, inspect_answer
+from dns_resolver.steps.local import Answer, LocalData, compose
+from dns_resolver.steps.policy import Policy, PolicyTable, list_categories, policy_cache_key
+from dns_resolver.steps.ratelimit import LIMITED_LOG, PASS
+from dns_resolver.steps.ratelimit import RESULT as RATELIMITED
+from dns_resolver.steps.safesearch import safesearch_answer, safesearch_query
+from dns_resolver.upstreams.upstream import Forwarder, note_answers
 from filtercore.errors import InvalidNameError
 from filtercore.verdict import NO_MATCH, Action, Verdict
 
@@ -116,13 +116,13 @@ class Resolver:
         blocker: how blocks are answered.
         udp_size: our EDNS UDP payload size.
         inspect_answers: check CNAME targets and addresses of upstream answers.
-        metrics: the `dns_resolver.metrics.Metrics` to record into, or None.
-        querylog: the `dns_resolver.querylog.QueryLog` to write to, or None.
-        policies: per-client policies (`dns_resolver.policy`), or None for one rule set.
+        metrics: the `dns_resolver.observability.metrics.Metrics` to record into, or None.
+        querylog: the `dns_resolver.observability.querylog.QueryLog` to write to, or None.
+        policies: per-client policies (`dns_resolver.steps.policy`), or None for one rule set.
         recent_blocks: where blocks are remembered for the block page, or None.
-        local: local records, rewrites and forwarding rules (`dns_resolver.local`), or None
+        local: local records, rewrites and forwarding rules (`dns_resolver.steps.local`), or None
             for none (everything goes to `forwarder`).
-        ratelimit: the per-client `RateLimiter` (dns_resolver.ratelimit), or None. The UDP
+        ratelimit: the per-client `RateLimiter` (dns_resolver.steps.ratelimit), or None. The UDP
             fast path charges UDP queries itself and sets `udp_charged`.
     """
 
@@ -160,7 +160,7 @@ class Resolver:
         self.local = local
         self.ratelimit = ratelimit
         self.udp_charged = False
-        # dns_resolver.dnstap.Dnstap when [dnstap] is on (App sets it; servers tap).
+        # dns_resolver.observability.dnstap.Dnstap when [dnstap] is on (App sets it; servers tap).
         self.dnstap: Any = None
         # The last block answer and its EDE option, for dnstap's Policy (see tap_option).
         self._last_block: tuple[bytes, bytes] | None = None
@@ -288,7 +288,7 @@ class Resolver:
         limit: int | None,
         client_id: str | None,
     ) -> bytes | Pending:
-        """The policy chain (dns_resolver.policy): select, decide, then cache/upstream.
+        """The policy chain (dns_resolver.steps.policy): select, decide, then cache/upstream.
 
         The policy decides before the cache is asked, because one cached answer may be
         allowed for one policy and blocked for another, and allowance minutes must be
@@ -344,7 +344,7 @@ class Resolver:
         return self._local(pending, limit)
 
     def _local(self, pending: Pending, limit: int | None) -> bytes | Pending:
-        """Local records, rewrites and forwarding rules (`dns_resolver.local`): a local
+        """Local records, rewrites and forwarding rules (`dns_resolver.steps.local`): a local
         answer (inspected like an upstream one), or the pending query with its route."""
         local = self.local
         assert local is not None

@@ -288,7 +288,7 @@ class Supervisor:
                     log.error("cannot start the admin API: %s", exc)
                     return 1
             if self.config.observed.enabled:
-                from dns_resolver.observed import leads_sockets
+                from dns_resolver.observability.observed import leads_sockets
 
                 self._leads_link = leads_sockets()
             for index in range(self.count):
@@ -455,7 +455,7 @@ class Supervisor:
             return None
         from prometheus_client import CollectorRegistry
 
-        from dns_resolver.metrics import config_reloads_counter, start_metrics_server
+        from dns_resolver.observability.metrics import config_reloads_counter, start_metrics_server
 
         registry = CollectorRegistry()
         registry.register(_WorkersCollector(self))
@@ -550,7 +550,7 @@ def _worker_main(
     app.use_reloader = False  # the parent owns the reloader
     app.reuse_port = True
     if leads_link is not None:
-        from dns_resolver.observed import LeadsLink
+        from dns_resolver.observability.observed import LeadsLink
 
         app.leads_link = LeadsLink(index == 0, *leads_link)
 

@@ -152,7 +152,7 @@ class PolicyTable(Table):
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """One `[[policies.NAME.schedule]]` window (see `dns_resolver.schedule`)."""
+    """One `[[policies.NAME.schedule]]` window (see `dns_resolver.steps.schedule`)."""
 
     days: tuple[int, ...]  # 0 = Monday
     start: int  # minutes after local midnight

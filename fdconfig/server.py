@@ -157,7 +157,7 @@ class ServerConfig:
     tcp_max_inflight: int = 32  # queries in Python per TCP connection
     data_dir: str = ""
     workers: int = 1  # processes sharing the port (SO_REUSEPORT); "auto" = usable CPUs
-    fast_path: bool = True  # the C UDP fast path (dns_resolver/fastpath.py) when built
+    fast_path: bool = True  # the C UDP fast path (dns_resolver/fast/fastpath.py) when built
     offline: bool = False  # never download lists: URL sources serve their cached copy only
     listen_tls: tuple[Address, ...] = ()
     listen_https: tuple[Address, ...] = ()

@@ -281,7 +281,7 @@ class ConfigPolicies:
 
     def bind(self, matcher: Matcher) -> Matcher:
         """Recompute the policies against a newly loaded matcher; returns it."""
-        from dns_resolver.policy import PolicyTable, list_categories
+        from dns_resolver.steps.policy import PolicyTable, list_categories
 
         self.table = PolicyTable(
             self.config.policy,

@@ -19,8 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from dns_resolver.acl import client_ip
-from dns_resolver.querylog import anonymize_client
+from dns_resolver.observability.querylog import anonymize_client
+from dns_resolver.steps.acl import client_ip
 from filtercore.errors import FilterError
 from filtercore.normalize import normalize_name
 from listsync.audit import LIST_UPDATE

@@ -1,7 +1,7 @@
 """The console's sections and their JSON twins: the overview (`/`, `/api/stats`) and the
 query log (`/queries`, `/api/querylog`).
 
-Their data comes from the resolver's process (`dns_resolver.consolefeed.ConsoleFeed`):
+Their data comes from the resolver's process (`dns_resolver.observability.consolefeed.ConsoleFeed`):
 aggregates the overview merges per window in constant time whatever the query rate, and
 the SQLite query-log store. `filterdns admin serve` alone has the store only.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from dns_resolver.querystats import WINDOWS, QueryStats, StatsGroup
-from dns_resolver.querystore import QueryStore, Search
+from dns_resolver.observability.querystats import WINDOWS, QueryStats, StatsGroup
+from dns_resolver.observability.querystore import QueryStore, Search
 from reports.api import SERVICE, ApiError, _choice_param, _int_param, _json_body, require
 from reports.console import View, console_page
 
@@ -579,7 +579,7 @@ def _allowance_used(resolver: Any, client: str, policy_name: str | None) -> dict
     table = getattr(resolver, "policies", None)
     if table is None or table.allowances is None or policy_name not in table.by_name:
         return {}
-    from dns_resolver.schedule import local_day
+    from dns_resolver.steps.schedule import local_day
 
     policy = table.by_name[policy_name]
     day, _ = local_day(time.time(), policy.schedule.zone)

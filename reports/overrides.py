@@ -146,13 +146,13 @@ class LayeredMatcher:
     `check` asks the overrides first, then `base`; `check_url` does the same with the
     URL's host; everything else (`check_ip`, `stats`, `compiled`, ...) is `base`'s.
 
-    With `categories=` (a policy's choice, see dns_resolver.policy) a block override of a
+    With `categories=` (a policy's choice, see dns_resolver.steps.policy) a block override of a
     category outside them is passed over, as the matcher passes over such list entries;
     an allow override always applies.
 
     The Cython fast path walks `base`'s table itself and hands every query at or below an
     override's host, and every upstream answer naming one, to Python
-    (`dns_resolver.fastpath`), so `_core` is deliberately not passed through.
+    (`dns_resolver.fast.fastpath`), so `_core` is deliberately not passed through.
     """
 
     def __init__(self, overrides: OverrideMatcher, base: Any) -> None:

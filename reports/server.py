@@ -117,7 +117,7 @@ class AdminServer:
             )
         c = self.config.console
         if c.enabled and c.store:
-            from dns_resolver.querystore import QueryStore
+            from dns_resolver.observability.querystore import QueryStore
 
             return ConsoleData(None, QueryStore(c.store_dir), self.resolver, self.config)
         return ConsoleData(None, None, self.resolver, self.config)

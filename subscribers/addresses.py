@@ -10,7 +10,7 @@ V6_MIN, V6_MAX = 48, 64
 
 
 class TableKey(NamedTuple):
-    """An address as the serving table keys it (dns_resolver/_subtable.h)."""
+    """An address as the serving table keys it (dns_resolver/fast/_subtable.h)."""
 
     plen: int  # 32 for IPv4, 48..64 for IPv6
     key: int  # the IPv4 address, or the prefix's first 64 bits

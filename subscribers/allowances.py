@@ -3,7 +3,7 @@ database (SQLite or PostgreSQL), so a subscriber's devices share one allowance o
 node, worker and address (docs/subscribers.md#daily-allowances).
 
 The hot path never waits for the database. `use` looks up in-process dicts under a lock,
-as `dns_resolver.allowance.AllowanceStore` does for clients that are not subscribers; a
+as `dns_resolver.steps.allowance.AllowanceStore` does for clients that are not subscribers; a
 background thread (every `flush_interval`, 1 s) does the database work in a few batched
 statements:
 

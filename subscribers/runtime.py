@@ -34,7 +34,7 @@ class _PolicyNames:
         if not config.policy.enabled:
             raise ValueError("[subscribers] needs [policies]: a subscriber's policy is one")
         self.config = config
-        # The PolicyTable's index order (dns_resolver.policy): the table stores indexes.
+        # The PolicyTable's index order (dns_resolver.steps.policy): the table stores indexes.
         self.policy_names = [p.name for p in config.policy.policies]
         self.networks = [
             (net, i) for i, p in enumerate(config.policy.policies) for net in p.clients

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dns_resolver._subtable import DROPPED, SubscriberTable, capacity_for
+from dns_resolver.fast._subtable import DROPPED, SubscriberTable, capacity_for
 from subscribers.addresses import table_key
 from subscribers.allowances import SubscriberAllowances
 from subscribers.store import CHANNEL, Change, SubscriberStore

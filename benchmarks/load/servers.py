@@ -323,7 +323,7 @@ class DnstapSink:
         on_frame: Callable[[bytes], None] | None = None,
         cpus: str | None = None,
     ) -> None:
-        from dns_resolver.dnstap import READY, STOP, control_frame
+        from dns_resolver.observability.dnstap import READY, STOP, control_frame
 
         self.on_frame = on_frame
         self.cpus = cpus
@@ -358,7 +358,7 @@ class DnstapSink:
                         self._frames(conn)
 
     def _handshake(self, conn: socket.socket) -> None:
-        from dns_resolver.dnstap import ACCEPT, CONTENT_TYPE, read_control
+        from dns_resolver.observability.dnstap import ACCEPT, CONTENT_TYPE, read_control
 
         kind, types = read_control(conn)
         if kind != self._ready or CONTENT_TYPE not in types:
@@ -397,7 +397,7 @@ class DnstapSink:
             self.on_frame(frame)
 
     def _finish(self, conn: socket.socket) -> None:
-        from dns_resolver.dnstap import FINISH, control_frame
+        from dns_resolver.observability.dnstap import FINISH, control_frame
 
         with contextlib.suppress(OSError):
             conn.sendall(control_frame(FINISH, content_type=False))

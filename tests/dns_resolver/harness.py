@@ -34,13 +34,13 @@ import dns.query
 from dnslib import QTYPE, RCODE, RR, A, DNSQuestion, DNSRecord
 
 from benchmarks.load.servers import nsd_config
-from dns_resolver.acl import Acl
-from dns_resolver.blocking import Blocker
-from dns_resolver.cache import Cache
-from dns_resolver.metrics import Metrics
+from dns_resolver.observability.metrics import Metrics
 from dns_resolver.resolver import Resolver
-from dns_resolver.server import DnsServer
-from dns_resolver.upstream import Forwarder
+from dns_resolver.steps.acl import Acl
+from dns_resolver.steps.blocking import Blocker
+from dns_resolver.steps.cache import Cache
+from dns_resolver.transports.server import DnsServer
+from dns_resolver.upstreams.upstream import Forwarder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NSD = "/usr/sbin/nsd"

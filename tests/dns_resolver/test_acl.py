@@ -1,4 +1,4 @@
-"""Unit tests for dns_resolver.acl."""
+"""Unit tests for dns_resolver.steps.acl."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from dns_resolver.acl import Acl
+from dns_resolver.steps.acl import Acl
 
 
 def test_default_allows_loopback_and_private_only() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests for dns_resolver.blocking: one block answer per mode, with EDE."""
+"""Unit tests for dns_resolver.steps.blocking: one block answer per mode, with EDE."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import dns.rdatatype
 import pytest
 
 from dns_resolver import edns, wire
-from dns_resolver.blocking import Blocker, ede_text
+from dns_resolver.steps.blocking import Blocker, ede_text
 from filtercore.verdict import Action, Verdict
 
 VERDICT = Verdict(Action.BLOCK, category="adult", list="ut1/adult", rule="example.com")

@@ -1,4 +1,4 @@
-"""Unit tests for dns_resolver.cache: TTLs by age, negative caching, LRU, serve-stale."""
+"""Unit tests for dns_resolver.steps.cache: TTLs by age, negative caching, LRU, serve-stale."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dns.rcode
 import dns.rrset
 
 from dns_resolver import wire
-from dns_resolver.cache import Cache, cache_key, render
+from dns_resolver.steps.cache import Cache, cache_key, render
 
 
 class Clock:

@@ -16,9 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dns_resolver import edns
-from dns_resolver.certs import ALPN, CertificateError, ServerTls, client_id_of, fingerprint
-from dns_resolver.certs import self_signed as make_self_signed
-from dns_resolver.listen_https import decode_dns_parameter
+from dns_resolver.transports.certs import (
+    ALPN,
+    CertificateError,
+    ServerTls,
+    client_id_of,
+    fingerprint,
+)
+from dns_resolver.transports.certs import self_signed as make_self_signed
+from dns_resolver.transports.listen_https import decode_dns_parameter
 from fdconfig.tls import TlsConfig
 from tests.dns_resolver.encrypted import make_cert
 

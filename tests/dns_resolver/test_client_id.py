@@ -11,10 +11,10 @@ import dns.message
 import pytest
 from prometheus_client import generate_latest
 
-from dns_resolver.metrics import Metrics
-from dns_resolver.policy import OPTION_MAC
-from dns_resolver.querylog import QueryLog
+from dns_resolver.observability.metrics import Metrics
+from dns_resolver.observability.querylog import QueryLog
 from dns_resolver.resolver import TRANSPORTS, Pending, Resolver
+from dns_resolver.steps.policy import OPTION_MAC
 from dns_resolver.wire import Edns
 from tests.dns_resolver.policy_helpers import Clock, make_config, make_resolver, paris
 from tests.dns_resolver.test_policy import answer, ecs_option

@@ -12,10 +12,16 @@ from pathlib import Path
 import pytest
 from dnslib import QTYPE
 
-from dns_resolver import querystore
-from dns_resolver.querylog import QueryLog
-from dns_resolver.querystats import RECENT_CLIENTS, TOP_K, QueryStats, SpaceSaving, StatsGroup
-from dns_resolver.querystore import COLUMNS, QueryStore, Search, day_of
+from dns_resolver.observability import querystore
+from dns_resolver.observability.querylog import QueryLog
+from dns_resolver.observability.querystats import (
+    RECENT_CLIENTS,
+    TOP_K,
+    QueryStats,
+    SpaceSaving,
+    StatsGroup,
+)
+from dns_resolver.observability.querystore import COLUMNS, QueryStore, Search, day_of
 from filtercore.verdict import NO_MATCH
 
 

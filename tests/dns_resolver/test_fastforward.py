@@ -18,7 +18,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from dns_resolver import fastforward, fastpath
+from dns_resolver.fast import fastpath
+from dns_resolver.upstreams import fastforward
 from filtercore import ListSpec, Matcher
 from tests.dns_resolver.harness import (
     FaultUpstream,

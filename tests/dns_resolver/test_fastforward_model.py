@@ -22,9 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dns_resolver import edns, fastpath, wire
-from dns_resolver.blocking import Blocker
-from dns_resolver.cache import Cache, cache_key, render
+from dns_resolver import edns, wire
+from dns_resolver.fast import fastpath
+from dns_resolver.steps.blocking import Blocker
+from dns_resolver.steps.cache import Cache, cache_key, render
 from filtercore import ListSpec, Matcher
 
 pytestmark = pytest.mark.skipif(not fastpath.available(), reason="fast path not built")

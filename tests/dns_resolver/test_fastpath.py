@@ -25,8 +25,9 @@ import dns.message
 import dns.rcode
 import pytest
 
-from dns_resolver import fastpath, wire
-from dns_resolver.cache import Cache
+from dns_resolver import wire
+from dns_resolver.fast import fastpath
+from dns_resolver.steps.cache import Cache
 from filtercore import ListSpec, Matcher
 from tests.dns_resolver.harness import (
     LOOPBACK,

@@ -1,11 +1,11 @@
-"""Unit tests for dns_resolver.inspect: CNAME cloaking and listed answer addresses."""
+"""Unit tests for dns_resolver.steps.inspect: CNAME cloaking and listed answer addresses."""
 
 from __future__ import annotations
 
 import dns.message
 import dns.rrset
 
-from dns_resolver.inspect import inspect_answer
+from dns_resolver.steps.inspect import inspect_answer
 from tests.dns_resolver.fakes import FakeMatcher
 
 

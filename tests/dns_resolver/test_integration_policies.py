@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dns_resolver.allowance import AllowanceStore
+from dns_resolver.steps.allowance import AllowanceStore
 from tests.dns_resolver.harness import (
     NsdServer,
     ServerProcess,

@@ -17,7 +17,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from dns_resolver.proxy_protocol import V2_SIGNATURE
+from dns_resolver.transports.proxy_protocol import V2_SIGNATURE
 from tests.dns_resolver.encrypted import (
     SERVER_NAME,
     client_context,

@@ -24,7 +24,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 
-from dns_resolver.listen_quic import DOQ_EXCESSIVE_LOAD, DOQ_PROTOCOL_ERROR
+from dns_resolver.transports.listen_quic import DOQ_EXCESSIVE_LOAD, DOQ_PROTOCOL_ERROR
 from tests.dns_resolver.encrypted import KID, SERVER_NAME, encrypted_config, make_cert, until
 from tests.dns_resolver.harness import (
     LOOPBACK,

@@ -23,7 +23,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from dns_resolver.certs import fingerprint
+from dns_resolver.transports.certs import fingerprint
 from tests.dns_resolver.encrypted import (
     KID,
     SERVER_NAME,

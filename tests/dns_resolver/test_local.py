@@ -1,4 +1,4 @@
-"""Unit tests for dns_resolver.local: which route a name takes (the most specific domain,
+"""Unit tests for dns_resolver.steps.local: which route a name takes (the most specific domain,
 a policy's rule before everybody's), what C must hand to Python, rewrites, and the wire
 form of local answers (checked with dnspython)."""
 
@@ -11,8 +11,8 @@ import dns.message
 import dns.rcode
 
 from dns_resolver import wire
-from dns_resolver.local import LocalData
-from dns_resolver.upstream import Forwarder
+from dns_resolver.steps.local import LocalData
+from dns_resolver.upstreams.upstream import Forwarder
 from fdconfig import Config, load_config
 
 CONFIG = """

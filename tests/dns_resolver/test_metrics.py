@@ -12,7 +12,12 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dns_resolver.metrics import LATENCY_BUCKETS, Metrics, MetricsServer, start_metrics_server
+from dns_resolver.observability.metrics import (
+    LATENCY_BUCKETS,
+    Metrics,
+    MetricsServer,
+    start_metrics_server,
+)
 from tests.dns_resolver.harness import sample_value, scrape
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dns_resolver.observed import (
+from dns_resolver.observability.observed import (
     LINK_DATAGRAM,
     BloomPair,
     Lead,
@@ -46,8 +46,8 @@ def test_registrable_domains_come_from_the_public_suffix_list() -> None:
 
 
 def test_registrable_domains_agree_with_tldextract_on_real_names() -> None:
-    """`registrable` is the C function the fast path calls (dns_resolver/_observed.pyx)."""
-    from dns_resolver.observed import _EXTRACT
+    """`registrable` is the C function the fast path calls (dns_resolver/fast/_observed.pyx)."""
+    from dns_resolver.observability.observed import _EXTRACT
 
     names = [
         "www.example.co.uk", "a.b.c.kawasaki.jp", "city.kawasaki.jp", "x.city.kawasaki.jp",

@@ -11,9 +11,9 @@ import dns.rcode
 import pytest
 
 from dns_resolver import edns
-from dns_resolver import policy as policy_mod
-from dns_resolver.policy import OPTION_CPE_ID, OPTION_ECS, OPTION_MAC, parse_ecs, parse_mac
 from dns_resolver.resolver import Pending, Resolver
+from dns_resolver.steps import policy as policy_mod
+from dns_resolver.steps.policy import OPTION_CPE_ID, OPTION_ECS, OPTION_MAC, parse_ecs, parse_mac
 from dns_resolver.wire import Edns
 from fdconfig import ConfigError
 from tests.dns_resolver.policy_helpers import Clock, ask, make_config, make_resolver, paris

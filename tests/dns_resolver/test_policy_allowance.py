@@ -12,8 +12,8 @@ import dns.message
 import dns.rcode
 
 from dns_resolver import edns
-from dns_resolver.allowance import AllowanceStore
 from dns_resolver.resolver import Pending
+from dns_resolver.steps.allowance import AllowanceStore
 from tests.dns_resolver.policy_helpers import Clock, ask, make_config, make_resolver, paris
 
 POLICIES = """

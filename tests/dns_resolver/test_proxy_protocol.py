@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dns_resolver.acl import Acl
-from dns_resolver.cache import Cache
-from dns_resolver.proxy_protocol import (
+from dns_resolver.resolver import Resolver
+from dns_resolver.steps.acl import Acl
+from dns_resolver.steps.cache import Cache
+from dns_resolver.transports.proxy_protocol import (
     V2_SIGNATURE,
     ProxyError,
     ProxyHeader,
@@ -26,9 +27,8 @@ from dns_resolver.proxy_protocol import (
     read_header,
     trusted,
 )
-from dns_resolver.resolver import Resolver
-from dns_resolver.server import DnsServer
-from dns_resolver.upstream import Forwarder
+from dns_resolver.transports.server import DnsServer
+from dns_resolver.upstreams.upstream import Forwarder
 from tests.dns_resolver.fakes import FakeMatcher
 from tests.dns_resolver.harness import FaultUpstream, _recv_exact
 

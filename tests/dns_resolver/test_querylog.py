@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dns_resolver.querylog import QueryLog, anonymize_client
+from dns_resolver.observability.querylog import QueryLog, anonymize_client
 from fdconfig import QueryLogConfig
 from filtercore.verdict import Action, Verdict
 

@@ -19,8 +19,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from dns_resolver._ratelimit import RateLimiter
-from dns_resolver.ratelimit import LIMITED, LIMITED_LOG, PASS
+from dns_resolver.fast._ratelimit import RateLimiter
+from dns_resolver.steps.ratelimit import LIMITED, LIMITED_LOG, PASS
 from tests.dns_resolver.harness import ServerProcess, TestZone, eventually, query
 
 Z = TestZone

@@ -14,11 +14,11 @@ import dns.rcode
 from prometheus_client import generate_latest
 
 from dns_resolver import edns, wire
-from dns_resolver.acl import Acl
-from dns_resolver.cache import Cache
-from dns_resolver.metrics import Metrics
+from dns_resolver.observability.metrics import Metrics
 from dns_resolver.resolver import Pending, Resolver
-from dns_resolver.upstream import Forwarder
+from dns_resolver.steps.acl import Acl
+from dns_resolver.steps.cache import Cache
+from dns_resolver.upstreams.upstream import Forwarder
 from tests.dns_resolver.fakes import FakeMatcher
 from tests.dns_resolver.harness import FaultUpstream, sample_value
 

@@ -9,7 +9,7 @@ import dns.message
 import dns.rdatatype
 import pytest
 
-from dns_resolver import safesearch
+from dns_resolver.steps import safesearch
 from tests.dns_resolver.harness import NsdServer
 from tests.dns_resolver.policy_helpers import make_config, make_resolver, resolve
 from tests.dns_resolver.policy_zone import (

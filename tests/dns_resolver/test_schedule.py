@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dns_resolver.schedule import Schedule, Window, local_day
+from dns_resolver.steps.schedule import Schedule, Window, local_day
 from fdconfig.policies import parse_clock
 
 PARIS = ZoneInfo("Europe/Paris")

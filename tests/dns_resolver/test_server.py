@@ -1,4 +1,4 @@
-"""Unit tests for dns_resolver.server: listeners, TCP framing, robustness (in-process)."""
+"""Unit tests for dns_resolver.transports.server: listeners, TCP framing, robustness."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import dns.query
 import dns.rcode
 import pytest
 
-from dns_resolver.cache import Cache
 from dns_resolver.resolver import Resolver
-from dns_resolver.server import DnsServer
-from dns_resolver.upstream import Forwarder
+from dns_resolver.steps.cache import Cache
+from dns_resolver.transports.server import DnsServer
+from dns_resolver.upstreams.upstream import Forwarder
 from tests.dns_resolver.fakes import FakeMatcher
 from tests.dns_resolver.harness import FaultUpstream
 

@@ -23,7 +23,8 @@ import dns.query
 import dns.rcode
 import pytest
 
-from dns_resolver import fastpath, streampath
+from dns_resolver.fast import fastpath
+from dns_resolver.transports import streampath
 from tests.dns_resolver.harness import (
     LOOPBACK,
     FaultUpstream,

@@ -1,4 +1,4 @@
-"""Unit tests for dns_resolver.upstream against the fault-injecting upstream."""
+"""Unit tests for dns_resolver.upstreams.upstream against the fault-injecting upstream."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import dns.rrset
 import pytest
 
 from dns_resolver import wire
-from dns_resolver.upstream import Forwarder, build_query, matches
+from dns_resolver.upstreams.upstream import Forwarder, build_query, matches
 from tests.dns_resolver.harness import FaultUpstream, free_port
 
 

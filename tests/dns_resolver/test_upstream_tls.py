@@ -1,4 +1,4 @@
-"""Unit tests for dns_resolver.upstream_tls against a DoT server in the test's event loop
+"""Unit tests for dns_resolver.upstreams.upstream_tls against a DoT server in the test's event loop
 whose faults the test chooses: answers held back and sent in reverse order, connections
 closed on a chosen query, idle connections watched for the client's close."""
 
@@ -16,8 +16,8 @@ import pytest
 
 from benchmarks.load.servers import make_tls_certificate
 from dns_resolver import wire
-from dns_resolver.upstream import Forwarder
-from dns_resolver.upstream_tls import PIPELINE_DEPTH, TlsUpstream
+from dns_resolver.upstreams.upstream import Forwarder
+from dns_resolver.upstreams.upstream_tls import PIPELINE_DEPTH, TlsUpstream
 from fdconfig.fields import Address
 from fdconfig.upstream import DotServer
 from tests.dns_resolver.test_upstream import Events, client_query

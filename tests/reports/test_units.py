@@ -208,7 +208,7 @@ def test_example_config_loads() -> None:
 
 def test_resolver_keeps_overrides_across_list_reloads() -> None:
     from dns_resolver.resolver import Resolver
-    from dns_resolver.upstream import Forwarder
+    from dns_resolver.upstreams.upstream import Forwarder
 
     base, reloaded = FakeMatcher(), FakeMatcher()
     resolver = Resolver(base, Forwarder([("127.0.0.1", 9)]))

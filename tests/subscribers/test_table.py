@@ -1,4 +1,4 @@
-"""The serving table (dns_resolver/_subtable.h): exact IPv4, longest IPv6 prefix, in-place
+"""The serving table (dns_resolver/fast/_subtable.h): exact IPv4, longest IPv6 prefix, in-place
 changes seen by another mapping at once, deletion without tombstones, growth."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dns_resolver._subtable import DROPPED, SubscriberTable, capacity_for
+from dns_resolver.fast._subtable import DROPPED, SubscriberTable, capacity_for
 from subscribers.addresses import canonical, containing, table_key
 
 

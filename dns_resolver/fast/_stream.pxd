@@ -1,0 +1,66 @@
+# What C sees of the stream loop (dns_resolver/fast/_stream.pyx): DNS over TCP connections.
+cimport cython
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+
+from dns_resolver.fast._fastpath cimport FastPath
+
+
+cdef struct Conn:
+    # One client connection; its slot is reused once it is closed (`gen` tells them apart).
+    int fd                 # -1: the slot is free
+    int listener           # index in StreamLoop.lfd
+    uint32_t gen           # bumped when the slot is freed: late answers are dropped
+    uint32_t inflight      # queries handed to Python, not answered yet
+    uint32_t events        # the epoll interest set now
+    bint closing           # EOF, garbage or Python's word: no more reading, closed when flushed
+    bint queued            # on the resume list
+    double deadline        # CLOCK_MONOTONIC: closed when passed (idle, or not reading answers)
+    uint8_t *inb           # received bytes: frames from inpos to inlen
+    uint32_t inpos, inlen, incap
+    uint8_t *outb          # answers to send: from outpos to outlen
+    size_t outpos, outlen, outcap
+    uint8_t name[128]      # the peer's sockaddr
+
+
+cdef struct Handoff:
+    # A query for Python: (connection id, a copy of the query, reason, walk code).
+    uint64_t cid
+    uint8_t *query
+    uint32_t len
+    int reason
+    int64_t code
+    uint8_t name[128]      # the peer's sockaddr
+
+
+@cython.final
+cdef class StreamLoop:
+    cdef FastPath fp
+    cdef readonly int fileno       # the epoll set: the event loop watches it
+    cdef double idle
+    cdef uint32_t max_conns        # per listener
+    cdef uint32_t max_inflight     # per connection
+    cdef int *lfd                  # listening sockets (owned by Python)
+    cdef uint32_t *lconns          # open connections per listener
+    cdef int nlisteners
+    cdef Conn *conns
+    cdef uint32_t nslots
+    cdef uint32_t *free_slots
+    cdef uint32_t nfree
+    cdef uint32_t *resume          # connections with frames held back (in-flight limit)
+    cdef uint32_t nresume
+    cdef Handoff *ho
+    cdef uint32_t nho, capho
+    cdef uint8_t *scratch          # one answer, before it is framed into a connection
+    cdef bint accept_paused        # a listener is not watched: out of descriptors
+    cdef readonly uint64_t accepted, refused, closed_idle, closed_garbage
+
+    cdef void _accept(self, int li, double now) noexcept nogil
+    cdef bint _grow(self) noexcept nogil
+    cdef void _close(self, uint32_t s) noexcept nogil
+    cdef void _arm(self, uint32_t s) noexcept nogil
+    cdef bint _read(self, uint32_t s, double now) noexcept nogil
+    cdef void _frames(self, uint32_t s, double now) noexcept nogil
+    cdef bint _flush(self, uint32_t s) noexcept nogil
+    cdef bint _append(self, Conn *c, const uint8_t *d, uint32_t n) noexcept nogil
+    cdef bint _hand(self, uint32_t s, const uint8_t *q, uint32_t n, int reason,
+                    int64_t code) noexcept nogil

@@ -1,0 +1,568 @@
+# cython: language_level=3
+"""The stream loop: DNS over TCP (RFC 1035 4.2.2, RFC 7766) served from C.
+
+An epoll set holds the listening sockets and every client connection; the event loop
+watches its descriptor (`fileno`) and calls `serve` when it is readable. With the GIL
+released, `serve` accepts connections, reads, cuts the 2-byte length frames and runs each
+query through the same C pipeline as the UDP loop (`FastPath._one`: rate limit over the
+TCP bucket, ACL, policy, cache, blocks), so cache hits and blocks are answered here; the
+answers of one read go out with one send. What C does not answer is handed to Python
+(`serve` returns it), which answers through `answer` or ends the connection through
+`drop`; answers may so leave out of order (RFC 7766 6.2.1.1: clients match them by ID).
+
+Limits: `max_conns` per listener (beyond, a new connection is accepted and closed at
+once), `max_inflight` queries handed to Python per connection (beyond, the connection's
+further frames wait), and `idle` seconds without a complete query (with none in flight)
+before a connection is closed, so a client sending a byte a second is closed too. A
+frame of length 0, or bytes that are not a query, close the connection once the answers
+before them are sent, as the asyncio listener does.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.errno cimport EAGAIN, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, errno
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcpy, memmove, memset
+
+from dns_resolver.fast._blocks cimport BlockAnswers
+from dns_resolver.fast._fastpath cimport (ANSWERED, T_TCP, TO_PYTHON, FastPath, Slot, host_port)
+from dns_resolver.fast._querylog cimport L_BLOCKED
+from dns_resolver.fast._tapbuf cimport TAP_TCP
+from dns_resolver.fast._wire cimport (mono_now, put16, sockaddr, sockaddr_storage, socklen_t, u16,
+                                 wall_now)
+
+cdef extern from "<sys/epoll.h>" nogil:
+    union epoll_data_t:
+        void *ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    enum: EPOLL_CLOEXEC
+    enum: EPOLL_CTL_ADD
+    enum: EPOLL_CTL_MOD
+    enum: EPOLLIN
+    enum: EPOLLOUT
+    enum: EPOLLERR
+    enum: EPOLLHUP
+
+cdef extern from "<sys/socket.h>" nogil:
+    int accept4(int fd, sockaddr *addr, socklen_t *len, int flags)
+    ssize_t recv(int fd, void *buf, size_t n, int flags)
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
+    int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+    enum: SOCK_NONBLOCK
+    enum: SOCK_CLOEXEC
+    enum: MSG_DONTWAIT
+    enum: MSG_NOSIGNAL
+
+cdef extern from "<netinet/in.h>" nogil:
+    enum: IPPROTO_TCP
+
+cdef extern from "<netinet/tcp.h>" nogil:
+    enum: TCP_NODELAY
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+
+
+cdef enum:
+    MAX_EVENTS = 256       # epoll events per serve
+    ACCEPTS = 64           # connections accepted per readable listener event
+    CHUNK = 64             # frames answered between two sends
+    IN_FIRST = 2048        # a connection's first receive buffer (grown to its frames)
+    FRAME_MAX = 65537      # a length prefix and the longest message
+    OUT_HIGH = 262144      # unsent answers beyond this: the connection's frames wait
+    LISTENER = 0x40000000  # epoll data of a listener: this above its index
+    GEN_MASK = 0x3FFFFFFF  # connection generations stay below LISTENER
+
+_NOTHING = ()
+
+
+cdef inline uint64_t _tag(uint32_t gen, uint32_t slot) noexcept nogil:
+    return (<uint64_t>gen << 32) | slot
+
+
+cdef class StreamLoop:
+    """TCP listeners answered by `fp`'s pipeline (see the module's docstring).
+
+    Args:
+        fp: the `FastPath` whose cache, block answers, ACL, policies, rate limiter, query
+            log and dnstap buffers serve the TCP clients too.
+        idle: `server.tcp_idle_timeout`.
+        max_conns: `server.tcp_max_connections`, per listener.
+        max_inflight: `server.tcp_max_inflight`, per connection.
+    """
+
+    def __cinit__(self, FastPath fp, double idle, uint32_t max_conns, uint32_t max_inflight):
+        self.fileno = -1
+        if max_conns < 1 or max_inflight < 1 or idle <= 0:
+            raise ValueError("the TCP limits must be positive")
+        self.fp = fp
+        self.idle = idle
+        self.max_conns = max_conns
+        self.max_inflight = max_inflight
+        self.fileno = epoll_create1(EPOLL_CLOEXEC)
+        if self.fileno < 0:
+            raise OSError(errno, "epoll_create1 failed")
+        self.scratch = <uint8_t *>malloc(FRAME_MAX)
+        self.capho = 64
+        self.ho = <Handoff *>malloc(self.capho * sizeof(Handoff))
+        if self.scratch == NULL or self.ho == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        self.close_all()
+        free(self.scratch)
+        free(self.ho)
+        free(self.lfd)
+        free(self.lconns)
+        free(self.conns)
+        free(self.free_slots)
+        free(self.resume)
+
+    def set_limits(self, double idle, uint32_t max_conns, uint32_t max_inflight):
+        """New limits (a config reload): for new connections, and the idle time at once."""
+        if max_conns < 1 or max_inflight < 1 or idle <= 0:
+            raise ValueError("the TCP limits must be positive")
+        self.idle = idle
+        self.max_conns = max_conns
+        self.max_inflight = max_inflight
+
+    def add_listener(self, int fd):
+        """Serve the listening socket `fd` (non-blocking; Python keeps it open)."""
+        cdef epoll_event ev
+        cdef int li = self.nlisteners
+        cdef int *lfd = <int *>realloc(self.lfd, (li + 1) * sizeof(int))
+        cdef uint32_t *lconns
+        if lfd == NULL:
+            raise MemoryError()
+        self.lfd = lfd
+        lconns = <uint32_t *>realloc(self.lconns, (li + 1) * sizeof(uint32_t))
+        if lconns == NULL:
+            raise MemoryError()
+        self.lconns = lconns
+        self.lfd[li] = fd
+        self.lconns[li] = 0
+        ev.events = EPOLLIN
+        ev.data.u64 = _tag(LISTENER, li)
+        if epoll_ctl(self.fileno, EPOLL_CTL_ADD, fd, &ev) < 0:
+            raise OSError(errno, "epoll_ctl failed")
+        self.nlisteners += 1
+
+    @property
+    def connections(self):
+        """Open client connections."""
+        return self.nslots - self.nfree
+
+    def close_all(self):
+        """Close every client connection and the epoll set (the listeners are Python's)."""
+        cdef uint32_t s
+        for s in range(self.nslots):
+            if self.conns[s].fd >= 0:
+                self._close(s)
+        if self.fileno >= 0:
+            close(self.fileno)
+            self.fileno = -1
+
+    # -- from the event loop ----------------------------------------------------------------
+
+    def serve(self):
+        """Handle what is ready. Returns the queries for Python as [(connection id, query,
+        host, port, reason, code)] (`reason` indexes `_fastpath.REASONS`, `code` is the
+        walk code of a new block); each gets `answer` or `drop` with its connection id."""
+        cdef epoll_event evs[MAX_EVENTS]
+        cdef int n, i
+        cdef uint32_t s, k, gen, ev
+        cdef uint64_t tag
+        cdef double now
+        cdef list rest
+        cdef Handoff *h
+        if self.fileno < 0:
+            return _NOTHING
+        with nogil:
+            now = mono_now()
+            # Connections whose held-back frames may go on now (an answer came back).
+            k = self.nresume
+            self.nresume = 0
+            for i in range(<int>k):
+                s = self.resume[i]
+                self.conns[s].queued = False
+                if self.conns[s].fd >= 0 and not self.conns[s].closing:
+                    self._frames(s, now)
+            n = epoll_wait(self.fileno, evs, MAX_EVENTS, 0)
+            for i in range(n):
+                tag = evs[i].data.u64
+                gen = <uint32_t>(tag >> 32)
+                s = <uint32_t>tag
+                if gen == LISTENER:
+                    self._accept(s, now)
+                    continue
+                if self.conns[s].fd < 0 or self.conns[s].gen != gen:
+                    continue  # closed earlier in this round (its slot may be taken again)
+                ev = evs[i].events
+                if ev & (EPOLLERR | EPOLLHUP):
+                    self._close(s)
+                    continue
+                if ev & EPOLLOUT:
+                    if not self._flush(s):
+                        continue
+                    self._frames(s, now)  # frames held back while the answers piled up
+                    if self.conns[s].fd < 0 or self.conns[s].gen != gen:
+                        continue
+                if ev & EPOLLIN and not self.conns[s].closing:
+                    self._read(s, now)
+        if self.nho == 0:
+            return _NOTHING
+        rest = []
+        for k in range(self.nho):
+            h = &self.ho[k]
+            host, port = host_port(h.name)
+            rest.append((h.cid, PyBytes_FromStringAndSize(<char *>h.query, h.len), host, port,
+                         h.reason, h.code))
+            free(h.query)
+        self.nho = 0
+        return rest
+
+    def answer(self, uint64_t cid, bytes out):
+        """Send Python's answer to a query of connection `cid` (gone: nothing happens;
+        None: the query gets none). True when held-back frames of that connection can go
+        on: call `serve` soon."""
+        cdef uint32_t s = <uint32_t>cid
+        cdef Conn *c
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(out) if out is not None else 0
+        if s >= self.nslots or self.conns[s].fd < 0 or self.conns[s].gen != cid >> 32:
+            return False
+        c = &self.conns[s]
+        c.inflight -= 1
+        if out is not None and (n > 65535 or not self._append(
+                c, <const uint8_t *>PyBytes_AS_STRING(out), <uint32_t>n)):
+            self._close(s)
+            return False
+        if c.inflight == 0 and not c.closing:
+            c.deadline = mono_now() + self.idle
+        if not self._flush(s):
+            return False
+        if (not c.closing and not c.queued and c.inflight < self.max_inflight
+                and c.inlen - c.inpos >= 2
+                and c.inlen - c.inpos >= 2 + <uint32_t>u16(c.inb + c.inpos)):
+            c.queued = True
+            self.resume[self.nresume] = s
+            self.nresume += 1
+            return True
+        return False
+
+    def drop(self, uint64_t cid):
+        """Python answers a query of `cid` with nothing (garbage): the connection closes
+        once the answers before it are sent."""
+        cdef uint32_t s = <uint32_t>cid
+        if s >= self.nslots or self.conns[s].fd < 0 or self.conns[s].gen != cid >> 32:
+            return
+        self.conns[s].inflight -= 1
+        self.conns[s].closing = True
+        self.closed_garbage += 1
+        self._flush(s)
+
+    def expire(self):
+        """Close the connections past their deadline: idle ones (no complete query for
+        `idle` seconds, none in flight) and closing ones whose client does not read.
+        Listeners paused for want of descriptors are watched again."""
+        cdef uint32_t s
+        cdef int li
+        cdef double now = mono_now()
+        cdef epoll_event ev
+        if self.accept_paused:
+            self.accept_paused = False
+            for li in range(self.nlisteners):
+                ev.events = EPOLLIN
+                ev.data.u64 = _tag(LISTENER, li)
+                epoll_ctl(self.fileno, EPOLL_CTL_MOD, self.lfd[li], &ev)
+        for s in range(self.nslots):
+            if (self.conns[s].fd >= 0 and now >= self.conns[s].deadline
+                    and (self.conns[s].inflight == 0 or self.conns[s].closing)):
+                self.closed_idle += 1
+                self._close(s)
+
+    # -- connections ------------------------------------------------------------------------
+
+    cdef void _accept(self, int li, double now) noexcept nogil:
+        cdef sockaddr_storage name
+        cdef socklen_t namelen
+        cdef int fd, i, one = 1
+        cdef uint32_t s
+        cdef Conn *c
+        cdef epoll_event ev
+        for i in range(ACCEPTS):
+            namelen = sizeof(name)
+            fd = accept4(self.lfd[li], <sockaddr *>&name, &namelen, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            if fd < 0:
+                if errno == EMFILE or errno == ENFILE or errno == ENOBUFS or errno == ENOMEM:
+                    # Out of descriptors: the listener would stay readable and spin the
+                    # loop; it is watched again at the next expire().
+                    ev.events = 0
+                    ev.data.u64 = _tag(LISTENER, li)
+                    epoll_ctl(self.fileno, EPOLL_CTL_MOD, self.lfd[li], &ev)
+                    self.accept_paused = True
+                return
+            if self.lconns[li] >= self.max_conns or (self.nfree == 0 and not self._grow()):
+                close(fd)  # a clean close rather than a wait in the backlog
+                self.refused += 1
+                continue
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+            self.nfree -= 1
+            s = self.free_slots[self.nfree]
+            c = &self.conns[s]
+            c.fd = fd
+            c.listener = li
+            c.inflight = 0
+            c.closing = False
+            c.queued = False
+            c.deadline = now + self.idle
+            c.inb = NULL
+            c.inpos = c.inlen = c.incap = 0
+            c.outb = NULL
+            c.outpos = c.outlen = c.outcap = 0
+            memcpy(c.name, &name, sizeof(c.name))
+            c.events = EPOLLIN
+            ev.events = EPOLLIN
+            ev.data.u64 = _tag(c.gen, s)
+            if epoll_ctl(self.fileno, EPOLL_CTL_ADD, fd, &ev) < 0:
+                c.fd = -1
+                close(fd)
+                self.free_slots[self.nfree] = s
+                self.nfree += 1
+                continue
+            self.lconns[li] += 1
+            self.accepted += 1
+
+    cdef bint _grow(self) noexcept nogil:
+        """Twice the connection slots (the table holds no pointers between calls)."""
+        cdef uint32_t more = self.nslots if self.nslots else 64, i
+        cdef Conn *conns = <Conn *>realloc(self.conns, (self.nslots + more) * sizeof(Conn))
+        cdef uint32_t *free_slots
+        cdef uint32_t *resume
+        if conns == NULL:
+            return False
+        self.conns = conns
+        free_slots = <uint32_t *>realloc(self.free_slots, (self.nslots + more) * sizeof(uint32_t))
+        if free_slots == NULL:
+            return False
+        self.free_slots = free_slots
+        resume = <uint32_t *>realloc(self.resume, (self.nslots + more) * sizeof(uint32_t))
+        if resume == NULL:
+            return False
+        self.resume = resume
+        memset(conns + self.nslots, 0, more * sizeof(Conn))
+        for i in range(more):
+            conns[self.nslots + i].fd = -1
+            self.free_slots[self.nfree] = self.nslots + more - 1 - i  # lowest taken first
+            self.nfree += 1
+        self.nslots += more
+        return True
+
+    cdef void _close(self, uint32_t s) noexcept nogil:
+        cdef Conn *c = &self.conns[s]
+        close(c.fd)  # which takes it out of the epoll set
+        c.fd = -1
+        c.gen = (c.gen + 1) & GEN_MASK
+        free(c.inb)
+        free(c.outb)
+        c.inb = NULL
+        c.outb = NULL
+        self.lconns[c.listener] -= 1
+        self.free_slots[self.nfree] = s
+        self.nfree += 1
+
+    cdef void _arm(self, uint32_t s) noexcept nogil:
+        """Read while frames may be taken, write while answers wait."""
+        cdef Conn *c = &self.conns[s]
+        cdef epoll_event ev
+        cdef uint32_t want = 0
+        if (not c.closing and c.inflight < self.max_inflight
+                and c.outlen - c.outpos < OUT_HIGH):
+            want = EPOLLIN
+        if c.outlen > c.outpos:
+            want |= EPOLLOUT
+        if want != c.events:
+            ev.events = want
+            ev.data.u64 = _tag(c.gen, s)
+            epoll_ctl(self.fileno, EPOLL_CTL_MOD, c.fd, &ev)
+            c.events = want
+
+    cdef bint _read(self, uint32_t s, double now) noexcept nogil:
+        """One receive and the frames it completes. False when the connection closed."""
+        cdef Conn *c = &self.conns[s]
+        cdef uint32_t need
+        cdef ssize_t r
+        cdef uint8_t *grown
+        if c.inpos:
+            memmove(c.inb, c.inb + c.inpos, c.inlen - c.inpos)
+            c.inlen -= c.inpos
+            c.inpos = 0
+        need = IN_FIRST
+        if c.inlen >= 2 and 2 + <uint32_t>u16(c.inb) > need:
+            need = 2 + u16(c.inb)
+        if need > c.incap:
+            grown = <uint8_t *>realloc(c.inb, need)
+            if grown == NULL:
+                self._close(s)
+                return False
+            c.inb = grown
+            c.incap = need
+        if c.inlen == c.incap:
+            return True  # full of frames held back: read on once they are taken
+        r = recv(c.fd, c.inb + c.inlen, c.incap - c.inlen, MSG_DONTWAIT)
+        if r == 0:
+            c.closing = True  # the client is done sending: answer what it sent, then close
+        elif r < 0:
+            if errno == EAGAIN or errno == EINTR:
+                return True
+            self._close(s)
+            return False
+        else:
+            c.inlen += r
+            self._frames(s, now)
+            return self.conns[s].fd >= 0
+        return self._flush(s)
+
+    cdef void _frames(self, uint32_t s, double now) noexcept nogil:
+        """Answer the complete frames received (up to the in-flight limit), send."""
+        cdef Conn *c = &self.conns[s]
+        cdef Slot slots[CHUNK]
+        cdef uint32_t qoff[CHUNK]
+        cdef uint32_t qlen[CHUNK]
+        cdef size_t ooff[CHUNK]
+        cdef uint32_t k, i, avail, flen
+        cdef const uint8_t *q
+        cdef Slot *sl
+        cdef double lat, wall
+        while True:
+            if c.outpos:
+                # Offsets into outb are kept below: it only grows until the send.
+                memmove(c.outb, c.outb + c.outpos, c.outlen - c.outpos)
+                c.outlen -= c.outpos
+                c.outpos = 0
+            k = 0
+            while (k < CHUNK and not c.closing and c.inflight < self.max_inflight
+                   and c.outlen < OUT_HIGH):
+                avail = c.inlen - c.inpos
+                if avail < 2:
+                    break
+                flen = u16(c.inb + c.inpos)
+                if flen == 0:
+                    c.closing = True  # no message is empty: the framing is lost
+                    self.closed_garbage += 1
+                    break
+                if avail < 2 + flen:
+                    break
+                q = c.inb + c.inpos + 2
+                sl = &slots[k]
+                self.fp._one(q, flen, c.name, self.scratch, sl, now, T_TCP)
+                c.deadline = now + self.idle
+                if sl.verdict == ANSWERED:
+                    if not self._append(c, self.scratch, sl.outlen):
+                        self._close(s)
+                        return
+                    qoff[k] = c.inpos + 2
+                    qlen[k] = flen
+                    ooff[k] = c.outlen - sl.outlen
+                    k += 1
+                elif sl.verdict == TO_PYTHON:
+                    if not self._hand(s, q, flen, sl.reason, sl.code):
+                        self._close(s)
+                        return
+                    c.inflight += 1
+                    self.fp.python_fallbacks += 1
+                else:
+                    c.closing = True  # garbage or a response: Python closes on these too
+                    self.closed_garbage += 1
+                c.inpos += 2 + flen
+            if k:
+                self.fp.fast_answers += k
+                lat = mono_now() - now
+                self.fp._count_latency(k, lat)
+                if self.fp.log.on or self.fp.tap.on:
+                    wall = wall_now()
+                    for i in range(k):
+                        sl = &slots[i]
+                        if self.fp.log.on and sl.result >= 0:
+                            self.fp.log.write(c.name, c.inb + qoff[i], qlen[i], sl.qtype, sl.result,
+                                         sl.metric, lat, wall, "tcp")
+                        if self.fp.tap.on:
+                            self.fp._tap(c.name, TAP_TCP, c.inb + qoff[i], qlen[i], c.outb + ooff[i],
+                                    u16(c.outb + ooff[i] - 2), <int>sl.code
+                                    if sl.result == L_BLOCKED else -1, wall - lat, wall)
+            if not self._flush(s):
+                return
+            if k < CHUNK:
+                return
+
+    cdef bint _flush(self, uint32_t s) noexcept nogil:
+        """Send what waits; close a closing connection once all is out. False when the
+        connection closed."""
+        cdef Conn *c = &self.conns[s]
+        cdef ssize_t r
+        while c.outpos < c.outlen:
+            r = send(c.fd, c.outb + c.outpos, c.outlen - c.outpos, MSG_DONTWAIT | MSG_NOSIGNAL)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                if errno == EAGAIN:
+                    break
+                self._close(s)
+                return False
+            c.outpos += r
+        if c.outpos == c.outlen:
+            c.outpos = c.outlen = 0
+            if c.closing and c.inflight == 0:
+                self._close(s)
+                return False
+        self._arm(s)
+        return True
+
+    cdef bint _append(self, Conn *c, const uint8_t *d, uint32_t n) noexcept nogil:
+        """Frame `d` onto the connection's unsent answers. False when out of memory."""
+        cdef size_t need = c.outlen + 2 + n, cap
+        cdef uint8_t *grown
+        if need > c.outcap:
+            cap = c.outcap * 2 if c.outcap else 4096
+            while cap < need:
+                cap *= 2
+            grown = <uint8_t *>realloc(c.outb, cap)
+            if grown == NULL:
+                return False
+            c.outb = grown
+            c.outcap = cap
+        put16(c.outb + c.outlen, n)
+        memcpy(c.outb + c.outlen + 2, d, n)
+        c.outlen = need
+        return True
+
+    cdef bint _hand(self, uint32_t s, const uint8_t *q, uint32_t n, int reason,
+                    int64_t code) noexcept nogil:
+        """Queue query `q` of connection `s` for Python. False when out of memory."""
+        cdef Handoff *h
+        cdef Handoff *grown
+        if self.nho == self.capho:
+            grown = <Handoff *>realloc(self.ho, 2 * self.capho * sizeof(Handoff))
+            if grown == NULL:
+                return False
+            self.ho = grown
+            self.capho *= 2
+        h = &self.ho[self.nho]
+        h.query = <uint8_t *>malloc(n)
+        if h.query == NULL:
+            return False
+        memcpy(h.query, q, n)
+        h.len = n
+        h.cid = _tag(self.conns[s].gen, s)
+        memcpy(h.name, self.conns[s].name, sizeof(h.name))
+        h.reason = reason
+        h.code = code
+        self.nho += 1
+        return True

@@ -1,0 +1,1 @@
+"""Observability: metrics, the query log and its store, dnstap, newly observed domains."""

@@ -1,0 +1,1 @@
+"""The resolver chain's steps: acl, identity and policy, local records, filtering, cache."""

@@ -1,0 +1,1 @@
+"""Transports: UDP, TCP, TLS, HTTPS and QUIC listeners and PROXY v2; they frame and unframe only."""
