@@ -61,9 +61,16 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension(
+        "dns_resolver._tls",
+        ["dns_resolver/_tls.pyx"],
+        libraries=["ssl", "crypto"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
         "dns_resolver._stream",
         ["dns_resolver/_stream.pyx"],
         include_dirs=["filtercore", "dns_resolver"],  # through the .pxd files it cimports
+        libraries=["ssl", "crypto"],  # DoT (_tls.pxd)
         extra_compile_args=["-O3"],
     ),
 ]

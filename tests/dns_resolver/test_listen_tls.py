@@ -52,9 +52,17 @@ from tests.dns_resolver.harness import (
 Start = Callable[..., ServerProcess]
 
 
-@pytest.fixture
-def dot(filterdns_on_nsd: Start, tmp_path: Path) -> ServerProcess:
-    return filterdns_on_nsd(encrypted_config(tmp_path))
+C_LOOP = "DNS over TLS is served from the C stream loop"
+
+
+@pytest.fixture(params=[True, False], ids=["c", "asyncio"])
+def dot(filterdns_on_nsd: Start, tmp_path: Path, request: pytest.FixtureRequest) -> ServerProcess:
+    """A DoT server; from the C stream loop with the fast path on, else from asyncio."""
+    config = encrypted_config(tmp_path)
+    config["server"]["fast_path"] = request.param
+    server = filterdns_on_nsd(config)
+    assert (C_LOOP in server.stderr_text()) == request.param
+    return server
 
 
 def test_kdig_with_and_without_a_client_id(dot: ServerProcess, tmp_path: Path) -> None:
