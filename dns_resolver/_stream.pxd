@@ -66,6 +66,7 @@ cdef class StreamLoop:
     cdef double hs_timeout
     cdef bint padding
     cdef const char *tname         # the query log's protocol
+    cdef int tap_proto             # dnstap's SocketProtocol
     cdef readonly uint64_t handshakes_full, handshakes_resumed, handshakes_failed
     cdef readonly uint64_t handshake_timeouts
 

@@ -34,7 +34,7 @@ from libc.string cimport memcpy, memmove, memset
 from dns_resolver._blocks cimport BlockAnswers
 from dns_resolver._fastpath cimport (ANSWERED, T_TCP, TO_PYTHON, FastPath, Slot, host_port)
 from dns_resolver._querylog cimport L_BLOCKED
-from dns_resolver._tapbuf cimport TAP_TCP
+from dns_resolver._tapbuf cimport TAP_DOT, TAP_TCP
 from dns_resolver._tls cimport (NAME_MAX, SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE,
                                SSL_ERROR_ZERO_RETURN, SSL_do_handshake, SSL_free,
                                SSL_get_error, SSL_get_servername, SSL_new, SSL_pending,
@@ -124,6 +124,7 @@ cdef class StreamLoop:
         self.max_conns = max_conns
         self.max_inflight = max_inflight
         self.tname = "tcp"
+        self.tap_proto = TAP_TCP
         self.fileno = epoll_create1(EPOLL_CLOEXEC)
         if self.fileno < 0:
             raise OSError(errno, "epoll_create1 failed")
@@ -167,6 +168,7 @@ cdef class StreamLoop:
         self.hs_timeout = handshake_timeout
         self.padding = padding
         self.tname = "tls"
+        self.tap_proto = TAP_DOT
 
     @property
     def refused_names(self):
@@ -656,9 +658,9 @@ cdef class StreamLoop:
                             self.fp.log.write(c.name, c.inb + qoff[i], qlen[i], sl.qtype, sl.result,
                                          sl.metric, lat, wall, self.tname)
                         if self.fp.tap.on:
-                            self.fp._tap(c.name, TAP_TCP, c.inb + qoff[i], qlen[i], c.outb + ooff[i],
-                                    u16(c.outb + ooff[i] - 2), <int>sl.code
-                                    if sl.result == L_BLOCKED else -1, wall - lat, wall)
+                            self.fp._tap(c.name, self.tap_proto, c.inb + qoff[i], qlen[i],
+                                         c.outb + ooff[i], u16(c.outb + ooff[i] - 2), <int>sl.code
+                                         if sl.result == L_BLOCKED else -1, wall - lat, wall)
             if not self._flush(s):
                 return
             if k < CHUNK:
