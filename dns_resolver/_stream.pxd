@@ -67,6 +67,7 @@ cdef class StreamLoop:
     cdef bint padding
     cdef const char *tname         # the query log's protocol
     cdef int tap_proto             # dnstap's SocketProtocol
+    cdef int transport             # for FastPath._one: T_TCP or T_TLS
     cdef readonly uint64_t handshakes_full, handshakes_resumed, handshakes_failed
     cdef readonly uint64_t handshake_timeouts
 

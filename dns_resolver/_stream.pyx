@@ -32,7 +32,8 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memmove, memset
 
 from dns_resolver._blocks cimport BlockAnswers
-from dns_resolver._fastpath cimport (ANSWERED, T_TCP, TO_PYTHON, FastPath, Slot, host_port)
+from dns_resolver._fastpath cimport (ANSWERED, T_TCP, T_TLS, TO_PYTHON, FastPath, Slot,
+                                     host_port)
 from dns_resolver._querylog cimport L_BLOCKED
 from dns_resolver._tapbuf cimport TAP_DOT, TAP_TCP
 from dns_resolver._tls cimport (NAME_MAX, SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE,
@@ -124,6 +125,7 @@ cdef class StreamLoop:
         self.max_conns = max_conns
         self.max_inflight = max_inflight
         self.tname = "tcp"
+        self.transport = T_TCP
         self.tap_proto = TAP_TCP
         self.fileno = epoll_create1(EPOLL_CLOEXEC)
         if self.fileno < 0:
@@ -168,6 +170,7 @@ cdef class StreamLoop:
         self.hs_timeout = handshake_timeout
         self.padding = padding
         self.tname = "tls"
+        self.transport = T_TLS
         self.tap_proto = TAP_DOT
 
     @property
@@ -625,7 +628,7 @@ cdef class StreamLoop:
                     c.inpos += 2 + flen
                     continue
                 sl = &slots[k]
-                self.fp._one(q, flen, c.name, self.scratch, sl, now, T_TCP)
+                self.fp._one(q, flen, c.name, self.scratch, sl, now, self.transport)
                 if sl.verdict == ANSWERED:
                     if self.padding:
                         sl.outlen = pad(self.scratch, sl.outlen, 65535)

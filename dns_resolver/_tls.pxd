@@ -41,6 +41,7 @@ cdef extern from "<openssl/ssl.h>" nogil:
     enum: TLS1_2_VERSION
     enum: SSL_FILETYPE_PEM
     enum: SSL_OP_IGNORE_UNEXPECTED_EOF
+    enum: SSL_OP_NO_RENEGOTIATION
     enum: SSL_SESS_CACHE_OFF
     enum: SSL_MODE_ENABLE_PARTIAL_WRITE
     enum: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER

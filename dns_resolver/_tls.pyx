@@ -138,8 +138,9 @@ cdef class TlsContext:
         SSL_CTX_set_mode(self.ctx, SSL_MODE_ENABLE_PARTIAL_WRITE
                          | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS)
         # A client that ends its TCP stream without close_notify still gets the answers
-        # to what it sent (as plain TCP's EOF).
-        SSL_CTX_set_options(self.ctx, SSL_OP_IGNORE_UNEXPECTED_EOF)
+        # to what it sent (as plain TCP's EOF). TLS 1.2 renegotiation would make a write
+        # wait for a read, and costs us a handshake at the client's will: refused.
+        SSL_CTX_set_options(self.ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION)
         SSL_CTX_set_alpn_select_cb(self.ctx, _alpn, NULL)
         SSL_CTX_set_tlsext_servername_callback(self.ctx, _server_name)
 

@@ -66,8 +66,10 @@ def test_a_pipelined_burst_in_one_write_is_answered_in_full(dot: ServerProcess) 
         assert answers[i].question[0].name.to_text() == name
         assert answers[i].rcode() == dns.rcode.NOERROR
         assert len(answers[i].to_wire()) % 468 == 0  # padded, from C or from Python
-    # The repeated names were answered in C, from the cache.
+    # The repeated names were answered in C, from the cache, and counted as DoT.
     assert dot.metric("filterdns_fastpath_answers_total") >= 100
+    assert dot.metric("filterdns_queries_total", protocol="tls") == len(names)
+    assert dot.metric("filterdns_queries_total", protocol="tcp") == 0
 
 
 def test_kdig_keeps_one_connection_for_its_queries(dot: ServerProcess) -> None:
@@ -110,6 +112,15 @@ def _closed() -> contextlib.AbstractContextManager[None]:
     """The server ending a connection, seen by the client as EOF or as any socket error
     (a reset, or not connected any more)."""
     return contextlib.suppress(OSError)
+
+
+def test_a_name_we_do_not_serve_gets_the_unrecognized_name_alert(dot: ServerProcess) -> None:
+    port = dot_port(dot)
+    for name in ("dns.elsewhere.example", f"a.{KID}.{SERVER_NAME}"):
+        with pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME"):
+            tls_connect(port, sni=name)
+    assert dot.metric("filterdns_listener_errors_total", transport="tls", kind="server_name") == 2
+    assert dot.metric("filterdns_listener_errors_total", transport="tls", kind="handshake") == 0
 
 
 def _client_hello() -> bytes:
