@@ -61,9 +61,16 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension(
+        "dns_resolver.fast._tls",
+        ["dns_resolver/fast/_tls.pyx"],
+        libraries=["ssl", "crypto"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
         "dns_resolver.fast._stream",
         ["dns_resolver/fast/_stream.pyx"],
         include_dirs=["filtercore", "dns_resolver/fast"],  # through the .pxd files it cimports
+        libraries=["ssl", "crypto"],  # DoT (_tls.pxd)
         extra_compile_args=["-O3"],
     ),
 ]

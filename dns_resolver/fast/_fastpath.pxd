@@ -27,7 +27,8 @@ cdef enum:
     HOST_BUF = 1024        # names per slot for the text rules (more: Python)
     T_UDP = 0              # transports, for _one and the counters
     T_TCP = 1
-    NTRANSPORT = 2
+    T_TLS = 2              # DoT from the stream loop: TCP's limits, counted as tls
+    NTRANSPORT = 3
     MAX_USETS = 16         # upstream sets C forwards to: the default (0) and rules' sets
 
 

@@ -62,7 +62,7 @@ cdef extern from "<sys/random.h>" nogil:
 
 _NOTHING = ()
 
-TRANSPORTS = ("udp", "tcp")  # by T_UDP, T_TCP
+TRANSPORTS = ("udp", "tcp", "tls")  # by T_UDP, T_TCP, T_TLS
 
 REASONS = ("miss", "odd", "refuse", "new_block", "policy", "stale", "timeout", "upstream",
            "answer")
@@ -765,8 +765,9 @@ cdef class FastPath:
     cdef void _one(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
                    Slot *slot, double now, int transport) noexcept nogil:
         """Answer query `d` from `sa` into `out` if C can (slot.verdict ANSWERED), else say
-        why not. `transport` T_UDP or T_TCP: over TCP there is no size limit but 65,535
-        and a miss goes to Python (C forwards only for UDP clients)."""
+        why not. `transport` T_UDP, T_TCP or T_TLS: over a stream there is no size limit
+        but 65,535, the rate limiter's TCP bucket is charged, and a miss goes to Python (C
+        forwards only for UDP clients)."""
         cdef uint16_t qflags, qtype, qclass, ar, udp = 0, rdlen, olen
         cdef uint32_t pos, qend, i, limit, age
         cdef uint8_t c, length
@@ -788,7 +789,7 @@ cdef class FastPath:
         if n < 12 or d[2] & 0x80:
             slot.verdict = DROPPED  # garbage or a response: Python drops these too
             return
-        if self.limiting and self._limited(d, n, sa, out, slot, now, transport == T_TCP):
+        if self.limiting and self._limited(d, n, sa, out, slot, now, transport != T_UDP):
             return
         qflags = u16(d + 2)
         ar = u16(d + 10)
@@ -896,7 +897,7 @@ cdef class FastPath:
             for i in range(8):
                 key[keylen + 1 + i] = (self.policy_mask[policy] >> (56 - 8 * i)) & 0xFF
             keylen += 9
-        if transport == T_TCP:
+        if transport != T_UDP:
             limit = 65535
         else:
             limit = (udp if udp < self.udp_size else self.udp_size) if edns else PLAIN_UDP

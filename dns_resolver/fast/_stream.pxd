@@ -3,6 +3,7 @@ cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from dns_resolver.fast._fastpath cimport FastPath
+from dns_resolver.fast._tls cimport LABEL_MAX, SSL, SSL_CTX, TlsContext, TlsNames
 
 
 cdef struct Conn:
@@ -20,6 +21,10 @@ cdef struct Conn:
     uint8_t *outb          # answers to send: from outpos to outlen
     size_t outpos, outlen, outcap
     uint8_t name[128]      # the peer's sockaddr
+    SSL *ssl               # DoT: the connection's TLS (NULL on plain TCP)
+    bint hs                # DoT: the handshake is not done yet
+    bint wantw             # DoT: TLS waits for the socket to be writable
+    char cid[LABEL_MAX]    # DoT: the ClientID of the server name ("" for none)
 
 
 cdef struct Handoff:
@@ -30,6 +35,7 @@ cdef struct Handoff:
     int reason
     int64_t code
     uint8_t name[128]      # the peer's sockaddr
+    char name_id[LABEL_MAX]  # the connection's ClientID ("" for none)
 
 
 @cython.final
@@ -53,12 +59,25 @@ cdef class StreamLoop:
     cdef uint8_t *scratch          # one answer, before it is framed into a connection
     cdef bint accept_paused        # a listener is not watched: out of descriptors
     cdef readonly uint64_t accepted, refused, closed_idle, closed_garbage
+    # DoT (set_tls): every listener speaks TLS with this context.
+    cdef TlsContext tls
+    cdef SSL_CTX *ctx
+    cdef TlsNames names
+    cdef double hs_timeout
+    cdef bint padding
+    cdef const char *tname         # the query log's protocol
+    cdef int tap_proto             # dnstap's SocketProtocol
+    cdef int transport             # for FastPath._one: T_TCP or T_TLS
+    cdef readonly uint64_t handshakes_full, handshakes_resumed, handshakes_failed
+    cdef readonly uint64_t handshake_timeouts
 
     cdef void _accept(self, int li, double now) noexcept nogil
     cdef bint _grow(self) noexcept nogil
     cdef void _close(self, uint32_t s) noexcept nogil
     cdef void _arm(self, uint32_t s) noexcept nogil
     cdef bint _read(self, uint32_t s, double now) noexcept nogil
+    cdef bint _read_tls(self, uint32_t s, double now) noexcept nogil
+    cdef bint _handshake(self, uint32_t s, double now) noexcept nogil
     cdef void _frames(self, uint32_t s, double now) noexcept nogil
     cdef bint _flush(self, uint32_t s) noexcept nogil
     cdef bint _append(self, Conn *c, const uint8_t *d, uint32_t n) noexcept nogil

@@ -16,6 +16,13 @@ further frames wait), and `idle` seconds without a complete query (with none in 
 before a connection is closed, so a client sending a byte a second is closed too. A
 frame of length 0, or bytes that are not a query, close the connection once the answers
 before them are sent, as the asyncio listener does.
+
+DoT (RFC 7858) is the same loop inside TLS (`set_tls`, a loop of its own for the DoT
+listeners): each connection gets a non-blocking OpenSSL `SSL` from `_tls.TlsContext`,
+its handshake within `hs_timeout` (a failure is a clean close), then the same framing,
+pipelining and limits through SSL_read / SSL_write. A connection whose server name
+carries a ClientID hands every query to Python (which maps ClientIDs to policies), with
+the ClientID; C answers are padded (RFC 8467) here, Python's by the caller.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -25,9 +32,16 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memmove, memset
 
 from dns_resolver.fast._blocks cimport BlockAnswers
-from dns_resolver.fast._fastpath cimport (ANSWERED, T_TCP, TO_PYTHON, FastPath, Slot, host_port)
+from dns_resolver.fast._fastpath cimport (ANSWERED, T_TCP, T_TLS, TO_PYTHON, FastPath, Slot,
+                                     host_port)
 from dns_resolver.fast._querylog cimport L_BLOCKED
-from dns_resolver.fast._tapbuf cimport TAP_TCP
+from dns_resolver.fast._tapbuf cimport TAP_DOT, TAP_TCP
+from dns_resolver.fast._tls cimport (NAME_MAX, SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE,
+                               SSL_ERROR_ZERO_RETURN, SSL_do_handshake, SSL_free,
+                               SSL_get_error, SSL_get_servername, SSL_new, SSL_pending,
+                               SSL_read, SSL_session_reused, SSL_set_accept_state,
+                               SSL_set_app_data, SSL_set_fd, SSL_write, ERR_clear_error,
+                               TLSEXT_NAMETYPE_host_name, TlsContext, client_label, pad)
 from dns_resolver.fast._wire cimport (mono_now, put16, sockaddr, sockaddr_storage, socklen_t, u16,
                                  wall_now)
 
@@ -82,6 +96,9 @@ cdef enum:
     GEN_MASK = 0x3FFFFFFF  # connection generations stay below LISTENER
 
 _NOTHING = ()
+cdef enum:
+    HAND_CLIENT_ID = 0x10000  # a handoff's reason: the connection has a ClientID (not charged)
+CLIENT_ID_REASON = HAND_CLIENT_ID
 
 
 cdef inline uint64_t _tag(uint32_t gen, uint32_t slot) noexcept nogil:
@@ -107,6 +124,9 @@ cdef class StreamLoop:
         self.idle = idle
         self.max_conns = max_conns
         self.max_inflight = max_inflight
+        self.tname = "tcp"
+        self.transport = T_TCP
+        self.tap_proto = TAP_TCP
         self.fileno = epoll_create1(EPOLL_CLOEXEC)
         if self.fileno < 0:
             raise OSError(errno, "epoll_create1 failed")
@@ -133,6 +153,30 @@ cdef class StreamLoop:
         self.idle = idle
         self.max_conns = max_conns
         self.max_inflight = max_inflight
+
+    def set_tls(self, TlsContext tls, str server_name, double handshake_timeout,
+                bint padding):
+        """Speak TLS on every listener (DoT): new connections take `tls` (open ones keep
+        theirs), ClientIDs are read below `server_name`, and C answers are padded when
+        `padding`."""
+        cdef bytes name = server_name.lower().rstrip(".").encode()
+        if handshake_timeout <= 0:
+            raise ValueError("the TLS handshake timeout must be positive")
+        if len(name) >= NAME_MAX:
+            raise ValueError(f"server name too long: {server_name}")
+        self.tls = tls
+        self.ctx = tls.ctx
+        memcpy(self.names.ours, <char *>name, len(name) + 1)
+        self.hs_timeout = handshake_timeout
+        self.padding = padding
+        self.tname = "tls"
+        self.transport = T_TLS
+        self.tap_proto = TAP_DOT
+
+    @property
+    def refused_names(self):
+        """TLS handshakes refused for a server name we do not serve."""
+        return self.names.refused
 
     def add_listener(self, int fd):
         """Serve the listening socket `fd` (non-blocking; Python keeps it open)."""
@@ -195,6 +239,9 @@ cdef class StreamLoop:
                 self.conns[s].queued = False
                 if self.conns[s].fd >= 0 and not self.conns[s].closing:
                     self._frames(s, now)
+                    if (self.conns[s].ssl != NULL and self.conns[s].fd >= 0
+                            and SSL_pending(self.conns[s].ssl) > 0):
+                        self._read_tls(s, now)  # decrypted bytes no socket event tells of
             n = epoll_wait(self.fileno, evs, MAX_EVENTS, 0)
             for i in range(n):
                 tag = evs[i].data.u64
@@ -207,8 +254,16 @@ cdef class StreamLoop:
                     continue  # closed earlier in this round (its slot may be taken again)
                 ev = evs[i].events
                 if ev & (EPOLLERR | EPOLLHUP):
+                    if self.conns[s].hs:
+                        self.handshakes_failed += 1
                     self._close(s)
                     continue
+                if self.conns[s].hs:
+                    self._handshake(s, now)
+                    continue
+                if self.conns[s].wantw and ev & EPOLLOUT:
+                    self.conns[s].wantw = False  # TLS reading waited for this
+                    ev |= EPOLLIN
                 if ev & EPOLLOUT:
                     if not self._flush(s):
                         continue
@@ -224,7 +279,7 @@ cdef class StreamLoop:
             h = &self.ho[k]
             host, port = host_port(h.name)
             rest.append((h.cid, PyBytes_FromStringAndSize(<char *>h.query, h.len), host, port,
-                         h.reason, h.code))
+                         h.reason, h.code, h.name_id.decode() if h.name_id[0] else None))
             free(h.query)
         self.nho = 0
         return rest
@@ -249,8 +304,8 @@ cdef class StreamLoop:
         if not self._flush(s):
             return False
         if (not c.closing and not c.queued and c.inflight < self.max_inflight
-                and c.inlen - c.inpos >= 2
-                and c.inlen - c.inpos >= 2 + <uint32_t>u16(c.inb + c.inpos)):
+                and (c.ssl != NULL and SSL_pending(c.ssl) > 0 or c.inlen - c.inpos >= 2
+                     and c.inlen - c.inpos >= 2 + <uint32_t>u16(c.inb + c.inpos))):
             c.queued = True
             self.resume[self.nresume] = s
             self.nresume += 1
@@ -285,7 +340,10 @@ cdef class StreamLoop:
         for s in range(self.nslots):
             if (self.conns[s].fd >= 0 and now >= self.conns[s].deadline
                     and (self.conns[s].inflight == 0 or self.conns[s].closing)):
-                self.closed_idle += 1
+                if self.conns[s].hs:
+                    self.handshake_timeouts += 1
+                else:
+                    self.closed_idle += 1
                 self._close(s)
 
     # -- connections ------------------------------------------------------------------------
@@ -323,6 +381,22 @@ cdef class StreamLoop:
             c.closing = False
             c.queued = False
             c.deadline = now + self.idle
+            c.ssl = NULL
+            c.hs = False
+            c.wantw = False
+            c.cid[0] = 0
+            if self.ctx != NULL:
+                c.ssl = SSL_new(self.ctx)
+                if c.ssl == NULL or SSL_set_fd(c.ssl, fd) != 1:
+                    SSL_free(c.ssl)
+                    c.ssl = NULL
+                    close(fd)
+                    self.refused += 1
+                    continue
+                SSL_set_accept_state(c.ssl)
+                SSL_set_app_data(c.ssl, &self.names)  # for the server name callback
+                c.hs = True
+                c.deadline = now + self.hs_timeout
             c.inb = NULL
             c.inpos = c.inlen = c.incap = 0
             c.outb = NULL
@@ -333,6 +407,8 @@ cdef class StreamLoop:
             ev.data.u64 = _tag(c.gen, s)
             if epoll_ctl(self.fileno, EPOLL_CTL_ADD, fd, &ev) < 0:
                 c.fd = -1
+                SSL_free(c.ssl)
+                c.ssl = NULL
                 close(fd)
                 self.free_slots[self.nfree] = s
                 self.nfree += 1
@@ -367,6 +443,10 @@ cdef class StreamLoop:
 
     cdef void _close(self, uint32_t s) noexcept nogil:
         cdef Conn *c = &self.conns[s]
+        if c.ssl != NULL:
+            SSL_free(c.ssl)  # no close_notify: the client learns of the end from TCP
+            c.ssl = NULL
+            ERR_clear_error()
         close(c.fd)  # which takes it out of the epoll set
         c.fd = -1
         c.gen = (c.gen + 1) & GEN_MASK
@@ -383,10 +463,12 @@ cdef class StreamLoop:
         cdef Conn *c = &self.conns[s]
         cdef epoll_event ev
         cdef uint32_t want = 0
-        if (not c.closing and c.inflight < self.max_inflight
+        if c.hs or c.wantw:
+            want = EPOLLOUT if c.wantw else EPOLLIN
+        elif (not c.closing and c.inflight < self.max_inflight
                 and c.outlen - c.outpos < OUT_HIGH):
             want = EPOLLIN
-        if c.outlen > c.outpos:
+        if c.outlen > c.outpos and not c.hs:
             want |= EPOLLOUT
         if want != c.events:
             ev.events = want
@@ -400,6 +482,8 @@ cdef class StreamLoop:
         cdef uint32_t need
         cdef ssize_t r
         cdef uint8_t *grown
+        if c.ssl != NULL:
+            return self._read_tls(s, now)
         if c.inpos:
             memmove(c.inb, c.inb + c.inpos, c.inlen - c.inpos)
             c.inlen -= c.inpos
@@ -429,6 +513,78 @@ cdef class StreamLoop:
             self._frames(s, now)
             return self.conns[s].fd >= 0
         return self._flush(s)
+
+    cdef bint _read_tls(self, uint32_t s, double now) noexcept nogil:
+        """Decrypt what the socket holds, answering the frames it completes, until TLS
+        wants more bytes or the connection takes no more frames. False when closed."""
+        cdef Conn *c = &self.conns[s]
+        cdef uint32_t need
+        cdef int r, err
+        cdef uint8_t *grown
+        while not c.closing:
+            if c.inpos:
+                memmove(c.inb, c.inb + c.inpos, c.inlen - c.inpos)
+                c.inlen -= c.inpos
+                c.inpos = 0
+            need = IN_FIRST
+            if c.inlen >= 2 and 2 + <uint32_t>u16(c.inb) > need:
+                need = 2 + u16(c.inb)
+            if need > c.incap:
+                grown = <uint8_t *>realloc(c.inb, need)
+                if grown == NULL:
+                    self._close(s)
+                    return False
+                c.inb = grown
+                c.incap = need
+            if c.inlen == c.incap:
+                return True  # full of frames held back: `answer` resumes them
+            ERR_clear_error()
+            r = SSL_read(c.ssl, c.inb + c.inlen, <int>(c.incap - c.inlen))
+            if r <= 0:
+                err = SSL_get_error(c.ssl, r)
+                if err == SSL_ERROR_WANT_READ:
+                    return True
+                if err == SSL_ERROR_WANT_WRITE:
+                    c.wantw = True
+                    self._arm(s)
+                    return True
+                if err != SSL_ERROR_ZERO_RETURN:
+                    self._close(s)  # a broken record or a reset: nothing more can be read
+                    return False
+                c.closing = True  # the client is done sending: answer, then close
+                return self._flush(s)
+            c.inlen += r
+            self._frames(s, now)
+            if self.conns[s].fd < 0:
+                return False
+        return True
+
+    cdef bint _handshake(self, uint32_t s, double now) noexcept nogil:
+        """Go on with the TLS handshake; once done, read. False when closed or not done."""
+        cdef Conn *c = &self.conns[s]
+        cdef int r, err
+        ERR_clear_error()
+        c.wantw = False
+        r = SSL_do_handshake(c.ssl)
+        if r != 1:
+            err = SSL_get_error(c.ssl, r)
+            if err == SSL_ERROR_WANT_READ or err == SSL_ERROR_WANT_WRITE:
+                c.wantw = err == SSL_ERROR_WANT_WRITE
+                self._arm(s)
+                return False
+            self.handshakes_failed += 1  # plain DNS, random bytes, a name not served...
+            self._close(s)
+            return False
+        c.hs = False
+        c.deadline = now + self.idle
+        if SSL_session_reused(c.ssl):
+            self.handshakes_resumed += 1
+        else:
+            self.handshakes_full += 1
+        client_label(SSL_get_servername(c.ssl, TLSEXT_NAMETYPE_host_name), self.names.ours,
+                     c.cid)
+        self._arm(s)
+        return self._read_tls(s, now)
 
     cdef void _frames(self, uint32_t s, double now) noexcept nogil:
         """Answer the complete frames received (up to the in-flight limit), send."""
@@ -461,10 +617,21 @@ cdef class StreamLoop:
                 if avail < 2 + flen:
                     break
                 q = c.inb + c.inpos + 2
-                sl = &slots[k]
-                self.fp._one(q, flen, c.name, self.scratch, sl, now, T_TCP)
                 c.deadline = now + self.idle
+                if c.cid[0]:
+                    # Python maps ClientIDs to policies: C would answer with the address's.
+                    if not self._hand(s, q, flen, HAND_CLIENT_ID, 0):
+                        self._close(s)
+                        return
+                    c.inflight += 1
+                    self.fp.python_fallbacks += 1
+                    c.inpos += 2 + flen
+                    continue
+                sl = &slots[k]
+                self.fp._one(q, flen, c.name, self.scratch, sl, now, self.transport)
                 if sl.verdict == ANSWERED:
+                    if self.padding:
+                        sl.outlen = pad(self.scratch, sl.outlen, 65535)
                     if not self._append(c, self.scratch, sl.outlen):
                         self._close(s)
                         return
@@ -492,11 +659,11 @@ cdef class StreamLoop:
                         sl = &slots[i]
                         if self.fp.log.on and sl.result >= 0:
                             self.fp.log.write(c.name, c.inb + qoff[i], qlen[i], sl.qtype, sl.result,
-                                         sl.metric, lat, wall, "tcp")
+                                         sl.metric, lat, wall, self.tname)
                         if self.fp.tap.on:
-                            self.fp._tap(c.name, TAP_TCP, c.inb + qoff[i], qlen[i], c.outb + ooff[i],
-                                    u16(c.outb + ooff[i] - 2), <int>sl.code
-                                    if sl.result == L_BLOCKED else -1, wall - lat, wall)
+                            self.fp._tap(c.name, self.tap_proto, c.inb + qoff[i], qlen[i],
+                                         c.outb + ooff[i], u16(c.outb + ooff[i] - 2), <int>sl.code
+                                         if sl.result == L_BLOCKED else -1, wall - lat, wall)
             if not self._flush(s):
                 return
             if k < CHUNK:
@@ -507,6 +674,19 @@ cdef class StreamLoop:
         connection closed."""
         cdef Conn *c = &self.conns[s]
         cdef ssize_t r
+        cdef int w, err
+        if c.hs:
+            return True
+        while c.ssl != NULL and c.outpos < c.outlen:
+            ERR_clear_error()
+            w = SSL_write(c.ssl, c.outb + c.outpos, <int>min(c.outlen - c.outpos, 1 << 30))
+            if w <= 0:
+                err = SSL_get_error(c.ssl, w)
+                if err == SSL_ERROR_WANT_WRITE or err == SSL_ERROR_WANT_READ:
+                    break
+                self._close(s)
+                return False
+            c.outpos += w
         while c.outpos < c.outlen:
             r = send(c.fd, c.outb + c.outpos, c.outlen - c.outpos, MSG_DONTWAIT | MSG_NOSIGNAL)
             if r < 0:
@@ -564,5 +744,6 @@ cdef class StreamLoop:
         memcpy(h.name, self.conns[s].name, sizeof(h.name))
         h.reason = reason
         h.code = code
+        memcpy(h.name_id, self.conns[s].cid, sizeof(h.name_id))
         self.nho += 1
         return True

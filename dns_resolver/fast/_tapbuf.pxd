@@ -6,6 +6,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 cdef enum:
     TAP_UDP = 1            # dnstap SocketProtocol
     TAP_TCP = 2
+    TAP_DOT = 3
     TAP_PEERS = 16         # upstream sets C forwards to (_fastpath.pxd's MAX_USETS)
 
 

@@ -11,9 +11,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from dns_resolver.transports.certs import ServerTls
+from dns_resolver.transports.dotpath import CDotListener, dot_listeners
 from dns_resolver.transports.listen_https import https_listener
 from dns_resolver.transports.listen_quic import DoqListener
-from dns_resolver.transports.listen_tls import dot_listener
 from dns_resolver.transports.stream import ListenerStats, StreamListener
 from fdconfig import Config
 
@@ -42,9 +42,10 @@ class EncryptedListeners:
     def __init__(self, config: Config, server: DnsServer, *, reuse_port: bool = False) -> None:
         self.tls = ServerTls(config.tls)
         self.stats = ListenerStats()
-        self.listeners: list[StreamListener | DoqListener] = [
-            dot_listener(server, a.host, a.port, self.tls, self.stats, reuse_port=reuse_port)
-            for a in config.server.listen_tls
+        self.listeners: list[StreamListener | DoqListener | CDotListener] = [
+            *dot_listeners(
+                server, config.server.listen_tls, self.tls, self.stats, reuse_port=reuse_port
+            )
         ] + [
             https_listener(server, a.host, a.port, self.tls, self.stats, reuse_port=reuse_port)
             for a in config.server.listen_https

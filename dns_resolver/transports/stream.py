@@ -53,6 +53,8 @@ class ListenerStats:
         self.accepted: dict[str, int] = {}
         self.errors: dict[tuple[str, str], int] = {}
         self.handshakes: dict[tuple[str, bool], int] = {}
+        # Called before each scrape: listeners that count in C (dotpath.py) add theirs.
+        self.refresh: list[Callable[[], None]] = []
 
     def error(self, transport: str, kind: str) -> None:
         key = (transport, kind)
@@ -61,6 +63,8 @@ class ListenerStats:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        for refresh in self.refresh:
+            refresh()
         gauge = GaugeMetricFamily(
             "filterdns_listener_connections",
             "Open client connections of the stream listeners.",

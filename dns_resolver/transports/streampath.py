@@ -17,7 +17,7 @@ from typing import Any
 from dns_resolver.resolver import Pending
 
 try:
-    from dns_resolver.fast._stream import StreamLoop
+    from dns_resolver.fast._stream import CLIENT_ID_REASON, StreamLoop
 except ImportError:  # not built: the asyncio listener serves TCP
     StreamLoop = None
 
@@ -35,6 +35,8 @@ class TcpFastPath:
         max_inflight: queries per connection handed to Python at once; beyond, that
             connection's further queries wait.
     """
+
+    TRANSPORT = "tcp"
 
     def __init__(
         self, fast: Any, idle: float, max_connections: int, max_inflight: int
@@ -88,16 +90,26 @@ class TcpFastPath:
             return
         fallbacks = self.fast.fallbacks
         reasons = self.fast.reasons
-        for cid, data, host, port, reason, code in rest:
+        for cid, data, host, port, reason, code, client_id in rest:
+            if reason == CLIENT_ID_REASON:  # DoT: not through C's pipeline, so not charged
+                self._handle(cid, data, (host, port), client_id, False)
+                continue
             name = reasons[reason]
             fallbacks[name] += 1
-            out = self._handle(cid, data, (host, port))
+            out = self._handle(cid, data, (host, port), None, True)
             if name == "new_block" and isinstance(out, bytes):
                 self.fast.learn(data, host, code, out)
 
-    def _handle(self, cid: int, data: bytes, peer: tuple[str, int]) -> bytes | Pending | None:
-        """One query C handed over (C charged it to the rate limiter's TCP bucket)."""
-        out = self.server.answer(data, peer, "tcp", charged=True)
+    def _handle(
+        self,
+        cid: int,
+        data: bytes,
+        peer: tuple[str, int],
+        client_id: str | None,
+        charged: bool,
+    ) -> bytes | Pending | None:
+        """One query C handed over (`charged`: to the rate limiter's TCP bucket)."""
+        out = self.server.answer(data, peer, self.TRANSPORT, client_id, charged)
         if out is None:
             self.stream.drop(cid)  # garbage on a stream: the framing can't be trusted
         elif isinstance(out, Pending):
@@ -109,7 +121,7 @@ class TcpFastPath:
     async def _answer_later(
         self, cid: int, pending: Pending, data: bytes, peer: tuple[str, int]
     ) -> None:
-        self._send(cid, await self.server.answer_later(pending, data, peer, "tcp"))
+        self._send(cid, await self.server.answer_later(pending, data, peer, self.TRANSPORT))
 
     def collect(self) -> Iterator[Any]:
         """Prometheus families of the TCP connections served from C."""
