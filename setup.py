@@ -1,7 +1,18 @@
 """Builds the Cython extensions; everything else is declared in pyproject.toml."""
 
+import sysconfig
+from pathlib import Path
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+
+# DoT and plain TCP in C (`_tls`, and `_stream` which cimports it) link OpenSSL. Without its
+# headers (Debian: libssl-dev) they are left out, and asyncio serves TCP and DoT instead.
+OPENSSL = any(
+    (Path(d) / "openssl" / "ssl.h").is_file()
+    for d in ("/usr/include", "/usr/local/include", sysconfig.get_paths()["include"])
+)
+WITH_OPENSSL = {"dns_resolver.fast._tls", "dns_resolver.fast._stream"}
 
 extensions = [
     Extension(
@@ -74,6 +85,10 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
 ]
+
+if not OPENSSL:
+    print("setup.py: no OpenSSL headers (libssl-dev): TCP and DoT are served from asyncio")
+    extensions = [e for e in extensions if e.name not in WITH_OPENSSL]
 
 setup(
     ext_modules=cythonize(
