@@ -9,6 +9,7 @@ here is stopped by its owner's `stop()` (the fixtures in conftest.py call it at 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import random
@@ -54,22 +55,31 @@ LOOPBACK = "127.0.0.1"
 # --- ports ---------------------------------------------------------------------------------
 
 
+_GIVEN: collections.deque[int] = collections.deque(maxlen=4096)  # ports free_port gave out
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """A port free for both UDP and TCP on `host` (DNS needs both on the same number).
 
     Binds TCP to port 0, then UDP to the same number; retried when UDP happens to be taken.
-    The sockets are closed before returning, so a rare race with another process remains.
+    The sockets are closed before returning, so the kernel may offer the same number again:
+    a number given out lately is never given twice (one config's listeners asked for one
+    after another would otherwise collide now and then). A rare race with another process
+    remains.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(50):
         with socket.socket(family, socket.SOCK_STREAM) as tcp:
             tcp.bind((host, 0))
             port = tcp.getsockname()[1]
+            if port in _GIVEN:
+                continue
             with socket.socket(family, socket.SOCK_DGRAM) as udp:
                 try:
                     udp.bind((host, port))
                 except OSError:
                     continue
+                _GIVEN.append(port)
                 return port
     raise RuntimeError(f"no port free for both UDP and TCP on {host}")
 
