@@ -479,25 +479,11 @@ cdef class StreamLoop:
     cdef bint _read(self, uint32_t s, double now) noexcept nogil:
         """One receive and the frames it completes. False when the connection closed."""
         cdef Conn *c = &self.conns[s]
-        cdef uint32_t need
         cdef ssize_t r
-        cdef uint8_t *grown
         if c.ssl != NULL:
             return self._read_tls(s, now)
-        if c.inpos:
-            memmove(c.inb, c.inb + c.inpos, c.inlen - c.inpos)
-            c.inlen -= c.inpos
-            c.inpos = 0
-        need = IN_FIRST
-        if c.inlen >= 2 and 2 + <uint32_t>u16(c.inb) > need:
-            need = 2 + u16(c.inb)
-        if need > c.incap:
-            grown = <uint8_t *>realloc(c.inb, need)
-            if grown == NULL:
-                self._close(s)
-                return False
-            c.inb = grown
-            c.incap = need
+        if not _make_room(self, s):
+            return False
         if c.inlen == c.incap:
             return True  # full of frames held back: read on once they are taken
         r = recv(c.fd, c.inb + c.inlen, c.incap - c.inlen, MSG_DONTWAIT)
@@ -518,24 +504,10 @@ cdef class StreamLoop:
         """Decrypt what the socket holds, answering the frames it completes, until TLS
         wants more bytes or the connection takes no more frames. False when closed."""
         cdef Conn *c = &self.conns[s]
-        cdef uint32_t need
         cdef int r, err
-        cdef uint8_t *grown
         while not c.closing:
-            if c.inpos:
-                memmove(c.inb, c.inb + c.inpos, c.inlen - c.inpos)
-                c.inlen -= c.inpos
-                c.inpos = 0
-            need = IN_FIRST
-            if c.inlen >= 2 and 2 + <uint32_t>u16(c.inb) > need:
-                need = 2 + u16(c.inb)
-            if need > c.incap:
-                grown = <uint8_t *>realloc(c.inb, need)
-                if grown == NULL:
-                    self._close(s)
-                    return False
-                c.inb = grown
-                c.incap = need
+            if not _make_room(self, s):
+                return False
             if c.inlen == c.incap:
                 return True  # full of frames held back: `answer` resumes them
             ERR_clear_error()
@@ -747,3 +719,26 @@ cdef class StreamLoop:
         memcpy(h.name_id, self.conns[s].cid, sizeof(h.name_id))
         self.nho += 1
         return True
+
+
+cdef inline bint _make_room(StreamLoop loop, uint32_t s) noexcept nogil:
+    """Move connection `s`'s unread bytes to the front of its input buffer and grow the
+    buffer to hold the frame they start (at least IN_FIRST). False when it could not grow:
+    the connection is closed."""
+    cdef Conn *c = &loop.conns[s]
+    cdef uint32_t need = IN_FIRST
+    cdef uint8_t *grown
+    if c.inpos:
+        memmove(c.inb, c.inb + c.inpos, c.inlen - c.inpos)
+        c.inlen -= c.inpos
+        c.inpos = 0
+    if c.inlen >= 2 and 2 + <uint32_t>u16(c.inb) > need:
+        need = 2 + u16(c.inb)
+    if need > c.incap:
+        grown = <uint8_t *>realloc(c.inb, need)
+        if grown == NULL:
+            loop._close(s)
+            return False
+        c.inb = grown
+        c.incap = need
+    return True
