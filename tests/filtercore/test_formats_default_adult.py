@@ -23,7 +23,9 @@ from tests.filtercore.formats_support import ROOT, UT1
 DEFAULT = ROOT / "lists" / "default"
 ADULT = DEFAULT / "adult" / "domains"
 ADULT_TLDS = {"xxx", "porn", "adult", "sex"}
-# The comment that opens the file's last section, the names taken from UT1.
+# The comments that open the file's two sections taken from UT1: its adult names among the
+# most visited sites, then (the last section) the hosts of its adult/urls rules.
+UT1_TOP_SECTION = "# From UT1 adult, the most visited"
 UT1_SECTION = "# From UT1 adult/urls"
 
 
@@ -33,9 +35,13 @@ def adult_entries() -> list[Entry]:
     return parsed.entries
 
 
-def ut1_section_line() -> int:
+def section_line(comment: str) -> int:
     lines = ADULT.read_text(encoding="utf-8").splitlines()
-    return next(number for number, line in enumerate(lines, 1) if line.startswith(UT1_SECTION))
+    return next(number for number, line in enumerate(lines, 1) if line.startswith(comment))
+
+
+def ut1_section_line() -> int:
+    return section_line(UT1_SECTION)
 
 
 def white_files() -> list[tuple[Path, str]]:
@@ -139,10 +145,14 @@ def test_the_ut1_section_is_exactly_the_names_taken_from_ut1_adult_urls() -> Non
 
 
 def test_the_readme_states_the_counts() -> None:
-    start = ut1_section_line()
+    top, urls = section_line(UT1_TOP_SECTION), ut1_section_line()
+    assert top < urls
     entries = adult_entries()
-    from_ut1 = sum(entry.line > start for entry in entries)
+    from_top = sum(top < entry.line < urls for entry in entries)
+    from_urls = sum(entry.line > urls for entry in entries)
     readme = (DEFAULT / "README.md").read_text(encoding="utf-8")
-    ours = len(entries) - from_ut1 - len(ADULT_TLDS)
+    ours = len(entries) - from_top - from_urls - len(ADULT_TLDS)
     assert f"{len(entries):,} entries" in readme
-    assert f"{ours:,} names we chose" in readme and f"{from_ut1:,} names from UT1" in readme
+    assert f"{ours:,} names we chose" in readme
+    assert f"{from_top:,} names from UT1's adult category" in readme
+    assert f"{from_urls:,} names from UT1's adult/urls" in readme
