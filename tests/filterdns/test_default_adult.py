@@ -12,8 +12,8 @@ from tests.filterdns.test_cli import run
 
 DEFAULT = Path(__file__).resolve().parents[2] / "lists" / "default"
 ADULT = DEFAULT / "adult" / "domains"
-# Samples from each kind of entry: tube sites, a CDN host, a mirror, a cam site, and a
-# name below a listed one.
+# Samples from each kind of entry: tube sites, a CDN host, a mirror, a cam site, a name
+# below a listed one, and names from the part taken from UT1's most visited adult names.
 SAMPLES = {
     "pornhub.com": "pornhub.com",
     "xvideos.com": "xvideos.com",
@@ -22,6 +22,8 @@ SAMPLES = {
     "xvv1deos.com": "xvv1deos.com",
     "xhamster.desi": "xhamster.desi",
     "chaturbate.com": "chaturbate.com",
+    "letmejerk.com": "letmejerk.com",
+    "www.thisvid.com": "thisvid.com",
 }
 
 
