@@ -42,7 +42,8 @@ from dns_resolver.fast._tls cimport (NAME_MAX, SSL_ERROR_WANT_READ, SSL_ERROR_WA
                                SSL_ERROR_ZERO_RETURN, SSL_do_handshake, SSL_free,
                                SSL_get_error, SSL_get_servername, SSL_new, SSL_pending,
                                SSL_read, SSL_session_reused, SSL_set_accept_state,
-                               SSL_set_app_data, SSL_set_fd, SSL_write, ERR_clear_error,
+                               SSL_set_app_data, SSL_set_fd, SSL_shutdown, SSL_write,
+                               ERR_clear_error,
                                TLSEXT_NAMETYPE_host_name, TlsContext, client_label, pad)
 from dns_resolver.fast._wire cimport (mono_now, put16, sockaddr, sockaddr_storage, socklen_t, u16,
                                  wall_now)
@@ -445,7 +446,13 @@ cdef class StreamLoop:
     cdef void _close(self, uint32_t s) noexcept nogil:
         cdef Conn *c = &self.conns[s]
         if c.ssl != NULL:
-            SSL_free(c.ssl)  # no close_notify: the client learns of the end from TCP
+            if not c.hs:
+                # close_notify (RFC 8446 6.1), so the client can tell our end (idle, a
+                # limit, garbage, shutdown, its own close_notify) from a cut connection.
+                # One non-blocking try: a socket that takes no more bytes gets the bare
+                # close, and after a fatal error OpenSSL sends nothing.
+                SSL_shutdown(c.ssl)
+            SSL_free(c.ssl)
             c.ssl = NULL
             ERR_clear_error()
         close(c.fd)  # which takes it out of the epoll set
