@@ -43,8 +43,8 @@ from dns_resolver.fast._tls cimport (NAME_MAX, SSL_ERROR_WANT_READ, SSL_ERROR_WA
                                SSL_get_error, SSL_get_servername, SSL_new, SSL_pending,
                                SSL_read, SSL_session_reused, SSL_set_accept_state,
                                SSL_set_app_data, SSL_set_fd, SSL_shutdown, SSL_write,
-                               ERR_clear_error,
-                               TLSEXT_NAMETYPE_host_name, TlsContext, client_label, pad)
+                               ERR_clear_error, TLSEXT_NAMETYPE_host_name, TlsContext,
+                               client_label, pad)
 from dns_resolver.fast._wire cimport (mono_now, put16, sockaddr, sockaddr_storage, socklen_t, u16,
                                  wall_now)
 
