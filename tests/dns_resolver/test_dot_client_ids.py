@@ -209,8 +209,11 @@ def test_the_query_log_and_metrics_say_what_python_says(
         counts[fast] = [
             server.metric("filterdns_queries_total", protocol="tls", result=result)
             for result in ("cached", "blocked", "allowed")
-        ]
+        ] + [server.metric("filterdns_blocks_total", category="adult", list="test")]
+        if fast:  # the repeated queries were C's: 2 cache hits and 2 blocks
+            assert server.metric("filterdns_fastpath_answers_total") == 4
         server.stop()
     assert rows[True] == rows[False]
     assert counts[True] == counts[False]
+    assert counts[True][1] == counts[True][3] == 3  # every block counted, by its list
     assert {row["result"] for row in rows[True]} >= {"blocked", "cached"}
