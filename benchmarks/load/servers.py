@@ -149,6 +149,7 @@ class ServeTls:
 
 
 DOH_PATH = "/dns-query"
+BENCH_CLIENT_ID = "bench1"  # the child policy's ClientID (DoT with a ClientID, transports.py)
 
 
 class Server:
@@ -515,6 +516,7 @@ block = ["adult", "gambling"]
 
 [policies.child]
 clients = ["10.0.0.0/8"]
+client_ids = ["{BENCH_CLIENT_ID}"]
 block = ["adult", "gambling", "drugs"]
 safe_search = true
 

@@ -10,6 +10,14 @@ connections, sends one query on each and closes it: new sessions (full handshake
 resumed ones (the previous connection's TLS 1.3 ticket), counted apart; it reports the
 rate, and the server's CPU per handshake is measured beside it.
 
+dnsperf cannot present a TLS server name of our choosing, so DoT with a ClientID is
+measured with `python -m benchmarks.load.transports pipeline` (also on the client's core):
+STREAM_CLIENTS connections whose server name carries the ClientID of the bench config's
+`child` policy (`CLIENT_ID`), each sending the mix in windows of PIPELINE_WINDOW pipelined
+queries, against the same client without a ClientID (`dot-py` beside `dot-id`): the
+client is Python, so its rates are its own limit; the server's CPU per query is the
+figure to compare.
+
 dnsperf 2.10's DoH mode stalls against dnsdist 1.7's DoH listener once more than two
 queries are in flight on a connection: dnsdist (h2o) sends the answers of several streams
 in one TLS record, Unbound one frame per record, and dnsperf takes at most one answer
@@ -42,6 +50,8 @@ STREAM_CLIENTS = 4  # dnsperf -c: long-lived connections
 # round trips (a server that does not set TCP_NODELAY waits for delayed ACKs).
 HANDSHAKE_THREADS = 32
 SERVER_NAME = "dns.bench.test"
+CLIENT_ID = servers.BENCH_CLIENT_ID
+PIPELINE_WINDOW = 64  # queries in flight per connection of the pipeline client
 
 
 def port_of(server: servers.Server, transport: str) -> int:
@@ -138,10 +148,15 @@ def run_transports(
     nsd.start()
     runs: list[runner.Run] = []
     shakes: list[dict[str, object]] = []
+    pipelines: list[dict[str, object]] = []
     kinds: list[tuple[str, type[servers.Server], dict[str, object]]] = [
         ("filterdns", servers.Filterdns,
          {"snapshot": snapshot, "serve": tls, "quic": "doq" in transports}),
     ]
+    if opts.baseline is not None:
+        kinds.append(("filterdns@base", servers.Filterdns,
+                      {"snapshot": snapshot, "serve": tls, "quic": "doq" in transports,
+                       "source": opts.baseline}))
     if "tcp" in transports:
         # TCP from asyncio streams (server.fast_path = false), for the C stream loop's
         # figures to be read against.
@@ -164,6 +179,16 @@ def run_transports(
                     run.server = label
                     runs.append(run)
                     say(runner._line(run))
+                if "dot" in transports and label.startswith("filterdns"):
+                    # The ClientID's policy has a cache and learnt blocks of its own: warm.
+                    pipelined(server, 60, ds.warm_file, CLIENT_ID, cpus=opts.client_cpus,
+                              tls=tls, once=True)
+                    for client_id in (None, CLIENT_ID):
+                        shake = pipelined(server, opts.seconds, ds.mix_file, client_id,
+                                          cpus=opts.client_cpus, tls=tls)
+                        shake.update(server=label, kind="dot-id" if client_id else "dot-py")
+                        pipelines.append(shake)
+                        say(_pipeline_line(shake))
                 if server.tls_port and label != "dnsdist" and opts.handshake_seconds:
                     for resume in (False, True):
                         shake = handshakes(server, opts.handshake_seconds, resume=resume,
@@ -188,12 +213,16 @@ def run_transports(
         "all_runs": all_runs,
         "handshakes": _median_shakes(shakes),
         "all_handshakes": shakes,
+        "pipelined": _median_shakes(pipelines),
+        "all_pipelined": pipelines,
         "ratios": ratios(runs),
     }
     opts.results.mkdir(parents=True, exist_ok=True)
     path = opts.results / f"transports-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=2))
     say(table(runs, report["handshakes"]))  # type: ignore[arg-type]
+    for shake in report["pipelined"]:  # type: ignore[attr-defined]
+        say(_pipeline_line(shake))
     say(f"wrote {path}")
     return report
 
@@ -228,6 +257,37 @@ def table(runs: list[runner.Run], shakes: list[dict[str, object]]) -> str:
     for shake in shakes:
         rows.append(_shake_line(shake))
     return "\n".join(rows)
+
+
+def pipelined(
+    server: servers.Server, seconds: float, queries: Path, client_id: str | None, *,
+    cpus: str | None, tls: servers.ServeTls, once: bool = False,
+) -> dict[str, object]:
+    """`queries` over DoT from the pipeline client (with `client_id` in the server name,
+    or none; `once`: each query once, within `seconds`), and the server's CPU per query."""
+    name = f"{client_id}.{tls.name}" if client_id else tls.name
+    argv = [sys.executable, "-m", "benchmarks.load.transports", "pipeline",
+            "--port", str(server.tls_port), "--seconds", str(seconds),
+            "--ca-file", str(tls.ca_file), "--server-name", name, "--queries", str(queries)]
+    if once:
+        argv.append("--once")
+    if cpus and shutil.which("taskset"):
+        argv = ["taskset", "-c", cpus, *argv]
+    cpu0 = servers.cpu_seconds(server.pids())
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
+                         cwd=Path(__file__).resolve().parents[2])
+    cpu = servers.cpu_seconds(server.pids()) - cpu0
+    if out.returncode:
+        raise RuntimeError(f"{server.name}: {out.stderr.strip()[-500:]}")
+    result: dict[str, object] = json.loads(out.stdout)
+    total = float(result["total"])  # type: ignore[arg-type]
+    result["cpu_us_per_query"] = cpu / total * 1e6 if total else 0.0
+    return result
+
+
+def _pipeline_line(shake: dict[str, object]) -> str:
+    return (f"  {shake['server']:<14} {shake['kind']:<8} {shake['rate']:>8.0f} q/s "
+            f"(pipeline client)  server cpu {shake['cpu_us_per_query']:.2f} us/q")
 
 
 def _shake_line(shake: dict[str, object]) -> str:
@@ -320,6 +380,64 @@ def handshake_client(port: int, seconds: float, ca_file: str, server_name: str,
             "rate": total / elapsed if elapsed else 0.0}
 
 
+def _wire_queries(path: Path) -> list[bytes]:
+    """The framed queries of a dnsperf input file ("name type" lines), with an OPT record
+    as dnsperf -e sends (blocks answered without EDNS carry no EDE to be learnt in C)."""
+    out = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        name, qtype = line.split()
+        code = {"A": 1, "AAAA": 28, "MX": 15, "TXT": 16}.get(qtype.upper(), 1)
+        qname = b"".join(bytes([len(p)]) + p.encode() for p in name.strip(".").split("."))
+        msg = (struct.pack("!HHHHHH", i & 0xFFFF, 0x0100, 1, 0, 0, 1) + qname + b"\0"
+               + struct.pack("!HH", code, 1) + b"\0" + struct.pack("!HHIH", 41, 1232, 0, 0))
+        out.append(struct.pack("!H", len(msg)) + msg)
+    return out
+
+
+def pipeline_client(port: int, seconds: float, ca_file: str, server_name: str,
+                    queries: Path, once: bool = False) -> dict[str, float]:
+    """STREAM_CLIENTS DoT connections presenting `server_name`, each sending its share of
+    `queries` in windows of PIPELINE_WINDOW and reading the answers, round after round for
+    `seconds` (`once`: one round)."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.check_hostname = False  # a ClientID's name is not on the bench certificate
+    frames = _wire_queries(queries)
+    deadline = time.monotonic() + seconds
+    counts = [0] * STREAM_CLIENTS
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        pos = k * len(frames) // STREAM_CLIENTS
+        end = (k + 1) * len(frames) // STREAM_CLIENTS if once else math.inf
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with ctx.wrap_socket(raw, server_hostname=server_name) as conn:
+                    while time.monotonic() < deadline and pos < end:
+                        window = [frames[(pos + j) % len(frames)]
+                                  for j in range(int(min(PIPELINE_WINDOW, end - pos)))]
+                        pos += PIPELINE_WINDOW
+                        conn.sendall(b"".join(window))
+                        for _ in window:
+                            head = _recv_exact(conn, 2)
+                            _recv_exact(conn, struct.unpack("!H", head)[0])
+                        counts[k] += len(window)
+        except (OSError, ValueError) as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(STREAM_CLIENTS)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    if errors:
+        raise SystemExit(f"pipeline on port {port}: {errors[0]!r}")
+    total = sum(counts)
+    return {"total": total, "seconds": elapsed, "rate": total / elapsed if elapsed else 0.0}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.load.transports")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -330,9 +448,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     shake.add_argument("--server-name", default=SERVER_NAME)
     shake.add_argument("--resume", action="store_true",
                        help="resume each connection's session from the previous one's ticket")
+    pipe = sub.add_parser("pipeline", help="the mix over pipelined DoT connections")
+    pipe.add_argument("--port", type=int, required=True)
+    pipe.add_argument("--seconds", type=float, default=5.0)
+    pipe.add_argument("--ca-file", required=True)
+    pipe.add_argument("--server-name", default=SERVER_NAME)
+    pipe.add_argument("--queries", type=Path, required=True)
+    pipe.add_argument("--once", action="store_true", help="each query once, then stop")
     args = parser.parse_args(argv)
-    print(json.dumps(handshake_client(args.port, args.seconds, args.ca_file,
-                                      args.server_name, args.resume)))
+    if args.command == "pipeline":
+        result = pipeline_client(args.port, args.seconds, args.ca_file, args.server_name,
+                                 args.queries, args.once)
+    else:
+        result = handshake_client(args.port, args.seconds, args.ca_file, args.server_name,
+                                  args.resume)
+    print(json.dumps(result))
     return 0
 
 

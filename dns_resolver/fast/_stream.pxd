@@ -25,6 +25,8 @@ cdef struct Conn:
     bint hs                # DoT: the handshake is not done yet
     bint wantw             # DoT: TLS waits for the socket to be writable
     char cid[LABEL_MAX]    # DoT: the ClientID of the server name ("" for none)
+    int idpol              # DoT: the policy the ClientID selects (-1: the address decides)
+    uint32_t idgen         # ... as of this FastPath.policy_gen
 
 
 cdef struct Handoff:

@@ -21,15 +21,17 @@ DoT (RFC 7858) is the same loop inside TLS (`set_tls`, a loop of its own for the
 listeners): each connection gets a non-blocking OpenSSL `SSL` from `_tls.TlsContext`,
 its handshake within `hs_timeout` (a failure is a clean close), then the same framing,
 pipelining and limits through SSL_read / SSL_write. A connection whose server name
-carries a ClientID hands every query to Python (which maps ClientIDs to policies), with
-the ClientID; C answers are padded (RFC 8467) here, Python's by the caller.
+carries a ClientID has it mapped to a policy in C once (`FastPath.client_id_policy`), and
+again only when the policies changed since (`FastPath.policy_gen`); its queries go
+through the same pipeline under that policy, and those handed to Python carry the
+ClientID. C answers are padded (RFC 8467) here, Python's by the caller.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.errno cimport EAGAIN, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, errno
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcpy, memmove, memset, strlen
 
 from dns_resolver.fast._blocks cimport BlockAnswers
 from dns_resolver.fast._fastpath cimport (ANSWERED, T_TCP, T_TLS, TO_PYTHON, FastPath, Slot,
@@ -40,8 +42,9 @@ from dns_resolver.fast._tls cimport (NAME_MAX, SSL_ERROR_WANT_READ, SSL_ERROR_WA
                                SSL_ERROR_ZERO_RETURN, SSL_do_handshake, SSL_free,
                                SSL_get_error, SSL_get_servername, SSL_new, SSL_pending,
                                SSL_read, SSL_session_reused, SSL_set_accept_state,
-                               SSL_set_app_data, SSL_set_fd, SSL_write, ERR_clear_error,
-                               TLSEXT_NAMETYPE_host_name, TlsContext, client_label, pad)
+                               SSL_set_app_data, SSL_set_fd, SSL_shutdown, SSL_write,
+                               ERR_clear_error, TLSEXT_NAMETYPE_host_name, TlsContext,
+                               client_label, pad)
 from dns_resolver.fast._wire cimport (mono_now, put16, sockaddr, sockaddr_storage, socklen_t, u16,
                                  wall_now)
 
@@ -96,9 +99,6 @@ cdef enum:
     GEN_MASK = 0x3FFFFFFF  # connection generations stay below LISTENER
 
 _NOTHING = ()
-cdef enum:
-    HAND_CLIENT_ID = 0x10000  # a handoff's reason: the connection has a ClientID (not charged)
-CLIENT_ID_REASON = HAND_CLIENT_ID
 
 
 cdef inline uint64_t _tag(uint32_t gen, uint32_t slot) noexcept nogil:
@@ -218,8 +218,9 @@ cdef class StreamLoop:
 
     def serve(self):
         """Handle what is ready. Returns the queries for Python as [(connection id, query,
-        host, port, reason, code)] (`reason` indexes `_fastpath.REASONS`, `code` is the
-        walk code of a new block); each gets `answer` or `drop` with its connection id."""
+        host, port, reason, code, ClientID or None)] (`reason` indexes `_fastpath.REASONS`,
+        `code` is the walk code of a new block); each gets `answer` or `drop` with its
+        connection id."""
         cdef epoll_event evs[MAX_EVENTS]
         cdef int n, i
         cdef uint32_t s, k, gen, ev
@@ -385,6 +386,7 @@ cdef class StreamLoop:
             c.hs = False
             c.wantw = False
             c.cid[0] = 0
+            c.idpol = -1
             if self.ctx != NULL:
                 c.ssl = SSL_new(self.ctx)
                 if c.ssl == NULL or SSL_set_fd(c.ssl, fd) != 1:
@@ -444,7 +446,13 @@ cdef class StreamLoop:
     cdef void _close(self, uint32_t s) noexcept nogil:
         cdef Conn *c = &self.conns[s]
         if c.ssl != NULL:
-            SSL_free(c.ssl)  # no close_notify: the client learns of the end from TCP
+            if not c.hs:
+                # close_notify (RFC 8446 6.1), so the client can tell our end (idle, a
+                # limit, garbage, shutdown, its own close_notify) from a cut connection.
+                # One non-blocking try: a socket that takes no more bytes gets the bare
+                # close, and after a fatal error OpenSSL sends nothing.
+                SSL_shutdown(c.ssl)
+            SSL_free(c.ssl)
             c.ssl = NULL
             ERR_clear_error()
         close(c.fd)  # which takes it out of the epoll set
@@ -555,6 +563,9 @@ cdef class StreamLoop:
             self.handshakes_full += 1
         client_label(SSL_get_servername(c.ssl, TLSEXT_NAMETYPE_host_name), self.names.ours,
                      c.cid)
+        if c.cid[0]:
+            c.idpol = self.fp.client_id_policy(c.cid, <uint32_t>strlen(c.cid), c.name)
+            c.idgen = self.fp.policy_gen
         self._arm(s)
         return self._read_tls(s, now)
 
@@ -569,6 +580,10 @@ cdef class StreamLoop:
         cdef const uint8_t *q
         cdef Slot *sl
         cdef double lat, wall
+        if c.cid[0] and c.idgen != self.fp.policy_gen:
+            # The policies changed (a reload): the ClientID may name another policy now.
+            c.idpol = self.fp.client_id_policy(c.cid, <uint32_t>strlen(c.cid), c.name)
+            c.idgen = self.fp.policy_gen
         while True:
             if c.outpos:
                 # Offsets into outb are kept below: it only grows until the send.
@@ -590,17 +605,8 @@ cdef class StreamLoop:
                     break
                 q = c.inb + c.inpos + 2
                 c.deadline = now + self.idle
-                if c.cid[0]:
-                    # Python maps ClientIDs to policies: C would answer with the address's.
-                    if not self._hand(s, q, flen, HAND_CLIENT_ID, 0):
-                        self._close(s)
-                        return
-                    c.inflight += 1
-                    self.fp.python_fallbacks += 1
-                    c.inpos += 2 + flen
-                    continue
                 sl = &slots[k]
-                self.fp._one(q, flen, c.name, self.scratch, sl, now, self.transport)
+                self.fp._one(q, flen, c.name, self.scratch, sl, now, self.transport, c.idpol)
                 if sl.verdict == ANSWERED:
                     if self.padding:
                         sl.outlen = pad(self.scratch, sl.outlen, 65535)

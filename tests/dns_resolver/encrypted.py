@@ -105,7 +105,12 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes:
 def peer_fingerprint(port: int) -> str:
     """SHA-256 of the certificate the listener presents now (as `certs.fingerprint`)."""
     with tls_connect(port) as sock:
-        der = sock.getpeercert(binary_form=True)
+        return sock_fingerprint(sock)
+
+
+def sock_fingerprint(sock: ssl.SSLSocket) -> str:
+    """SHA-256 of the certificate presented on connection `sock` (as `certs.fingerprint`)."""
+    der = sock.getpeercert(binary_form=True)
     assert der is not None
     return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import signal
 import socket
 import ssl
 import time
@@ -225,3 +226,43 @@ def test_10000_connections_leave_memory_bounded(dot: ServerProcess) -> None:
     assert dot.metric("filterdns_tls_handshakes_total", transport="tls", resumed="true") > 5000
     # A leaked SSL object (tens of KiB with its buffers) per connection would be >100 MiB.
     assert grown < 16 * 1024, f"RSS grew {grown} KiB over 9,000 connections"
+
+
+def _strict_connect(port: int) -> ssl.SSLSocket:
+    """A TLS connection on which an EOF without close_notify raises SSLEOFError (Python
+    reports it as a clean b"" otherwise)."""
+    sock = socket.create_connection((LOOPBACK, port), timeout=5)
+    return client_context().wrap_socket(
+        sock, server_hostname=SERVER_NAME, suppress_ragged_eofs=False
+    )
+
+
+def test_the_server_ends_connections_with_close_notify(
+    filterdns_on_nsd: Start, tmp_path: Path
+) -> None:
+    server = filterdns_on_nsd(encrypted_config(tmp_path, idle_timeout=0.5))
+    port = dot_port(server)
+    wire = dns.message.make_query(TestZone.WWW, "A").to_wire()
+    # Idle: after its answer the connection stays quiet until the server ends it.
+    with _strict_connect(port) as tls:
+        send_framed(tls, wire)
+        assert read_framed(tls)
+        assert tls.recv(1) == b""  # close_notify; a bare TCP close raises SSLEOFError
+    # Framing garbage (a zero-length frame): the answers before it, then close_notify.
+    with _strict_connect(port) as tls:
+        tls.sendall(len(wire).to_bytes(2, "big") + wire + b"\0\0")
+        assert read_framed(tls)
+        assert tls.recv(1) == b""
+    # The client's close_notify is answered with the server's: unwrap() waits for it.
+    with _strict_connect(port) as tls:
+        send_framed(tls, wire)
+        assert read_framed(tls)
+        tls.unwrap().close()
+    assert server.metric("filterdns_listener_errors_total", transport="tls", kind="idle") == 1
+    # Shutting down: every open connection gets close_notify.
+    with _strict_connect(port) as tls:
+        send_framed(tls, wire)
+        assert read_framed(tls)
+        server.send_signal(signal.SIGTERM)
+        assert tls.recv(1) == b""
+    assert server.proc.wait(5) == 0
