@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from dns_resolver.steps import bypass, safesearch
+from dns_resolver.steps.acl import client_ip
 from dns_resolver.steps.allowance import AllowanceStore
 from dns_resolver.steps.blocking import Blocker
 from dns_resolver.steps.schedule import Schedule, Window, local_day
@@ -431,12 +432,8 @@ class PolicyTable:
     def _is_trusted(self, client: str) -> bool:
         hit = self._trusted_memo.get(client)
         if hit is None:
-            try:
-                ip = ipaddress.ip_address(client.split("%", 1)[0])
-            except ValueError:
-                hit = False
-            else:
-                hit = any(ip.version == n.version and ip in n for n in self.trusted)
+            ip = client_ip(client)
+            hit = ip is not None and any(ip.version == n.version and ip in n for n in self.trusted)
             if len(self._trusted_memo) >= _MEMO_LIMIT:
                 self._trusted_memo.clear()
             self._trusted_memo[client] = hit
@@ -450,14 +447,8 @@ class PolicyTable:
         key = (client, policy.index)
         hit = self._bound_memo.get(key)
         if hit is None:
-            try:
-                ip = ipaddress.ip_address(client.split("%", 1)[0])
-            except ValueError:
-                hit = False
-            else:
-                # An IPv4 client of a dual-stack listener is ::ffff:a.b.c.d (as in C).
-                ip = getattr(ip, "ipv4_mapped", None) or ip
-                hit = any(ip.version == n.version and ip in n for n in networks)
+            ip = client_ip(client)
+            hit = ip is not None and any(ip.version == n.version and ip in n for n in networks)
             if len(self._bound_memo) >= _MEMO_LIMIT:
                 self._bound_memo.clear()
             self._bound_memo[key] = hit
@@ -485,12 +476,8 @@ class PolicyTable:
                 return Selection(self.policies[found[0]], client, "subscriber", found[1])
         policy = self._by_address.get(client)
         if policy is None:
-            try:
-                ip = ipaddress.ip_address(client.split("%", 1)[0])
-            except ValueError:
-                policy = self.default
-            else:
-                policy = self._network_policy(ip) or self.default
+            ip = client_ip(client)
+            policy = (ip is not None and self._network_policy(ip)) or self.default
             if len(self._by_address) >= _MEMO_LIMIT:
                 self._by_address.clear()
             self._by_address[client] = policy

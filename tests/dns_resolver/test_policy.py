@@ -85,6 +85,18 @@ def test_most_specific_network_wins(resolver: Resolver) -> None:
     assert table.select("::1").policy.name == "default"
 
 
+def test_ipv4_clients_of_a_dual_stack_listener_are_ipv4(resolver: Resolver) -> None:
+    """A dual-stack socket reports an IPv4 client as ::ffff:a.b.c.d; C maps it to the IPv4
+    address, so Python's networks and trusted forwarders must too."""
+    table = resolver.policies
+    assert table.select("::ffff:127.0.0.2").policy.name == "teen"
+    assert table.select("::ffff:10.1.2.3").policy.name == "teen"
+    assert table.select("::ffff:192.168.1.1").policy.name == "default"
+    opt = Edns(1232, options=(ecs_option("10.1.7.0/24"),))
+    trusted = table.select("::ffff:127.0.0.53", opt)
+    assert (trusted.policy.name, trusted.via) == ("teen", "ecs")
+
+
 def test_ecs_only_from_trusted_forwarders(resolver: Resolver) -> None:
     table = resolver.policies
     opt = Edns(1232, options=(ecs_option("10.1.7.0/24"),))
