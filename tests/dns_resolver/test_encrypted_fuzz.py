@@ -10,6 +10,7 @@ Every test draws from a fixed seed: a failure replays the same way.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import socket
@@ -29,15 +30,23 @@ import h11
 import hpack
 import httpx
 import pytest
+from aioquic.asyncio.client import connect
+from aioquic.quic.packet import QuicErrorCode
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PingFrame, RstStreamFrame
 
+from dns_resolver.transports.listen_quic import DOQ_EXCESSIVE_LOAD, DOQ_PROTOCOL_ERROR
 from tests.dns_resolver.encrypted import (
+    RawDoq,
     doh_port,
+    doq_configuration,
+    doq_framed,
     encrypted_config,
+    quic_port,
     tls_connect,
 )
-from tests.dns_resolver.harness import LOOPBACK, ServerProcess, TestZone, free_port
+from tests.dns_resolver.harness import LOOPBACK, ServerProcess, TestZone, eventually, free_port
 from tests.dns_resolver.test_listen_https import b64, url, wire
+from tests.dns_resolver.test_listen_quic import doq
 
 Z = TestZone
 MAX_STREAMS = 8
@@ -705,4 +714,202 @@ def test_h1_pipelined_requests_cut_at_random_points(server: ServerProcess) -> No
             assert answer.question[0].name.to_text() == name
             assert answer.rcode() == expected[name]
     _doh_answers(server, http2=False)
+    _no_tracebacks(server)
+
+
+# -- DoQ --------------------------------------------------------------------------------------
+
+
+def _doq_answers(server: ServerProcess) -> None:
+    """The process lives and a fresh DoQ client's (dnspython's) normal query is answered."""
+    assert server.running()
+    assert doq(server, Z.WWW).answer[0][0].to_text() == Z.WWW_A
+
+
+async def _doq_stream(port: int, payload: bytes, unidirectional: bool = False) -> int | bytes:
+    """`payload` on a new stream of a new connection, FIN after it: the code the server
+    closed the connection with, or the bytes it answered on the stream."""
+    async with connect(LOOPBACK, port, configuration=doq_configuration(),
+                       create_protocol=RawDoq) as client:  # fmt: skip
+        assert isinstance(client, RawDoq)
+        answer = client.answer(client.send(payload, unidirectional=unidirectional))
+        await asyncio.wait([answer, client.closed], timeout=5,
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        if client.closed.done():
+            return client.closed.result().error_code
+        assert answer.done(), "neither an answer nor a close"
+        return answer.result()
+
+
+async def _doq_final_size_lie(port: int) -> int:
+    """Part of a query, then a FIN at an offset below the bytes already sent (stream data
+    past its final size, RFC 9000 4.5): the code the server closes the connection with."""
+    async with connect(LOOPBACK, port, configuration=doq_configuration(),
+                       create_protocol=RawDoq) as client:  # fmt: skip
+        assert isinstance(client, RawDoq)
+        stream_id = client.send(doq_framed(Z.WWW)[:20], end=False)
+        # Fault injection: aioquic's sender never sends a FIN below what it sent, so
+        # its state is set to do so.
+        sender = client._quic._streams[stream_id].sender
+        sender._buffer_fin = 2
+        sender._pending_eof = True
+        sender.buffer_is_empty = False
+        client.transmit()
+        closed = await asyncio.wait_for(client.closed, 5)
+        return closed.error_code
+
+
+def test_doq_bad_streams_get_doq_protocol_error_or_a_clean_close(server: ServerProcess) -> None:
+    """Wrong length prefixes, random stream bytes, queries with bytes changed, data on a
+    unidirectional stream, a FIN below the data sent: each closes its connection with
+    DOQ_PROTOCOL_ERROR (QUIC's FINAL_SIZE_ERROR for the FIN) or is answered, and the
+    listener goes on."""
+    port = quic_port(server)
+    rng = random.Random(1409)
+    query = doq_framed(Z.WWW)[2:]
+    protocol_errors = 0
+
+    async def batch(cases: list[tuple[str, bytes]]) -> list[tuple[str, bytes, int | bytes]]:
+        out = []
+        for kind, payload in cases:
+            if kind == "final-size":
+                out.append((kind, payload, await _doq_final_size_lie(port)))
+            else:
+                result = await _doq_stream(port, payload, unidirectional=kind == "uni")
+                out.append((kind, payload, result))
+        return out
+
+    def case(i: int) -> tuple[str, bytes]:
+        kind = i % 6
+        if kind == 0:
+            length = rng.choice([n for n in range(0, 80) if n != len(query)] + [65535])
+            return "prefix", struct.pack("!H", length) + query
+        if kind == 1:
+            return "random", rng.randbytes(rng.randrange(0, 80))
+        if kind in (2, 3):
+            data = bytearray(query)
+            for _ in range(rng.randrange(1, 4)):
+                data[rng.randrange(2, len(data))] = rng.randrange(256)  # the ID stays 0
+            return "mutated", struct.pack("!H", len(data)) + bytes(data)
+        if kind == 4:
+            return "uni", doq_framed(Z.WWW)
+        return "final-size", b""
+
+    cases = [case(i) for i in range(48)]
+    for at in range(0, len(cases), 16):
+        for kind, payload, result in asyncio.run(batch(cases[at : at + 16])):
+            framing = len(payload) >= 2 and struct.unpack_from("!H", payload)[0] == len(payload) - 2
+            if kind == "final-size":
+                assert result == QuicErrorCode.FINAL_SIZE_ERROR
+            elif kind == "mutated":
+                # Still a DNS message (answered, ID 0) or not one (a protocol error).
+                if result != DOQ_PROTOCOL_ERROR:
+                    assert isinstance(result, bytes) and result[2:4] == b"\0\0", (payload, result)
+            elif kind == "random" and framing:
+                assert result == DOQ_PROTOCOL_ERROR or isinstance(result, bytes)
+            else:
+                assert result == DOQ_PROTOCOL_ERROR, (kind, payload, result)
+            protocol_errors += result == DOQ_PROTOCOL_ERROR
+        _doq_answers(server)
+    assert protocol_errors >= 24
+    assert _errors(server, "quic", "framing") == protocol_errors
+    _no_tracebacks(server)
+
+
+def test_doq_many_streams_on_one_connection_with_resets(server: ServerProcess) -> None:
+    """300 streams on one connection (beyond QUIC's initial stream limit), some reset by
+    the client at once: every other stream is answered (or refused with
+    DOQ_EXCESSIVE_LOAD) and the connection stays up."""
+    port = quic_port(server)
+    rng = random.Random(1410)
+    names = [Z.WWW, Z.BLOCKED, Z.MX, Z.NXDOMAIN]
+
+    async def run() -> tuple[list[tuple[str, object]], bool]:
+        async with connect(LOOPBACK, port, configuration=doq_configuration(),
+                           create_protocol=RawDoq) as client:  # fmt: skip
+            assert isinstance(client, RawDoq)
+            kept = []
+            for i in range(300):
+                name = rng.choice(names)
+                stream_id = client.send(doq_framed(name))
+                # Only streams the server allowed already: aioquic's client would send a
+                # RESET_STREAM for one it holds back too (a STREAM_LIMIT_ERROR, rightly).
+                if i < 100 and rng.random() < 0.15:
+                    client._quic.reset_stream(stream_id, DOQ_PROTOCOL_ERROR)
+                    client.transmit()
+                else:
+                    kept.append((name, client.answer(stream_id)))
+            results = await asyncio.wait_for(
+                asyncio.gather(*(f for _, f in kept), return_exceptions=True), 20
+            )
+            return [(n, r) for (n, _), r in zip(kept, results, strict=True)], client.closed.done()
+
+    answers, closed = asyncio.run(run())
+    assert not closed
+    answered = 0
+    for name, result in answers:
+        if isinstance(result, ConnectionResetError):
+            assert result.args == (DOQ_EXCESSIVE_LOAD,)
+            continue
+        assert isinstance(result, bytes), result
+        message = dns.message.from_wire(result[2:])
+        assert message.id == 0 and message.question[0].name.to_text() == name
+        answered += 1
+    assert answered >= len(answers) // 2
+    _doq_answers(server)
+    _no_tracebacks(server)
+
+
+def _long_header(rng: random.Random, version: int, size: int) -> bytes:
+    """A QUIC long-header packet (RFC 9000 17.2) of `version`, with random connection IDs
+    and a random rest, `size` bytes in all."""
+    dcid, scid = rng.randbytes(rng.randrange(0, 21)), rng.randbytes(rng.randrange(0, 21))
+    head = (bytes([0xC0 | rng.randrange(64)]) + struct.pack("!I", version)
+            + bytes([len(dcid)]) + dcid + bytes([len(scid)]) + scid)  # fmt: skip
+    return head + rng.randbytes(max(0, size - len(head)))
+
+
+def test_doq_random_datagrams_are_dropped_or_get_version_negotiation(
+    server: ServerProcess,
+) -> None:
+    """Datagrams to the QUIC port that are not QUIC, or QUIC of a version we do not speak
+    or that does not decrypt: dropped, but for Version Negotiation to an unknown version
+    (RFC 9000 6); then a normal DoQ query is answered."""
+    port = quic_port(server)
+    rng = random.Random(1411)
+    unknown_versions = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((LOOPBACK, port))
+        for i in range(200):
+            kind = i % 4
+            if kind == 0:
+                data = rng.randbytes(rng.randrange(1, 1400))
+                data = bytes([data[0] & 0x7F]) + data[1:]  # a short header: no connection
+            elif kind == 1:
+                data = _long_header(rng, 1, rng.choice([100, 1200, 1350]))  # QUIC v1, junk
+            elif kind == 2:
+                version = rng.randrange(1 << 32)
+                while version in (0, 1, 0x6B3343CF):
+                    version = rng.randrange(1 << 32)
+                data = _long_header(rng, version, rng.choice([100, 1200]))
+                unknown_versions += 1
+            else:
+                data = rng.randbytes(rng.randrange(1, 1400))
+            sock.send(data)
+        # The server reads one socket in order: once it answers this, it has read them all
+        # (or the kernel dropped some, which is no reply either).
+        _doq_answers(server)
+        replies = []
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                replies.append(sock.recv(2048))
+    for reply in replies:
+        assert reply[0] & 0x80 and reply[1:5] == b"\0\0\0\0", reply[:16]  # Version Negotiation
+    # Not one for each: a header that does not parse (random lengths inside) is dropped.
+    assert 1 <= len(replies) <= unknown_versions
+    # None of it became a connection (the query's own one ends when its client closes).
+    assert eventually(
+        lambda: server.metric("filterdns_listener_connections", transport="quic") == 0
+    )
     _no_tracebacks(server)
