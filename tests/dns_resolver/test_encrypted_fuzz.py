@@ -16,7 +16,7 @@ import random
 import socket
 import ssl
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import dns.message
@@ -52,10 +52,8 @@ Z = TestZone
 MAX_STREAMS = 8
 IDLE = 5.0  # [tls] idle_timeout: longer than any case takes, shorter than a hang's bound
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-# RFC 9113 frame types, and a band no HTTP/2 extension uses: those a peer must ignore.
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE = range(9)
-CONTINUATION = 9
-UNKNOWN_TYPES = range(0x20, 0xF0)
+HEADERS, PING, CONTINUATION = 0x1, 0x6, 0x9  # RFC 9113 frame types; 0x0-0x9 are its own
+UNKNOWN_TYPES = range(0x20, 0xF0)  # a band no HTTP/2 extension uses: a peer must ignore them
 
 
 @pytest.fixture
@@ -163,7 +161,7 @@ def _random_frame(rng: random.Random) -> tuple[bool, bytes]:
     """A frame of a random type (a known one or one to ignore) with random flags, stream
     and payload; its header's length is the payload's, or now and then over the limit.
     With it, whether the server must ignore it (an unknown type of a lawful size)."""
-    kind = rng.choice(UNKNOWN_TYPES) if rng.random() < 0.3 else rng.randrange(10)
+    kind = rng.choice(UNKNOWN_TYPES) if rng.random() < 0.3 else rng.randrange(CONTINUATION + 1)
     stream_id = rng.choice([0, 1, 3, rng.randrange(2, 100), rng.randrange(1 << 31)])
     payload = rng.randbytes(rng.choice([0, 1, 4, 5, 6, 8, 12, rng.randrange(64)]))
     # A length over SETTINGS_MAX_FRAME_SIZE is refused from the header alone: never a
@@ -193,9 +191,15 @@ def test_h2_random_bytes_and_broken_prefaces_close_cleanly(server: ServerProcess
             sock.settimeout(IDLE + 5)
             _send_cut(sock, data, rng)
             if kind == 2:
-                # Cut short: our TLS close_notify ends it; the server must not wait on.
-                with contextlib.suppress(OSError):
+                # Cut short, then our TLS close_notify: the server closes, sooner than its
+                # idle timeout (its SETTINGS may come first, which unwrap() takes amiss).
+                with contextlib.suppress(ssl.SSLError):
                     sock.unwrap()
+                with socket.socket(fileno=sock.detach()) as raw:
+                    raw.settimeout(IDLE - 1)
+                    with contextlib.suppress(ConnectionResetError):
+                        while raw.recv(4096):
+                            pass
                 continue
             frames, closed = _server_frames(sock, lambda _: False)
         assert closed, case
@@ -264,7 +268,7 @@ class _Exchange:
         self.goaway: int | None = None
         self.closed = False
 
-    def request(self, method: str, path: str, headers: list[tuple[str, str]] = (),
+    def request(self, method: str, path: str, headers: Sequence[tuple[str, str]] = (),
                 body: bytes = b"") -> int:  # fmt: skip
         stream_id = self.conn.get_next_available_stream_id()
         self.conn.send_headers(
@@ -335,6 +339,8 @@ def _exchange(port: int) -> Iterator[_Exchange]:
 
 
 def test_h2_valid_requests_cut_into_random_writes_are_answered(server: ServerProcess) -> None:
+    """1 to `MAX_STREAMS` GETs and POSTs on a connection, its preface and frames cut into
+    writes of 1 to 47 bytes: every one answered."""
     port = doh_port(server)
     rng = random.Random(1403)
     query = wire(Z.WWW)
@@ -406,13 +412,14 @@ HPACK_CASES = [
     b"\x40\x0aabc",  # a literal longer than the block
     b"\x40\x81\xff\x01a",  # a Huffman string that is all padding
     b"\x00\x03ABC\x01x",  # an upper-case field name: a malformed request
-    b"\x82\x84\x86",  # no :authority or :path... and no :path: malformed
+    b"\x82\x84\x86",  # GET / over http, lawful HPACK: a path not ours (404)
 ]
 
 
 def test_h2_invalid_hpack_is_a_connection_or_stream_error(server: ServerProcess) -> None:
-    """Header blocks that are not HPACK, or decode to a malformed request, in one HEADERS
-    frame or split over CONTINUATION: a GOAWAY with an error, a RST_STREAM or a 4xx."""
+    """Header blocks that are not HPACK, or decode to a malformed request or one not ours,
+    in one HEADERS frame or split over CONTINUATION: a GOAWAY with an error, a RST_STREAM
+    or a 4xx."""
     port = doh_port(server)
     rng = random.Random(1405)
     blocks = [*HPACK_CASES, *(rng.randbytes(rng.randrange(1, 80)) for _ in range(70))]
@@ -518,7 +525,7 @@ def test_h2_random_dns_parameters_and_bodies(server: ServerProcess) -> None:
             data = mutated()
             cases.append(("POST", "", data))
     before = _errors(server, "https", "http")
-    refused = 0
+    bad_requests = 0
     for at in range(0, len(cases), MAX_STREAMS):
         batch = cases[at : at + MAX_STREAMS]
         with _exchange(port) as ex:
@@ -537,12 +544,12 @@ def test_h2_random_dns_parameters_and_bodies(server: ServerProcess) -> None:
             status = ex.status[stream_id]
             assert status in (200, 400), (method, value, data, status)
             if status == 400:
-                refused += 1
+                bad_requests += 1
                 continue
             body = ex.body[stream_id]
             assert body[:2] == data[:2] and body[2] & 0x80, (method, value, data, body)
-    assert refused >= len(cases) // 3
-    assert _errors(server, "https", "http") - before == refused
+    assert bad_requests >= len(cases) // 3
+    assert _errors(server, "https", "http") - before == bad_requests
     _doh_answers(server)
     _no_tracebacks(server)
 
@@ -676,12 +683,10 @@ def test_h1_malformed_requests_get_a_4xx_or_a_clean_close(server: ServerProcess)
 
 def test_h1_pipelined_requests_cut_at_random_points(server: ServerProcess) -> None:
     """2 to 6 requests in one stream, cut into random writes: each answered in order; cut
-    short, the requests before the cut are answered and the rest is dropped cleanly."""
+    short at a random point, the requests before the cut are answered."""
     port = doh_port(server)
     rng = random.Random(1408)
-    names = [Z.WWW, Z.BLOCKED, Z.MX, Z.TXT]
-    expected = {Z.WWW: dns.rcode.NOERROR, Z.BLOCKED: dns.rcode.NOERROR, Z.MX: dns.rcode.NOERROR,
-                Z.TXT: dns.rcode.NOERROR}  # the default policy blocks nothing
+    names = [Z.WWW, Z.BLOCKED, Z.MX, Z.TXT]  # all NOERROR: the default policy blocks nothing
     for case in range(40):
         asked = [rng.choice(names) for _ in range(rng.randrange(2, 7))]
         requests = []
@@ -704,15 +709,15 @@ def test_h1_pipelined_requests_cut_at_random_points(server: ServerProcess) -> No
         with _h1_connect(port) as sock:
             _send_cut(sock, stream, rng)
             count = len(asked) if whole else complete
-            responses, closed = _h1_responses(sock, count)
+            responses, _ = _h1_responses(sock, count)
             if whole:
                 assert _h1_responses(sock, 1) == ([], True)  # connection: close honoured
         assert len(responses) == count, (case, responses)
-        for name, (status, body) in zip(asked, responses, strict=False):
+        for name, (status, body) in zip(asked[:count], responses, strict=True):
             assert status == 200
             answer = dns.message.from_wire(body)
             assert answer.question[0].name.to_text() == name
-            assert answer.rcode() == expected[name]
+            assert answer.rcode() == dns.rcode.NOERROR
     _doh_answers(server, http2=False)
     _no_tracebacks(server)
 
