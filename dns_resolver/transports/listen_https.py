@@ -208,8 +208,9 @@ class _Session:
 
 class _FrameBuffer(h2.frame_buffer.FrameBuffer):
     """h2 checks a frame's length against SETTINGS_MAX_FRAME_SIZE only once the whole
-    frame is in: a 9-byte header claiming 16 MiB had the connection buffer that much, and
-    wait for it, before its FRAME_SIZE_ERROR. Here the header alone decides (RFC 9113 4.2)."""
+    frame is in: a 9-byte header claiming 16 MiB would have the connection wait for, and
+    hold, that much before its FRAME_SIZE_ERROR. Here the header alone decides (RFC 9113
+    4.2)."""
 
     def __next__(self) -> Frame:
         if len(self._data) >= 9:
