@@ -30,6 +30,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
 import h11
 
@@ -39,6 +40,8 @@ from dns_resolver.transports.certs import ServerTls
 from dns_resolver.transports.stream import ListenerStats, StreamListener
 
 if TYPE_CHECKING:
+    from hyperframe.frame import Frame
+
     from dns_resolver.transports.server import DnsServer
 
 log = logging.getLogger(__name__)
@@ -203,9 +206,25 @@ class _Session:
             return None
 
 
+class _FrameBuffer(h2.frame_buffer.FrameBuffer):
+    """h2 checks a frame's length against SETTINGS_MAX_FRAME_SIZE only once the whole
+    frame is in: a 9-byte header claiming 16 MiB would have the connection wait for, and
+    hold, that much before its FRAME_SIZE_ERROR. Here the header alone decides (RFC 9113
+    4.2)."""
+
+    def __next__(self) -> Frame:
+        if len(self._data) >= 9:
+            self._validate_frame_length(int.from_bytes(self._data[:3], "big"))
+        return super().__next__()
+
+
 class _H2Connection(h2.connection.H2Connection):
     """h2 treats a stream over SETTINGS_MAX_CONCURRENT_STREAMS as a connection error; the
     session resets such streams itself instead (REFUSED_STREAM), so here none is over."""
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config)
+        self.incoming_buffer = _FrameBuffer(server=True)
 
     @property
     def open_inbound_streams(self) -> int:

@@ -1,9 +1,10 @@
 """Helpers of the encrypted listener tests: a `filterdns serve` with DoT and DoH on free
 ports and a ClientID policy, certificates made on the spot, and clients (dnspython over
-TLS, raw TLS sockets)."""
+TLS, raw TLS sockets, a raw aioquic DoQ client)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import socket
@@ -15,6 +16,9 @@ from typing import Any
 
 import dns.message
 import dns.query
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
 
 from tests.dns_resolver.harness import LOOPBACK, ServerProcess, free_port
 
@@ -46,6 +50,55 @@ def dot_port(server: ServerProcess) -> int:
 
 def doh_port(server: ServerProcess) -> int:
     return int(server.config["server"]["listen_https"][0].rsplit(":", 1)[1])
+
+
+def quic_port(server: ServerProcess) -> int:
+    return int(server.config["server"]["listen_quic"][0].rsplit(":", 1)[1])
+
+
+class RawDoq(QuicConnectionProtocol):
+    """A DoQ client that sends whatever bytes it is given on a stream."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.answers: dict[int, asyncio.Future[bytes]] = {}
+        self.closed: asyncio.Future[events.ConnectionTerminated] = self._loop.create_future()
+        self.buf: dict[int, bytes] = {}
+
+    def answer(self, stream_id: int) -> asyncio.Future[bytes]:
+        """The bytes the server sends on `stream_id`, once it ends the stream."""
+        return self.answers.setdefault(stream_id, self._loop.create_future())
+
+    def quic_event_received(self, event: events.QuicEvent) -> None:
+        if isinstance(event, events.StreamDataReceived):
+            self.buf[event.stream_id] = self.buf.get(event.stream_id, b"") + event.data
+            if event.end_stream:
+                self.answer(event.stream_id).set_result(self.buf.pop(event.stream_id))
+        elif isinstance(event, events.StreamReset):
+            self.answer(event.stream_id).set_exception(
+                ConnectionResetError(event.error_code)
+            )
+        elif isinstance(event, events.ConnectionTerminated) and not self.closed.done():
+            self.closed.set_result(event)
+
+    def send(self, data: bytes, end: bool = True, unidirectional: bool = False) -> int:
+        stream_id = self._quic.get_next_available_stream_id(is_unidirectional=unidirectional)
+        self._quic.send_stream_data(stream_id, data, end_stream=end)
+        self.transmit()
+        return stream_id
+
+
+def doq_configuration(server_name: str = SERVER_NAME) -> QuicConfiguration:
+    """A DoQ client's configuration that accepts any certificate."""
+    return QuicConfiguration(is_client=True, alpn_protocols=["doq"], server_name=server_name,
+                             verify_mode=ssl.CERT_NONE)
+
+
+def doq_framed(name: str, qid: int = 0) -> bytes:
+    q = dns.message.make_query(name, "A")
+    q.id = qid
+    wire = q.to_wire()
+    return struct.pack("!H", len(wire)) + wire
 
 
 def client_context(alpn: tuple[str, ...] = ("dot",)) -> ssl.SSLContext:

@@ -20,12 +20,20 @@ import dns.query
 import dns.rcode
 import pytest
 from aioquic.asyncio.client import connect
-from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 
 from dns_resolver.transports.listen_quic import DOQ_EXCESSIVE_LOAD, DOQ_PROTOCOL_ERROR
-from tests.dns_resolver.encrypted import KID, SERVER_NAME, encrypted_config, make_cert, until
+from tests.dns_resolver.encrypted import (
+    KID,
+    SERVER_NAME,
+    RawDoq,
+    doq_framed,
+    encrypted_config,
+    make_cert,
+    quic_port,
+    until,
+)
 from tests.dns_resolver.harness import (
     LOOPBACK,
     FaultUpstream,
@@ -50,10 +58,6 @@ def server(
     config["lists"] = [{"path": str(write_list(tmp_path, [ADULT], "adult.txt")),
                         "category": "adult"}]
     return start_filterdns(config)
-
-
-def quic_port(server: ServerProcess) -> int:
-    return int(server.config["server"]["listen_quic"][0].rsplit(":", 1)[1])
 
 
 def doq(server: ServerProcess, name: str, sni: str | None = SERVER_NAME,
@@ -99,50 +103,11 @@ def test_a_server_name_we_do_not_serve_is_refused(server: ServerProcess) -> None
     assert doq(server, ALLOWED).rcode() == dns.rcode.NOERROR
 
 
-class _Raw(QuicConnectionProtocol):
-    """A DoQ client that sends whatever bytes it is given on a stream."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.answers: dict[int, asyncio.Future[bytes]] = {}
-        self.closed: asyncio.Future[events.ConnectionTerminated] = self._loop.create_future()
-        self.buf: dict[int, bytes] = {}
-
-    def answer(self, stream_id: int) -> asyncio.Future[bytes]:
-        """The bytes the server sends on `stream_id`, once it ends the stream."""
-        return self.answers.setdefault(stream_id, self._loop.create_future())
-
-    def quic_event_received(self, event: events.QuicEvent) -> None:
-        if isinstance(event, events.StreamDataReceived):
-            self.buf[event.stream_id] = self.buf.get(event.stream_id, b"") + event.data
-            if event.end_stream:
-                self.answer(event.stream_id).set_result(self.buf.pop(event.stream_id))
-        elif isinstance(event, events.StreamReset):
-            self.answer(event.stream_id).set_exception(
-                ConnectionResetError(event.error_code)
-            )
-        elif isinstance(event, events.ConnectionTerminated) and not self.closed.done():
-            self.closed.set_result(event)
-
-    def send(self, data: bytes, end: bool = True) -> int:
-        stream_id = self._quic.get_next_available_stream_id()
-        self._quic.send_stream_data(stream_id, data, end_stream=end)
-        self.transmit()
-        return stream_id
-
-
-def _framed(name: str, qid: int = 0) -> bytes:
-    q = dns.message.make_query(name, "A")
-    q.id = qid
-    wire = q.to_wire()
-    return struct.pack("!H", len(wire)) + wire
-
-
 async def _bad_stream(port: int, payload: bytes) -> events.ConnectionTerminated:
     config = QuicConfiguration(is_client=True, alpn_protocols=["doq"], server_name=SERVER_NAME,
                                verify_mode=ssl.CERT_NONE)
-    async with connect(LOOPBACK, port, configuration=config, create_protocol=_Raw) as client:
-        assert isinstance(client, _Raw)
+    async with connect(LOOPBACK, port, configuration=config, create_protocol=RawDoq) as client:
+        assert isinstance(client, RawDoq)
         client.send(payload)
         return await asyncio.wait_for(client.closed, 5)
 
@@ -150,10 +115,10 @@ async def _bad_stream(port: int, payload: bytes) -> events.ConnectionTerminated:
 @pytest.mark.parametrize(
     "payload",
     [
-        pytest.param(b"\x00\x40" + _framed(ALLOWED)[2:], id="length-too-long"),
-        pytest.param(b"\x00\x05" + _framed(ALLOWED)[2:], id="length-too-short"),
+        pytest.param(b"\x00\x40" + doq_framed(ALLOWED)[2:], id="length-too-long"),
+        pytest.param(b"\x00\x05" + doq_framed(ALLOWED)[2:], id="length-too-short"),
         pytest.param(b"\x00", id="one-byte"),
-        pytest.param(_framed(ALLOWED, qid=4242), id="message-id-not-0"),
+        pytest.param(doq_framed(ALLOWED, qid=4242), id="message-id-not-0"),
         pytest.param(b"\x00\x04\xde\xad\xbe\xef", id="not-dns"),
     ],
 )
@@ -171,9 +136,9 @@ def test_many_queries_on_one_connection(server: ServerProcess) -> None:
         config = QuicConfiguration(is_client=True, alpn_protocols=["doq"],
                                    server_name=SERVER_NAME, verify_mode=ssl.CERT_NONE)
         async with connect(LOOPBACK, quic_port(server), configuration=config,
-                           create_protocol=_Raw) as client:
-            assert isinstance(client, _Raw)
-            ids = [client.send(_framed(n)) for n in (ALLOWED, ADULT) * 10]
+                           create_protocol=RawDoq) as client:
+            assert isinstance(client, RawDoq)
+            ids = [client.send(doq_framed(n)) for n in (ALLOWED, ADULT) * 10]
             return await asyncio.wait_for(
                 asyncio.gather(*(client.answer(i) for i in ids)), 10
             )
@@ -199,14 +164,14 @@ def test_a_connection_over_max_connections_is_closed_with_excessive_load(
 
     async def run() -> tuple[int, bytes]:
         port = quic_port(server)
-        async with connect(LOOPBACK, port, configuration=quic, create_protocol=_Raw) as first:
-            assert isinstance(first, _Raw)
+        async with connect(LOOPBACK, port, configuration=quic, create_protocol=RawDoq) as first:
+            assert isinstance(first, RawDoq)
             async with connect(LOOPBACK, port, configuration=quic,
-                               create_protocol=_Raw) as second:
-                assert isinstance(second, _Raw)
+                               create_protocol=RawDoq) as second:
+                assert isinstance(second, RawDoq)
                 closed = await asyncio.wait_for(second.closed, 5)
             # The first connection is still served.
-            raw = await asyncio.wait_for(first.answer(first.send(_framed(ALLOWED))), 5)
+            raw = await asyncio.wait_for(first.answer(first.send(doq_framed(ALLOWED))), 5)
             return closed.error_code, raw
 
     code, raw = asyncio.run(run())
@@ -261,10 +226,10 @@ def test_a_stream_over_max_inflight_is_reset_with_excessive_load(
 
     async def run() -> BaseException | None:
         async with connect(LOOPBACK, quic_port(server), configuration=quic,
-                           create_protocol=_Raw) as client:
-            assert isinstance(client, _Raw)
-            client.send(_framed("one.example.com"))
-            second = client.answer(client.send(_framed("two.example.com")))
+                           create_protocol=RawDoq) as client:
+            assert isinstance(client, RawDoq)
+            client.send(doq_framed("one.example.com"))
+            second = client.answer(client.send(doq_framed("two.example.com")))
             try:
                 await asyncio.wait_for(second, 5)
             except ConnectionResetError as exc:
