@@ -62,7 +62,7 @@ cdef extern from "<sys/random.h>" nogil:
 
 _NOTHING = ()
 
-TRANSPORTS = ("udp", "tcp", "tls")  # by T_UDP, T_TCP, T_TLS
+TRANSPORTS = ("udp", "tcp", "tls", "https")  # by T_UDP, T_TCP, T_TLS, T_HTTPS
 
 REASONS = ("miss", "odd", "refuse", "new_block", "policy", "stale", "timeout", "upstream",
            "answer")
@@ -765,8 +765,8 @@ cdef class FastPath:
     cdef void _one(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
                    Slot *slot, double now, int transport) noexcept nogil:
         """Answer query `d` from `sa` into `out` if C can (slot.verdict ANSWERED), else say
-        why not. `transport` T_UDP, T_TCP or T_TLS: over a stream there is no size limit
-        but 65,535, the rate limiter's TCP bucket is charged, and a miss goes to Python (C
+        why not. `transport` T_UDP or a stream's (T_TCP, T_TLS, T_HTTPS): over a stream
+        there is no size limit but 65,535, the rate limiter's TCP bucket is charged, and a miss goes to Python (C
         forwards only for UDP clients)."""
         cdef uint16_t qflags, qtype, qclass, ar, udp = 0, rdlen, olen
         cdef uint32_t pos, qend, i, limit, age

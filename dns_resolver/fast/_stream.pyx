@@ -277,12 +277,16 @@ cdef class StreamLoop:
         rest = []
         for k in range(self.nho):
             h = &self.ho[k]
-            host, port = host_port(h.name)
-            rest.append((h.cid, PyBytes_FromStringAndSize(<char *>h.query, h.len), host, port,
-                         h.reason, h.code, h.name_id.decode() if h.name_id[0] else None))
+            rest.append(self._item(h))
             free(h.query)
         self.nho = 0
         return rest
+
+    cdef object _item(self, Handoff *h):
+        """What `serve` returns of handoff `h`."""
+        host, port = host_port(h.name)
+        return (h.cid, PyBytes_FromStringAndSize(<char *>h.query, h.len), host, port,
+                h.reason, h.code, h.name_id.decode() if h.name_id[0] else None)
 
     def answer(self, uint64_t cid, bytes out):
         """Send Python's answer to a query of connection `cid` (gone: nothing happens;
@@ -385,6 +389,7 @@ cdef class StreamLoop:
             c.hs = False
             c.wantw = False
             c.cid[0] = 0
+            c.http = NULL
             if self.ctx != NULL:
                 c.ssl = SSL_new(self.ctx)
                 if c.ssl == NULL or SSL_set_fd(c.ssl, fd) != 1:
@@ -524,6 +529,7 @@ cdef class StreamLoop:
                     self._close(s)  # a broken record or a reset: nothing more can be read
                     return False
                 c.closing = True  # the client is done sending: answer, then close
+                self._eof(s)
                 return self._flush(s)
             c.inlen += r
             self._frames(s, now)
@@ -707,7 +713,7 @@ cdef class StreamLoop:
             self.ho = grown
             self.capho *= 2
         h = &self.ho[self.nho]
-        h.query = <uint8_t *>malloc(n)
+        h.query = <uint8_t *>malloc(n if n else 1)
         if h.query == NULL:
             return False
         memcpy(h.query, q, n)
@@ -717,8 +723,14 @@ cdef class StreamLoop:
         h.reason = reason
         h.code = code
         memcpy(h.name_id, self.conns[s].cid, sizeof(h.name_id))
+        h.stream = 0
+        h.head = NULL
         self.nho += 1
         return True
+
+    cdef void _eof(self, uint32_t s) noexcept nogil:
+        """The TLS client of `s` is done sending (DoH tells Python's HTTP/1.1)."""
+        pass
 
 
 cdef inline bint _make_room(StreamLoop loop, uint32_t s) noexcept nogil:
