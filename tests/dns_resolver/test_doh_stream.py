@@ -1,0 +1,181 @@
+"""DoH served from the C stream loop (`_doh.pyx`, HTTP/2 by libnghttp2): what the listener
+tests (test_listen_https.py, on the C path by default) do not show: who answered (C or
+Python, by the fast path's counters), a query C hands to Python and frames Python's answer,
+requests on one connection mixing both, HTTP/1.1 relayed to Python's h11, C's Cache-Control
+and `dns` decoding against their Python originals, and the asyncio listener kept for
+`fast_path = false`."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from pathlib import Path
+
+import dns.message
+import dns.rcode
+import dns.rrset
+import httpx
+import pytest
+
+from dns_resolver.fast._doh import decoded, ttl_of
+from dns_resolver.transports.listen_https import decode_dns_parameter, min_ttl
+from tests.dns_resolver.encrypted import KID, doh_port, encrypted_config, log_lines, until
+from tests.dns_resolver.harness import LOOPBACK, FaultUpstream, ServerProcess, TestZone, eventually
+
+Start = Callable[..., ServerProcess]
+C_LOOP = "DNS over HTTPS is served from the C stream loop"
+MESSAGE = "application/dns-message"
+
+
+@pytest.fixture
+def doh(filterdns_on_nsd: Start, tmp_path: Path) -> ServerProcess:
+    server = filterdns_on_nsd(encrypted_config(tmp_path, padding=True))
+    assert C_LOOP in server.stderr_text()
+    return server
+
+
+def url(server: ServerProcess, path: str = "/dns-query") -> str:
+    return f"https://{LOOPBACK}:{doh_port(server)}{path}"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def query(name: str, qid: int = 0) -> bytes:
+    return dns.message.make_query(name, "A", id=qid, use_edns=0).to_wire()
+
+
+def counts(server: ServerProcess) -> tuple[float, float]:
+    """(answers C gave, queries C handed to Python) of the fast path."""
+    fallbacks = sum(
+        server.metric("filterdns_fastpath_fallbacks_total", reason=reason)
+        for reason in ("miss", "odd", "refuse", "new_block", "policy", "stale", "timeout",
+                       "upstream", "answer")
+    )  # fmt: skip
+    return server.metric("filterdns_fastpath_answers_total"), fallbacks
+
+
+def test_c_answers_the_repeats_and_python_the_first_on_one_connection(
+    doh: ServerProcess, tmp_path: Path
+) -> None:
+    with httpx.Client(http2=True, verify=False, timeout=5) as client:
+        first = client.get(url(doh), params={"dns": b64(query(TestZone.WWW))})
+        c_before, py_before = counts(doh)
+        repeats = []
+        for i in range(40):
+            wire = query(TestZone.WWW if i % 2 else TestZone.BLOCKED, qid=i)
+            if i % 4 < 2:
+                repeats.append(client.get(url(doh), params={"dns": b64(wire)}))
+            else:
+                repeats.append(
+                    client.post(url(doh), content=wire, headers={"content-type": MESSAGE})
+                )
+        c_after, py_after = counts(doh)
+    assert first.http_version == "HTTP/2" and first.status_code == 200
+    assert {r.http_version for r in repeats} == {"HTTP/2"}
+    # The blocked name's first query went to Python (a new block), the other 38 were C's.
+    assert c_after - c_before >= 38
+    assert py_after - py_before <= 2
+    for i, response in enumerate(repeats):
+        assert response.status_code == 200
+        assert response.headers["content-type"] == MESSAGE
+        answer = dns.message.from_wire(response.content)
+        assert answer.id == i
+        assert len(response.content) % 468 == 0  # padded by C as Python pads
+        if i % 2:
+            assert answer.answer[0][0].to_text() == TestZone.WWW_A
+            assert response.headers["cache-control"] == f"max-age={answer.answer[0].ttl}"
+    assert first.headers["cache-control"] == f"max-age={TestZone.TTL}"
+    assert doh.metric("filterdns_queries_total", protocol="https") == 41
+    assert until(lambda: len(log_lines(tmp_path / "queries.log")) >= 41)
+    assert {line["protocol"] for line in log_lines(tmp_path / "queries.log")} == {"https"}
+
+
+def test_a_query_c_cannot_answer_goes_to_python_and_comes_back_framed(
+    filterdns_on_nsd: Start, make_fault_upstream: Callable[..., FaultUpstream], tmp_path: Path
+) -> None:
+    slow = make_fault_upstream(delay=0.5)
+    config = encrypted_config(tmp_path)
+    config["forward"] = [{"domains": ["slow.example"], "servers": [slow.upstream]}]
+    server = filterdns_on_nsd(config)
+    with httpx.Client(http2=True, verify=False, timeout=5) as client:
+        _, py_before = counts(server)
+        # A slow forward (Python, awaited) and a cache hit (C) on the same connection,
+        # the C answer not held behind Python's.
+        slow_one = client.build_request(
+            "GET", url(server), params={"dns": b64(query("a.slow.example", 7))}
+        )
+        fast = client.get(url(server), params={"dns": b64(query(TestZone.WWW, 8))})
+        assert fast.status_code == 200
+        again = client.get(url(server), params={"dns": b64(query(TestZone.WWW, 9))})
+        answered = client.send(slow_one)
+        _, py_after = counts(server)
+    assert answered.status_code == 200
+    assert dns.message.from_wire(answered.content).id == 7
+    assert answered.headers["content-type"] == MESSAGE
+    assert dns.message.from_wire(again.content).answer[0][0].to_text() == TestZone.WWW_A
+    assert server.metric("filterdns_fastpath_fallbacks_total", reason="miss") >= 2
+    assert py_after - py_before >= 2
+    assert server.metric("filterdns_queries_total", protocol="https") == 3
+
+
+def test_a_client_id_request_is_answered_by_python_with_its_policy(doh: ServerProcess) -> None:
+    with httpx.Client(http2=True, verify=False, timeout=5) as client:
+        for _ in range(2):
+            kid = client.post(url(doh, f"/dns-query/{KID}"), content=query(TestZone.BLOCKED),
+                              headers={"content-type": MESSAGE})  # fmt: skip
+            plain = client.post(url(doh), content=query(TestZone.BLOCKED),
+                                headers={"content-type": MESSAGE})  # fmt: skip
+            assert dns.message.from_wire(kid.content).rcode() == dns.rcode.NXDOMAIN
+            assert dns.message.from_wire(plain.content).rcode() == dns.rcode.NOERROR
+
+
+def test_http11_is_relayed_to_python_on_one_kept_connection(doh: ServerProcess) -> None:
+    with httpx.Client(http2=False, verify=False, timeout=5) as client:
+        responses = [
+            client.get(url(doh), params={"dns": b64(query(TestZone.WWW, i))}) for i in range(5)
+        ]
+        posted = client.post(url(doh), content=query(TestZone.WWW, 5),
+                             headers={"content-type": MESSAGE})  # fmt: skip
+        wrong = client.post(url(doh), content=b"x", headers={"content-type": "text/plain"})
+    assert {r.http_version for r in responses} == {"HTTP/1.1"}
+    assert [dns.message.from_wire(r.content).id for r in [*responses, posted]] == list(range(6))
+    assert wrong.status_code == 415
+    assert doh.metric("filterdns_listener_accepted_total", transport="https") <= 2
+    # The client closed: C tells Python's session, which ends, and the connection goes.
+    assert eventually(
+        lambda: doh.metric("filterdns_listener_connections", transport="https") == 0
+    )
+
+
+def test_cache_control_and_dns_decoding_as_python_computes_them() -> None:
+    q = dns.message.make_query("example.org", "A", use_edns=0)
+    bare = dns.message.make_response(q)
+    answered = dns.message.make_response(q)
+    for ttl in (300, 60, 3600):
+        answered.answer.append(dns.rrset.from_text(f"h{ttl}.example.org.", ttl, "IN", "A",
+                                                   "192.0.2.1"))  # fmt: skip
+    answered.additional.append(dns.rrset.from_text("ns.example.org.", 30, "IN", "A", "192.0.2.9"))
+    for message in (bare.to_wire(), answered.to_wire(), answered.to_wire()[:-3], b"\x00" * 5):
+        assert ttl_of(message) == min_ttl(message)
+    for text in ("", "AAAA", "AAA=", "AAAAA", "_-_-", "not*base64!", b64(q.to_wire()),
+                 b64(q.to_wire()) + "==", "a b", "A"):
+        try:
+            python = decode_dns_parameter(text) or None
+        except ValueError:
+            python = None
+        c = decoded(text)
+        # C leaves to Python what it does not decode; what it decodes is Python's reading.
+        assert c is None or c == python, text
+
+
+def test_fast_path_off_keeps_the_asyncio_listener(filterdns_on_nsd: Start, tmp_path: Path) -> None:
+    config = encrypted_config(tmp_path)
+    config["server"]["fast_path"] = False
+    server = filterdns_on_nsd(config)
+    assert C_LOOP not in server.stderr_text()
+    with httpx.Client(http2=True, verify=False, timeout=5) as client:
+        ok = client.get(url(server), params={"dns": b64(query(TestZone.WWW))})
+    assert ok.status_code == 200 and ok.http_version == "HTTP/2"
+    assert server.metric("filterdns_queries_total", protocol="https") == 1
