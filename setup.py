@@ -72,6 +72,12 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension(
+        "dns_resolver.fast._clientids",
+        ["dns_resolver/fast/_clientids.pyx"],
+        include_dirs=["filtercore"],  # _siphash.h
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
         "dns_resolver.fast._fastpath",
         ["dns_resolver/fast/_fastpath.pyx"],
         include_dirs=["filtercore", "dns_resolver/fast"],  # _siphash.h, _subtable.h

@@ -7,12 +7,13 @@ our SETTINGS (`max_streams` as SETTINGS_MAX_CONCURRENT_STREAMS), then every decr
 goes through `nghttp2_session_mem_recv`, whose callbacks gather each request (method, path,
 Content-Type, Content-Length, body). Once a request is whole, the DNS query it carries
 (`GET /dns-query?dns=` in base64url, or a `POST /dns-query` body of
-`application/dns-message`) runs through `FastPath._one` as the other stream transports' do,
-and C answers what it can: `200`, `application/dns-message`, `Cache-Control: max-age=` the
+`application/dns-message`; `/dns-query/ID` gives the ClientID `ID`, mapped to its policy
+per request by `FastPath.client_id_policy`) runs through `FastPath._one` as the other
+stream transports' do, and C answers what it can: `200`, `application/dns-message`, `Cache-Control: max-age=` the
 smallest TTL, padded when asked. A query C cannot answer goes to Python with its connection
 and stream (`serve`), and comes back through `respond`, which C frames. So does every
 request C does not handle itself: an error (400, 404, 405, 413, 415, told by Python's
-`DohService`), a ClientID path, a `dns` parameter in an unusual spelling.
+`DohService`), a path or `dns` parameter in an unusual spelling (%-escapes).
 
 nghttp2 enforces the protocol: a broken preface or a frame out of place is a connection
 error (GOAWAY, counted in `http_errors`), a stream over SETTINGS_MAX_CONCURRENT_STREAMS is
@@ -25,6 +26,7 @@ gone), which runs its h11 session over them and writes through `relay`, ending w
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc, realloc
@@ -34,8 +36,28 @@ from dns_resolver.fast._fastpath cimport ANSWERED, T_HTTPS, TO_PYTHON, FastPath,
 from dns_resolver.fast._querylog cimport L_BLOCKED
 from dns_resolver.fast._stream cimport Conn, Handoff, StreamLoop
 from dns_resolver.fast._tapbuf cimport TAP_DOH
-from dns_resolver.fast._tls cimport SSL_get0_alpn_selected, SSL_pending, TlsContext, pad
+from dns_resolver.fast._tls cimport (LABEL_MAX, SSL, SSL_get0_alpn_selected, SSL_pending,
+                                     SSL_write, ERR_clear_error, TlsContext, pad)
 from dns_resolver.fast._wire cimport TYPE_OPT, mono_now, skip_name, u16, wall_now
+
+cdef extern from "<openssl/bio.h>" nogil:
+    ctypedef struct BIO:
+        pass
+    ctypedef struct BIO_METHOD:
+        pass
+    const BIO_METHOD *BIO_s_mem()
+    BIO *BIO_new(const BIO_METHOD *kind)
+    int BIO_read(BIO *b, void *data, int dlen)
+    long BIO_get_mem_data(BIO *b, char **pp)
+    size_t BIO_ctrl_pending(BIO *b)
+
+cdef extern from "<openssl/ssl.h>" nogil:
+    void SSL_set0_wbio(SSL *s, BIO *wbio)
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
+    enum: MSG_DONTWAIT
+    enum: MSG_NOSIGNAL
 
 cdef extern from "<nghttp2/nghttp2.h>" nogil:
     ctypedef struct nghttp2_session:
@@ -138,7 +160,7 @@ cdef enum:
     M_OTHER = 0
     M_GET = 1
     M_POST = 2
-    # A handoff's reason beyond _fastpath.REASONS (and _stream's HAND_CLIENT_ID):
+    # A handoff's reason beyond _fastpath.REASONS:
     HAND_REQUEST = 0x20000     # a request for Python's DohService (its head in `head`)
     HAND_RELAY = 0x20001       # HTTP/1.1 bytes for Python's h11 session
     HAND_RELAY_END = 0x20002   # that connection is gone
@@ -179,6 +201,7 @@ cdef struct Req:
 cdef struct Http:
     # A DoH connection's state (Conn.http).
     nghttp2_session *session   # NULL: HTTP/1.1, relayed to Python
+    BIO *wbio                  # TLS records not sent yet (owned by the SSL)
     Counts *counts
     Req *live
     int32_t *ready             # streams whose request is whole, in order
@@ -423,24 +446,50 @@ cdef uint32_t b64url(const char *s, uint32_t n, uint8_t *out, uint32_t cap) noex
     return k
 
 
-cdef uint32_t dns_query(Req *r, uint8_t *buf, const uint8_t **q) noexcept nogil:
-    """The DNS query of request `r` (in `q`, decoded into `buf` for a GET) and its length;
-    0 when C leaves the request to Python: an error, a ClientID, an unusual spelling."""
+cdef int64_t client_id(const char *path, uint32_t n, char *cid) noexcept nogil:
+    """The ClientID segment of `path` after `/dns-query` (lower case, in `cid`; "" for
+    none), and where the path ends (its `?`, or `n`); -1 when C leaves the spelling to
+    Python (%-escapes, more segments, an empty one, more than a label)."""
+    cdef uint32_t i = 11, k = 0
+    cid[0] = 0
+    if n <= 10 or path[10] != b'/':
+        return 10
+    while i < n and path[i] != b'?':
+        if path[i] == b'/' or path[i] == b'%' or path[i] >= 0x80 or k + 1 >= LABEL_MAX:
+            return -1
+        cid[k] = path[i] + 32 if b'A' <= path[i] <= b'Z' else path[i]
+        k += 1
+        i += 1
+    if k == 0:
+        return -1
+    cid[k] = 0
+    return i
+
+
+cdef uint32_t dns_query(Req *r, uint8_t *buf, const uint8_t **q, char *cid) noexcept nogil:
+    """The DNS query of request `r` (in `q`, decoded into `buf` for a GET) and its length,
+    with the path's ClientID in `cid`; 0 when C leaves the request to Python: an error, an
+    unusual spelling."""
     cdef const char *p
     cdef const char *v
     cdef uint32_t vlen
+    cdef int64_t end
+    cid[0] = 0
     if r.too_long or r.path == NULL or r.pathlen < 10 or memcmp(r.path, b"/dns-query", 10):
         return 0
+    end = client_id(r.path, r.pathlen, cid)
+    if end < 0:
+        return 0
     if r.method == M_POST:
-        if r.pathlen != 10 or r.blen == 0 or r.blen > MAX_BODY:
+        if end != r.pathlen or r.blen == 0 or r.blen > MAX_BODY:
             return 0
         if memcmp(r.ctype, CONTENT_TYPE, strlen(CONTENT_TYPE) + 1):
             return 0
         q[0] = r.body
         return r.blen
-    if r.method != M_GET or r.pathlen < 15 or r.path[10] != b'?':
+    if r.method != M_GET or end + 5 > r.pathlen or r.path[end] != b'?':
         return 0
-    p = r.path + 11
+    p = r.path + end + 1
     while True:  # the `dns` parameter, spelt plainly (no %-escapes: Python reads those)
         if memcmp(p, b"dns=", 4) == 0:
             v = p + 4
@@ -593,8 +642,9 @@ cdef class DohLoop(StreamLoop):
     # -- the loop's hooks -------------------------------------------------------------------------
 
     cdef object _item(self, Handoff *h):
-        """(connection id, stream, data, host, port, reason, code, head): `head` is
-        (method, path, content type) for a REQUEST, whose `code` is its declared size."""
+        """(connection id, stream, data, host, port, reason, code, head, ClientID):
+        `head` is (method, path, content type) for a REQUEST, whose `code` is its declared
+        size; the ClientID (or None) is the path's, for a query."""
         host, port = host_port(h.name)
         head = None
         if h.head != NULL:
@@ -604,7 +654,8 @@ cdef class DohLoop(StreamLoop):
             head = (method, path, ctype or None)
             free(h.head)
         return (h.cid, h.stream, PyBytes_FromStringAndSize(<char *>h.query, h.len), host, port,
-                h.reason, h.code, head)
+                h.reason, h.code, head, h.name_id.decode() if h.name_id[0] and head is None
+                else None)
 
     cdef void _close(self, uint32_t s) noexcept nogil:
         cdef Conn *c = &self.conns[s]
@@ -676,6 +727,12 @@ cdef class DohLoop(StreamLoop):
             return NULL
         h.counts = &self.counts
         c.http = h
+        # TLS writes go to memory and leave in one send per round: one record per answer
+        # (see _pump) would otherwise be one system call each.
+        h.wbio = BIO_new(BIO_s_mem())
+        if h.wbio == NULL:
+            return NULL
+        SSL_set0_wbio(c.ssl, h.wbio)
         SSL_get0_alpn_selected(c.ssl, &alpn, &alen)
         if alen != 2 or memcmp(alpn, b"h2", 2):
             c.inflight = 1
@@ -692,11 +749,14 @@ cdef class DohLoop(StreamLoop):
         return h
 
     cdef bint _pump(self, uint32_t s) noexcept nogil:
-        """What nghttp2 has to send, out through TLS. False when the connection closed."""
+        """What nghttp2 has to send, out through TLS, one record per answer (a record ends
+        after each stream's last DATA frame): dnsperf takes at most one answer from each
+        record it reads. False when the connection closed."""
         cdef Conn *c = &self.conns[s]
         cdef Http *h = <Http *>c.http
         cdef const uint8_t *data
         cdef ssize_t n
+        cdef size_t pos = c.outlen, sealed = c.outlen, flen
         while True:
             n = nghttp2_session_mem_send(h.session, &data)
             if n < 0:
@@ -707,9 +767,76 @@ cdef class DohLoop(StreamLoop):
             if not _put(c, data, <size_t>n):
                 self._close(s)
                 return False
+            while pos + 9 <= c.outlen:  # nghttp2's frame headers: 24-bit length, type, flags
+                flen = 9 + ((<size_t>c.outb[pos] << 16) | (<size_t>c.outb[pos + 1] << 8)
+                            | c.outb[pos + 2])
+                if pos + flen > c.outlen:
+                    break
+                pos += flen
+                if c.outb[pos - flen + 3] == NGHTTP2_DATA \
+                        and c.outb[pos - flen + 4] & NGHTTP2_FLAG_END_STREAM:
+                    if not self._seal(s, c.outb + sealed, pos - sealed):
+                        return False
+                    sealed = pos
+        if c.outlen > sealed and not self._seal(s, c.outb + sealed, c.outlen - sealed):
+            return False
+        c.outpos = c.outlen = 0
         if not nghttp2_session_want_read(h.session) and not nghttp2_session_want_write(h.session):
             c.closing = True  # after a GOAWAY: closed once flushed
         return self._flush(s)
+
+    cdef bint _seal(self, uint32_t s, const uint8_t *d, size_t n) noexcept nogil:
+        """Encrypt `d` into the connection's unsent records. False when it closed."""
+        cdef int w
+        while n:
+            ERR_clear_error()
+            w = SSL_write(self.conns[s].ssl, d, <int>min(n, <size_t>(1 << 30)))
+            if w <= 0:
+                self._close(s)  # memory never blocks: TLS itself failed
+                return False
+            d += w
+            n -= <size_t>w
+        return True
+
+    cdef size_t _unsent(self, uint32_t s) noexcept nogil:
+        cdef Http *h = <Http *>self.conns[s].http
+        if h == NULL or h.wbio == NULL:
+            return StreamLoop._unsent(self, s)
+        return BIO_ctrl_pending(h.wbio) + self.conns[s].outlen - self.conns[s].outpos
+
+    cdef bint _flush(self, uint32_t s) noexcept nogil:
+        """Encrypt what waits (HTTP/1.1 bytes from `relay`), send the records; close a
+        closing connection once all is out. False when the connection closed."""
+        cdef Conn *c = &self.conns[s]
+        cdef Http *h = <Http *>c.http
+        cdef char *p
+        cdef long n
+        cdef ssize_t r
+        if c.hs or h == NULL or h.wbio == NULL:
+            return StreamLoop._flush(self, s)
+        if c.outlen > c.outpos:
+            if not self._seal(s, c.outb + c.outpos, c.outlen - c.outpos):
+                return False
+            c.outpos = c.outlen = 0
+        while True:
+            n = BIO_get_mem_data(h.wbio, &p)
+            if n <= 0:
+                break
+            r = send(c.fd, p, <size_t>n, MSG_DONTWAIT | MSG_NOSIGNAL)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                if errno == EAGAIN:
+                    break
+                self._close(s)
+                return False
+            while r > 0:  # what went out leaves the BIO (qbuf: a sink here)
+                r -= BIO_read(h.wbio, self.qbuf, <int>min(r, <ssize_t>QUERY_MAX))
+        if BIO_ctrl_pending(h.wbio) == 0 and c.closing and c.inflight == 0:
+            self._close(s)
+            return False
+        self._arm(s)
+        return True
 
     cdef void _submit(self, Http *h, int32_t stream, const nghttp2_nv *nva, size_t nvlen,
                       const uint8_t *body, uint32_t n) noexcept nogil:
@@ -767,25 +894,30 @@ cdef class DohLoop(StreamLoop):
         cdef char cache[32]
         cdef char clen[16]
         cdef double lat, wall
+        cdef char cid[LABEL_MAX]
+        cdef int idpol
         for i in range(h.nready):
             r = <Req *>nghttp2_session_get_stream_user_data(h.session, h.ready[i])
             if r == NULL or r.done:
                 continue
             r.done = True
             c.deadline = now + self.idle
-            n = dns_query(r, self.qbuf, &q)
-            if n == 0 or c.cid[0]:
+            n = dns_query(r, self.qbuf, &q, cid)
+            if n == 0:
                 if not self._hand_request(s, r):
                     self._close(s)
                     return
                 c.inflight += 1
                 continue
-            self.fp._one(q, n, c.name, self.scratch, &sl, now, self.transport)
+            # The path's ClientID, per request (the server name's is not DoH's).
+            idpol = self.fp.client_id_policy(cid, <uint32_t>strlen(cid), c.name) if cid[0] else -1
+            self.fp._one(q, n, c.name, self.scratch, &sl, now, self.transport, idpol)
             if sl.verdict == TO_PYTHON:
                 if not self._hand(s, q, n, sl.reason, sl.code):
                     self._close(s)
                     return
                 self.ho[self.nho - 1].stream = r.stream
+                memcpy(self.ho[self.nho - 1].name_id, cid, LABEL_MAX)
                 c.inflight += 1
                 self.fp.python_fallbacks += 1
                 continue

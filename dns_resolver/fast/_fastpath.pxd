@@ -5,6 +5,7 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, 
 
 from dns_resolver.fast._blocks cimport MAX_BLOCK_KEYS, BlockAnswers
 from dns_resolver.fast._cache cimport MAX_KEY, MAX_RECORDS, AnswerCache, Entry
+from dns_resolver.fast._clientids cimport ClientIds
 from dns_resolver.fast._net cimport Net, in_net
 from dns_resolver.fast._observed cimport Observed
 from dns_resolver.fast._querylog cimport LogBuffer
@@ -132,6 +133,10 @@ cdef class FastPath:
     cdef bint policy_python[MAX_POLICIES]
     cdef Net *trusted       # trusted forwarders: their queries go to Python
     cdef int ntrusted
+    cdef ClientIds ids      # ClientIDs -> policies (None: no policy lists any)
+    # Bumped by every change of the policies: a stream connection that resolved its
+    # ClientID once (client_id_policy) resolves it again when this moved.
+    cdef readonly uint32_t policy_gen
     cdef uint64_t *punt     # hashes of (policy, name): names at or below go to Python
     cdef uint64_t npunt_slots
     # forwarding rules (set_routes): hashes of (policy, domain) -> upstream set, or -1 for
@@ -212,6 +217,11 @@ cdef class FastPath:
                      uint32_t *outlen, double now, Slot *text) noexcept nogil
     cdef int _uround(self, int s, double now) noexcept nogil
     cdef int _policy_of(self, int family, const uint8_t *addr) noexcept nogil
+    # The policy ClientID `cid` (`n` bytes, lower case: the TLS server name's label or the
+    # DoH path segment) selects for a client at sockaddr `sa`, to pass to `_one` as
+    # `id_policy`; -1: none (unknown, outside its policy's client_id_networks, or no
+    # policies): the address decides. Depends only on (cid, address, policy_gen).
+    cdef int client_id_policy(self, const char *cid, uint32_t n, const void *sa) noexcept nogil
     cdef int _subscriber_policy(self, int family, const uint8_t *addr) noexcept nogil
     cdef bint _punted(self, int policy, const char *name, uint32_t n) noexcept nogil
     cdef int _route(self, int policy, const char *name, uint32_t n) noexcept nogil
@@ -223,7 +233,7 @@ cdef class FastPath:
     cdef uint32_t _any_answer(self, const uint8_t *d, uint32_t qend, uint16_t qflags,
                               uint16_t qclass, bint edns, bint do, uint8_t *out) noexcept nogil
     cdef void _one(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
-                   Slot *slot, double now, int transport) noexcept nogil
+                   Slot *slot, double now, int transport, int id_policy=*) noexcept nogil
     cdef int _round(self, int fd) noexcept nogil
     cdef object _handoff(self, int i)
 

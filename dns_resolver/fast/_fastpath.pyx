@@ -33,17 +33,19 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.stdio cimport snprintf
 from libc.string cimport memcmp, memcpy, memset, strlen
 
+import ipaddress
 import os
 
 from dns_resolver.fast._blocks cimport MAX_BLOCK_KEYS, BlockAnswers, ede_find
 from dns_resolver.fast._cache cimport AnswerCache, Entry, cache_find, cache_touch, fill
+from dns_resolver.fast._clientids cimport ClientIds
 from dns_resolver.fast._querylog cimport (L_ALLOWED, L_BLOCKED, L_CACHED, L_LIMITED, L_QUIET,
                                          LogBuffer)
 from dns_resolver.fast._ratelimit cimport (RL_DROP, RL_LIMITED_LOG, RL_PASS, RL_REFUSED,
                                       RL_TRUNCATE, RateLimiter)
 from dns_resolver.fast._subtable cimport SubscriberTable, sub_lookup
 from dns_resolver.fast._tapbuf cimport TAP_UDP, TapBuffer
-from dns_resolver.fast._wire cimport (AA, AF_INET6, CD, MSG_DONTWAIT, MSG_TRUNC, PLAIN_UDP, QR, RA,
+from dns_resolver.fast._wire cimport (AA, AF_INET, AF_INET6, CD, MSG_DONTWAIT, MSG_TRUNC, PLAIN_UDP, QR, RA,
                                  RD, TC, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_CNAME, TYPE_DNAME,
                                  TYPE_OPT, TYPE_SOA, add_opt, addr_text, clean_ttl, client_of,
                                  inet_ntop, iovec, ip_like, mmsghdr, mono_now, msghdr, ntohs,
@@ -226,14 +228,20 @@ cdef class FastPath:
         self.deny = _nets(deny, &self.ndeny)
 
     def set_policies(self, list nets, int default, list masks, list needs_python,
-                     list trusted=None):
+                     list trusted=None, list client_ids=None, list client_id_networks=None):
         """Client networks -> policy index ([(family, packed, prefix, index)], most specific
         first), the default index, and per index the category mask and whether all its
         queries must be decided in Python; `trusted` networks [(family, packed, prefix,
-        0)]: every query from them goes to Python."""
+        0)]: every query from them goes to Python. `client_ids` [(ClientID, index)] and
+        `client_id_networks` [(family, packed, prefix, index)]: see `_clientids.pyx`."""
         cdef int i
         if len(masks) > MAX_POLICIES or len(masks) != len(needs_python):
             raise ValueError(f"at most {MAX_POLICIES} policies, one mask and flag each")
+        for _, index in client_ids or ():
+            if not 0 <= index < len(masks):
+                raise ValueError(f"ClientID policy index {index} out of range")
+        self.ids = ClientIds(client_ids, client_id_networks or []) if client_ids else None
+        self.policy_gen += 1
         free(self.policy_nets)
         self.policy_nets = NULL
         self.policy_nets = _nets(nets, &self.npolicy_nets)
@@ -249,6 +257,8 @@ cdef class FastPath:
 
     def clear_policies(self):
         """No policy layer from now on (a config reload removed the policies)."""
+        self.ids = None
+        self.policy_gen += 1
         free(self.policy_nets)
         self.policy_nets = NULL
         self.npolicy_nets = 0
@@ -670,6 +680,28 @@ cdef class FastPath:
                 return self.policy_nets[i].value
         return self.default_policy
 
+    cdef int client_id_policy(self, const char *cid, uint32_t n, const void *sa) noexcept nogil:
+        cdef int family
+        cdef const uint8_t *addr
+        if self.ids is None or not self.policies_on or client_of(sa, &family, &addr) < 0:
+            return -1
+        return self.ids.lookup(cid, n, family, addr)
+
+    def policy_of_client_id(self, str client_id, str host):
+        """The policy index `client_id_policy` gives ClientID `client_id` from address
+        `host` (-1: the address decides), for tests."""
+        cdef sockaddr_storage sa
+        cdef bytes raw = client_id.encode()
+        memset(&sa, 0, sizeof(sa))
+        ip = ipaddress.ip_address(host)
+        if ip.version == 4:
+            (<sockaddr_in *>&sa).sin_family = AF_INET
+            memcpy(&(<sockaddr_in *>&sa).sin_addr, <char *>ip.packed, 4)
+        else:
+            (<sockaddr_in6 *>&sa).sin6_family = AF_INET6
+            memcpy((<sockaddr_in6 *>&sa).sin6_addr.s6_addr, <char *>ip.packed, 16)
+        return self.client_id_policy(raw, <uint32_t>len(raw), &sa)
+
     # -- rate limits per client network and RFC 8482 ANY answers --------------------------
 
     def set_ratelimit(self, RateLimiter limiter):
@@ -763,11 +795,13 @@ cdef class FastPath:
     # -- one query ------------------------------------------------------------------------
 
     cdef void _one(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
-                   Slot *slot, double now, int transport) noexcept nogil:
+                   Slot *slot, double now, int transport, int id_policy=-1) noexcept nogil:
         """Answer query `d` from `sa` into `out` if C can (slot.verdict ANSWERED), else say
         why not. `transport` T_UDP or a stream's (T_TCP, T_TLS, T_HTTPS): over a stream
-        there is no size limit but 65,535, the rate limiter's TCP bucket is charged, and a miss goes to Python (C
-        forwards only for UDP clients)."""
+        there is no size limit but 65,535, the rate limiter's TCP bucket is charged, and a
+        miss goes to Python (C forwards only for UDP clients). `id_policy`: the policy the
+        client's ClientID selects (`client_id_policy`), which comes before the rest of the
+        address's rules; -1: none."""
         cdef uint16_t qflags, qtype, qclass, ar, udp = 0, rdlen, olen
         cdef uint32_t pos, qend, i, limit, age
         cdef uint8_t c, length
@@ -865,15 +899,17 @@ cdef class FastPath:
             slot.qtype = qtype
             self.c_allowed[transport][TYPE_ANY] += 1
             return
-        if self.ntrusted:
+        policy = id_policy if self.policies_on else -1
+        if policy < 0 and self.ntrusted:
             for i in range(self.ntrusted):
                 if in_net(&self.trusted[i], family, addr):
                     slot.reason = R_POLICY  # client ids / ECS are mapped in Python
                     return
-        policy = self._subscriber_policy(family, addr) if self.subs != NULL else -1
-        if policy == -2:
-            slot.reason = R_POLICY  # own lists (or a busy table): Python decides
-            return
+        if policy < 0 and self.subs != NULL:
+            policy = self._subscriber_policy(family, addr)
+            if policy == -2:
+                slot.reason = R_POLICY  # own lists (or a busy table): Python decides
+                return
         if policy < 0:
             policy = self._policy_of(family, addr)
         if self.policy_python[policy]:

@@ -26,6 +26,8 @@ cdef struct Conn:
     bint hs                # DoT: the handshake is not done yet
     bint wantw             # DoT: TLS waits for the socket to be writable
     char cid[LABEL_MAX]    # DoT: the ClientID of the server name ("" for none)
+    int idpol              # DoT: the policy the ClientID selects (-1: the address decides)
+    uint32_t idgen         # ... as of this FastPath.policy_gen
     void *http             # DoH: the connection's HTTP state (_doh.pyx; NULL until it speaks)
 
 
@@ -87,4 +89,5 @@ cdef class StreamLoop:
     cdef bint _hand(self, uint32_t s, const uint8_t *q, uint32_t n, int reason,
                     int64_t code) noexcept nogil
     cdef void _eof(self, uint32_t s) noexcept nogil
+    cdef size_t _unsent(self, uint32_t s) noexcept nogil
     cdef object _item(self, Handoff *h)

@@ -21,15 +21,17 @@ DoT (RFC 7858) is the same loop inside TLS (`set_tls`, a loop of its own for the
 listeners): each connection gets a non-blocking OpenSSL `SSL` from `_tls.TlsContext`,
 its handshake within `hs_timeout` (a failure is a clean close), then the same framing,
 pipelining and limits through SSL_read / SSL_write. A connection whose server name
-carries a ClientID hands every query to Python (which maps ClientIDs to policies), with
-the ClientID; C answers are padded (RFC 8467) here, Python's by the caller.
+carries a ClientID has it mapped to a policy in C once (`FastPath.client_id_policy`), and
+again only when the policies changed since (`FastPath.policy_gen`); its queries go
+through the same pipeline under that policy, and those handed to Python carry the
+ClientID. C answers are padded (RFC 8467) here, Python's by the caller.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.errno cimport EAGAIN, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, errno
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcpy, memmove, memset, strlen
 
 from dns_resolver.fast._blocks cimport BlockAnswers
 from dns_resolver.fast._fastpath cimport (ANSWERED, T_TCP, T_TLS, TO_PYTHON, FastPath, Slot,
@@ -96,9 +98,6 @@ cdef enum:
     GEN_MASK = 0x3FFFFFFF  # connection generations stay below LISTENER
 
 _NOTHING = ()
-cdef enum:
-    HAND_CLIENT_ID = 0x10000  # a handoff's reason: the connection has a ClientID (not charged)
-CLIENT_ID_REASON = HAND_CLIENT_ID
 
 
 cdef inline uint64_t _tag(uint32_t gen, uint32_t slot) noexcept nogil:
@@ -218,8 +217,9 @@ cdef class StreamLoop:
 
     def serve(self):
         """Handle what is ready. Returns the queries for Python as [(connection id, query,
-        host, port, reason, code)] (`reason` indexes `_fastpath.REASONS`, `code` is the
-        walk code of a new block); each gets `answer` or `drop` with its connection id."""
+        host, port, reason, code, ClientID or None)] (`reason` indexes `_fastpath.REASONS`,
+        `code` is the walk code of a new block); each gets `answer` or `drop` with its
+        connection id."""
         cdef epoll_event evs[MAX_EVENTS]
         cdef int n, i
         cdef uint32_t s, k, gen, ev
@@ -389,6 +389,7 @@ cdef class StreamLoop:
             c.hs = False
             c.wantw = False
             c.cid[0] = 0
+            c.idpol = -1
             c.http = NULL
             if self.ctx != NULL:
                 c.ssl = SSL_new(self.ctx)
@@ -468,12 +469,12 @@ cdef class StreamLoop:
         cdef Conn *c = &self.conns[s]
         cdef epoll_event ev
         cdef uint32_t want = 0
+        cdef size_t unsent = self._unsent(s)
         if c.hs or c.wantw:
             want = EPOLLOUT if c.wantw else EPOLLIN
-        elif (not c.closing and c.inflight < self.max_inflight
-                and c.outlen - c.outpos < OUT_HIGH):
+        elif not c.closing and c.inflight < self.max_inflight and unsent < OUT_HIGH:
             want = EPOLLIN
-        if c.outlen > c.outpos and not c.hs:
+        if unsent and not c.hs:
             want |= EPOLLOUT
         if want != c.events:
             ev.events = want
@@ -561,6 +562,9 @@ cdef class StreamLoop:
             self.handshakes_full += 1
         client_label(SSL_get_servername(c.ssl, TLSEXT_NAMETYPE_host_name), self.names.ours,
                      c.cid)
+        if c.cid[0]:
+            c.idpol = self.fp.client_id_policy(c.cid, <uint32_t>strlen(c.cid), c.name)
+            c.idgen = self.fp.policy_gen
         self._arm(s)
         return self._read_tls(s, now)
 
@@ -575,6 +579,10 @@ cdef class StreamLoop:
         cdef const uint8_t *q
         cdef Slot *sl
         cdef double lat, wall
+        if c.cid[0] and c.idgen != self.fp.policy_gen:
+            # The policies changed (a reload): the ClientID may name another policy now.
+            c.idpol = self.fp.client_id_policy(c.cid, <uint32_t>strlen(c.cid), c.name)
+            c.idgen = self.fp.policy_gen
         while True:
             if c.outpos:
                 # Offsets into outb are kept below: it only grows until the send.
@@ -596,17 +604,8 @@ cdef class StreamLoop:
                     break
                 q = c.inb + c.inpos + 2
                 c.deadline = now + self.idle
-                if c.cid[0]:
-                    # Python maps ClientIDs to policies: C would answer with the address's.
-                    if not self._hand(s, q, flen, HAND_CLIENT_ID, 0):
-                        self._close(s)
-                        return
-                    c.inflight += 1
-                    self.fp.python_fallbacks += 1
-                    c.inpos += 2 + flen
-                    continue
                 sl = &slots[k]
-                self.fp._one(q, flen, c.name, self.scratch, sl, now, self.transport)
+                self.fp._one(q, flen, c.name, self.scratch, sl, now, self.transport, c.idpol)
                 if sl.verdict == ANSWERED:
                     if self.padding:
                         sl.outlen = pad(self.scratch, sl.outlen, 65535)
@@ -727,6 +726,10 @@ cdef class StreamLoop:
         h.head = NULL
         self.nho += 1
         return True
+
+    cdef size_t _unsent(self, uint32_t s) noexcept nogil:
+        """Bytes of connection `s` waiting for the socket."""
+        return self.conns[s].outlen - self.conns[s].outpos
 
     cdef void _eof(self, uint32_t s) noexcept nogil:
         """The TLS client of `s` is done sending (DoH tells Python's HTTP/1.1)."""

@@ -359,7 +359,10 @@ class UdpFastPath:
             )
             punt += [(index, name) for name in policy.punt_names]
         trusted = [(fam, packed, prefix, 0) for fam, packed, prefix in view.trusted_forwarders]
-        self.fp.set_policies(list(view.networks), view.default_index, masks, python, trusted)
+        self.fp.set_policies(
+            list(view.networks), view.default_index, masks, python, trusted,
+            view.client_ids, view.client_id_networks,
+        )
         self._npolicies = len(masks)
         self._policy_punt = punt
         self._policy_names = [policy.name for policy in view.policies]
@@ -444,8 +447,11 @@ class UdpFastPath:
             if name == "new_block" and isinstance(out, bytes):
                 self.learn(data, host, code, out)
 
-    def learn(self, data: bytes, client: str, code: int, answer: bytes) -> None:
-        """Memoise the EDE of a block Python just answered, for the C path to replay."""
+    def learn(
+        self, data: bytes, client: str, code: int, answer: bytes, client_id: str | None = None
+    ) -> None:
+        """Memoise the EDE of a block Python just answered, for the C path to replay
+        (`client_id`: the ClientID the query came with, which may choose its policy)."""
         resolver = self.server.resolver
         policies = getattr(resolver, "policies", None)
         policy = 0
@@ -459,7 +465,7 @@ class UdpFastPath:
                 labels = (verdict.category or "none", verdict.list or "none")
             else:
                 # Under policies the EDE (policy name, code) is the one Python sent.
-                policy = self._policy_index(policies, client)
+                policy = int(policies.select(client, None, client_id).policy.index)
                 ede, labels = _ede_of(answer)
                 if ede is None:
                     return
@@ -471,11 +477,6 @@ class UdpFastPath:
     def sender(self, fd: int) -> Callable[[bytes, tuple[str, int]], None]:
         """How to answer a client who asked on listener `fd`."""
         return self._senders[fd]
-
-    @staticmethod
-    def _policy_index(policies: Any, client: str) -> int:
-        # The policy a query from `client` gets by its address (no EDNS options).
-        return int(policies.select(client).policy.index)
 
     def _block_index(self, labels: tuple[str, str]) -> int:
         index = self._block_keys.get(labels)

@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from dns_resolver.steps import bypass, safesearch
@@ -156,6 +156,10 @@ class FastPolicyView:
     trusted_forwarders: list[tuple[int, bytes, int]]
     punt_options: tuple[int, ...]
     policies: list[FastPolicy]
+    # ClientIDs of encrypted transports: (ClientID, policy index), and each policy's
+    # client_id_networks as (family, packed network, prefix, policy index)
+    client_ids: list[tuple[str, int]] = field(default_factory=list)
+    client_id_networks: list[tuple[int, bytes, int, int]] = field(default_factory=list)
 
 
 SUBSCRIBER_LIST = "subscriber"
@@ -451,6 +455,8 @@ class PolicyTable:
             except ValueError:
                 hit = False
             else:
+                # An IPv4 client of a dual-stack listener is ::ffff:a.b.c.d (as in C).
+                ip = getattr(ip, "ipv4_mapped", None) or ip
                 hit = any(ip.version == n.version and ip in n for n in networks)
             if len(self._bound_memo) >= _MEMO_LIMIT:
                 self._bound_memo.clear()
@@ -669,6 +675,12 @@ class PolicyTable:
             ],
             punt_options=PUNT_OPTIONS,
             policies=policies,
+            client_ids=[(c, p.index) for c, p in self.client_ids.items()],
+            client_id_networks=[
+                (net.version, net.network_address.packed, net.prefixlen, p.index)
+                for p in self.policies
+                for net in p.config.client_id_networks
+            ],
         )
         return self._view
 

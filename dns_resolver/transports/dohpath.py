@@ -5,7 +5,7 @@ HTTP/2 by libnghttp2).
 can (cache hits, blocks) and frames them itself. What it hands over comes back here:
 - a DNS query C could not answer (with its connection and stream): resolved as over TCP,
   the response built by `DohService.reply` (padding, Cache-Control) and framed by C;
-- a request C leaves to Python (an error, a ClientID path, an unusual `dns` spelling):
+- a request C leaves to Python (an error, a path or `dns` parameter with %-escapes):
   `DohService.check` and `DohService.answer` as on the asyncio listener;
 - an HTTP/1.1 connection's bytes: the asyncio listener's h11 session runs over them, its
   output written back through C.
@@ -75,7 +75,7 @@ class DohFastPath(DotFastPath):
     def _ready(self) -> None:
         self._again = False
         self.fast.sync()
-        for cid, stream, data, host, port, reason, code, head in self.stream.serve():
+        for cid, stream, data, host, port, reason, code, head, client_id in self.stream.serve():
             peer = (host, port)
             if reason == RELAY:
                 self._relay(cid, data, peer)
@@ -86,21 +86,29 @@ class DohFastPath(DotFastPath):
             elif reason == REQUEST:
                 self._request(cid, stream, peer, head, data, code)
             else:
-                self._query(cid, stream, peer, data, reason, code)
+                self._query(cid, stream, peer, data, reason, code, client_id)
 
     def _query(
-        self, cid: int, stream: int, peer: tuple[str, int], data: bytes, reason: int, code: int
+        self,
+        cid: int,
+        stream: int,
+        peer: tuple[str, int],
+        data: bytes,
+        reason: int,
+        code: int,
+        client_id: str | None,
     ) -> None:
-        """A query C's pipeline did not answer (charged to the rate limiter already)."""
+        """A query C's pipeline did not answer (charged to the rate limiter already), with
+        its path's ClientID."""
         name = self.fast.reasons[reason]
         self.fast.fallbacks[name] += 1
-        out = self.server.answer(data, peer, TRANSPORT, None, True)
+        out = self.server.answer(data, peer, TRANSPORT, client_id, True)
         if isinstance(out, Pending):
             self.server.spawn(self._query_later(cid, stream, peer, data, out))
             return
         self._respond(cid, stream, self.service.reply(out))
         if name == "new_block" and isinstance(out, bytes):
-            self.fast.learn(data, peer[0], code, out)
+            self.fast.learn(data, peer[0], code, out, client_id)
 
     async def _query_later(
         self, cid: int, stream: int, peer: tuple[str, int], data: bytes, pending: Pending

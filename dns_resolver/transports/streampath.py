@@ -17,7 +17,7 @@ from typing import Any
 from dns_resolver.resolver import Pending
 
 try:
-    from dns_resolver.fast._stream import CLIENT_ID_REASON, StreamLoop
+    from dns_resolver.fast._stream import StreamLoop
 except ImportError:  # not built: the asyncio listener serves TCP
     StreamLoop = None
 
@@ -92,14 +92,11 @@ class TcpFastPath:
         fallbacks = self.fast.fallbacks
         reasons = self.fast.reasons
         for cid, data, host, port, reason, code, client_id in rest:
-            if reason == CLIENT_ID_REASON:  # DoT: not through C's pipeline, so not charged
-                self._handle(cid, data, (host, port), client_id, False)
-                continue
             name = reasons[reason]
             fallbacks[name] += 1
-            out = self._handle(cid, data, (host, port), None, True)
+            out = self._handle(cid, data, (host, port), client_id)
             if name == "new_block" and isinstance(out, bytes):
-                self.fast.learn(data, host, code, out)
+                self.fast.learn(data, host, code, out, client_id)
 
     def _handle(
         self,
@@ -107,10 +104,9 @@ class TcpFastPath:
         data: bytes,
         peer: tuple[str, int],
         client_id: str | None,
-        charged: bool,
     ) -> bytes | Pending | None:
-        """One query C handed over (`charged`: to the rate limiter's TCP bucket)."""
-        out = self.server.answer(data, peer, self.TRANSPORT, client_id, charged)
+        """One query C handed over (C charged it to the rate limiter's TCP bucket)."""
+        out = self.server.answer(data, peer, self.TRANSPORT, client_id, True)
         if out is None:
             self.stream.drop(cid)  # garbage on a stream: the framing can't be trusted
         elif isinstance(out, Pending):
