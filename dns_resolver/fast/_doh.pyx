@@ -36,8 +36,9 @@ from dns_resolver.fast._fastpath cimport ANSWERED, T_HTTPS, TO_PYTHON, FastPath,
 from dns_resolver.fast._querylog cimport L_BLOCKED
 from dns_resolver.fast._stream cimport Conn, Handoff, StreamLoop
 from dns_resolver.fast._tapbuf cimport TAP_DOH
-from dns_resolver.fast._tls cimport (LABEL_MAX, SSL, SSL_get0_alpn_selected, SSL_pending,
-                                     SSL_write, ERR_clear_error, TlsContext, pad)
+from dns_resolver.fast._tls cimport (LABEL_MAX, SSL, SSL_get0_alpn_selected, SSL_has_pending,
+                                     SSL_write,
+                                     TlsContext, pad)
 from dns_resolver.fast._wire cimport TYPE_OPT, mono_now, skip_name, u16, wall_now
 
 cdef extern from "<openssl/bio.h>" nogil:
@@ -53,6 +54,7 @@ cdef extern from "<openssl/bio.h>" nogil:
 
 cdef extern from "<openssl/ssl.h>" nogil:
     void SSL_set0_wbio(SSL *s, BIO *wbio)
+    void SSL_set_read_ahead(SSL *s, int yes)
 
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t send(int fd, const void *buf, size_t n, int flags)
@@ -612,7 +614,7 @@ cdef class DohLoop(StreamLoop):
         if not self._pump(s):
             return False
         if (not c.closing and not c.queued and c.inflight < self.max_inflight
-                and SSL_pending(c.ssl) > 0):
+                and SSL_has_pending(c.ssl)):
             c.queued = True
             self.resume[self.nresume] = s
             self.nresume += 1
@@ -733,6 +735,9 @@ cdef class DohLoop(StreamLoop):
         if h.wbio == NULL:
             return NULL
         SSL_set0_wbio(c.ssl, h.wbio)
+        # And reads take what the socket holds, not a record header and then its body:
+        # two system calls per record otherwise (DoH clients send a record per request).
+        SSL_set_read_ahead(c.ssl, 1)
         SSL_get0_alpn_selected(c.ssl, &alpn, &alen)
         if alen != 2 or memcmp(alpn, b"h2", 2):
             c.inflight = 1
@@ -789,7 +794,6 @@ cdef class DohLoop(StreamLoop):
         """Encrypt `d` into the connection's unsent records. False when it closed."""
         cdef int w
         while n:
-            ERR_clear_error()
             w = SSL_write(self.conns[s].ssl, d, <int>min(n, <size_t>(1 << 30)))
             if w <= 0:
                 self._close(s)  # memory never blocks: TLS itself failed

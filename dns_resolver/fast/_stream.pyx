@@ -40,7 +40,7 @@ from dns_resolver.fast._querylog cimport L_BLOCKED
 from dns_resolver.fast._tapbuf cimport TAP_DOT, TAP_TCP
 from dns_resolver.fast._tls cimport (NAME_MAX, SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE,
                                SSL_ERROR_ZERO_RETURN, SSL_do_handshake, SSL_free,
-                               SSL_get_error, SSL_get_servername, SSL_new, SSL_pending,
+                               SSL_get_error, SSL_get_servername, SSL_has_pending, SSL_new,
                                SSL_read, SSL_session_reused, SSL_set_accept_state,
                                SSL_set_app_data, SSL_set_fd, SSL_write, ERR_clear_error,
                                TLSEXT_NAMETYPE_host_name, TlsContext, client_label, pad)
@@ -240,7 +240,7 @@ cdef class StreamLoop:
                 if self.conns[s].fd >= 0 and not self.conns[s].closing:
                     self._frames(s, now)
                     if (self.conns[s].ssl != NULL and self.conns[s].fd >= 0
-                            and SSL_pending(self.conns[s].ssl) > 0):
+                            and SSL_has_pending(self.conns[s].ssl)):
                         self._read_tls(s, now)  # decrypted bytes no socket event tells of
             n = epoll_wait(self.fileno, evs, MAX_EVENTS, 0)
             for i in range(n):
@@ -308,7 +308,7 @@ cdef class StreamLoop:
         if not self._flush(s):
             return False
         if (not c.closing and not c.queued and c.inflight < self.max_inflight
-                and (c.ssl != NULL and SSL_pending(c.ssl) > 0 or c.inlen - c.inpos >= 2
+                and (c.ssl != NULL and SSL_has_pending(c.ssl) or c.inlen - c.inpos >= 2
                      and c.inlen - c.inpos >= 2 + <uint32_t>u16(c.inb + c.inpos))):
             c.queued = True
             self.resume[self.nresume] = s
