@@ -137,12 +137,16 @@ cdef extern from "<nghttp2/nghttp2.h>" nogil:
     int nghttp2_session_set_stream_user_data(nghttp2_session *session, int32_t stream_id,
                                              void *data)
     int nghttp2_session_terminate_session(nghttp2_session *session, uint32_t error_code)
+    int nghttp2_submit_rst_stream(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                                  uint32_t error_code)
     int nghttp2_session_want_read(nghttp2_session *session)
     int nghttp2_session_want_write(nghttp2_session *session)
     enum:
         NGHTTP2_DATA
         NGHTTP2_HEADERS
         NGHTTP2_RST_STREAM
+        NGHTTP2_SETTINGS
+        NGHTTP2_FLAG_ACK
         NGHTTP2_FLAG_NONE
         NGHTTP2_FLAG_END_STREAM
         NGHTTP2_NV_FLAG_NONE
@@ -159,6 +163,7 @@ cdef enum:
     MAX_BODY = 65535       # the longest DNS message (a longer body: 413)
     MAX_HEADERS = 16384    # SETTINGS_MAX_HEADER_LIST_SIZE, and the longest path kept
     QUERY_MAX = 65537      # a decoded `dns` parameter (base64url of up to MAX_BODY bytes)
+    UNLIMITED = 0x7FFFFFFF  # SETTINGS_MAX_CONCURRENT_STREAMS as nghttp2 knows it
     M_OTHER = 0
     M_GET = 1
     M_POST = 2
@@ -206,6 +211,8 @@ cdef struct Http:
     BIO *wbio                  # TLS records not sent yet (owned by the SSL)
     Counts *counts
     Req *live
+    uint32_t nlive             # requests open (on streams nghttp2 has not closed)
+    uint32_t max_streams       # beyond, a new stream is refused
     int32_t *ready             # streams whose request is whole, in order
     uint32_t nready, capready
     bint told_end              # HTTP/1.1: Python knows the connection is gone
@@ -214,6 +221,7 @@ cdef struct Http:
 # -- nghttp2 callbacks (nogil, C only: they gather; DohLoop._frames acts) --------------------
 
 cdef void _free_req(Http *h, Req *r) noexcept nogil:
+    h.nlive -= 1
     if r.prev != NULL:
         r.prev.next = r.next
     else:
@@ -247,10 +255,18 @@ cdef int _on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame,
     cdef Req *r
     if frame.hd.type != NGHTTP2_HEADERS or frame.headers.cat != NGHTTP2_HCAT_REQUEST:
         return 0
+    if h.nlive >= h.max_streams:
+        # A stream error, the connection's others go on (RFC 9113 5.1.2). nghttp2 would
+        # make it a connection error once the client acknowledged our limit: it is told
+        # none (see _pump), and the limit is kept here.
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame.hd.stream_id,
+                                  NGHTTP2_REFUSED_STREAM)
+        return 0
     r = <Req *>calloc(1, sizeof(Req))
     if r == NULL:
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE  # the stream is reset
     r.stream = frame.hd.stream_id
+    h.nlive += 1
     r.next = h.live
     if h.live != NULL:
         h.live.prev = r
@@ -507,6 +523,23 @@ cdef uint32_t dns_query(Req *r, uint8_t *buf, const uint8_t **q, char *cid) noex
         p += 1
 
 
+cdef void _advertise(uint8_t *frame, size_t n, uint32_t max_streams) noexcept nogil:
+    """Our SETTINGS frame `frame` (as nghttp2 wrote it) with `max_streams` for the
+    UNLIMITED that nghttp2 was given as SETTINGS_MAX_CONCURRENT_STREAMS: the client is told
+    the limit, and nghttp2, which would make a stream beyond it a connection error, never
+    sees it (the begin-headers callback refuses such streams one by one)."""
+    cdef size_t i
+    if frame[4] & NGHTTP2_FLAG_ACK:
+        return
+    for i in range(9, n - 5, 6):  # entries: a 16-bit id, a 32-bit value
+        if u16(frame + i) == NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS \
+                and (<uint32_t>u16(frame + i + 2) << 16 | u16(frame + i + 4)) == UNLIMITED:
+            frame[i + 2] = <uint8_t>(max_streams >> 24)
+            frame[i + 3] = <uint8_t>(max_streams >> 16)
+            frame[i + 4] = <uint8_t>(max_streams >> 8)
+            frame[i + 5] = <uint8_t>max_streams
+
+
 cdef bint _put(Conn *c, const uint8_t *d, size_t n) noexcept nogil:
     """Add `d` to the connection's unsent bytes. False when out of memory."""
     cdef size_t need = c.outlen + n, cap
@@ -745,8 +778,9 @@ cdef class DohLoop(StreamLoop):
         if nghttp2_session_server_new(&h.session, CALLBACKS, h) != 0:
             h.session = NULL
             return NULL  # freed by _close
+        h.max_streams = self.max_streams
         iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
-        iv[0].value = self.max_streams
+        iv[0].value = UNLIMITED  # for nghttp2; the client reads max_streams (see _pump)
         iv[1].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
         iv[1].value = MAX_HEADERS
         if nghttp2_submit_settings(h.session, NGHTTP2_FLAG_NONE, iv, 2) != 0:
@@ -778,6 +812,8 @@ cdef class DohLoop(StreamLoop):
                 if pos + flen > c.outlen:
                     break
                 pos += flen
+                if c.outb[pos - flen + 3] == NGHTTP2_SETTINGS:
+                    _advertise(c.outb + pos - flen, flen, h.max_streams)
                 if c.outb[pos - flen + 3] == NGHTTP2_DATA \
                         and c.outb[pos - flen + 4] & NGHTTP2_FLAG_END_STREAM:
                     if not self._seal(s, c.outb + sealed, pos - sealed):

@@ -8,18 +8,31 @@ and `dns` decoding against their Python originals, and the asyncio listener kept
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import dns.message
 import dns.rcode
 import dns.rrset
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
 import httpx
 import pytest
 
 from dns_resolver.fast._doh import decoded, ttl_of
 from dns_resolver.transports.listen_https import decode_dns_parameter, min_ttl
-from tests.dns_resolver.encrypted import KID, doh_port, encrypted_config, log_lines, until
+from tests.dns_resolver.encrypted import (
+    KID,
+    doh_port,
+    encrypted_config,
+    log_lines,
+    tls_connect,
+    until,
+)
 from tests.dns_resolver.harness import LOOPBACK, FaultUpstream, ServerProcess, TestZone, eventually
 
 Start = Callable[..., ServerProcess]
@@ -179,3 +192,57 @@ def test_fast_path_off_keeps_the_asyncio_listener(filterdns_on_nsd: Start, tmp_p
         ok = client.get(url(server), params={"dns": b64(query(TestZone.WWW))})
     assert ok.status_code == 200 and ok.http_version == "HTTP/2"
     assert server.metric("filterdns_queries_total", protocol="https") == 1
+
+
+def test_a_flood_after_the_limit_was_acknowledged_is_refused_stream_by_stream(
+    filterdns_on_nsd: Start, make_fault_upstream: Callable[..., FaultUpstream], tmp_path: Path
+) -> None:
+    slow = make_fault_upstream(delay=1.0)
+    config = encrypted_config(tmp_path, max_streams=4)
+    config["forward"] = [{"domains": ["slow.example"], "servers": [slow.upstream]}]
+    server = filterdns_on_nsd(config)
+    with tls_connect(doh_port(server), alpn=("h2",)) as sock:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        events: list[h2.events.Event] = []
+        while not any(isinstance(e, h2.events.SettingsAcknowledged) for e in events):
+            events += conn.receive_data(sock.recv(65536))
+            sock.sendall(conn.data_to_send())  # our ACK of the server's SETTINGS
+        changed = next(e for e in events if isinstance(e, h2.events.RemoteSettingsChanged))
+        limit = changed.changed_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS]
+        assert limit.new_value == 4
+        # The client knows the limit (and the server knows it knows) and ignores it.
+        conn.remote_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 1000
+        conn.remote_settings.acknowledge()
+        streams = []
+        for i in range(12):
+            stream_id = conn.get_next_available_stream_id()
+            path = f"/dns-query?dns={b64(query(f'f{i}.slow.example'))}"
+            conn.send_headers(
+                stream_id,
+                [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", path)],
+                end_stream=True,
+            )
+            streams.append(stream_id)
+        sock.sendall(conn.data_to_send())
+        statuses: dict[int, str] = {}
+        reset: dict[int, int] = {}
+        deadline = time.monotonic() + 15
+        while len(statuses) + len(reset) < len(streams) and time.monotonic() < deadline:
+            data = sock.recv(65536)
+            assert data, "the connection closed"
+            for event in conn.receive_data(data):
+                assert not isinstance(event, h2.events.ConnectionTerminated)
+                if isinstance(event, h2.events.ResponseReceived):
+                    statuses[event.stream_id] = dict(event.headers)[b":status"].decode()
+                elif isinstance(event, h2.events.StreamReset):
+                    reset[event.stream_id] = event.error_code
+            sock.sendall(conn.data_to_send())
+    assert sorted(statuses) == streams[:4] and set(statuses.values()) == {"200"}
+    assert sorted(reset) == streams[4:]
+    assert set(reset.values()) == {h2.errors.ErrorCodes.REFUSED_STREAM}
+    refused = server.metric(
+        "filterdns_listener_errors_total", transport="https", kind="refused_stream"
+    )
+    assert refused == 8
