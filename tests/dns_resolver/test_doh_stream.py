@@ -22,6 +22,8 @@ import h2.events
 import h2.settings
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dns_resolver.fast._doh import decoded, ttl_of
 from dns_resolver.transports.listen_https import decode_dns_parameter, min_ttl
@@ -133,15 +135,28 @@ def test_a_query_c_cannot_answer_goes_to_python_and_comes_back_framed(
     assert server.metric("filterdns_queries_total", protocol="https") == 3
 
 
-def test_a_client_id_request_is_answered_by_python_with_its_policy(doh: ServerProcess) -> None:
+def test_a_client_id_path_selects_its_policy_in_c(doh: ServerProcess) -> None:
     with httpx.Client(http2=True, verify=False, timeout=5) as client:
-        for _ in range(2):
-            kid = client.post(url(doh, f"/dns-query/{KID}"), content=query(TestZone.BLOCKED),
-                              headers={"content-type": MESSAGE})  # fmt: skip
-            plain = client.post(url(doh), content=query(TestZone.BLOCKED),
-                                headers={"content-type": MESSAGE})  # fmt: skip
-            assert dns.message.from_wire(kid.content).rcode() == dns.rcode.NXDOMAIN
-            assert dns.message.from_wire(plain.content).rcode() == dns.rcode.NOERROR
+
+        def ask(path: str, name: str) -> dns.message.Message:
+            response = client.post(url(doh, path), content=query(name),
+                                   headers={"content-type": MESSAGE})  # fmt: skip
+            assert response.status_code == 200
+            return dns.message.from_wire(response.content)
+
+        kid_path = f"/dns-query/{KID.upper()}"  # a ClientID is read in lower case
+        # First rounds: Python learns the kid policy's block and caches the allowed answer.
+        for path in (kid_path, "/dns-query"):
+            ask(path, TestZone.BLOCKED)
+        c_before, py_before = counts(doh)
+        for _ in range(5):
+            assert ask(kid_path, TestZone.BLOCKED).rcode() == dns.rcode.NXDOMAIN
+            assert ask("/dns-query", TestZone.BLOCKED).rcode() == dns.rcode.NOERROR
+            unknown = ask("/dns-query/nobody", TestZone.BLOCKED)  # the address decides
+            assert unknown.rcode() == dns.rcode.NOERROR
+        c_after, py_after = counts(doh)
+    # All 15 from C: the ClientID mapped to its policy per request there.
+    assert (c_after - c_before, py_after - py_before) == (15, 0)
 
 
 def test_http11_is_relayed_to_python_on_one_kept_connection(doh: ServerProcess) -> None:
@@ -160,6 +175,26 @@ def test_http11_is_relayed_to_python_on_one_kept_connection(doh: ServerProcess) 
     assert eventually(
         lambda: doh.metric("filterdns_listener_connections", transport="https") == 0
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/%*é ",
+               max_size=120))  # fmt: skip
+def test_c_decodes_a_dns_parameter_as_python_or_leaves_it(text: str) -> None:
+    try:
+        python: bytes | None = decode_dns_parameter(text) or None
+    except ValueError:
+        python = None
+    c = decoded(text)
+    assert c is None or c == python, text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_c_reads_the_smallest_ttl_as_python_of_any_bytes(data: bytes) -> None:
+    message = dns.message.make_response(dns.message.make_query("example.org", "A")).to_wire()
+    for candidate in (data, message[:12] + data, message + data):
+        assert ttl_of(candidate) == min_ttl(candidate)
 
 
 def test_cache_control_and_dns_decoding_as_python_computes_them() -> None:
