@@ -570,18 +570,17 @@ cdef inline nghttp2_nv _nv(const char *name, const char *value, size_t vlen) noe
 
 cdef class DohLoop(StreamLoop):
     """DoH listeners answered by `fp`'s pipeline (see the module's docstring); the
-    arguments are `StreamLoop`'s, then `max_streams` (`tls.max_streams`)."""
+    arguments are `StreamLoop`'s (`set_max_streams` sets `tls.max_streams`)."""
 
     cdef uint32_t max_streams
     cdef Counts counts
     cdef uint8_t *qbuf             # a GET's decoded query
 
-    def __cinit__(self, FastPath fp, double idle, uint32_t max_conns, uint32_t max_inflight,
-                  uint32_t max_streams=100):
+    def __cinit__(self, FastPath fp, double idle, uint32_t max_conns, uint32_t max_inflight):
         self.qbuf = <uint8_t *>malloc(QUERY_MAX)
         if self.qbuf == NULL or _callbacks() == NULL:
             raise MemoryError()
-        self.max_streams = max_streams
+        self.max_streams = 100  # tls.max_streams' default
 
     def __dealloc__(self):
         free(self.qbuf)
