@@ -66,6 +66,8 @@ cdef extern from "<nghttp2/nghttp2.h>" nogil:
         pass
     ctypedef struct nghttp2_session_callbacks:
         pass
+    ctypedef struct nghttp2_option:
+        pass
     ctypedef struct nghttp2_frame_hd:
         size_t length
         int32_t stream_id
@@ -122,8 +124,11 @@ cdef extern from "<nghttp2/nghttp2.h>" nogil:
         nghttp2_session_callbacks *cbs, frame_cb cb)
     void nghttp2_session_callbacks_set_on_stream_close_callback(
         nghttp2_session_callbacks *cbs, close_cb cb)
-    int nghttp2_session_server_new(nghttp2_session **session,
-                                   const nghttp2_session_callbacks *callbacks, void *user_data)
+    int nghttp2_option_new(nghttp2_option **option)
+    void nghttp2_option_set_no_closed_streams(nghttp2_option *option, int val)
+    int nghttp2_session_server_new2(nghttp2_session **session,
+                                    const nghttp2_session_callbacks *callbacks,
+                                    void *user_data, const nghttp2_option *option)
     void nghttp2_session_del(nghttp2_session *session)
     int nghttp2_submit_settings(nghttp2_session *session, uint8_t flags,
                                 const nghttp2_settings_entry *iv, size_t niv)
@@ -385,6 +390,7 @@ cdef ssize_t _read_body(nghttp2_session *session, int32_t stream_id, uint8_t *bu
 
 
 cdef nghttp2_session_callbacks *CALLBACKS = NULL
+cdef nghttp2_option *OPTIONS = NULL
 
 
 cdef nghttp2_session_callbacks *_callbacks() noexcept nogil:
@@ -395,7 +401,11 @@ cdef nghttp2_session_callbacks *_callbacks() noexcept nogil:
         nghttp2_session_callbacks_set_on_frame_recv_callback(CALLBACKS, _on_frame_recv)
         nghttp2_session_callbacks_set_on_frame_send_callback(CALLBACKS, _on_frame_send)
         nghttp2_session_callbacks_set_on_stream_close_callback(CALLBACKS, _on_close)
-    return CALLBACKS
+    if OPTIONS == NULL and nghttp2_option_new(&OPTIONS) == 0:
+        # nghttp2 keeps closed streams (for priorities) up to the concurrency limit it
+        # knows, which is none here (see _advertise): keep none.
+        nghttp2_option_set_no_closed_streams(OPTIONS, 1)
+    return CALLBACKS if OPTIONS != NULL else NULL
 
 
 # -- the pieces of a DoH answer ---------------------------------------------------------------
@@ -774,7 +784,7 @@ cdef class DohLoop(StreamLoop):
         if alen != 2 or memcmp(alpn, b"h2", 2):
             c.inflight = 1
             return h
-        if nghttp2_session_server_new(&h.session, CALLBACKS, h) != 0:
+        if nghttp2_session_server_new2(&h.session, CALLBACKS, h, OPTIONS) != 0:
             h.session = NULL
             return NULL  # freed by _close
         h.max_streams = self.max_streams
