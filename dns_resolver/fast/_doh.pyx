@@ -9,8 +9,8 @@ Content-Type, Content-Length, body). Once a request is whole, the DNS query it c
 (`GET /dns-query?dns=` in base64url, or a `POST /dns-query` body of
 `application/dns-message`; `/dns-query/ID` gives the ClientID `ID`, mapped to its policy
 per request by `FastPath.client_id_policy`) runs through `FastPath._one` as the other
-stream transports' do, and C answers what it can: `200`, `application/dns-message`, `Cache-Control: max-age=` the
-smallest TTL, padded when asked. A query C cannot answer goes to Python with its connection
+stream transports' do, and C answers what it can: `200`, `application/dns-message`,
+`Cache-Control: max-age=` the smallest TTL, padded when asked. A query C cannot answer goes to Python with its connection
 and stream (`serve`), and comes back through `respond`, which C frames. So does every
 request C does not handle itself: an error (400, 404, 405, 413, 415, told by Python's
 `DohService`), a path or `dns` parameter in an unusual spelling (%-escapes).
@@ -177,6 +177,8 @@ cdef enum:
     HAND_RELAY = 0x20001       # HTTP/1.1 bytes for Python's h11 session
     HAND_RELAY_END = 0x20002   # that connection is gone
 
+cdef double NEVER = 1e300  # a deadline that does not pass
+
 REQUEST = HAND_REQUEST
 RELAY = HAND_RELAY
 RELAY_END = HAND_RELAY_END
@@ -221,6 +223,7 @@ cdef struct Http:
     int32_t *ready             # streams whose request is whole, in order
     uint32_t nready, capready
     bint told_end              # HTTP/1.1: Python knows the connection is gone
+    bint finished              # HTTP/1.1: Python's session ended
 
 
 # -- nghttp2 callbacks (nogil, C only: they gather; DohLoop._frames acts) --------------------
@@ -679,8 +682,9 @@ cdef class DohLoop(StreamLoop):
         cdef uint32_t s = <uint32_t>cid
         if s >= self.nslots or self.conns[s].fd < 0 or self.conns[s].gen != cid >> 32:
             return
-        self.conns[s].inflight = 0
+        (<Http *>self.conns[s].http).finished = True
         self.conns[s].closing = True
+        self.conns[s].deadline = mono_now() + self.idle  # for a client that does not read
         self._flush(s)
 
     # -- the loop's hooks -------------------------------------------------------------------------
@@ -760,8 +764,7 @@ cdef class DohLoop(StreamLoop):
 
     cdef Http *_start(self, uint32_t s) noexcept nogil:
         """The HTTP state of connection `s` at its first bytes: an nghttp2 session (our
-        SETTINGS queued) when its ALPN is h2, else HTTP/1.1 relayed to Python (which
-        keeps its idle time: C's never runs out while Python has it)."""
+        SETTINGS queued) when its ALPN is h2, else HTTP/1.1 relayed to Python."""
         cdef Conn *c = &self.conns[s]
         cdef Http *h = <Http *>calloc(1, sizeof(Http))
         cdef const unsigned char *alpn = NULL
@@ -782,7 +785,7 @@ cdef class DohLoop(StreamLoop):
         SSL_set_read_ahead(c.ssl, 1)
         SSL_get0_alpn_selected(c.ssl, &alpn, &alen)
         if alen != 2 or memcmp(alpn, b"h2", 2):
-            c.inflight = 1
+            c.deadline = NEVER  # Python's session keeps the idle time (then `finish`)
             return h
         if nghttp2_session_server_new2(&h.session, CALLBACKS, h, OPTIONS) != 0:
             h.session = NULL
@@ -881,7 +884,8 @@ cdef class DohLoop(StreamLoop):
                 return False
             while r > 0:  # what went out leaves the BIO (qbuf: a sink here)
                 r -= BIO_read(h.wbio, self.qbuf, <int>min(r, <ssize_t>QUERY_MAX))
-        if BIO_ctrl_pending(h.wbio) == 0 and c.closing and c.inflight == 0:
+        if (BIO_ctrl_pending(h.wbio) == 0 and c.closing and c.inflight == 0
+                and (h.session != NULL or h.finished)):
             self._close(s)
             return False
         self._arm(s)

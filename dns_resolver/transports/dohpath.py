@@ -162,7 +162,8 @@ class DohFastPath(DotFastPath):
 
     async def _h1(self, cid: int, reader: asyncio.StreamReader, peer: tuple[str, int]) -> None:
         try:
-            await _H1Session(self.service, reader, _RelayWriter(self.stream, cid), peer).run()  # type: ignore[arg-type]
+            writer: Any = _RelayWriter(self.stream, cid)  # what _H1Session writes with
+            await _H1Session(self.service, reader, writer, peer).run()
         finally:
             self._relays.pop(cid, None)
             self.stream.finish(cid)

@@ -161,7 +161,11 @@ def test_a_client_id_path_selects_its_policy_in_c(doh: ServerProcess) -> None:
     assert (c_after - c_before, py_after - py_before) == (15, 0)
 
 
-def test_http11_is_relayed_to_python_on_one_kept_connection(doh: ServerProcess) -> None:
+@pytest.mark.parametrize("max_inflight", [100, 1])
+def test_http11_is_relayed_to_python_on_one_kept_connection(
+    filterdns_on_nsd: Start, tmp_path: Path, max_inflight: int
+) -> None:
+    doh = filterdns_on_nsd(encrypted_config(tmp_path, max_inflight=max_inflight))
     with httpx.Client(http2=False, verify=False, timeout=5) as client:
         responses = [
             client.get(url(doh), params={"dns": b64(query(TestZone.WWW, i))}) for i in range(5)
