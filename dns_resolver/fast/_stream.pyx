@@ -25,6 +25,10 @@ carries a ClientID has it mapped to a policy in C once (`FastPath.client_id_poli
 again only when the policies changed since (`FastPath.policy_gen`); its queries go
 through the same pipeline under that policy, and those handed to Python carry the
 ClientID. C answers are padded (RFC 8467) here, Python's by the caller.
+
+DoH (`_doh.pyx`) is a subclass: it replaces the framing (`_frames`), the sending
+(`_flush`, `_unsent`) and the hand-over items (`_item`), and hears of a client's end of
+stream (`_eof`).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
