@@ -12,7 +12,13 @@ OPENSSL = any(
     (Path(d) / "openssl" / "ssl.h").is_file()
     for d in ("/usr/include", "/usr/local/include", sysconfig.get_paths()["include"])
 )
-WITH_OPENSSL = {"dns_resolver.fast._tls", "dns_resolver.fast._stream"}
+WITH_OPENSSL = {"dns_resolver.fast._tls", "dns_resolver.fast._stream", "dns_resolver.fast._doh"}
+# DoH in C (`_doh`, on the stream loop) frames HTTP/2 with libnghttp2. Without its headers
+# (Debian: libnghttp2-dev) it is left out, and asyncio serves DoH instead.
+NGHTTP2 = any(
+    (Path(d) / "nghttp2" / "nghttp2.h").is_file()
+    for d in ("/usr/include", "/usr/local/include", sysconfig.get_paths()["include"])
+)
 
 extensions = [
     Extension(
@@ -90,11 +96,21 @@ extensions = [
         libraries=["ssl", "crypto"],  # DoT (_tls.pxd)
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "dns_resolver.fast._doh",
+        ["dns_resolver/fast/_doh.pyx"],
+        include_dirs=["filtercore", "dns_resolver/fast"],  # through the .pxd files it cimports
+        libraries=["nghttp2", "ssl", "crypto"],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 if not OPENSSL:
     print("setup.py: no OpenSSL headers (libssl-dev): TCP and DoT are served from asyncio")
     extensions = [e for e in extensions if e.name not in WITH_OPENSSL]
+if not NGHTTP2:
+    print("setup.py: no nghttp2 headers (libnghttp2-dev): DoH is served from asyncio")
+    extensions = [e for e in extensions if e.name != "dns_resolver.fast._doh"]
 
 setup(
     ext_modules=cythonize(

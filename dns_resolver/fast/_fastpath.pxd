@@ -29,7 +29,8 @@ cdef enum:
     T_UDP = 0              # transports, for _one and the counters
     T_TCP = 1
     T_TLS = 2              # DoT from the stream loop: TCP's limits, counted as tls
-    NTRANSPORT = 3
+    T_HTTPS = 3            # DoH from the stream loop: the same, counted as https
+    NTRANSPORT = 4
     MAX_USETS = 16         # upstream sets C forwards to: the default (0) and rules' sets
 
 

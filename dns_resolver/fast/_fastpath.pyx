@@ -64,7 +64,7 @@ cdef extern from "<sys/random.h>" nogil:
 
 _NOTHING = ()
 
-TRANSPORTS = ("udp", "tcp", "tls")  # by T_UDP, T_TCP, T_TLS
+TRANSPORTS = ("udp", "tcp", "tls", "https")  # by T_UDP, T_TCP, T_TLS, T_HTTPS
 
 REASONS = ("miss", "odd", "refuse", "new_block", "policy", "stale", "timeout", "upstream",
            "answer")
@@ -797,11 +797,11 @@ cdef class FastPath:
     cdef void _one(self, const uint8_t *d, uint32_t n, const void *sa, uint8_t *out,
                    Slot *slot, double now, int transport, int id_policy=-1) noexcept nogil:
         """Answer query `d` from `sa` into `out` if C can (slot.verdict ANSWERED), else say
-        why not. `transport` T_UDP, T_TCP or T_TLS: over a stream there is no size limit
-        but 65,535, the rate limiter's TCP bucket is charged, and a miss goes to Python (C
-        forwards only for UDP clients). `id_policy`: the policy the client's ClientID
-        selects (`client_id_policy`), which comes before the rest of the address's rules;
-        -1: none."""
+        why not. `transport` T_UDP or a stream's (T_TCP, T_TLS, T_HTTPS): over a stream
+        there is no size limit but 65,535, the rate limiter's TCP bucket is charged, and a
+        miss goes to Python (C forwards only for UDP clients). `id_policy`: the policy the
+        client's ClientID selects (`client_id_policy`), which comes before the rest of the
+        address's rules; -1: none."""
         cdef uint16_t qflags, qtype, qclass, ar, udp = 0, rdlen, olen
         cdef uint32_t pos, qend, i, limit, age
         cdef uint8_t c, length

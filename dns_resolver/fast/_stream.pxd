@@ -1,6 +1,7 @@
-# What C sees of the stream loop (dns_resolver/fast/_stream.pyx): DNS over TCP connections.
+# What C sees of the stream loop (dns_resolver/fast/_stream.pyx): DNS over TCP connections;
+# DoH's loop (_doh.pyx) extends it.
 cimport cython
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from dns_resolver.fast._fastpath cimport FastPath
 from dns_resolver.fast._tls cimport LABEL_MAX, SSL, SSL_CTX, TlsContext, TlsNames
@@ -27,6 +28,7 @@ cdef struct Conn:
     char cid[LABEL_MAX]    # DoT: the ClientID of the server name ("" for none)
     int idpol              # DoT: the policy the ClientID selects (-1: the address decides)
     uint32_t idgen         # ... as of this FastPath.policy_gen
+    void *http             # DoH: the connection's HTTP state (_doh.pyx; NULL until it speaks)
 
 
 cdef struct Handoff:
@@ -38,9 +40,10 @@ cdef struct Handoff:
     int64_t code
     uint8_t name[128]      # the peer's sockaddr
     char name_id[LABEL_MAX]  # the connection's ClientID ("" for none)
+    int32_t stream         # DoH: the HTTP/2 stream (0: none)
+    char *head             # DoH: a request for Python's HTTP handling (NULL: a DNS query)
 
 
-@cython.final
 cdef class StreamLoop:
     cdef FastPath fp
     cdef readonly int fileno       # the epoll set: the event loop watches it
@@ -85,3 +88,6 @@ cdef class StreamLoop:
     cdef bint _append(self, Conn *c, const uint8_t *d, uint32_t n) noexcept nogil
     cdef bint _hand(self, uint32_t s, const uint8_t *q, uint32_t n, int reason,
                     int64_t code) noexcept nogil
+    cdef void _eof(self, uint32_t s) noexcept nogil
+    cdef size_t _unsent(self, uint32_t s) noexcept nogil
+    cdef object _item(self, Handoff *h)

@@ -25,6 +25,10 @@ carries a ClientID has it mapped to a policy in C once (`FastPath.client_id_poli
 again only when the policies changed since (`FastPath.policy_gen`); its queries go
 through the same pipeline under that policy, and those handed to Python carry the
 ClientID. C answers are padded (RFC 8467) here, Python's by the caller.
+
+DoH (`_doh.pyx`) is a subclass: it replaces the framing (`_frames`), the sending
+(`_flush`, `_unsent`) and the hand-over items (`_item`), and hears of a client's end of
+stream (`_eof`).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -40,7 +44,7 @@ from dns_resolver.fast._querylog cimport L_BLOCKED
 from dns_resolver.fast._tapbuf cimport TAP_DOT, TAP_TCP
 from dns_resolver.fast._tls cimport (NAME_MAX, SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE,
                                SSL_ERROR_ZERO_RETURN, SSL_do_handshake, SSL_free,
-                               SSL_get_error, SSL_get_servername, SSL_new, SSL_pending,
+                               SSL_get_error, SSL_get_servername, SSL_has_pending, SSL_new,
                                SSL_read, SSL_session_reused, SSL_set_accept_state,
                                SSL_set_app_data, SSL_set_fd, SSL_shutdown, SSL_write,
                                ERR_clear_error, TLSEXT_NAMETYPE_host_name, TlsContext,
@@ -241,7 +245,7 @@ cdef class StreamLoop:
                 if self.conns[s].fd >= 0 and not self.conns[s].closing:
                     self._frames(s, now)
                     if (self.conns[s].ssl != NULL and self.conns[s].fd >= 0
-                            and SSL_pending(self.conns[s].ssl) > 0):
+                            and SSL_has_pending(self.conns[s].ssl)):
                         self._read_tls(s, now)  # decrypted bytes no socket event tells of
             n = epoll_wait(self.fileno, evs, MAX_EVENTS, 0)
             for i in range(n):
@@ -278,12 +282,16 @@ cdef class StreamLoop:
         rest = []
         for k in range(self.nho):
             h = &self.ho[k]
-            host, port = host_port(h.name)
-            rest.append((h.cid, PyBytes_FromStringAndSize(<char *>h.query, h.len), host, port,
-                         h.reason, h.code, h.name_id.decode() if h.name_id[0] else None))
+            rest.append(self._item(h))
             free(h.query)
         self.nho = 0
         return rest
+
+    cdef object _item(self, Handoff *h):
+        """What `serve` returns of handoff `h`."""
+        host, port = host_port(h.name)
+        return (h.cid, PyBytes_FromStringAndSize(<char *>h.query, h.len), host, port,
+                h.reason, h.code, h.name_id.decode() if h.name_id[0] else None)
 
     def answer(self, uint64_t cid, bytes out):
         """Send Python's answer to a query of connection `cid` (gone: nothing happens;
@@ -305,7 +313,7 @@ cdef class StreamLoop:
         if not self._flush(s):
             return False
         if (not c.closing and not c.queued and c.inflight < self.max_inflight
-                and (c.ssl != NULL and SSL_pending(c.ssl) > 0 or c.inlen - c.inpos >= 2
+                and (c.ssl != NULL and SSL_has_pending(c.ssl) or c.inlen - c.inpos >= 2
                      and c.inlen - c.inpos >= 2 + <uint32_t>u16(c.inb + c.inpos))):
             c.queued = True
             self.resume[self.nresume] = s
@@ -387,6 +395,7 @@ cdef class StreamLoop:
             c.wantw = False
             c.cid[0] = 0
             c.idpol = -1
+            c.http = NULL
             if self.ctx != NULL:
                 c.ssl = SSL_new(self.ctx)
                 if c.ssl == NULL or SSL_set_fd(c.ssl, fd) != 1:
@@ -471,12 +480,12 @@ cdef class StreamLoop:
         cdef Conn *c = &self.conns[s]
         cdef epoll_event ev
         cdef uint32_t want = 0
+        cdef size_t unsent = self._unsent(s)
         if c.hs or c.wantw:
             want = EPOLLOUT if c.wantw else EPOLLIN
-        elif (not c.closing and c.inflight < self.max_inflight
-                and c.outlen - c.outpos < OUT_HIGH):
+        elif not c.closing and c.inflight < self.max_inflight and unsent < OUT_HIGH:
             want = EPOLLIN
-        if c.outlen > c.outpos and not c.hs:
+        if unsent and not c.hs:
             want |= EPOLLOUT
         if want != c.events:
             ev.events = want
@@ -532,6 +541,7 @@ cdef class StreamLoop:
                     self._close(s)  # a broken record or a reset: nothing more can be read
                     return False
                 c.closing = True  # the client is done sending: answer, then close
+                self._eof(s)
                 return self._flush(s)
             c.inlen += r
             self._frames(s, now)
@@ -713,7 +723,7 @@ cdef class StreamLoop:
             self.ho = grown
             self.capho *= 2
         h = &self.ho[self.nho]
-        h.query = <uint8_t *>malloc(n)
+        h.query = <uint8_t *>malloc(n if n else 1)
         if h.query == NULL:
             return False
         memcpy(h.query, q, n)
@@ -723,8 +733,18 @@ cdef class StreamLoop:
         h.reason = reason
         h.code = code
         memcpy(h.name_id, self.conns[s].cid, sizeof(h.name_id))
+        h.stream = 0
+        h.head = NULL
         self.nho += 1
         return True
+
+    cdef size_t _unsent(self, uint32_t s) noexcept nogil:
+        """Bytes of connection `s` waiting for the socket."""
+        return self.conns[s].outlen - self.conns[s].outpos
+
+    cdef void _eof(self, uint32_t s) noexcept nogil:
+        """The TLS client of `s` is done sending (DoH tells Python's HTTP/1.1)."""
+        pass
 
 
 cdef inline bint _make_room(StreamLoop loop, uint32_t s) noexcept nogil:

@@ -7,6 +7,7 @@ cdef enum:
     TAP_UDP = 1            # dnstap SocketProtocol
     TAP_TCP = 2
     TAP_DOT = 3
+    TAP_DOH = 4
     TAP_PEERS = 16         # upstream sets C forwards to (_fastpath.pxd's MAX_USETS)
 
 

@@ -35,8 +35,10 @@ cdef extern from "<openssl/ssl.h>" nogil:
     int SSL_read(SSL *s, void *buf, int num)
     int SSL_write(SSL *s, const void *buf, int num)
     int SSL_pending(const SSL *s)
+    int SSL_has_pending(const SSL *s)
     int SSL_get_error(const SSL *s, int ret)
     int SSL_session_reused(const SSL *s)
+    void SSL_get0_alpn_selected(const SSL *s, const unsigned char **data, unsigned int *len)
     int SSL_shutdown(SSL *s)
     enum: TLS1_2_VERSION
     enum: SSL_FILETYPE_PEM

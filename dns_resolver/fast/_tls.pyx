@@ -1,7 +1,7 @@
 # cython: language_level=3
-"""DoT's TLS in C (OpenSSL), for the stream loop (`_stream.pyx`): the server context built
-from the same PEM files as `certs.ServerTls`, ALPN `dot` (a client that offers none is
-served too), the ClientID of the TLS server name (as `certs.client_id_of`: a name we do
+"""DoT's and DoH's TLS in C (OpenSSL), for the stream loop (`_stream.pyx`, `_doh.pyx`): the
+server context built from the same PEM files as `certs.ServerTls`, ALPN `dot`, or `h2` then
+`http/1.1` for DoH (a client that offers none is served too), the ClientID of the TLS server name (as `certs.client_id_of`: a name we do
 not serve is refused with an `unrecognized_name` alert), and the EDNS padding of answers
 (RFC 7830, the 468-byte block of RFC 8467, as `edns.pad`).
 
@@ -11,15 +11,13 @@ with (each SSL holds a reference to it).
 """
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
-from libc.string cimport memcpy, memset, strcmp, strlen
+from libc.string cimport memcmp, memcpy, memset, strcmp, strlen
 
 from dns_resolver.fast._wire cimport TYPE_OPT, put16, skip_name, u16
 
 cdef enum:
     PADDING_BLOCK = 468    # RFC 8467 4.1: the server's block length
     OPTION_PADDING = 12    # RFC 7830
-
-cdef const unsigned char *ALPN_DOT = b"dot"
 
 
 cdef int _alpn(SSL *s, const unsigned char **out, unsigned char *outlen,
@@ -34,6 +32,26 @@ cdef int _alpn(SSL *s, const unsigned char **out, unsigned char *outlen,
             return SSL_TLSEXT_ERR_OK
         i += 1 + inp[i]
     return SSL_TLSEXT_ERR_NOACK
+
+
+cdef int _alpn_https(SSL *s, const unsigned char **out, unsigned char *outlen,
+                     const unsigned char *inp, unsigned int inlen, void *arg) noexcept nogil:
+    """`h2` when the client offers it, else `http/1.1`; else no ALPN (HTTP/1.1 is spoken)."""
+    cdef unsigned int i = 0
+    cdef const unsigned char *h1 = NULL
+    while i < inlen and i + 1 + inp[i] <= inlen:
+        if inp[i] == 2 and memcmp(inp + i + 1, b"h2", 2) == 0:
+            out[0] = inp + i + 1
+            outlen[0] = 2
+            return SSL_TLSEXT_ERR_OK
+        if inp[i] == 8 and memcmp(inp + i + 1, b"http/1.1", 8) == 0:
+            h1 = inp + i + 1
+        i += 1 + inp[i]
+    if h1 == NULL:
+        return SSL_TLSEXT_ERR_NOACK
+    out[0] = h1
+    outlen[0] = 8
+    return SSL_TLSEXT_ERR_OK
 
 
 cdef int _server_name(SSL *s, int *al, void *arg) noexcept nogil:
@@ -114,9 +132,10 @@ cdef uint32_t pad(uint8_t *m, uint32_t n, uint32_t cap) noexcept nogil:
 
 cdef class TlsContext:
     """An OpenSSL server context from PEM files (`cert` holds the chain; `key` may be the
-    same file). Raises ValueError naming the files when they cannot be loaded."""
+    same file), with DoH's ALPN when `https` (else DoT's). Raises ValueError naming the
+    files when they cannot be loaded."""
 
-    def __cinit__(self, str cert, str key):
+    def __cinit__(self, str cert, str key, bint https=False):
         cdef bytes bcert = cert.encode()
         cdef bytes bkey = key.encode()
         cdef char err[256]
@@ -141,7 +160,7 @@ cdef class TlsContext:
         # to what it sent (as plain TCP's EOF). TLS 1.2 renegotiation would make a write
         # wait for a read, and costs us a handshake at the client's will: refused.
         SSL_CTX_set_options(self.ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION)
-        SSL_CTX_set_alpn_select_cb(self.ctx, _alpn, NULL)
+        SSL_CTX_set_alpn_select_cb(self.ctx, _alpn_https if https else _alpn, NULL)
         SSL_CTX_set_tlsext_servername_callback(self.ctx, _server_name)
 
     def __dealloc__(self):

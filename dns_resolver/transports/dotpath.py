@@ -38,6 +38,7 @@ class DotFastPath(TcpFastPath):
     """The DoT listeners of one server, served from C (see the module's docstring)."""
 
     TRANSPORT = TRANSPORT
+    HTTPS = False  # the TLS context's ALPN: DoT's (else DoH's)
 
     def __init__(self, fast: Any, tls: ServerTls, stats: ListenerStats) -> None:
         config = tls.config
@@ -47,7 +48,7 @@ class DotFastPath(TcpFastPath):
         self._contexts: object = None  # the ServerTls contexts the C context was built with
         self._counted: dict[Any, int] = {}  # C counters as last added to `stats`
         self._install()
-        stats.open.setdefault(TRANSPORT, 0)
+        stats.open.setdefault(self.TRANSPORT, 0)
         stats.refresh.append(self._count)
 
     @staticmethod
@@ -59,9 +60,9 @@ class DotFastPath(TcpFastPath):
         config = self.tls.config
         cert, key = self.tls.cert_files()
         try:
-            context = TlsContext(cert, key)
+            context = TlsContext(cert, key, self.HTTPS)
         except ValueError as exc:
-            log.error("DoT keeps its previous TLS context: %s", exc)
+            log.error("%s keeps its previous TLS context: %s", self.TRANSPORT, exc)
             return
         self.stream.set_tls(context, config.server_name, config.handshake_timeout, config.padding)
         self.stream.set_limits(config.idle_timeout, config.max_connections, config.max_inflight)
@@ -79,15 +80,29 @@ class DotFastPath(TcpFastPath):
 
     def _count(self) -> None:
         """Add what C counted since the last time to `stats` (scraped from it)."""
-        stream, stats = self.stream, self.stats
-        stats.open[TRANSPORT] = stats.open.get(TRANSPORT, 0) + self._delta(
+        stream, stats, transport = self.stream, self.stats, self.TRANSPORT
+        stats.open[transport] = stats.open.get(transport, 0) + self._delta(
             "open", stream.connections
         )
-        stats.accepted[TRANSPORT] = stats.accepted.get(TRANSPORT, 0) + self._delta(
+        stats.accepted[transport] = stats.accepted.get(transport, 0) + self._delta(
             "accepted", stream.accepted
         )
+        for kind, value in self._errors().items():
+            n = self._delta(kind, value)
+            if n:
+                key = (transport, kind)
+                stats.errors[key] = stats.errors.get(key, 0) + n
+        for resumed, value in ((False, stream.handshakes_full), (True, stream.handshakes_resumed)):
+            n = self._delta(resumed, value)
+            if n:
+                key2 = (transport, resumed)
+                stats.handshakes[key2] = stats.handshakes.get(key2, 0) + n
+
+    def _errors(self) -> dict[str, int]:
+        """C's counts of closed connections, by `ListenerStats` error kind."""
+        stream = self.stream
         refused = stream.refused_names
-        errors = {
+        return {
             "max_connections": stream.refused,
             "handshake": stream.handshakes_failed - refused,
             "server_name": refused,
@@ -95,16 +110,6 @@ class DotFastPath(TcpFastPath):
             "idle": stream.closed_idle,
             "framing": stream.closed_garbage,
         }
-        for kind, value in errors.items():
-            n = self._delta(kind, value)
-            if n:
-                key = (TRANSPORT, kind)
-                stats.errors[key] = stats.errors.get(key, 0) + n
-        for resumed, value in ((False, stream.handshakes_full), (True, stream.handshakes_resumed)):
-            n = self._delta(resumed, value)
-            if n:
-                key2 = (TRANSPORT, resumed)
-                stats.handshakes[key2] = stats.handshakes.get(key2, 0) + n
 
     def _delta(self, key: Any, value: int) -> int:
         before = self._counted.get(key, 0)

@@ -141,6 +141,10 @@ class DohService:
         out = server.answer(data, peer, TRANSPORT, client_id) if len(data) >= 12 else None
         if isinstance(out, Pending):
             out = await server.answer_later(out, data, peer, TRANSPORT)
+        return self.reply(out)
+
+    def reply(self, out: bytes | None) -> Reply:
+        """The response carrying the core's answer `out` (None: the query was not DNS)."""
         if out is None:
             return self.refuse(_error(400, "not a DNS query"))
         if self.tls.config.padding:

@@ -11,8 +11,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from dns_resolver.transports.certs import ServerTls
+from dns_resolver.transports.dohpath import doh_listeners
 from dns_resolver.transports.dotpath import CDotListener, dot_listeners
-from dns_resolver.transports.listen_https import https_listener
 from dns_resolver.transports.listen_quic import DoqListener
 from dns_resolver.transports.stream import ListenerStats, StreamListener
 from fdconfig import Config
@@ -47,8 +47,9 @@ class EncryptedListeners:
                 server, config.server.listen_tls, self.tls, self.stats, reuse_port=reuse_port
             )
         ] + [
-            https_listener(server, a.host, a.port, self.tls, self.stats, reuse_port=reuse_port)
-            for a in config.server.listen_https
+            *doh_listeners(
+                server, config.server.listen_https, self.tls, self.stats, reuse_port=reuse_port
+            )
         ] + [
             DoqListener(server, a.host, a.port, self.tls, self.stats, reuse_port=reuse_port)
             for a in config.server.listen_quic

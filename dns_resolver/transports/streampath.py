@@ -37,6 +37,7 @@ class TcpFastPath:
     """
 
     TRANSPORT = "tcp"
+    LOOP: Any = StreamLoop  # the C loop class (DoH's extends it)
 
     def __init__(
         self, fast: Any, idle: float, max_connections: int, max_inflight: int
@@ -45,7 +46,7 @@ class TcpFastPath:
             raise RuntimeError("the stream loop extension is not built")
         self.fast = fast
         self.server = fast.server
-        self.stream = StreamLoop(fast.fp, idle, max_connections, max_inflight)
+        self.stream = self.LOOP(fast.fp, idle, max_connections, max_inflight)
         self._socks: list[socket.socket] = []
         self._expiry: asyncio.TimerHandle | None = None
         self._again = False  # a serve() is scheduled for frames an answer let go on
