@@ -136,8 +136,9 @@ class QueryLog:
         # it, the schedule or allowance note). Asked on the writer thread.
         self.describe_client: Callable[[str, str | None], tuple[str, str, str | None]] | None
         self.describe_client = None
-        # The upstream the C fast path forwards to (its lines do not say): fastpath.py.
-        self.fast_upstream: Callable[[], str | None] | None = None
+        # The upstream C forwarded a name to for a policy (its lines do not say which
+        # set, so it is looked up from the routes C was given): fastpath.py.
+        self.fast_upstream: Callable[[str, str | None], str | None] | None = None
         # True once C was told to write clients as they are (for the sinks' policies):
         # the writer anonymises its lines then (`fast_path_settings`).
         self._c_raw = False
@@ -331,10 +332,12 @@ class QueryLog:
             return buffer, count
         rewrite = self._c_raw and self.anonymize != "none"
         describe = self.describe_client if self._c_raw or self.anonymize == "none" else None
-        upstream = self.fast_upstream() if self.fast_upstream is not None else None
+        upstream_of = self.fast_upstream
+        # (name, policy) -> the upstream that answered: a batch repeats its names.
+        upstreams: dict[tuple[str, str | None], str | None] = {}
         seconds = _SECONDS
         # (client, result, category, list) -> (anonymised client, the row's values from
-        # `policy` to `upstream`): worked out once per drain, not once per row.
+        # `policy` to `cached`): worked out once per drain, not once per row.
         known: dict[tuple[str, str, str | None, str | None], tuple[Any, tuple[Any, ...]]] = {}
         file_lines = []
         for line in buffer.decode().splitlines():
@@ -354,7 +357,7 @@ class QueryLog:
             key = (parts[7], result, category, list_name)
             found = known.get(key)
             if found is None:
-                found = known[key] = self._c_values(key, describe, upstream)
+                found = known[key] = self._c_values(key, describe)
             anon, middle = found
             if rewrite:
                 if size == 33 or size == 37:
@@ -368,9 +371,16 @@ class QueryLog:
             stamp = parts[3]
             second = seconds.get(stamp[:19]) or _second(stamp[:19])
             duration = float(parts[-1][1:-1])
+            qname = parts[11]
+            upstream = None
+            if result == "allowed" and upstream_of is not None:
+                where = (qname, middle[0])
+                upstream = upstreams.get(where, "")
+                if upstream == "":
+                    upstream = upstreams[where] = upstream_of(*where)
             rows.append((
-                second + int(stamp[20:23]) / 1000, anon, parts[11], parts[15], "udp", result,
-                None, category, list_name, None, *middle, duration,
+                second + int(stamp[20:23]) / 1000, anon, qname, parts[15], "udp", result,
+                None, category, list_name, None, *middle, upstream, duration,
                 duration if result == "allowed" else None,
             ))  # fmt: skip
         if not rewrite:
@@ -381,18 +391,16 @@ class QueryLog:
         self,
         key: tuple[str, str, str | None, str | None],
         describe: Callable[[str, str | None], tuple[str, str, str | None]] | None,
-        upstream: str | None,
     ) -> tuple[Any, tuple[Any, ...]]:
         """What the rows of C's lines with the same client, result and labels share: the
-        anonymised client, and (policy, why, note, decided_by, cached, upstream)."""
+        anonymised client, and (policy, why, note, decided_by, cached)."""
         client, result, category, _list = key
         anon = self._anonymous(client) if self._c_raw else client
         policy = why = note = None
         if describe is not None:
             policy, why, note = describe(client, category)
         decided = _C_STEPS.get(result, "list") if note is None else note
-        forwarded = upstream if result == "allowed" else None
-        return anon, (policy, why, note, decided, int(result == "cached"), forwarded)
+        return anon, (policy, why, note, decided, int(result == "cached"))
 
     def _feed_sinks(self, rows: list[Row]) -> None:
         for sink in self.sinks:
