@@ -40,7 +40,7 @@ from fdconfig import ANONYMIZE_MODES, QueryLogConfig
 from filtercore._digest import siphash24
 from filtercore.verdict import Verdict
 
-__all__ = ["QueryLog", "anonymize_client"]
+__all__ = ["QueryLog", "anonymize_client", "make_entry"]
 
 log = logging.getLogger(__name__)
 
@@ -198,22 +198,26 @@ class QueryLog:
             self.dropped += 1
             return
         self._queue.append(
-            (
-                time.time() if timestamp is None else timestamp,
-                client,
-                qname,
-                qtype,
-                protocol,
-                result,
-                verdict,
-                category,
-                list_name,
-                rcode,
-                duration,
-                decided_by,
-                upstream,
+            make_entry(
+                client, qname, qtype, protocol, result, duration, verdict=verdict,
+                rcode=rcode, category=category, list_name=list_name, timestamp=timestamp,
+                decided_by=decided_by, upstream=upstream,
             )
-        )
+        )  # fmt: skip
+
+    def log_entries(self, entries: list[_Entry]) -> None:
+        """Queue entries `make_entry` made elsewhere (the serving process: querywriter.py)."""
+        for entry in entries:
+            if len(self._queue) >= self.queue_limit:
+                self.dropped += 1
+                continue
+            self._queue.append(entry)
+
+    def set_key(self, key: bytes) -> None:
+        """Hash clients with `key` (16 bytes) from now on: every writer of one run
+        (querywriter.py) gives a client the same pseudonym."""
+        self._key = key
+        self._clients.clear()
 
     def log_formatted(self, lines: bytes) -> None:
         """Queue lines already formatted as `_format` would (the UDP fast path writes its
@@ -231,14 +235,18 @@ class QueryLog:
         With sinks (the console), C writes the clients as they are and this writer
         anonymises them before anything is stored: a row's policy is then the one of the
         client's real address, whatever `anonymize` says."""
-        names = {
+        self._c_raw = bool(self.sinks)
+        mode = "none" if self._c_raw else self.anonymize
+        return ANONYMIZE_MODES.index(mode), self._key, self.fast_path_names()
+
+    @staticmethod
+    def fast_path_names() -> dict[int, str]:
+        """{qtype code: its JSON} for the mnemonics C writes."""
+        return {
             code: _code_name(QTYPE, code)
             for code in range(65536)
             if QTYPE.get(code) != str(code)
         }
-        self._c_raw = bool(self.sinks)
-        mode = "none" if self._c_raw else self.anonymize
-        return ANONYMIZE_MODES.index(mode), self._key, names
 
     def flush(self) -> None:
         """Write everything queued so far (from any thread); returns when it is on disk."""
@@ -458,6 +466,29 @@ class QueryLog:
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
         self._file = self.path.open("ab")
         self._size = 0
+
+
+def make_entry(
+    client: str,
+    qname: str,
+    qtype: int,
+    protocol: str,
+    result: str,
+    duration: float,
+    *,
+    verdict: Any = None,
+    rcode: int | None = None,
+    category: str | None = None,
+    list_name: str | None = None,
+    timestamp: float | None = None,
+    decided_by: str | None = None,
+    upstream: tuple[str, float] | None = None,
+) -> _Entry:
+    """One entry of the queue (`QueryLog.log`'s arguments), its time now unless given."""
+    return (
+        time.time() if timestamp is None else timestamp, client, qname, qtype, protocol,
+        result, verdict, category, list_name, rcode, duration, decided_by, upstream,
+    )  # fmt: skip
 
 
 # What decided a row of C's: cache hits, the upstream's answer, the rate limit; blocks
