@@ -111,16 +111,23 @@ class ConsoleFeed:
         return out
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        """`filterdns_console_rows_dropped_total{stage}` for this process's rows (the
+        """`filterdns_console_rows_written_total` and
+        `filterdns_console_rows_dropped_total{stage}` for this process's rows (the
         Prometheus registry's collector protocol)."""
+        own = self._published()
+        counters = own["counters"] if own is not None else {}
+        written = "store_written" if self.store is not None else "querylog_written"
+        yield CounterMetricFamily(
+            "filterdns_console_rows_written",
+            "Query-log rows the console's writer process has made (counted, stored).",
+            value=counters.get(written, 0),
+        )
         family = CounterMetricFamily(
             "filterdns_console_rows_dropped",
             "Query-log rows the console lost: at the hand-over to the writer process (it "
             "was behind), in its queue, or in the store (the disk failed).",
             labels=["stage"],
         )
-        own = self._published()
-        counters = own["counters"] if own is not None else {}
         family.add_metric(["handover"], self.link.dropped)
         family.add_metric(["writer"], counters.get("querylog_dropped", 0))
         family.add_metric(["store"], counters.get("store_dropped", 0))

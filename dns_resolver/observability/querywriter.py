@@ -148,7 +148,9 @@ class WriterLink:
             return
         verdict = fields.get("verdict")
         if verdict is not None:
-            fields["verdict"] = Told(verdict.category, verdict.list, verdict.rule)
+            # A rule still to be read from its list's file is not read on the answer's
+            # path: the writer's store looks a block's rule up itself (`explain`).
+            fields["verdict"] = Told(verdict.category, verdict.list, verdict.rule_at_hand)
         self._queue.append(make_entry(client, qname, qtype, protocol, result, duration, **fields))
 
     def log_formatted(self, lines: bytes) -> None:
@@ -341,6 +343,11 @@ def _writer_main(link: WriterLink, read: int) -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    # One writer at a time per store and statistics: the writer of a worker that died
+    # may still be writing what it was sent; its successor waits for it (the lock goes
+    # with the process, however it ends) and then starts from what it published.
+    lock = os.open(f"{link.state}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     writer = Writer(link)
     try:
         writer.run(read)

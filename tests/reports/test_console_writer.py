@@ -95,3 +95,60 @@ def test_a_writer_behind_never_delays_answers_and_its_dropped_rows_are_counted(
     dropped = stats["rows"]["handover_dropped"]
     assert dropped == server.metric("filterdns_console_rows_dropped_total", stage="handover")
     assert 0 < dropped < sent and stats["rows"]["store_written"] == sent - dropped
+
+
+def listening_inode(port: int) -> str:
+    """The socket inode of the TCP listener on `port` (/proc/net/tcp)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                return fields[9]
+    raise AssertionError(f"nothing listens on TCP port {port}")
+
+
+def other_worker(server: ServerProcess) -> int | None:
+    """The pid of the worker that does not serve the admin listener (worker 1 of 2), or
+    None while there is not exactly one such worker running (being restarted)."""
+    admin_port = int(server.config["admin"]["listen"].rsplit(":", 1)[1])
+    holder = f"socket:[{listening_inode(admin_port)}]"
+    others = []
+    with open(f"/proc/{server.pid}/task/{server.pid}/children") as f:
+        children = f.read().split()
+    for pid in children:
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue  # gone meanwhile
+        # A worker holds sockets (the supervisor's other child, the list reloader, none).
+        if any(link.startswith("socket:") for link in links) and holder not in links:
+            others.append(int(pid))
+    return others[0] if len(others) == 1 else None
+
+
+def test_a_restarted_worker_keeps_its_counts(
+    filterdns_on_nsd: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    config = console_config(tmp_path)
+    config["server"]["workers"] = 2
+    config["policies"] = {"child": {"clients": ["127.0.0.0/26"], "block": ["adult"]}}
+    server = filterdns_on_nsd(config)
+    admin = Api(server, "admin")
+    clients = [f"127.0.0.{i}" for i in range(10, 40)]
+
+    def a_round() -> None:
+        for client in clients:  # their queries reach both workers (kernel's hash)
+            assert server.dig(BLOCKED, "A", "-b", client).status == "NXDOMAIN"
+
+    a_round()
+    assert eventually(lambda: overview(admin).get("queries") == len(clients), 10)
+    worker = other_worker(server)
+    assert worker is not None
+    os.kill(worker, signal.SIGKILL)
+    # The supervisor starts it again.
+    assert eventually(lambda: other_worker(server) not in (None, worker), 10)
+    a_round()
+    # The restarted worker's writer started from its predecessor's counts.
+    assert eventually(lambda: overview(admin).get("queries") == 2 * len(clients), 10)
+    stats = overview(admin)
+    assert stats["blocked"] == 2 * len(clients) and stats["by_policy"] == {"child": 60}
