@@ -98,7 +98,6 @@ class WriterLink:
         self.parts = parts
         self.anonymize = config.querylog.anonymize
         self.dropped = 0  # rows dropped at the hand-over (the writer behind)
-        self.restarts = 0  # writer processes started again (died, or a fork for new state)
         # As QueryLog's: set by the fast path, read in the writer process (forked).
         self.earlier_lines: Callable[[], bytes] | None = None
         self.fast_upstream: Callable[[str, str | None], str | None] | None = None
@@ -176,13 +175,6 @@ class WriterLink:
                 self._lost[(minute, result)] += n
                 self.dropped += n
 
-    def flush(self) -> None:
-        """Hand over what is queued now (returns when it is in the pipe)."""
-        self._wake.set()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while self._queue and time.monotonic() < deadline and self._pid:
-            time.sleep(0.01)
-
     def close(self) -> None:
         """Hand over what is queued, then let the writer finish and wait for it."""
         if self._closed:
@@ -203,8 +195,8 @@ class WriterLink:
             self._wake.clear()
             closing = self._closed
             try:
-                if self._writer_needed():
-                    self._send(self._frames())
+                self._ensure_writer()
+                self._send(self._frames())
             except OSError as exc:  # the writer died: started again on the next round
                 log.warning("query-log writer: hand-over failed (%s); starting it again", exc)
                 self._stop_writer()
@@ -212,9 +204,9 @@ class WriterLink:
                 self._stop_writer()
                 return
 
-    def _writer_needed(self) -> bool:
+    def _ensure_writer(self) -> None:
         """Start the writer, or fork a new one when the state it describes rows with
-        changed (lists, policies, routes) or it died. True when one runs."""
+        changed (lists, policies, routes) or it died."""
         resolver = self.resolver
         policies = getattr(resolver, "policies", None)
         generation = (
@@ -228,13 +220,12 @@ class WriterLink:
         )
         status = self._status() if self._pid else None
         if self._pid and status is None and generation == self._generation:
-            return True
+            return
         if self._pid:
             if status is not None:
                 log.warning("query-log writer (pid %d) ended (wait status %d); starting it "
                             "again", self._pid, status)  # fmt: skip
             self._stop_writer()
-            self.restarts += 1
         self._generation = generation
         read, write = os.pipe()
         with contextlib.suppress(OSError):
@@ -253,7 +244,6 @@ class WriterLink:
                 os._exit(code)  # none of the serving process's exit handlers
         os.close(read)
         self._pid, self._fd = pid, write
-        return True
 
     def _frames(self) -> list[bytes]:
         """What is queued, framed: C's buffers as they are, runs of entries pickled."""

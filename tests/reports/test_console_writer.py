@@ -16,7 +16,7 @@ import dns.query
 import pytest
 
 from dns_resolver.observability.querywriter import BACKLOG_ENV, PROCESS_NAME
-from tests.dns_resolver.harness import ServerProcess, eventually
+from tests.dns_resolver.harness import ServerProcess, eventually, to_toml
 from tests.reports.test_console_e2e import BLOCKED, CHILD, WWW, Api, console_config
 
 
@@ -152,3 +152,27 @@ def test_a_restarted_worker_keeps_its_counts(
     assert eventually(lambda: overview(admin).get("queries") == 2 * len(clients), 10)
     stats = overview(admin)
     assert stats["blocked"] == 2 * len(clients) and stats["by_policy"] == {"child": 60}
+
+
+def test_a_new_querylog_config_gets_a_new_writer_after_the_old_one(
+    filterdns_on_nsd: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """A reload that changes `[querylog]` hands the rows to a new writer with the new
+    settings once the old one has written its own: the counts carry on."""
+    server = filterdns_on_nsd(console_config(tmp_path))
+    admin = Api(server, "admin")
+    assert server.dig(BLOCKED, "A", "-b", CHILD).status == "NXDOMAIN"
+    assert eventually(lambda: overview(admin).get("queries") == 1, 5)
+    (first,) = writers(server)
+    config = dict(server.config)
+    config["querylog"] = {**config["querylog"], "anonymize": "hash"}
+    server.config_path.write_text(to_toml(config), encoding="utf-8")
+    server.send_signal(signal.SIGHUP)
+    assert eventually(lambda: writers(server) not in ([], [first]), 5)
+    assert server.dig(BLOCKED, "A", "-b", CHILD).status == "NXDOMAIN"
+    assert eventually(lambda: overview(admin).get("queries") == 2, 5)
+    rows = admin.get("/api/querylog", result="blocked").json()["rows"]  # newest first
+    assert [r["policy"] for r in rows] == ["child", "child"]
+    assert rows[1]["client"] == CHILD and len(rows[0]["client"]) == 16
+    text = (tmp_path / "q.log").read_text()
+    assert text.count(CHILD) == 1 and text.count(rows[0]["client"]) == 1
