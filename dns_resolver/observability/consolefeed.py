@@ -50,7 +50,7 @@ class ConsoleFeed:
         self.config = config
         self._private: Path | None = None
         if share is not None:
-            state = share.folder / f"stats-{share.index}.pickle"
+            state = share.stats_file()
         else:
             self._private = Path(tempfile.mkdtemp(prefix="filterdns-console-"))
             state = self._private / STATE

@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 from dns_resolver.observability.querylog import QueryLog, make_entry
 from dns_resolver.observability.querystats import QueryStats
 from dns_resolver.observability.querystore import QueryStore
+from dns_resolver.workershare import write_file
 from fdconfig import ANONYMIZE_MODES, Config
 
 __all__ = ["BACKLOG_BYTES", "WriterLink"]
@@ -85,8 +86,8 @@ class WriterLink:
 
     Args:
         config: the configuration (`[querylog]` and `[console]`).
-        state: the file the writer publishes its statistics to (pickled, as
-            `workershare.WorkerShare.publish` writes them) and starts from.
+        state: the file the writer publishes its statistics and counters to (pickled)
+            and starts from.
         store_dir: the folder of the SQLite store this process's writer fills.
         parts: how many writers share `[console]`'s store limits.
     """
@@ -96,7 +97,6 @@ class WriterLink:
         self.state = state
         self.store_dir = store_dir
         self.parts = parts
-        self.anonymize = config.querylog.anonymize
         self.dropped = 0  # rows dropped at the hand-over (the writer behind)
         # As QueryLog's: set by the fast path, read in the writer process (forked).
         self.earlier_lines: Callable[[], bytes] | None = None
@@ -453,9 +453,7 @@ class Writer:
         if self.store is not None:
             counters.update({f"store_{k}": v for k, v in self.store.stats().items()})
         payload = pickle.dumps({"stats": self.stats.state(), "counters": counters}, protocol=5)
-        tmp = self.state.with_name(f".{self.state.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(payload)
-        os.replace(tmp, self.state)
+        write_file(self.state, payload)
 
     def close(self) -> None:
         self.qlog.close()
