@@ -16,8 +16,10 @@ sent per query:
   restarted worker reads it as it starts, so a switch stays in force across a restart of
   any worker.
 
-The other workers also follow the reviewers' overrides the console worker writes to the
-data directory (`reports.overrides`), the same way.
+The other workers also publish their upstreams' health (`upstreams-INDEX.json`, once a
+second when it changed), which the overview merges with the console worker's, and follow
+the reviewers' overrides the console worker writes to the data directory
+(`reports.overrides`), the same way.
 
 Files are written to a temporary name and renamed, so a reader sees a whole file.
 """
@@ -65,6 +67,22 @@ class WorkerShare:
         return self.index == CONSOLE_WORKER
 
     # -- console aggregates ---------------------------------------------------------------
+
+    def publish_upstreams(self, health: list[dict[str, Any]]) -> None:
+        """Publish this worker's view of its upstreams (`consolefeed.upstream_health`)."""
+        write_file(self.folder / f"upstreams-{self.index}.json", json.dumps(health).encode())
+
+    def peer_upstreams(self) -> list[list[dict[str, Any]]]:
+        """The other workers' published views of their upstreams."""
+        out = []
+        for path in sorted(self.folder.glob("upstreams-*.json")):
+            if path.name == f"upstreams-{self.index}.json":
+                continue
+            try:
+                out.append(json.loads(path.read_bytes()))
+            except (OSError, ValueError):
+                continue  # a worker that never published, or its folder going away
+        return out
 
     def stats_file(self) -> Path:
         """Where this worker's query-log writer publishes its aggregates."""

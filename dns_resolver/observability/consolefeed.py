@@ -21,6 +21,7 @@ import pickle
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,19 @@ from fdconfig import Config
 log = logging.getLogger(__name__)
 
 STATE = "stats.pickle"  # a single process's writer's aggregates, in a private folder
+UPSTREAMS_INTERVAL = 1.0
+
+
+def upstream_health(resolver: Any) -> list[dict[str, Any]]:
+    """This process's default upstreams: name, healthy, failures in a row."""
+    forwarder = getattr(resolver, "forwarder", None)
+    if forwarder is None:
+        return []
+    now = time.monotonic()
+    return [
+        {"name": u.name, "healthy": u.alive(now), "failures": u.failures}
+        for u in forwarder.upstreams
+    ]
 
 
 class ConsoleFeed:
@@ -66,11 +80,47 @@ class ConsoleFeed:
         self._own: tuple[int, Any] = (-1, None)  # (mtime_ns, payload) of our writer's file
         self._own_lock = threading.Lock()  # the admin API reads from worker threads
         self.stats = StatsGroup(QueryStats(), self._published_stats)
+        self.resolver: Any = None
+        self._publisher: threading.Thread | None = None  # other workers: upstream health
+        self._stop = threading.Event()
 
     def attach(self, querylog: Any, resolver: Any) -> None:
         """Start handing `querylog`'s rows (this feed's `link`, or one `relink` made) to
         the writer, which describes them with `resolver`'s policies and lists."""
         querylog.start(resolver)
+        self.resolver = resolver
+        share = self.share
+        if share is not None and not share.serves_console and self._publisher is None:
+            self._publisher = threading.Thread(
+                target=self._publish_upstreams, name="console-upstreams", daemon=True
+            )
+            self._publisher.start()
+
+    def upstreams(self) -> list[dict[str, Any]]:
+        """The upstreams' health as the overview shows it: with several workers, healthy
+        when every worker finds it so, and the failures in a row added up."""
+        merged = {u["name"]: dict(u) for u in upstream_health(self.resolver)}
+        if self.share is not None and self.share.serves_console:
+            for peer in self.share.peer_upstreams():
+                for u in peer:
+                    found = merged.setdefault(u["name"], {**u, "failures": 0})
+                    found["healthy"] = found["healthy"] and u["healthy"]
+                    found["failures"] += u["failures"]
+        return list(merged.values())
+
+    def _publish_upstreams(self) -> None:
+        """Publish this worker's upstreams' health when it changed, once a second."""
+        assert self.share is not None
+        published = None
+        while not self._stop.wait(UPSTREAMS_INTERVAL):
+            health = upstream_health(self.resolver)
+            if health == published:
+                continue
+            try:
+                self.share.publish_upstreams(health)
+                published = health
+            except OSError as exc:  # the supervisor's folder gone: it is stopping
+                log.debug("cannot publish the upstreams' health: %s", exc)
 
     def relink(self, config: Config) -> WriterLink:
         """A link for a new `[querylog]` (a configuration reload); its writer starts once
@@ -134,6 +184,9 @@ class ConsoleFeed:
         yield family
 
     def close(self) -> None:
+        self._stop.set()
+        if self._publisher is not None:
+            self._publisher.join()
         if self._private is not None:
             with contextlib.suppress(OSError):
                 shutil.rmtree(self._private)
