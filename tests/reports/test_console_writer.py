@@ -15,24 +15,15 @@ import dns.message
 import dns.query
 import pytest
 
-from dns_resolver.observability.querywriter import BACKLOG_ENV, PROCESS_NAME
+from benchmarks.load.servers import proc_tree, writer_pids
+from dns_resolver.observability.querywriter import BACKLOG_ENV
 from tests.dns_resolver.harness import ServerProcess, eventually, to_toml
 from tests.reports.test_console_e2e import BLOCKED, CHILD, WWW, Api, console_config
 
 
 def writers(server: ServerProcess) -> list[int]:
     """The pids of the server's query-log writer processes."""
-    out = []
-    for task in os.listdir(f"/proc/{server.pid}/task"):
-        with open(f"/proc/{server.pid}/task/{task}/children") as f:
-            for pid in f.read().split():
-                try:
-                    with open(f"/proc/{pid}/comm") as comm:
-                        if comm.read().strip() == PROCESS_NAME:
-                            out.append(int(pid))
-                except FileNotFoundError:
-                    continue
-    return out
+    return writer_pids(proc_tree(server.pid))
 
 
 def overview(admin: Api) -> dict:
