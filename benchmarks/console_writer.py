@@ -5,9 +5,10 @@ each part on its own and all together.
 
     python -m benchmarks.console_writer --rows 200000 --repeat 3
 
-At saturation that thread shares the server's CPU, so its cost per row is what the
-console adds per query (`python -m benchmarks.load ... --console` measures it on a
-server). Prints one line per measure and a JSON summary at the end.
+That work runs in the console's writer process (`querywriter.py`), not the serving
+process: `python -m benchmarks.load ... --querylog --console --rates 100000,20000`
+measures both on a server (docs/console.md). Prints one line per measure and a JSON
+summary at the end.
 """
 
 from __future__ import annotations

@@ -241,7 +241,16 @@ class App:
             # A list that cannot be read or compiled: say which and why, no traceback.
             log.error("cannot load the lists: %s", exc)
             return 1
-        self.querylog = self._build_querylog(self.config)
+        if self.config.console.enabled and self.config.querylog.enabled:
+            from dns_resolver.observability.consolefeed import ConsoleFeed
+
+            # The console's rows are made by a writer process; the link queues them.
+            self.console = ConsoleFeed(self.config, share=self.share)
+            self.querylog = self.console.link
+            if self.metrics is not None:
+                self.metrics.registry.register(self.console)
+        else:
+            self.querylog = self._build_querylog(self.config)
         policies = build_policies(self.config, matcher)
         self.resolver = build_resolver(
             self.config,
@@ -254,10 +263,7 @@ class App:
             return 1
         if self.share is not None:
             self._follow_share(policies)
-        if self.config.console.enabled and self.querylog is not None:
-            from dns_resolver.observability.consolefeed import ConsoleFeed
-
-            self.console = ConsoleFeed(self.config, share=self.share)
+        if self.console is not None:
             self.console.attach(self.querylog, self.resolver)
         if self.config.admin.enabled:
             from reports.server import AdminServer
@@ -665,7 +671,10 @@ class App:
         assert resolver is not None
         querylog = self.querylog
         if config.querylog != self.config.querylog:
-            querylog = self._build_querylog(config)
+            if self.console is not None and config.querylog.enabled:
+                querylog = self.console.relink(config)
+            else:
+                querylog = self._build_querylog(config)
         store = resolver.policies.allowances if resolver.policies is not None else None
         old_sets = upstream_sets(resolver)
         try:

@@ -5,19 +5,21 @@ the others answer DNS only. They share two things through files in the superviso
 private folder (`workers.ConfigHandoff`), so no process waits on another and nothing is
 sent per query:
 
-- each other worker publishes its console aggregates (`QueryStats.state()` and its
-  written/dropped counters) at most once per `PUBLISH_INTERVAL`, only when rows arrived,
-  as `stats-INDEX.pickle`; the console worker merges them with its own at read time
-  (counters added, Space-Saving sketches summed and trimmed back to k), so the overview
-  costs the same at any query rate;
+- each worker's query-log writer process (`observability/querywriter.py`) publishes its
+  console aggregates (`QueryStats.state()` and its written/dropped counters) while rows
+  arrive, as `stats-INDEX.pickle` (a restarted worker's writer starts from it); the
+  console worker merges them at read time (counters added, Space-Saving sketches summed
+  and trimmed back to k), so the overview costs the same at any query rate;
 - the console worker writes the policy switches (pause, block-now) to `switches.json`
   whenever its policy masks change; every worker reads the file when it changes (polled
   every `POLL_INTERVAL`, well within the 1 s the console promises) and applies it. A
   restarted worker reads it as it starts, so a switch stays in force across a restart of
   any worker.
 
-The other workers also follow the reviewers' overrides the console worker writes to the
-data directory (`reports.overrides`), the same way.
+The other workers also publish their upstreams' health (`upstreams-INDEX.json`, once a
+second when it changed), which the overview merges with the console worker's, and follow
+the reviewers' overrides the console worker writes to the data directory
+(`reports.overrides`), the same way.
 
 Files are written to a temporary name and renamed, so a reader sees a whole file.
 """
@@ -39,12 +41,12 @@ log = logging.getLogger(__name__)
 
 CONSOLE_WORKER = 0
 """The worker that serves the admin listener and merges the others' aggregates."""
-PUBLISH_INTERVAL = 1.0
 POLL_INTERVAL = 0.25
 SWITCHES = "switches.json"
 
 
-def _write(path: Path, data: bytes) -> None:
+def write_file(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` at once: a reader sees the old file or the new one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -66,9 +68,25 @@ class WorkerShare:
 
     # -- console aggregates ---------------------------------------------------------------
 
-    def publish(self, payload: bytes) -> None:
-        """Publish this worker's aggregates (pickled) for the console worker."""
-        _write(self.folder / f"stats-{self.index}.pickle", payload)
+    def publish_upstreams(self, health: list[dict[str, Any]]) -> None:
+        """Publish this worker's view of its upstreams (`consolefeed.upstream_health`)."""
+        write_file(self.folder / f"upstreams-{self.index}.json", json.dumps(health).encode())
+
+    def peer_upstreams(self) -> list[list[dict[str, Any]]]:
+        """The other workers' published views of their upstreams."""
+        out = []
+        for path in sorted(self.folder.glob("upstreams-*.json")):
+            if path.name == f"upstreams-{self.index}.json":
+                continue
+            try:
+                out.append(json.loads(path.read_bytes()))
+            except (OSError, ValueError):
+                continue  # a worker that never published, or its folder going away
+        return out
+
+    def stats_file(self) -> Path:
+        """Where this worker's query-log writer publishes its aggregates."""
+        return self.folder / f"stats-{self.index}.pickle"
 
     def peers(self) -> list[Any]:
         """The other workers' latest published aggregates (re-read only when changed)."""
@@ -97,7 +115,7 @@ class WorkerShare:
             p.name: {"paused_until": p.paused_until, "blocked_until": dict(p.blocked_until)}
             for p in table.policies
         }
-        _write(self.folder / SWITCHES, json.dumps(state, sort_keys=True).encode())
+        write_file(self.folder / SWITCHES, json.dumps(state, sort_keys=True).encode())
 
     def apply_switches(self, table: Any) -> bool:
         """Put the shared switches in force in `table`; True when something changed."""

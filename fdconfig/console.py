@@ -17,8 +17,9 @@ class ConsoleTable(Table):
         bool,
         doc(
             "Keep the console's overview numbers and searchable query log. Needs "
-            "`[querylog] enabled = true`: their rows come from its writer thread, with its "
-            "anonymisation, so answering queries costs nothing more."
+            "`[querylog] enabled = true`: their rows are made from its entries by a writer "
+            "process, with its anonymisation; the serving process only hands them over "
+            "(rows the writer cannot take in time are dropped and counted, never waited for)."
         ),
     ] = False
     store: Annotated[

@@ -21,6 +21,16 @@ _indexes: OrderedDict[tuple[str, int, int], array[int]] = OrderedDict()
 _lock = threading.Lock()
 
 
+def _unlock_after_fork() -> None:
+    # A process forked while another thread read a rule (the console's query-log writer)
+    # would otherwise wait for that thread, which it does not have, forever.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_unlock_after_fork)
+
+
 def read_line(source: str, line: int) -> str | None:
     """Line `line` (1-based) of `source`, stripped; None when it cannot be read.
 

@@ -93,6 +93,11 @@ class Verdict:
         return self._rule
 
     @property
+    def rule_at_hand(self) -> str | None:
+        """`rule` if it needs no read from its source (given, or read already), else None."""
+        return self._rule
+
+    @property
     def blocked(self) -> bool:
         return self.action is Action.BLOCK
 

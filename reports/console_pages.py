@@ -47,16 +47,6 @@ FEED = web.AppKey("console", ConsoleData)
 # -- the overview --------------------------------------------------------------------------
 
 
-def _upstreams(resolver: Any) -> list[dict[str, Any]]:
-    if resolver is None:
-        return []
-    now = time.monotonic()
-    return [
-        {"name": u.name, "healthy": u.alive(now), "failures": u.failures}
-        for u in resolver.forwarder.upstreams
-    ]
-
-
 def _lists_freshness(request: web.Request) -> dict[str, Any]:
     """When the lists in force were compiled (the snapshot's age), if there is one."""
     from listsync.update import snapshot_path
@@ -74,7 +64,7 @@ def stats_dict(request: web.Request, window: str) -> dict[str, Any]:
     if data.stats is None:
         raise ApiError(404, "no statistics here: [console] enabled = true in `filterdns serve`")
     out = data.stats.summary(window)
-    out["upstreams"] = _upstreams(data.resolver)
+    out["upstreams"] = data.feed.upstreams() if data.feed is not None else []
     out["lists"] = _lists_freshness(request)
     out["rows"] = data.feed.counters() if data.feed is not None else {}
     return out

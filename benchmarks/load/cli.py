@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--console", action="store_true",
                         help="also run filterdns with the query log and the console's store "
                         "and statistics on (filterdns+console)")
+    parser.add_argument("--rates", default="",
+                        help="comma-separated fixed rates (q/s) to run the cache-heavy mix at "
+                        "as well (mix@RATE), e.g. 100000,20000 for the console's A/B")
+    parser.add_argument("--mixes", default="",
+                        help="run only these of mix, miss, p99@10k (comma-separated; "
+                        "default all)")
     parser.add_argument("--text-rules", action="store_true",
                         help="also run filterdns with an expressions list added "
                         "(filterdns+text): misses run the text rules")
@@ -116,7 +122,14 @@ def run(args: argparse.Namespace) -> int:
         handshake_seconds=1.0 if args.smoke else args.handshake_seconds,
         forward_rule=args.forward_rule,
         baseline=args.baseline.resolve() if args.baseline is not None else None,
+        rates=tuple(int(r) for r in args.rates.split(",") if r),
+        mixes=tuple(m for m in args.mixes.split(",") if m),
     )
+    unknown_mixes = set(opts.mixes) - {"mix", "miss", "p99@10k"}
+    if unknown_mixes:
+        print(f"error: unknown mix(es) {', '.join(sorted(unknown_mixes))}; choose from "
+              "mix,miss,p99@10k", file=sys.stderr)
+        return 2
     unknown = set(opts.transports) - set(transports.TRANSPORTS)
     if unknown:
         print(f"error: unknown transport(s) {', '.join(sorted(unknown))}; choose from "

@@ -9,6 +9,7 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -120,11 +121,21 @@ def measure(
     `port` (default the server's plain port), `clients`, `doh_uri`: as for `dnsperf`."""
     pids = server.pids()
     cpu0 = servers.cpu_seconds(pids)
+    writers = servers.writer_pids(pids)
+    writer0 = servers.cpu_seconds(writers)
+    rows0 = server.console_rows()
     figures = dnsperf(port or server.port, queries, seconds, cpus=cpus, rate=rate,
                       verbose=verbose, mode=mode, clients=clients, doh_uri=doh_uri)
     cpu = servers.cpu_seconds(server.pids()) - cpu0
+    writer_cpu = servers.cpu_seconds(writers) - writer0
     rss, pss = servers.memory_kb(server.pids())
     completed = int(figures["completed"])  # type: ignore[arg-type]
+    console = {}
+    if rows0 is not None:
+        console = console_figures(server, writers, writer0, rows0, completed)
+        console["serving_cpu_us"] = (
+            round((cpu - writer_cpu) / completed * 1e6, 3) if completed else 0.0
+        )
     run = Run(
         server=server.name,
         mix=mix,
@@ -138,6 +149,7 @@ def measure(
         rss_mb=rss / 1024,
         pss_mb=pss / 1024,
     )
+    run.extra.update(console)
     if verbose:
         p99 = percentile(figures["latencies"], 0.99)  # type: ignore[arg-type]
         run.p99_latency_ms = p99 * 1000 if p99 is not None else None
@@ -147,6 +159,68 @@ def measure(
     except Exception as exc:  # a stats endpoint that failed must not lose the run
         run.extra["hit_rate_error"] = str(exc)
     return run
+
+
+def console_figures(
+    server: servers.Server,
+    writers: list[int],
+    writer0: float,
+    rows0: tuple[float, float],
+    answered: int,
+) -> dict[str, object]:
+    """The console's query-log writer over a run: the rows it wrote and dropped of the
+    `answered` queries, and its CPU per row written, waiting (at most 60 s) until every
+    row is written or dropped, since a writer behind catches up after the timed window.
+    `serving_cpu_us` (added by `measure`) is the rest of the server's CPU per query."""
+    deadline = time.monotonic() + 60
+    seen, still = (-1.0, -1.0), time.monotonic()
+    while True:
+        rows = server.console_rows() or rows0
+        written, dropped = rows[0] - rows0[0], rows[1] - rows0[1]
+        if written + dropped >= answered or time.monotonic() > deadline:
+            break
+        if rows != seen:
+            seen, still = rows, time.monotonic()
+        elif time.monotonic() - still > 5:
+            break  # nothing moved for 5 s: some rows were lost uncounted (a writer died)
+        time.sleep(0.25)
+    cpu = servers.cpu_seconds(writers) - writer0
+    return {
+        "rows_written": int(written),
+        "rows_dropped": int(dropped),
+        "writer_cpu_us_per_row": round(cpu / written * 1e6, 3) if written else None,
+    }
+
+
+def console_ab(runs: list[Run]) -> dict[str, dict[str, object]]:
+    """Per mix, `filterdns+console` against `filterdns+log` (the query log alone): the
+    serving process's CPU per query of each, medians over the repeats, and the
+    difference, which is what the console adds to answering; the writer's CPU per row
+    and the rows written and dropped of those answered."""
+    out: dict[str, dict[str, object]] = {}
+    for mix in dict.fromkeys(r.mix for r in runs):
+        log = [r for r in runs if r.server == "filterdns+log" and r.mix == mix]
+        con = [r for r in runs if r.server == "filterdns+console" and r.mix == mix]
+        if not log or not con:
+            continue
+        base = statistics.median(r.cpu_us_per_query for r in log)
+        mine = statistics.median(float(r.extra["serving_cpu_us"]) for r in con)  # type: ignore[arg-type]
+        per_row = [r.extra["writer_cpu_us_per_row"] for r in con
+                   if r.extra.get("writer_cpu_us_per_row") is not None]  # fmt: skip
+        out[mix] = {
+            "log_cpu_us": round(base, 3),
+            "console_serving_cpu_us": round(mine, 3),
+            "console_minus_log_us": round(mine - base, 3),
+            "log_cpu_us_all": [round(r.cpu_us_per_query, 3) for r in log],
+            "console_serving_cpu_us_all": [r.extra["serving_cpu_us"] for r in con],
+            "writer_cpu_us_per_row": (
+                round(statistics.median(per_row), 3) if per_row else None  # type: ignore[arg-type]
+            ),
+            "answered": [r.completed for r in con],
+            "rows_written": [r.extra["rows_written"] for r in con],
+            "rows_dropped": [r.extra["rows_dropped"] for r in con],
+        }
+    return out
 
 
 def compile_snapshot(snapshot: Path, *lists: str) -> None:
@@ -198,6 +272,8 @@ class Options:
     handshake_seconds: float = 5.0
     forward_rule: bool = False
     baseline: Path | None = None
+    rates: tuple[int, ...] = ()  # fixed-rate runs of the cache-heavy mix ("mix@RATE")
+    mixes: tuple[str, ...] = ()  # of "mix", "miss", "p99@10k": only these (none: all)
 
 
 def run_all(opts: Options, log: object = print) -> dict[str, object]:
@@ -305,6 +381,9 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
                                        2_000_000), {}),
                     ("p99@10k", ds.mix_file, {"rate": 10_000, "verbose": True}),
                 ]
+                if opts.mixes:
+                    mixes = [m for m in mixes if m[0] in opts.mixes]
+                mixes += [(f"mix@{rate}", ds.mix_file, {"rate": rate}) for rate in opts.rates]
                 for mix, path, kw in mixes:
                     if opts.smoke and mix == "miss":
                         continue
@@ -323,6 +402,7 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
     finally:
         nsd.stop()
         rule_nsd.stop()
+    all_runs = list(runs)
     if opts.repeat > 1:
         extra["all_runs"] = [asdict(r) for r in runs]
         runs = medians(runs)
@@ -335,6 +415,13 @@ def run_all(opts: Options, log: object = print) -> dict[str, object]:
         **extra,
     }
     report["ratios"] = ratios(runs)
+    if opts.console and opts.querylog:
+        report["console"] = console_ab(all_runs)
+        for mix, ab in report["console"].items():  # type: ignore[attr-defined]
+            say(f"console {mix}: serving CPU {ab['console_serving_cpu_us']} us/q against "
+                f"{ab['log_cpu_us']} with the log alone ({ab['console_minus_log_us']:+} us/q); "
+                f"writer {ab['writer_cpu_us_per_row']} us/row; rows written "
+                f"{ab['rows_written']} dropped {ab['rows_dropped']} of {ab['answered']}")
     opts.results.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (opts.results / f"load-{stamp}.json").write_text(json.dumps(report, indent=2))

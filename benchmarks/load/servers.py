@@ -69,11 +69,14 @@ def probe(port: int, name: str = f"host0.{data.ZONE}", timeout: float = 0.2) -> 
 
 
 def proc_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (worker processes)."""
+    """`pid` and its descendants (worker processes, the console's query-log writers: a
+    child is listed under the thread that started it)."""
     out = [pid]
     with contextlib.suppress(OSError):
-        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            out += proc_tree(int(child))
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    out += proc_tree(int(child))
     return out
 
 
@@ -86,6 +89,18 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
     return total / tick
+
+
+def writer_pids(pids: list[int]) -> list[int]:
+    """Those of `pids` that are the console's query-log writers (querywriter.py)."""
+    from dns_resolver.observability.querywriter import PROCESS_NAME
+
+    out = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == PROCESS_NAME:
+                out.append(pid)
+    return out
 
 
 def memory_kb(pids: list[int]) -> tuple[int, int]:
@@ -225,6 +240,10 @@ class Server:
     def details(self) -> dict[str, object]:
         """Anything else worth recording about the run (cumulative since start)."""
         return {}
+
+    def console_rows(self) -> tuple[float, float] | None:
+        """(rows written, rows dropped) by a query-log writer so far; None: none runs."""
+        return None
 
     def log_tail(self) -> str:
         with contextlib.suppress(OSError):
@@ -533,6 +552,22 @@ safe_search = true
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as reply:
             return reply.read().decode()
+
+    def console_rows(self) -> tuple[float, float] | None:
+        """(rows written, rows dropped) by the console's query-log writer so far, or None
+        without the console."""
+        if not self.console:
+            return None
+        from prometheus_client.parser import text_string_to_metric_families
+
+        written = dropped = 0.0
+        for family in text_string_to_metric_families(self.metrics_text()):
+            for sample in family.samples:
+                if sample.name == "filterdns_console_rows_written_total":
+                    written += sample.value
+                elif sample.name == "filterdns_console_rows_dropped_total":
+                    dropped += sample.value
+        return written, dropped
 
     def hit_rate(self) -> float | None:
         """Answers given without the upstream (cache hits and blocks) over all answers,

@@ -158,6 +158,9 @@ class UdpFastPath:
         # One per upstream set (the default first, then the forwarding rules' sets).
         self.pools: list[UpstreamPool] = UpstreamPool.for_sets(self)
         self._log_drainer: asyncio.TimerHandle | None = None
+        # Policy name ("" without policies) -> (domain -> upstream set, the set of the
+        # names no domain names): what `set_routes` gave C, for the query log's rows.
+        self._routes: dict[str, tuple[dict[str, int], int]] = {}
         self._querylog: Any = None
         self._reconfigure_querylog(resolver.querylog)
         dnstap = getattr(resolver, "dnstap", None)
@@ -225,6 +228,7 @@ class UdpFastPath:
         self.fp.set_punt_names(punt)  # upstream answers naming these go to Python
         routes: list[tuple[int, str, int]] = []
         roots: list[int] = []
+        by_policy: dict[str, tuple[dict[str, int], int]] = {}
         for i in indexes:
             hard = {n for index, n in own if index == i}
             table: dict[str, int] = {}
@@ -246,7 +250,9 @@ class UdpFastPath:
                     table[domain] = -1
             routes += [(i, domain, value) for domain, value in table.items()]
             roots.append(root)
+            by_policy[names[i]] = (table, root)
         self.fp.set_routes(routes, roots)
+        self._routes = by_policy  # one assignment: the query log's writer reads it
 
     def _set_of(self, forwarder: Any) -> int:
         """The upstream set C forwards `forwarder`'s names with, or -1 (Python does)."""
@@ -324,10 +330,22 @@ class UdpFastPath:
                 LOG_DRAIN_SECONDS, self._drain_log
             )
 
-    def _forwarding_to(self) -> str | None:
-        """The upstream C forwards misses to (the query log's rows name it): the default
-        set's, as C's log lines do not say which set a rule's miss went to."""
-        pool = self.pools[0] if self.pools else None
+    def _forwarding_to(self, qname: str, policy: str | None) -> str | None:
+        """The upstream C forwarded `qname` to for `policy` (the query log's rows name it):
+        the set of its most specific `[[forward]]` domain, as C's `_route` chooses, else
+        the policy's root set. C's log lines do not say which set answered."""
+        pools = self.pools
+        if not pools:
+            return None
+        index = 0
+        routes = self._routes.get(policy or "")
+        if routes is None and self._routes:
+            routes = next(iter(self._routes.values()))  # no policies: the one table
+        if routes is not None:
+            table, index = routes
+            if table:
+                index = next((table[s] for s in suffixes(qname) if s in table), index)
+        pool = pools[index] if 0 <= index < len(pools) else None
         return pool.upstream.name if pool is not None and pool.upstream is not None else None
 
     def _sync_subscribers(self) -> None:

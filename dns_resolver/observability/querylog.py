@@ -40,7 +40,7 @@ from fdconfig import ANONYMIZE_MODES, QueryLogConfig
 from filtercore._digest import siphash24
 from filtercore.verdict import Verdict
 
-__all__ = ["QueryLog", "anonymize_client"]
+__all__ = ["QueryLog", "anonymize_client", "make_entry"]
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,9 @@ class QueryLog:
         # it, the schedule or allowance note). Asked on the writer thread.
         self.describe_client: Callable[[str, str | None], tuple[str, str, str | None]] | None
         self.describe_client = None
-        # The upstream the C fast path forwards to (its lines do not say): fastpath.py.
-        self.fast_upstream: Callable[[], str | None] | None = None
+        # The upstream C forwarded a name to for a policy (its lines do not say which
+        # set, so it is looked up from the routes C was given): fastpath.py.
+        self.fast_upstream: Callable[[str, str | None], str | None] | None = None
         # True once C was told to write clients as they are (for the sinks' policies):
         # the writer anonymises its lines then (`fast_path_settings`).
         self._c_raw = False
@@ -197,22 +198,26 @@ class QueryLog:
             self.dropped += 1
             return
         self._queue.append(
-            (
-                time.time() if timestamp is None else timestamp,
-                client,
-                qname,
-                qtype,
-                protocol,
-                result,
-                verdict,
-                category,
-                list_name,
-                rcode,
-                duration,
-                decided_by,
-                upstream,
+            make_entry(
+                client, qname, qtype, protocol, result, duration, verdict=verdict,
+                rcode=rcode, category=category, list_name=list_name, timestamp=timestamp,
+                decided_by=decided_by, upstream=upstream,
             )
-        )
+        )  # fmt: skip
+
+    def log_entries(self, entries: list[_Entry]) -> None:
+        """Queue entries `make_entry` made elsewhere (the serving process: querywriter.py)."""
+        for entry in entries:
+            if len(self._queue) >= self.queue_limit:
+                self.dropped += 1
+                continue
+            self._queue.append(entry)
+
+    def set_key(self, key: bytes) -> None:
+        """Hash clients with `key` (16 bytes) from now on: every writer of one run
+        (querywriter.py) gives a client the same pseudonym."""
+        self._key = key
+        self._clients.clear()
 
     def log_formatted(self, lines: bytes) -> None:
         """Queue lines already formatted as `_format` would (the UDP fast path writes its
@@ -230,14 +235,18 @@ class QueryLog:
         With sinks (the console), C writes the clients as they are and this writer
         anonymises them before anything is stored: a row's policy is then the one of the
         client's real address, whatever `anonymize` says."""
-        names = {
+        self._c_raw = bool(self.sinks)
+        mode = "none" if self._c_raw else self.anonymize
+        return ANONYMIZE_MODES.index(mode), self._key, self.fast_path_names()
+
+    @staticmethod
+    def fast_path_names() -> dict[int, str]:
+        """{qtype code: its JSON} for the mnemonics C writes."""
+        return {
             code: _code_name(QTYPE, code)
             for code in range(65536)
             if QTYPE.get(code) != str(code)
         }
-        self._c_raw = bool(self.sinks)
-        mode = "none" if self._c_raw else self.anonymize
-        return ANONYMIZE_MODES.index(mode), self._key, names
 
     def flush(self) -> None:
         """Write everything queued so far (from any thread); returns when it is on disk."""
@@ -331,10 +340,12 @@ class QueryLog:
             return buffer, count
         rewrite = self._c_raw and self.anonymize != "none"
         describe = self.describe_client if self._c_raw or self.anonymize == "none" else None
-        upstream = self.fast_upstream() if self.fast_upstream is not None else None
+        upstream_of = self.fast_upstream
+        # (name, policy) -> the upstream that answered: a batch repeats its names.
+        upstreams: dict[tuple[str, str | None], str | None] = {}
         seconds = _SECONDS
         # (client, result, category, list) -> (anonymised client, the row's values from
-        # `policy` to `upstream`): worked out once per drain, not once per row.
+        # `policy` to `cached`): worked out once per drain, not once per row.
         known: dict[tuple[str, str, str | None, str | None], tuple[Any, tuple[Any, ...]]] = {}
         file_lines = []
         for line in buffer.decode().splitlines():
@@ -354,7 +365,7 @@ class QueryLog:
             key = (parts[7], result, category, list_name)
             found = known.get(key)
             if found is None:
-                found = known[key] = self._c_values(key, describe, upstream)
+                found = known[key] = self._c_values(key, describe)
             anon, middle = found
             if rewrite:
                 if size == 33 or size == 37:
@@ -368,9 +379,16 @@ class QueryLog:
             stamp = parts[3]
             second = seconds.get(stamp[:19]) or _second(stamp[:19])
             duration = float(parts[-1][1:-1])
+            qname = parts[11]
+            upstream = None
+            if result == "allowed" and upstream_of is not None:
+                where = (qname, middle[0])
+                upstream = upstreams.get(where, "")
+                if upstream == "":
+                    upstream = upstreams[where] = upstream_of(*where)
             rows.append((
-                second + int(stamp[20:23]) / 1000, anon, parts[11], parts[15], "udp", result,
-                None, category, list_name, None, *middle, duration,
+                second + int(stamp[20:23]) / 1000, anon, qname, parts[15], "udp", result,
+                None, category, list_name, None, *middle, upstream, duration,
                 duration if result == "allowed" else None,
             ))  # fmt: skip
         if not rewrite:
@@ -381,18 +399,16 @@ class QueryLog:
         self,
         key: tuple[str, str, str | None, str | None],
         describe: Callable[[str, str | None], tuple[str, str, str | None]] | None,
-        upstream: str | None,
     ) -> tuple[Any, tuple[Any, ...]]:
         """What the rows of C's lines with the same client, result and labels share: the
-        anonymised client, and (policy, why, note, decided_by, cached, upstream)."""
+        anonymised client, and (policy, why, note, decided_by, cached)."""
         client, result, category, _list = key
         anon = self._anonymous(client) if self._c_raw else client
         policy = why = note = None
         if describe is not None:
             policy, why, note = describe(client, category)
         decided = _C_STEPS.get(result, "list") if note is None else note
-        forwarded = upstream if result == "allowed" else None
-        return anon, (policy, why, note, decided, int(result == "cached"), forwarded)
+        return anon, (policy, why, note, decided, int(result == "cached"))
 
     def _feed_sinks(self, rows: list[Row]) -> None:
         for sink in self.sinks:
@@ -450,6 +466,29 @@ class QueryLog:
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
         self._file = self.path.open("ab")
         self._size = 0
+
+
+def make_entry(
+    client: str,
+    qname: str,
+    qtype: int,
+    protocol: str,
+    result: str,
+    duration: float,
+    *,
+    verdict: Any = None,
+    rcode: int | None = None,
+    category: str | None = None,
+    list_name: str | None = None,
+    timestamp: float | None = None,
+    decided_by: str | None = None,
+    upstream: tuple[str, float] | None = None,
+) -> _Entry:
+    """One entry of the queue (`QueryLog.log`'s arguments), its time now unless given."""
+    return (
+        time.time() if timestamp is None else timestamp, client, qname, qtype, protocol,
+        result, verdict, category, list_name, rcode, duration, decided_by, upstream,
+    )  # fmt: skip
 
 
 # What decided a row of C's: cache hits, the upstream's answer, the rate limit; blocks

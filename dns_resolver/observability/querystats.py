@@ -255,6 +255,24 @@ class QueryStats:
                 for old in [m for m in self.minutes if m < horizon]:
                     del self.minutes[old]
 
+    def add_lost(self, lost: dict[tuple[int, str], int]) -> None:
+        """Count rows that were dropped before they reached the writer: {(minute, result):
+        rows}. The queries, results, blocked share, cache hit rate and chart stay exact;
+        the dropped rows' names, clients, categories and policies are not known."""
+        with self._lock:
+            self.changes += 1
+            for (minute, result), n in lost.items():
+                ts = minute * 60
+                blocked = n if result == "blocked" else 0
+                for ring in (self.fine, self.hourly):
+                    bucket = ring.bucket(ts)
+                    bucket.total += n
+                    bucket.blocked += blocked
+                    bucket.cached += n if result == "cached" else 0
+                    bucket.by_result[result] += n
+                total, was_blocked = self.minutes.get(minute, (0, 0))
+                self.minutes[minute] = (total + n, was_blocked + blocked)
+
     def _seen(self, client: str, rows: list[Row]) -> None:
         seen = self.clients.get(client)
         if seen is None:

@@ -209,7 +209,7 @@ def test_c_lines_get_the_real_clients_policy_and_are_anonymised_here(tmp_path: P
                 "schedule=school" if category else None)  # fmt: skip
 
     qlog.describe_client = describe
-    qlog.fast_upstream = lambda: "127.0.0.1:5300"
+    qlog.fast_upstream = lambda name, policy: "127.0.0.1:5300" if policy == "child" else None
     assert qlog.fast_path_settings()[0] == 2  # "none": C writes the address as it is
     qlog.log_formatted(
         c_line("192.0.2.7", "a.example", "allowed")

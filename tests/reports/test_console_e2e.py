@@ -21,6 +21,8 @@ from tests.dns_resolver.harness import (
     eventually,
     free_port,
 )
+from tests.dns_resolver.test_integration_forward_fastpath import corp_nsd
+from tests.dns_resolver.test_integration_local import DC_A
 from tests.reports.test_console import login, page_csrf
 from tests.reports.test_e2e import reviewer_token
 
@@ -193,3 +195,35 @@ def test_rows_say_what_decided_and_which_upstream_answered(
     assert "<code>block-now</code>" in page and f"{nsd_upstream.upstream} (" in page
     text = (tmp_path / "q.log").read_text()
     assert CHILD not in text and TEEN not in text
+
+
+def test_rows_of_a_forward_rule_name_the_rules_upstream(
+    filterdns_on_nsd: Callable[..., ServerProcess], nsd_upstream: NsdServer, tmp_path: Path
+) -> None:
+    """A name C forwards to a `[[forward]]` rule's servers is logged with that set's
+    upstream, not the default set's (C's lines do not say which set answered)."""
+    corp = corp_nsd(tmp_path / "corp")
+    try:
+        config = console_config(tmp_path)
+        config["forward"] = [{"domains": ["corp.test"], "servers": [corp.upstream]}]
+        config["policies"]["staff"] = {"clients": [f"{TEEN}/32"], "block": []}
+        server = filterdns_on_nsd(config)
+        admin = Api(server, "admin")
+        assert server.dig("dc.corp.test", "A", "-b", TEEN).rdata("A") == [DC_A]
+        assert server.dig("dc.corp.test", "A", "-b", CHILD).rdata("A") == [DC_A]
+        assert server.dig(WWW, "A", "-b", CHILD).status == "NOERROR"
+        # All three were forwarded by C (the start-up probe aside, nothing went to Python).
+        assert server.metric("filterdns_fastpath_answers_total") == 3
+
+        def forwarded() -> dict[tuple[str, str], str | None]:
+            rows = admin.get("/api/querylog", result="allowed").json()["rows"]
+            return {(r["qname"], r["policy"]): r["upstream"] for r in rows}
+
+        assert eventually(lambda: len(forwarded()) == 3, 5)
+        assert forwarded() == {
+            ("dc.corp.test", "staff"): corp.upstream,
+            ("dc.corp.test", "child"): corp.upstream,
+            (WWW, "child"): nsd_upstream.upstream,
+        }
+    finally:
+        corp.stop()

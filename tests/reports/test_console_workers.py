@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from tests.dns_resolver.harness import ServerProcess, TestZone, eventually
+from tests.dns_resolver.harness import NsdServer, ServerProcess, TestZone, eventually, free_port
 from tests.reports.test_console_e2e import Api, console_config
 
 BLOCKED = TestZone.BLOCKED.rstrip(".")
@@ -113,3 +113,30 @@ def test_two_workers_count_search_and_switch_together(
     assert eventually(lambda: a_round(server, TEEN, "NXDOMAIN", WWW), 3)
     overridden = "qname = ? AND decided_by = 'override' AND ts >= ?"
     assert eventually(lambda: all(worker_rows(server, overridden, WWW, since).values()), 3)
+
+
+def test_the_upstreams_health_is_every_workers(
+    filterdns_on_nsd: Callable[..., ServerProcess], nsd_upstream: NsdServer, tmp_path: Path
+) -> None:
+    """An upstream that fails on both workers shows their failures added up, not worker
+    0's alone."""
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens: refused at once
+    config = workers_config(tmp_path)
+    config["upstream"] = {
+        "servers": [dead, nsd_upstream.upstream],
+        "max_failures": 2,
+        "retry_dead_after": 600,
+    }
+    server = filterdns_on_nsd(config)
+    admin = Api(server, "admin")
+    for i, client in enumerate(CHILDREN):  # new names: each is forwarded, by both workers
+        assert server.dig(f"n{i}.{WWW}", "A", "-b", client).status == "NXDOMAIN"
+
+    def dead_one() -> dict:
+        (found,) = [u for u in admin.get("/api/stats").json()["upstreams"] if u["name"] == dead]
+        return found
+
+    # Each worker counted two failures in a row before it set the upstream aside.
+    assert eventually(lambda: dead_one()["failures"] == 4, 5), dead_one()
+    assert dead_one()["healthy"] is False
+    assert server.metric("filterdns_upstream_errors_total", upstream=dead) == 4
