@@ -387,7 +387,7 @@ class QueryLog:
                 if upstream == "":
                     upstream = upstreams[where] = upstream_of(*where)
             rows.append((
-                second + int(stamp[20:23]) / 1000, anon, qname, parts[15], "udp", result,
+                second + int(stamp[20:23]) / 1000, anon, qname, parts[15], parts[19], result,
                 None, category, list_name, None, *middle, upstream, duration,
                 duration if result == "allowed" else None,
             ))  # fmt: skip
@@ -503,7 +503,7 @@ def _c_parts(line: str) -> tuple[list[Any], dict[str, Any]] | None:
         d = json.loads(line)
         parts: list[Any] = [""] * 37
         parts[3], parts[7], parts[11] = d["timestamp"], d["client"], d["qname"]
-        parts[15], parts[23] = d["qtype"], d["result"]
+        parts[15], parts[19], parts[23] = d["qtype"], d["protocol"], d["result"]
         parts[27], parts[31] = d["category"], d["list"]
         parts[-1] = f":{d['duration_ms']}}}"
     except (ValueError, KeyError, TypeError):

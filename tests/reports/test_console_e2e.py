@@ -227,3 +227,21 @@ def test_rows_of_a_forward_rule_name_the_rules_upstream(
         }
     finally:
         corp.stop()
+
+
+def test_rows_name_the_transport_c_answered_on(
+    filterdns_on_nsd: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """C's TCP and UDP answers (a cache hit each) are stored with their own transport."""
+    server = filterdns_on_nsd(console_config(tmp_path))
+    admin = Api(server, "admin")
+    assert server.dig(WWW, "A", "-b", CHILD).status == "NOERROR"
+    assert server.dig(WWW, "A", "-b", CHILD, "+tcp").status == "NOERROR"
+    assert server.dig(WWW, "A", "-b", CHILD).status == "NOERROR"
+
+    def cached() -> list[str]:
+        rows = admin.get("/api/querylog", result="cached").json()["rows"]
+        return sorted(r["protocol"] for r in rows)
+
+    assert eventually(lambda: len(cached()) == 2, 5)
+    assert cached() == ["tcp", "udp"]
