@@ -28,7 +28,7 @@ from tests.dns_resolver.encrypted import (
     tls_connect,
     until,
 )
-from tests.dns_resolver.harness import ServerProcess, TestZone
+from tests.dns_resolver.harness import ServerProcess, TestZone, eventually
 
 Start = Callable[..., ServerProcess]
 CONNECTIONS = 40  # spread by the kernel's hash: all on one worker has odds of 2**-39
@@ -87,7 +87,11 @@ def test_dot_from_c_with_two_workers(filterdns_on_nsd: Start, tmp_path: Path) ->
     config = encrypted_config(tmp_path, cert=str(cert), key=str(key))
     config["server"]["workers"] = 2
     server = filterdns_on_nsd(config)
-    assert server.stderr_text().count("DNS over TLS is served from the C stream loop") == 2
+    # The server answers once one worker is up; the other may still be starting.
+    assert eventually(
+        lambda: server.stderr_text().count("DNS over TLS is served from the C stream loop") == 2,
+        10,
+    )
     port = dot_port(server)
     # Both workers listen once each has reported in: poll until both took a connection.
     seen: set[int] = set()
