@@ -17,7 +17,9 @@ request C does not handle itself: an error (400, 404, 405, 413, 415, told by Pyt
 
 nghttp2 enforces the protocol: a broken preface or a frame out of place is a connection
 error (GOAWAY, counted in `http_errors`), a stream over SETTINGS_MAX_CONCURRENT_STREAMS is
-reset with REFUSED_STREAM (counted in `refused_streams`) while the others go on.
+reset with REFUSED_STREAM (counted in `refused_streams`) while the others go on. Any other
+end of an HTTP/2 connection (idle, shutdown, the client's close) sends a GOAWAY with
+NO_ERROR; then comes TLS close_notify, then `StreamLoop`'s lingering close.
 
 A connection without ALPN `h2` speaks HTTP/1.1, rare for DoH: C relays its decrypted bytes
 to Python (`serve` items of reason `RELAY`, then one of `RELAY_END` when the client is

@@ -15,7 +15,8 @@ once), `max_inflight` queries handed to Python per connection (beyond, the conne
 further frames wait), and `idle` seconds without a complete query (with none in flight)
 before a connection is closed, so a client sending a byte a second is closed too. A
 frame of length 0, or bytes that are not a query, close the connection once the answers
-before them are sent, as the asyncio listener does.
+before them are sent, as the asyncio listener does. Every close lingers (`_close`): our FIN,
+then the client's bytes are read and dropped until it closes, for `LINGER` at most.
 
 DoT (RFC 7858) is the same loop inside TLS (`set_tls`, a loop of its own for the DoT
 listeners): each connection gets a non-blocking OpenSSL `SSL` from `_tls.TlsContext`,
