@@ -196,7 +196,8 @@ cdef const char *CONTENT_TYPE = b"application/dns-message"
 
 cdef struct Counts:
     # Per loop, reached from each session's user data.
-    unsigned long long http_errors       # GOAWAYs naming an error: a bad preface, broken framing
+    unsigned long long http_errors       # GOAWAYs naming an error (a bad preface, broken
+                                         # framing), RST_STREAMs of PROTOCOL_ERROR
     unsigned long long refused_streams   # streams over max_streams, reset
 
 
@@ -375,9 +376,13 @@ cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
 cdef int _on_frame_send(nghttp2_session *session, const nghttp2_frame *frame,
                         void *ud) noexcept nogil:
     cdef Http *h = <Http *>ud
-    if (frame.hd.type == NGHTTP2_RST_STREAM
-            and frame.rst_stream.error_code == NGHTTP2_REFUSED_STREAM):
-        h.counts.refused_streams += 1
+    if frame.hd.type == NGHTTP2_RST_STREAM:
+        if frame.rst_stream.error_code == NGHTTP2_REFUSED_STREAM:
+            h.counts.refused_streams += 1
+        elif frame.rst_stream.error_code == NGHTTP2_PROTOCOL_ERROR:
+            # A malformed request (RFC 9113 8.1.1: a stream error), which h2 makes a
+            # connection error in asyncio: counted the same.
+            h.counts.http_errors += 1
     elif frame.hd.type == NGHTTP2_GOAWAY:
         h.goaway = True
         # Every connection error nghttp2 finds (most without an error from mem_recv)
@@ -630,7 +635,8 @@ cdef class DohLoop(StreamLoop):
 
     @property
     def http_errors(self):
-        """HTTP/2 connections closed for a protocol error (a bad preface, broken frames)."""
+        """HTTP/2 protocol errors: connections closed for one (a bad preface, broken frames),
+        streams reset for one (a malformed request)."""
         return self.counts.http_errors
 
     @property

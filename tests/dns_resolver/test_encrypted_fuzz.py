@@ -227,7 +227,7 @@ def test_h2_random_bytes_and_broken_prefaces_close_cleanly(server: ServerProcess
         if case % 30 == 29:
             _doh_answers(server)
     _doh_answers(server)
-    assert _errors(server, "https", "http_protocol") >= 60
+    assert _errors(server, "https", "http_protocol") == 60  # the broken ones, not the cut
     _no_tracebacks(server)
 
 
@@ -238,6 +238,7 @@ def test_h2_random_frames_get_goaway_or_are_ignored(server: ServerProcess) -> No
     port = doh_port(server)
     rng = random.Random(1402)
     outcomes = {"alive": 0, "goaway": 0}
+    malformed = 0  # streams reset with PROTOCOL_ERROR on connections that went on
     for case in range(150):
         frames = [_random_frame(rng) for _ in range(rng.randrange(1, 4))]
         token = struct.pack("!Q", case)
@@ -251,6 +252,10 @@ def test_h2_random_frames_get_goaway_or_are_ignored(server: ServerProcess) -> No
             outcomes["goaway"] += 1
         else:
             outcomes["alive"] += 1
+            protocol = h2.errors.ErrorCodes.PROTOCOL_ERROR
+            malformed += sum(
+                isinstance(f, RstStreamFrame) and f.error_code == protocol for f in got
+            )
         if all(ignored for ignored, _ in frames):
             assert not closed, (case, frames, got)
         if case % 50 == 49:
@@ -265,7 +270,8 @@ def test_h2_random_frames_get_goaway_or_are_ignored(server: ServerProcess) -> No
     assert closed and [f.error_code for f in got if isinstance(f, GoAwayFrame)] == [
         h2.errors.ErrorCodes.FRAME_SIZE_ERROR
     ]
-    assert _errors(server, "https", "http_protocol") >= outcomes["goaway"]
+    # Each protocol error counted once (with the last case's), a connection's or a stream's.
+    assert _errors(server, "https", "http_protocol") == outcomes["goaway"] + malformed + 1
     _doh_answers(server)
     _no_tracebacks(server)
 
@@ -493,7 +499,7 @@ def test_h2_invalid_hpack_is_a_connection_or_stream_error(server: ServerProcess)
     port = doh_port(server)
     rng = random.Random(1405)
     blocks = [*HPACK_CASES, *(rng.randbytes(rng.randrange(1, 80)) for _ in range(70))]
-    closes = 0
+    closes = malformed = 0
     for case, block in enumerate(blocks):
         if case % 4 == 3 and len(block) > 1:  # split: HEADERS, then CONTINUATION (END_HEADERS)
             cut = rng.randrange(1, len(block))
@@ -513,8 +519,11 @@ def test_h2_invalid_hpack_is_a_connection_or_stream_error(server: ServerProcess)
             assert goaways and goaways[-1].error_code != 0, (case, block, got)
         else:
             assert resets or 400 <= statuses.get(1, 0) < 500, (case, block, got)
+            protocol = h2.errors.ErrorCodes.PROTOCOL_ERROR
+            malformed += sum(f.error_code == protocol for f in resets)
     assert closes >= len(HPACK_CASES) // 2
-    assert _errors(server, "https", "http_protocol") >= closes
+    # Each protocol error counted once, a connection's or a stream's (a malformed request).
+    assert _errors(server, "https", "http_protocol") == closes + malformed
     _doh_answers(server)
     _no_tracebacks(server)
 
