@@ -15,8 +15,9 @@ once), `max_inflight` queries handed to Python per connection (beyond, the conne
 further frames wait), and `idle` seconds without a complete query (with none in flight)
 before a connection is closed, so a client sending a byte a second is closed too. A
 frame of length 0, or bytes that are not a query, close the connection once the answers
-before them are sent, as the asyncio listener does. Every close lingers (`_close`): our FIN,
-then the client's bytes are read and dropped until it closes, for `LINGER` at most.
+before them are sent, as the asyncio listener does. A close lingers (`_close`): our FIN,
+then the client's bytes are read and dropped until it closes, for `LINGER` at most (not
+after a deadline: `expire`).
 
 DoT (RFC 7858) is the same loop inside TLS (`set_tls`, a loop of its own for the DoT
 listeners): each connection gets a non-blocking OpenSSL `SSL` from `_tls.TlsContext`,
@@ -369,6 +370,11 @@ cdef class StreamLoop:
                 else:
                     self.closed_idle += 1
                 self._close(s)
+                if self.conns[s].linger_fd >= 0:
+                    # No lingering: a client that sent nothing whole for so long (or
+                    # reads nothing) has nothing a reset could spoil, and one still
+                    # trickling bytes should see its writes fail.
+                    self._release(s)
 
     # -- connections ------------------------------------------------------------------------
 
