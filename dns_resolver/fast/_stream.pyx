@@ -501,7 +501,6 @@ cdef class StreamLoop:
         # 4xx, the close_notify) and fails its writes in flight.
         c.linger_fd = c.fd
         c.fd = -1
-        c.closing = True
         c.deadline = mono_now() + LINGER
         ev.events = EPOLLIN
         ev.data.u64 = _tag(c.gen, s)
