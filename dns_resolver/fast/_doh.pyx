@@ -17,7 +17,9 @@ request C does not handle itself: an error (400, 404, 405, 413, 415, told by Pyt
 
 nghttp2 enforces the protocol: a broken preface or a frame out of place is a connection
 error (GOAWAY, counted in `http_errors`), a stream over SETTINGS_MAX_CONCURRENT_STREAMS is
-reset with REFUSED_STREAM (counted in `refused_streams`) while the others go on.
+reset with REFUSED_STREAM (counted in `refused_streams`) while the others go on. Any other
+end of an HTTP/2 connection (idle, shutdown, the client's close) sends a GOAWAY with
+NO_ERROR; then comes TLS close_notify, then `StreamLoop`'s lingering close.
 
 A connection without ALPN `h2` speaks HTTP/1.1, rare for DoH: C relays its decrypted bytes
 to Python (`serve` items of reason `RELAY`, then one of `RELAY_END` when the client is
@@ -54,6 +56,7 @@ cdef extern from "<openssl/bio.h>" nogil:
 
 cdef extern from "<openssl/ssl.h>" nogil:
     void SSL_set0_wbio(SSL *s, BIO *wbio)
+    int SSL_shutdown(SSL *s)
     void SSL_set_read_ahead(SSL *s, int yes)
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -79,10 +82,13 @@ cdef extern from "<nghttp2/nghttp2.h>" nogil:
         nghttp2_headers_category cat
     ctypedef struct nghttp2_rst_stream:
         uint32_t error_code
+    ctypedef struct nghttp2_goaway:
+        uint32_t error_code
     ctypedef union nghttp2_frame:
         nghttp2_frame_hd hd
         nghttp2_headers headers
         nghttp2_rst_stream rst_stream
+        nghttp2_goaway goaway
     ctypedef struct nghttp2_nv:
         uint8_t *name
         uint8_t *value
@@ -150,6 +156,7 @@ cdef extern from "<nghttp2/nghttp2.h>" nogil:
         NGHTTP2_DATA
         NGHTTP2_HEADERS
         NGHTTP2_RST_STREAM
+        NGHTTP2_GOAWAY
         NGHTTP2_SETTINGS
         NGHTTP2_FLAG_ACK
         NGHTTP2_FLAG_NONE
@@ -157,6 +164,7 @@ cdef extern from "<nghttp2/nghttp2.h>" nogil:
         NGHTTP2_NV_FLAG_NONE
         NGHTTP2_DATA_FLAG_EOF
         NGHTTP2_REFUSED_STREAM
+        NGHTTP2_NO_ERROR
         NGHTTP2_PROTOCOL_ERROR
         NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
         NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
@@ -188,7 +196,8 @@ cdef const char *CONTENT_TYPE = b"application/dns-message"
 
 cdef struct Counts:
     # Per loop, reached from each session's user data.
-    unsigned long long http_errors       # connection errors: a bad preface, broken framing
+    unsigned long long http_errors       # GOAWAYs naming an error (a bad preface, broken
+                                         # framing), RST_STREAMs of PROTOCOL_ERROR
     unsigned long long refused_streams   # streams over max_streams, reset
 
 
@@ -222,6 +231,7 @@ cdef struct Http:
     uint32_t max_streams       # beyond, a new stream is refused
     int32_t *ready             # streams whose request is whole, in order
     uint32_t nready, capready
+    bint goaway                # HTTP/2: our GOAWAY went out (the session ends)
     bint told_end              # HTTP/1.1: Python knows the connection is gone
     bint finished              # HTTP/1.1: Python's session ended
 
@@ -365,9 +375,20 @@ cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
 
 cdef int _on_frame_send(nghttp2_session *session, const nghttp2_frame *frame,
                         void *ud) noexcept nogil:
-    if (frame.hd.type == NGHTTP2_RST_STREAM
-            and frame.rst_stream.error_code == NGHTTP2_REFUSED_STREAM):
-        (<Http *>ud).counts.refused_streams += 1
+    cdef Http *h = <Http *>ud
+    if frame.hd.type == NGHTTP2_RST_STREAM:
+        if frame.rst_stream.error_code == NGHTTP2_REFUSED_STREAM:
+            h.counts.refused_streams += 1
+        elif frame.rst_stream.error_code == NGHTTP2_PROTOCOL_ERROR:
+            # A malformed request (RFC 9113 8.1.1: a stream error), which h2 makes a
+            # connection error in asyncio: counted the same.
+            h.counts.http_errors += 1
+    elif frame.hd.type == NGHTTP2_GOAWAY:
+        h.goaway = True
+        # Every connection error nghttp2 finds (most without an error from mem_recv)
+        # and ours on a bad preface end here, as h2's ProtocolError does in asyncio.
+        if frame.goaway.error_code != NGHTTP2_NO_ERROR:
+            h.counts.http_errors += 1
     return 0
 
 
@@ -614,7 +635,8 @@ cdef class DohLoop(StreamLoop):
 
     @property
     def http_errors(self):
-        """HTTP/2 connections closed for a protocol error (a bad preface, broken frames)."""
+        """HTTP/2 protocol errors: connections closed for one (a bad preface, broken frames),
+        streams reset for one (a malformed request)."""
         return self.counts.http_errors
 
     @property
@@ -706,16 +728,34 @@ cdef class DohLoop(StreamLoop):
                 else None)
 
     cdef void _close(self, uint32_t s) noexcept nogil:
+        """`StreamLoop._close` after our last words: an HTTP/2 GOAWAY (NO_ERROR when none
+        went out yet: idle, shutdown, the client's close) and the TLS close_notify, which
+        the memory BIO holds until sent here (one try: the socket takes them or not)."""
         cdef Conn *c = &self.conns[s]
         cdef Http *h = <Http *>c.http
+        cdef const uint8_t *data
+        cdef ssize_t n
+        cdef char *p
+        cdef long pending
         if h != NULL:
             if h.session == NULL:
                 if not h.told_end:
                     self._tell_end(s)
             else:
+                if not h.goaway:
+                    nghttp2_session_terminate_session(h.session, NGHTTP2_NO_ERROR)
+                while True:
+                    n = nghttp2_session_mem_send(h.session, &data)
+                    if n <= 0 or SSL_write(c.ssl, data, <int>n) <= 0:
+                        break
                 nghttp2_session_del(h.session)
                 while h.live != NULL:
                     _free_req(h, h.live)
+            if h.wbio != NULL:
+                SSL_shutdown(c.ssl)
+                pending = BIO_get_mem_data(h.wbio, &p)
+                if pending > 0:
+                    send(c.fd, p, <size_t>pending, MSG_DONTWAIT | MSG_NOSIGNAL)
             free(h.ready)
             free(h)
             c.http = NULL
@@ -755,7 +795,7 @@ cdef class DohLoop(StreamLoop):
             r = nghttp2_session_mem_recv(h.session, c.inb + c.inpos, c.inlen - c.inpos)
             c.inpos = c.inlen
             if r < 0:
-                self.counts.http_errors += 1
+                # A bad preface (or a flood): counted with its GOAWAY (_on_frame_send).
                 nghttp2_session_terminate_session(h.session, NGHTTP2_PROTOCOL_ERROR)
                 c.closing = True
         self._requests(s, now)

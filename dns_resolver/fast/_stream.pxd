@@ -9,7 +9,8 @@ from dns_resolver.fast._tls cimport LABEL_MAX, SSL, SSL_CTX, TlsContext, TlsName
 
 cdef struct Conn:
     # One client connection; its slot is reused once it is closed (`gen` tells them apart).
-    int fd                 # -1: the slot is free
+    int fd                 # -1: the slot is free, or lingering
+    int linger_fd          # -1, or the socket of a closed connection read out (lingering)
     int listener           # index in StreamLoop.lfd
     uint32_t gen           # bumped when the slot is freed: late answers are dropped
     uint32_t inflight      # queries handed to Python, not answered yet
@@ -63,6 +64,7 @@ cdef class StreamLoop:
     cdef uint32_t nho, capho
     cdef uint8_t *scratch          # one answer, before it is framed into a connection
     cdef bint accept_paused        # a listener is not watched: out of descriptors
+    cdef uint32_t nlinger          # closed connections lingering (see _close)
     cdef readonly uint64_t accepted, refused, closed_idle, closed_garbage
     # DoT (set_tls): every listener speaks TLS with this context.
     cdef TlsContext tls
@@ -79,6 +81,8 @@ cdef class StreamLoop:
     cdef void _accept(self, int li, double now) noexcept nogil
     cdef bint _grow(self) noexcept nogil
     cdef void _close(self, uint32_t s) noexcept nogil
+    cdef void _release(self, uint32_t s) noexcept nogil
+    cdef void _drain(self, uint32_t s) noexcept nogil
     cdef void _arm(self, uint32_t s) noexcept nogil
     cdef bint _read(self, uint32_t s, double now) noexcept nogil
     cdef bint _read_tls(self, uint32_t s, double now) noexcept nogil

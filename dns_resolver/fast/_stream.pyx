@@ -15,7 +15,9 @@ once), `max_inflight` queries handed to Python per connection (beyond, the conne
 further frames wait), and `idle` seconds without a complete query (with none in flight)
 before a connection is closed, so a client sending a byte a second is closed too. A
 frame of length 0, or bytes that are not a query, close the connection once the answers
-before them are sent, as the asyncio listener does.
+before them are sent, as the asyncio listener does. A close lingers (`_close`): our FIN,
+then the client's bytes are read and dropped until it closes, for `LINGER` at most (not
+after a deadline: `expire`).
 
 DoT (RFC 7858) is the same loop inside TLS (`set_tls`, a loop of its own for the DoT
 listeners): each connection gets a non-blocking OpenSSL `SSL` from `_tls.TlsContext`,
@@ -77,6 +79,8 @@ cdef extern from "<sys/socket.h>" nogil:
     ssize_t recv(int fd, void *buf, size_t n, int flags)
     ssize_t send(int fd, const void *buf, size_t n, int flags)
     int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+    int shutdown(int fd, int how)
+    enum: SHUT_WR
     enum: SOCK_NONBLOCK
     enum: SOCK_CLOEXEC
     enum: MSG_DONTWAIT
@@ -101,6 +105,9 @@ cdef enum:
     OUT_HIGH = 262144      # unsent answers beyond this: the connection's frames wait
     LISTENER = 0x40000000  # epoll data of a listener: this above its index
     GEN_MASK = 0x3FFFFFFF  # connection generations stay below LISTENER
+    LINGER_READS = 4       # receives per event of a lingering connection (then others' turn)
+
+cdef double LINGER = 2.0   # seconds a closed connection is read out for (see _close)
 
 _NOTHING = ()
 
@@ -205,8 +212,8 @@ cdef class StreamLoop:
 
     @property
     def connections(self):
-        """Open client connections."""
-        return self.nslots - self.nfree
+        """Open client connections (not those lingering after their close)."""
+        return self.nslots - self.nfree - self.nlinger
 
     def close_all(self):
         """Close every client connection and the epoll set (the listeners are Python's)."""
@@ -214,6 +221,8 @@ cdef class StreamLoop:
         for s in range(self.nslots):
             if self.conns[s].fd >= 0:
                 self._close(s)
+            if self.conns[s].linger_fd >= 0:
+                self._release(s)
         if self.fileno >= 0:
             close(self.fileno)
             self.fileno = -1
@@ -255,9 +264,14 @@ cdef class StreamLoop:
                 if gen == LISTENER:
                     self._accept(s, now)
                     continue
-                if self.conns[s].fd < 0 or self.conns[s].gen != gen:
+                if self.conns[s].gen != gen:
                     continue  # closed earlier in this round (its slot may be taken again)
                 ev = evs[i].events
+                if self.conns[s].linger_fd >= 0:
+                    self._drain(s)  # its EOF or reset too: then released
+                    continue
+                if self.conns[s].fd < 0:
+                    continue
                 if ev & (EPOLLERR | EPOLLHUP):
                     if self.conns[s].hs:
                         self.handshakes_failed += 1
@@ -347,13 +361,20 @@ cdef class StreamLoop:
                 ev.data.u64 = _tag(LISTENER, li)
                 epoll_ctl(self.fileno, EPOLL_CTL_MOD, self.lfd[li], &ev)
         for s in range(self.nslots):
-            if (self.conns[s].fd >= 0 and now >= self.conns[s].deadline
+            if self.conns[s].linger_fd >= 0 and now >= self.conns[s].deadline:
+                self._release(s)
+            elif (self.conns[s].fd >= 0 and now >= self.conns[s].deadline
                     and (self.conns[s].inflight == 0 or self.conns[s].closing)):
                 if self.conns[s].hs:
                     self.handshake_timeouts += 1
                 else:
                     self.closed_idle += 1
                 self._close(s)
+                if self.conns[s].linger_fd >= 0:
+                    # No lingering: a client that sent nothing whole for so long (or
+                    # reads nothing) has nothing a reset could spoil, and one still
+                    # trickling bytes should see its writes fail.
+                    self._release(s)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -447,13 +468,16 @@ cdef class StreamLoop:
         memset(conns + self.nslots, 0, more * sizeof(Conn))
         for i in range(more):
             conns[self.nslots + i].fd = -1
+            conns[self.nslots + i].linger_fd = -1
             self.free_slots[self.nfree] = self.nslots + more - 1 - i  # lowest taken first
             self.nfree += 1
         self.nslots += more
         return True
 
     cdef void _close(self, uint32_t s) noexcept nogil:
+        """End connection `s`: its TLS close_notify, our FIN, then a lingering close."""
         cdef Conn *c = &self.conns[s]
+        cdef epoll_event ev
         if c.ssl != NULL:
             if not c.hs:
                 # close_notify (RFC 8446 6.1), so the client can tell our end (idle, a
@@ -464,16 +488,50 @@ cdef class StreamLoop:
             SSL_free(c.ssl)
             c.ssl = NULL
             ERR_clear_error()
-        close(c.fd)  # which takes it out of the epoll set
-        c.fd = -1
-        c.gen = (c.gen + 1) & GEN_MASK
+        c.gen = (c.gen + 1) & GEN_MASK  # Python's late answers to it are dropped
         free(c.inb)
         free(c.outb)
         c.inb = NULL
         c.outb = NULL
         self.lconns[c.listener] -= 1
+        # A lingering close (RFC 9112 9.6, RFC 9113 5.4.1): our FIN goes after what we
+        # sent, then the client's bytes are read and dropped until it closes too (or
+        # LINGER passes). Closed with its bytes unread, the socket would be reset by the
+        # kernel, and a reset destroys what the client had not read yet (our GOAWAY, a
+        # 4xx, the close_notify) and fails its writes in flight.
+        c.linger_fd = c.fd
+        c.fd = -1
+        c.deadline = mono_now() + LINGER
+        ev.events = EPOLLIN
+        ev.data.u64 = _tag(c.gen, s)
+        c.events = EPOLLIN
+        self.nlinger += 1
+        if (shutdown(c.linger_fd, SHUT_WR) < 0
+                or epoll_ctl(self.fileno, EPOLL_CTL_MOD, c.linger_fd, &ev) < 0):
+            self._release(s)  # reset by the client already (or epoll is gone: shutdown)
+
+    cdef void _release(self, uint32_t s) noexcept nogil:
+        """Close lingering connection `s` for good: its slot is free."""
+        cdef Conn *c = &self.conns[s]
+        close(c.linger_fd)  # which takes it out of the epoll set
+        c.linger_fd = -1
+        c.gen = (c.gen + 1) & GEN_MASK
+        self.nlinger -= 1
         self.free_slots[self.nfree] = s
         self.nfree += 1
+
+    cdef void _drain(self, uint32_t s) noexcept nogil:
+        """Read and drop what lingering connection `s` sent; released at its EOF."""
+        cdef ssize_t r
+        cdef int i
+        for i in range(LINGER_READS):
+            r = recv(self.conns[s].linger_fd, self.scratch, FRAME_MAX, MSG_DONTWAIT)
+            if r > 0:
+                continue
+            if r < 0 and (errno == EAGAIN or errno == EINTR):
+                return
+            self._release(s)  # the client closed (or reset) its side
+            return
 
     cdef void _arm(self, uint32_t s) noexcept nogil:
         """Read while frames may be taken, write while answers wait."""

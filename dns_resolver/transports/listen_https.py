@@ -285,7 +285,11 @@ class _H2Session(_Session):
                 except h2.exceptions.ProtocolError as exc:
                     log.debug("DoH client %s: HTTP/2 error: %s", self.peer[:1], exc)
                     stats.error(TRANSPORT, "http_protocol")
-                    self.flush()  # h2 queued a GOAWAY
+                    if conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+                        # A bad preface, for which h2 queues no GOAWAY (RFC 9113 3.4 lets
+                        # it be left out); C's listener sends one, and so do we.
+                        conn.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+                    self.flush()  # the GOAWAY
                     return
                 for event in events:
                     self.on_event(event)

@@ -8,6 +8,8 @@ and `dns` decoding against their Python originals, and the asyncio listener kept
 from __future__ import annotations
 
 import base64
+import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,6 +25,7 @@ import h2.events
 import h2.settings
 import httpx
 import pytest
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +34,7 @@ from dns_resolver.transports.listen_https import decode_dns_parameter, min_ttl
 from tests.dns_resolver.encrypted import (
     KID,
     SERVER_NAME,
+    client_context,
     doh_port,
     encrypted_config,
     log_lines,
@@ -38,6 +42,7 @@ from tests.dns_resolver.encrypted import (
     until,
 )
 from tests.dns_resolver.harness import LOOPBACK, FaultUpstream, ServerProcess, TestZone, eventually
+from tests.dns_resolver.test_encrypted_fuzz import PREFACE, _h2_client, _server_frames
 
 Start = Callable[..., ServerProcess]
 C_LOOP = "DNS over HTTPS is served from the C stream loop"
@@ -233,6 +238,56 @@ def test_fast_path_off_keeps_the_asyncio_listener(filterdns_on_nsd: Start, tmp_p
         ok = client.get(url(server), params={"dns": b64(query(TestZone.WWW))})
     assert ok.status_code == 200 and ok.http_version == "HTTP/2"
     assert server.metric("filterdns_queries_total", protocol="https") == 1
+
+
+def _h2_strict(server: ServerProcess, preface: bytes) -> ssl.SSLSocket:
+    """An h2 connection that sent `preface`, whose reads fail on an end without TLS
+    close_notify (a bare FIN: SSLEOFError) instead of taking it for a clean close."""
+    sock = socket.create_connection((LOOPBACK, doh_port(server)), timeout=5)
+    tls = client_context(("h2",)).wrap_socket(sock, suppress_ragged_eofs=False)
+    assert tls.selected_alpn_protocol() == "h2"
+    tls.sendall(preface)
+    return tls
+
+
+def _goaway_then_close_notify(sock: ssl.SSLSocket) -> int:
+    """The error code of the server's GOAWAY, after which the server must end the
+    connection with close_notify (a read without it raises: SSLEOFError, or a reset)."""
+    frames, closed = _server_frames(sock, lambda f: isinstance(f, GoAwayFrame))
+    assert not closed, frames
+    assert sock.recv(65536) == b""
+    return frames[-1].error_code
+
+
+@pytest.mark.parametrize("c_loop", [True, False], ids=["c", "asyncio"])
+def test_idle_and_shutdown_end_http2_with_goaway_then_close_notify(
+    filterdns_on_nsd: Start, tmp_path: Path, c_loop: bool
+) -> None:
+    """An idle HTTP/2 connection, and one open at shutdown (C's listener), get a GOAWAY
+    without error, then TLS close_notify, then the close; a broken preface gets a GOAWAY
+    naming PROTOCOL_ERROR, then the same."""
+    config = encrypted_config(tmp_path, idle_timeout=1.0)
+    config["server"]["fast_path"] = c_loop
+    server = filterdns_on_nsd(config)
+    assert (C_LOOP in server.stderr_text()) == c_loop
+    errors = h2.errors.ErrorCodes
+    with _h2_strict(server, _h2_client().data_to_send()) as sock:
+        assert _goaway_then_close_notify(sock) == errors.NO_ERROR
+    assert server.metric("filterdns_listener_errors_total", transport="https", kind="idle") == 1
+    with _h2_strict(server, PREFACE[:-1] + b"!" + bytes(64)) as sock:
+        assert _goaway_then_close_notify(sock) == errors.PROTOCOL_ERROR
+    kind = "http_protocol"
+    assert server.metric("filterdns_listener_errors_total", transport="https", kind=kind) == 1
+    with _h2_strict(server, _h2_client().data_to_send()) as sock:
+        assert _server_frames(sock, lambda f: isinstance(f, SettingsFrame))[1] is False
+        server.stop()
+        if c_loop:
+            assert _goaway_then_close_notify(sock) == errors.NO_ERROR
+        else:
+            # The asyncio listener's shutdown closes its connections' writers under their
+            # sessions (stream.py), before any GOAWAY.
+            frames, closed = _server_frames(sock, lambda _: False)
+            assert closed and not any(isinstance(f, GoAwayFrame) for f in frames)
 
 
 def test_a_flood_after_the_limit_was_acknowledged_is_refused_stream_by_stream(

@@ -4,8 +4,10 @@ fuzz (test_tcp_stream.py) does for plain DNS over TCP.
 Each case gets its protocol's error (an HTTP 4xx, RST_STREAM, GOAWAY, DOQ_PROTOCOL_ERROR,
 a QUIC close) or a clean close, never a hang, a traceback or a dead listener; after each
 batch a fresh client's normal query is still answered. The checks are on the wire (status
-codes, frames, close codes) and in /metrics, so they hold whichever HTTP/2 stack serves.
-Every test draws from a fixed seed: a failure replays the same way.
+codes, frames, close codes) and in /metrics, so they hold whichever HTTP/2 stack serves:
+each DoH test runs against both listeners, the C stream loop's (`_doh.pyx`, nghttp2) and
+the asyncio one (`listen_https.py`, h2 and h11, as with `fast_path = false`), which must
+behave the same. Every test draws from a fixed seed: a failure replays the same way.
 """
 
 from __future__ import annotations
@@ -55,15 +57,32 @@ IDLE = 5.0  # [tls] idle_timeout: longer than any case takes, shorter than a han
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 HEADERS, PING, CONTINUATION = 0x1, 0x6, 0x9  # RFC 9113 frame types; 0x0-0x9 are its own
 UNKNOWN_TYPES = range(0x20, 0xF0)  # a band no HTTP/2 extension uses: a peer must ignore them
+C_LOOP = "DNS over HTTPS is served from the C stream loop"
+
+
+def _start(start: Callable[..., ServerProcess], tmp_path: Path, c_loop: bool) -> ServerProcess:
+    config = encrypted_config(tmp_path, max_streams=MAX_STREAMS, idle_timeout=IDLE)
+    config["server"]["listen_quic"] = [f"{LOOPBACK}:{free_port()}"]
+    config["server"]["fast_path"] = c_loop
+    # Some mutated queries get no answer from NSD: let them fail fast.
+    config["upstream"] = {"timeout": 0.2}
+    server = start(config)
+    assert (C_LOOP in server.stderr_text()) == c_loop
+    return server
+
+
+@pytest.fixture(params=["c", "asyncio"])
+def server(
+    request: pytest.FixtureRequest, filterdns_on_nsd: Callable[..., ServerProcess], tmp_path: Path
+) -> ServerProcess:
+    """A server whose DoH listener is C's or asyncio's."""
+    return _start(filterdns_on_nsd, tmp_path, request.param == "c")
 
 
 @pytest.fixture
-def server(filterdns_on_nsd: Callable[..., ServerProcess], tmp_path: Path) -> ServerProcess:
-    config = encrypted_config(tmp_path, max_streams=MAX_STREAMS, idle_timeout=IDLE)
-    config["server"]["listen_quic"] = [f"{LOOPBACK}:{free_port()}"]
-    # Some mutated queries get no answer from NSD: let them fail fast.
-    config["upstream"] = {"timeout": 0.2}
-    return filterdns_on_nsd(config)
+def quic_server(filterdns_on_nsd: Callable[..., ServerProcess], tmp_path: Path) -> ServerProcess:
+    """A server for the DoQ tests (asyncio's whichever stream loop serves DoH)."""
+    return _start(filterdns_on_nsd, tmp_path, True)
 
 
 def _errors(server: ServerProcess, transport: str, kind: str) -> float:
@@ -208,7 +227,7 @@ def test_h2_random_bytes_and_broken_prefaces_close_cleanly(server: ServerProcess
         if case % 30 == 29:
             _doh_answers(server)
     _doh_answers(server)
-    assert _errors(server, "https", "http_protocol") >= 60
+    assert _errors(server, "https", "http_protocol") == 60  # the broken ones, not the cut
     _no_tracebacks(server)
 
 
@@ -219,6 +238,7 @@ def test_h2_random_frames_get_goaway_or_are_ignored(server: ServerProcess) -> No
     port = doh_port(server)
     rng = random.Random(1402)
     outcomes = {"alive": 0, "goaway": 0}
+    malformed = 0  # streams reset with PROTOCOL_ERROR on connections that went on
     for case in range(150):
         frames = [_random_frame(rng) for _ in range(rng.randrange(1, 4))]
         token = struct.pack("!Q", case)
@@ -232,6 +252,10 @@ def test_h2_random_frames_get_goaway_or_are_ignored(server: ServerProcess) -> No
             outcomes["goaway"] += 1
         else:
             outcomes["alive"] += 1
+            protocol = h2.errors.ErrorCodes.PROTOCOL_ERROR
+            malformed += sum(
+                isinstance(f, RstStreamFrame) and f.error_code == protocol for f in got
+            )
         if all(ignored for ignored, _ in frames):
             assert not closed, (case, frames, got)
         if case % 50 == 49:
@@ -246,7 +270,8 @@ def test_h2_random_frames_get_goaway_or_are_ignored(server: ServerProcess) -> No
     assert closed and [f.error_code for f in got if isinstance(f, GoAwayFrame)] == [
         h2.errors.ErrorCodes.FRAME_SIZE_ERROR
     ]
-    assert _errors(server, "https", "http_protocol") >= outcomes["goaway"]
+    # Each protocol error counted once (with the last case's), a connection's or a stream's.
+    assert _errors(server, "https", "http_protocol") == outcomes["goaway"] + malformed + 1
     _doh_answers(server)
     _no_tracebacks(server)
 
@@ -474,7 +499,7 @@ def test_h2_invalid_hpack_is_a_connection_or_stream_error(server: ServerProcess)
     port = doh_port(server)
     rng = random.Random(1405)
     blocks = [*HPACK_CASES, *(rng.randbytes(rng.randrange(1, 80)) for _ in range(70))]
-    closes = 0
+    closes = malformed = 0
     for case, block in enumerate(blocks):
         if case % 4 == 3 and len(block) > 1:  # split: HEADERS, then CONTINUATION (END_HEADERS)
             cut = rng.randrange(1, len(block))
@@ -494,8 +519,11 @@ def test_h2_invalid_hpack_is_a_connection_or_stream_error(server: ServerProcess)
             assert goaways and goaways[-1].error_code != 0, (case, block, got)
         else:
             assert resets or 400 <= statuses.get(1, 0) < 500, (case, block, got)
+            protocol = h2.errors.ErrorCodes.PROTOCOL_ERROR
+            malformed += sum(f.error_code == protocol for f in resets)
     assert closes >= len(HPACK_CASES) // 2
-    assert _errors(server, "https", "http_protocol") >= closes
+    # Each protocol error counted once, a connection's or a stream's (a malformed request).
+    assert _errors(server, "https", "http_protocol") == closes + malformed
     _doh_answers(server)
     _no_tracebacks(server)
 
@@ -815,12 +843,14 @@ async def _doq_final_size_lie(port: int) -> int:
         return closed.error_code
 
 
-def test_doq_bad_streams_get_doq_protocol_error_or_a_clean_close(server: ServerProcess) -> None:
+def test_doq_bad_streams_get_doq_protocol_error_or_a_clean_close(
+    quic_server: ServerProcess,
+) -> None:
     """Wrong length prefixes, random stream bytes, queries with bytes changed, data on a
     unidirectional stream, a FIN below the data sent: each closes its connection with
     DOQ_PROTOCOL_ERROR (QUIC's FINAL_SIZE_ERROR for the FIN) or is answered, and the
     listener goes on."""
-    port = quic_port(server)
+    port = quic_port(quic_server)
     rng = random.Random(1409)
     query = doq_framed(Z.WWW)[2:]
     protocol_errors = 0
@@ -866,17 +896,17 @@ def test_doq_bad_streams_get_doq_protocol_error_or_a_clean_close(server: ServerP
             else:
                 assert result == DOQ_PROTOCOL_ERROR, (kind, payload, result)
             protocol_errors += result == DOQ_PROTOCOL_ERROR
-        _doq_answers(server)
+        _doq_answers(quic_server)
     assert protocol_errors >= 24
-    assert _errors(server, "quic", "framing") == protocol_errors
-    _no_tracebacks(server)
+    assert _errors(quic_server, "quic", "framing") == protocol_errors
+    _no_tracebacks(quic_server)
 
 
-def test_doq_many_streams_on_one_connection_with_resets(server: ServerProcess) -> None:
+def test_doq_many_streams_on_one_connection_with_resets(quic_server: ServerProcess) -> None:
     """300 streams on one connection (beyond QUIC's initial stream limit), some reset by
     the client at once: every other stream is answered (or refused with
     DOQ_EXCESSIVE_LOAD) and the connection stays up."""
-    port = quic_port(server)
+    port = quic_port(quic_server)
     rng = random.Random(1410)
     names = [Z.WWW, Z.BLOCKED, Z.MX, Z.NXDOMAIN]
 
@@ -912,8 +942,8 @@ def test_doq_many_streams_on_one_connection_with_resets(server: ServerProcess) -
         assert message.id == 0 and message.question[0].name.to_text() == name
         answered += 1
     assert answered >= len(answers) // 2
-    _doq_answers(server)
-    _no_tracebacks(server)
+    _doq_answers(quic_server)
+    _no_tracebacks(quic_server)
 
 
 def _long_header(rng: random.Random, version: int, size: int) -> bytes:
@@ -926,12 +956,12 @@ def _long_header(rng: random.Random, version: int, size: int) -> bytes:
 
 
 def test_doq_random_datagrams_are_dropped_or_get_version_negotiation(
-    server: ServerProcess,
+    quic_server: ServerProcess,
 ) -> None:
     """Datagrams to the QUIC port that are not QUIC, or QUIC of a version we do not speak
     or that does not decrypt: dropped, but for Version Negotiation to an unknown version
     (RFC 9000 6); then a normal DoQ query is answered."""
-    port = quic_port(server)
+    port = quic_port(quic_server)
     rng = random.Random(1411)
     unknown_versions = 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -954,7 +984,7 @@ def test_doq_random_datagrams_are_dropped_or_get_version_negotiation(
             sock.send(data)
         # The server reads one socket in order: once it answers this, it has read them all
         # (or the kernel dropped some, which is no reply either).
-        _doq_answers(server)
+        _doq_answers(quic_server)
         replies = []
         sock.setblocking(False)
         with contextlib.suppress(BlockingIOError):
@@ -966,6 +996,6 @@ def test_doq_random_datagrams_are_dropped_or_get_version_negotiation(
     assert 1 <= len(replies) <= unknown_versions
     # None of it became a connection (the query's own one ends when its client closes).
     assert eventually(
-        lambda: server.metric("filterdns_listener_connections", transport="quic") == 0
+        lambda: quic_server.metric("filterdns_listener_connections", transport="quic") == 0
     )
-    _no_tracebacks(server)
+    _no_tracebacks(quic_server)
