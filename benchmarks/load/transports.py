@@ -109,11 +109,21 @@ def handshakes(
 ) -> dict[str, object]:
     """New DoT sessions per second against `server` (full handshakes, or resumed ones),
     and the server's CPU per handshake."""
-    argv = [sys.executable, "-m", "benchmarks.load.transports", "handshakes",
-            "--port", str(server.tls_port), "--seconds", str(seconds),
-            "--ca-file", str(tls.ca_file), "--server-name", tls.name]
+    args = ["handshakes", "--server-name", tls.name]
     if resume:
-        argv.append("--resume")
+        args.append("--resume")
+    return _client_run(server, args, seconds, cpus, tls, "cpu_us_per_handshake")
+
+
+def _client_run(
+    server: servers.Server, args: list[str], seconds: float, cpus: str | None,
+    tls: servers.ServeTls, cpu_key: str,
+) -> dict[str, object]:
+    """This module's client `args` against `server`'s DoT port for `seconds`: its JSON
+    result, with the server's CPU per unit of its `total` under `cpu_key`."""
+    argv = [sys.executable, "-m", "benchmarks.load.transports", *args,
+            "--port", str(server.tls_port), "--seconds", str(seconds),
+            "--ca-file", str(tls.ca_file)]
     if cpus and shutil.which("taskset"):
         argv = ["taskset", "-c", cpus, *argv]
     cpu0 = servers.cpu_seconds(server.pids())
@@ -124,7 +134,7 @@ def handshakes(
         raise RuntimeError(f"{server.name}: {out.stderr.strip()[-500:]}")
     result: dict[str, object] = json.loads(out.stdout)
     total = float(result["total"])  # type: ignore[arg-type]
-    result["cpu_us_per_handshake"] = cpu / total * 1e6 if total else 0.0
+    result[cpu_key] = cpu / total * 1e6 if total else 0.0
     return result
 
 
@@ -266,23 +276,10 @@ def pipelined(
     """`queries` over DoT from the pipeline client (with `client_id` in the server name,
     or none; `once`: each query once, within `seconds`), and the server's CPU per query."""
     name = f"{client_id}.{tls.name}" if client_id else tls.name
-    argv = [sys.executable, "-m", "benchmarks.load.transports", "pipeline",
-            "--port", str(server.tls_port), "--seconds", str(seconds),
-            "--ca-file", str(tls.ca_file), "--server-name", name, "--queries", str(queries)]
+    args = ["pipeline", "--server-name", name, "--queries", str(queries)]
     if once:
-        argv.append("--once")
-    if cpus and shutil.which("taskset"):
-        argv = ["taskset", "-c", cpus, *argv]
-    cpu0 = servers.cpu_seconds(server.pids())
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
-                         cwd=Path(__file__).resolve().parents[2])
-    cpu = servers.cpu_seconds(server.pids()) - cpu0
-    if out.returncode:
-        raise RuntimeError(f"{server.name}: {out.stderr.strip()[-500:]}")
-    result: dict[str, object] = json.loads(out.stdout)
-    total = float(result["total"])  # type: ignore[arg-type]
-    result["cpu_us_per_query"] = cpu / total * 1e6 if total else 0.0
-    return result
+        args.append("--once")
+    return _client_run(server, args, seconds, cpus, tls, "cpu_us_per_query")
 
 
 def _pipeline_line(shake: dict[str, object]) -> str:

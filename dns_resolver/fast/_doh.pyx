@@ -36,7 +36,7 @@ from libc.string cimport memcmp, memcpy, strlen
 
 from dns_resolver.fast._fastpath cimport ANSWERED, T_HTTPS, TO_PYTHON, FastPath, Slot, host_port
 from dns_resolver.fast._querylog cimport L_BLOCKED
-from dns_resolver.fast._stream cimport Conn, Handoff, StreamLoop
+from dns_resolver.fast._stream cimport Conn, Handoff, StreamLoop, out_room
 from dns_resolver.fast._tapbuf cimport TAP_DOH
 from dns_resolver.fast._tls cimport (LABEL_MAX, SSL, SSL_get0_alpn_selected, SSL_has_pending,
                                      SSL_write,
@@ -576,17 +576,9 @@ cdef void _advertise(uint8_t *frame, size_t n, uint32_t max_streams) noexcept no
 
 cdef bint _put(Conn *c, const uint8_t *d, size_t n) noexcept nogil:
     """Add `d` to the connection's unsent bytes. False when out of memory."""
-    cdef size_t need = c.outlen + n, cap
-    cdef uint8_t *grown
-    if need > c.outcap:
-        cap = c.outcap * 2 if c.outcap else 4096
-        while cap < need:
-            cap *= 2
-        grown = <uint8_t *>realloc(c.outb, cap)
-        if grown == NULL:
-            return False
-        c.outb = grown
-        c.outcap = cap
+    cdef size_t need = c.outlen + n
+    if not out_room(c, need):
+        return False
     memcpy(c.outb + c.outlen, d, n)
     c.outlen = need
     return True

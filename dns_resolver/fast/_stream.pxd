@@ -2,6 +2,7 @@
 # DoH's loop (_doh.pyx) extends it.
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport realloc
 
 from dns_resolver.fast._fastpath cimport FastPath
 from dns_resolver.fast._tls cimport LABEL_MAX, SSL, SSL_CTX, TlsContext, TlsNames
@@ -30,6 +31,22 @@ cdef struct Conn:
     int idpol              # DoT: the policy the ClientID selects (-1: the address decides)
     uint32_t idgen         # ... as of this FastPath.policy_gen
     void *http             # DoH: the connection's HTTP state (_doh.pyx; NULL until it speaks)
+
+
+cdef inline bint out_room(Conn *c, size_t need) noexcept nogil:
+    """Grow `c`'s unsent bytes' buffer to hold `need` bytes. False when out of memory."""
+    cdef size_t cap
+    cdef uint8_t *grown
+    if need > c.outcap:
+        cap = c.outcap * 2 if c.outcap else 4096
+        while cap < need:
+            cap *= 2
+        grown = <uint8_t *>realloc(c.outb, cap)
+        if grown == NULL:
+            return False
+        c.outb = grown
+        c.outcap = cap
+    return True
 
 
 cdef struct Handoff:

@@ -753,17 +753,9 @@ cdef class StreamLoop:
 
     cdef bint _append(self, Conn *c, const uint8_t *d, uint32_t n) noexcept nogil:
         """Frame `d` onto the connection's unsent answers. False when out of memory."""
-        cdef size_t need = c.outlen + 2 + n, cap
-        cdef uint8_t *grown
-        if need > c.outcap:
-            cap = c.outcap * 2 if c.outcap else 4096
-            while cap < need:
-                cap *= 2
-            grown = <uint8_t *>realloc(c.outb, cap)
-            if grown == NULL:
-                return False
-            c.outb = grown
-            c.outcap = cap
+        cdef size_t need = c.outlen + 2 + n
+        if not out_room(c, need):
+            return False
         put16(c.outb + c.outlen, n)
         memcpy(c.outb + c.outlen + 2, d, n)
         c.outlen = need
