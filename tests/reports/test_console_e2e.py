@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from listsync.audit import AuditLog
+from tests.dns_resolver.fast.test_integration_forward_fastpath import corp_nsd
 from tests.dns_resolver.harness import (
     NsdServer,
     ServerProcess,
@@ -21,8 +22,7 @@ from tests.dns_resolver.harness import (
     eventually,
     free_port,
 )
-from tests.dns_resolver.test_integration_forward_fastpath import corp_nsd
-from tests.dns_resolver.test_integration_local import DC_A
+from tests.dns_resolver.steps.test_integration_local import DC_A
 from tests.reports.test_console import login, page_csrf
 from tests.reports.test_e2e import reviewer_token
 

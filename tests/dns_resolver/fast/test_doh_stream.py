@@ -42,7 +42,7 @@ from tests.dns_resolver.encrypted import (
     until,
 )
 from tests.dns_resolver.harness import LOOPBACK, FaultUpstream, ServerProcess, TestZone, eventually
-from tests.dns_resolver.test_encrypted_fuzz import PREFACE, _h2_client, _server_frames
+from tests.dns_resolver.transports.test_encrypted_fuzz import PREFACE, _h2_client, _server_frames
 
 Start = Callable[..., ServerProcess]
 C_LOOP = "DNS over HTTPS is served from the C stream loop"

@@ -34,15 +34,15 @@ from tests.dns_resolver.harness import (
     eventually,
     free_port,
 )
-from tests.dns_resolver.test_integration_encrypted_upstreams import (
+from tests.dns_resolver.upstreams.test_integration_encrypted_upstreams import (
     TestCa,
     UnboundTls,
     encrypted_config,
 )
-from tests.dns_resolver.test_integration_encrypted_upstreams import (  # noqa: F401 (fixtures)
+from tests.dns_resolver.upstreams.test_integration_encrypted_upstreams import (  # noqa: F401 (fixtures)
     make_unbound as make_unbound,
 )
-from tests.dns_resolver.test_integration_encrypted_upstreams import (  # noqa: F401
+from tests.dns_resolver.upstreams.test_integration_encrypted_upstreams import (  # noqa: F401
     test_ca as test_ca,
 )
 

@@ -48,8 +48,8 @@ from tests.dns_resolver.encrypted import (
     tls_connect,
 )
 from tests.dns_resolver.harness import LOOPBACK, ServerProcess, TestZone, eventually, free_port
-from tests.dns_resolver.test_listen_https import b64, url, wire
-from tests.dns_resolver.test_listen_quic import doq
+from tests.dns_resolver.transports.test_listen_https import b64, url, wire
+from tests.dns_resolver.transports.test_listen_quic import doq
 
 Z = TestZone
 MAX_STREAMS = 8

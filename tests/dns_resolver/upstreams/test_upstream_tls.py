@@ -20,7 +20,7 @@ from dns_resolver.upstreams.upstream import Forwarder
 from dns_resolver.upstreams.upstream_tls import PIPELINE_DEPTH, TlsUpstream
 from fdconfig.fields import Address
 from fdconfig.upstream import DotServer
-from tests.dns_resolver.test_upstream import Events, client_query
+from tests.dns_resolver.upstreams.test_upstream import Events, client_query
 
 NAME = "dot.filterdns.test"
 

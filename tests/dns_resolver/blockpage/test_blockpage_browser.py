@@ -14,7 +14,7 @@ import pytest
 from tests.dns_resolver.harness import NsdServer, ServerProcess, TestZone, free_port, write_list
 from tests.reports import browser
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ARTIFACTS = REPO / "artifacts"
 # The flags of the report tests' browser, minus DevTools (these runs print and exit).
 FLAGS = tuple(f for f in browser.FLAGS if not f.startswith("--remote-debugging"))

@@ -28,7 +28,7 @@ from tests.dns_resolver.harness import (
 )
 from tests.dns_resolver.policy_zone import GOOGLE_SAFE_A, YOUTUBE_MODERATE_A
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CHILD, OTHER, FORWARDER, STRANGER = "127.0.0.2", "127.0.0.1", "127.0.0.3", "127.0.0.4"
 ADULT = TestZone.BLOCKED.rstrip(".")
 GAMES = TestZone.SHORT.rstrip(".")

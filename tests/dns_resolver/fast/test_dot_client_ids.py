@@ -29,7 +29,7 @@ from tests.dns_resolver.encrypted import (
 )
 from tests.dns_resolver.harness import ServerProcess, TestZone, eventually, to_toml
 from tests.dns_resolver.policy_helpers import Clock, make_config, make_resolver, paris
-from tests.dns_resolver.test_client_id import POLICIES
+from tests.dns_resolver.steps.test_client_id import POLICIES
 
 Start = Callable[..., ServerProcess]
 C_LOOP = "DNS over TLS is served from the C stream loop"

@@ -17,7 +17,7 @@ from dns_resolver.resolver import TRANSPORTS, Pending, Resolver
 from dns_resolver.steps.policy import OPTION_MAC
 from dns_resolver.wire import Edns
 from tests.dns_resolver.policy_helpers import Clock, make_config, make_resolver, paris
-from tests.dns_resolver.test_policy import answer, ecs_option
+from tests.dns_resolver.steps.test_policy import answer, ecs_option
 
 POLICIES = """
 [clients]

@@ -20,7 +20,7 @@ from tests.dns_resolver.harness import (
     eventually,
     to_toml,
 )
-from tests.dns_resolver.test_integration_local import (
+from tests.dns_resolver.steps.test_integration_local import (
     CORP_ZONE,
     DC_A,
     PUPIL,
