@@ -1,6 +1,6 @@
 """The C UDP fast path: answers it gives itself, what it hands to Python, reloads, workers.
 
-The integration tests elsewhere in this folder run with the fast path on (the default) and
+The integration tests under tests/dns_resolver/ run with the fast path on (the default) and
 check the answers; these check that the fast path is really the one answering, that its
 answers equal the Python chain's, and its own behaviour (TTL ageing, 0x20 case, EDE, TC,
 reloads, worker processes sharing one snapshot).
