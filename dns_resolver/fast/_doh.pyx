@@ -32,7 +32,7 @@ from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcmp, memcpy, strlen
+from libc.string cimport memcmp, memcpy, strlen, strncmp
 
 from dns_resolver.fast._fastpath cimport ANSWERED, T_HTTPS, TO_PYTHON, FastPath, Slot, host_port
 from dns_resolver.fast._querylog cimport L_BLOCKED
@@ -543,7 +543,7 @@ cdef uint32_t dns_query(Req *r, uint8_t *buf, const uint8_t **q, char *cid) noex
         return 0
     p = r.path + end + 1
     while True:  # the `dns` parameter, spelt plainly (no %-escapes: Python reads those)
-        if memcmp(p, b"dns=", 4) == 0:
+        if strncmp(p, b"dns=", 4) == 0:  # not memcmp: the path may end within 4 bytes
             v = p + 4
             vlen = 0
             while v[vlen] and v[vlen] != b'&':
