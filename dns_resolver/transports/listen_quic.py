@@ -93,12 +93,7 @@ class DoqListener:
         """Bind and listen. Raises OSError naming the address."""
         from dns_resolver.transports.server import bind
 
-        try:
-            sock = bind(self.host, self.port, socket.SOCK_DGRAM, self.reuse_port)
-        except OSError as exc:
-            raise OSError(
-                exc.errno, f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
-            ) from exc
+        sock = bind(self.host, self.port, socket.SOCK_DGRAM, self.reuse_port)
         self.port = sock.getsockname()[1]
         loop = asyncio.get_running_loop()
         self._endpoint, self._quic = await loop.create_datagram_endpoint(  # type: ignore[assignment]

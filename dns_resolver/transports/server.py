@@ -42,6 +42,8 @@ TCP_PIPELINE = 32  # upstream queries in flight per TCP connection
 
 
 def bind(host: str, port: int, kind: int, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking socket of `kind` bound to host:port. Raises OSError naming the
+    address (`cannot listen on HOST:PORT: REASON`), as every listener reports it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, kind)
     try:
@@ -58,9 +60,9 @@ def bind(host: str, port: int, kind: int, reuse_port: bool = False) -> socket.so
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         sock.bind((host, port))
         sock.setblocking(False)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     return sock
 
 
@@ -267,9 +269,9 @@ class DnsServer:
                 # Port 0 (tests): UDP takes the port the kernel gave TCP.
                 port = tcp_sock.getsockname()[1]
                 udp_sock = bind(host, port, socket.SOCK_DGRAM, self.reuse_port)
-            except OSError as exc:
+            except OSError:
                 await self.stop()
-                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+                raise
             if self.fast is not None:
                 self.fast.attach(udp_sock)
             else:

@@ -236,12 +236,7 @@ class StreamListener:
         """Bind and listen. Raises OSError naming the address."""
         from dns_resolver.transports.server import TCP_BACKLOG, bind
 
-        try:
-            sock = bind(self.host, self.port, socket.SOCK_STREAM, self.reuse_port)
-        except OSError as exc:
-            raise OSError(
-                exc.errno, f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
-            ) from exc
+        sock = bind(self.host, self.port, socket.SOCK_STREAM, self.reuse_port)
         self.port = sock.getsockname()[1]
         sock.listen(TCP_BACKLOG)
         self._sock = sock
